@@ -1,0 +1,89 @@
+"""Image files: loading (greyscale made 3-channel), modcrop, LR generation, benchmark sets and shared data paths."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import UserError
+from .imresize import imresize
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("DFSQ_SHARED_DATA", ROOT.parent / "shared" / "data"))
+BENCHMARK_ROOT = SHARED_DATA / "benchmark"
+TRAIN_ROOT = SHARED_DATA / "train"
+DATASETS = ("Set5", "Set14", "B100", "Urban100")
+IMAGE_EXTS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """An image file as uint8 (H, W, 3); greyscale is replicated to 3 channels, alpha is dropped."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB") if im.mode != "RGB" else im.copy()
+    except FileNotFoundError:
+        raise UserError(f"image not found: {path}") from None
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"cannot read image {path}: {exc}") from None
+    return np.asarray(im, dtype=np.uint8)
+
+
+def save_rgb(img: np.ndarray, path: str | Path) -> None:
+    Image.fromarray(img).save(path)
+
+
+def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    return img[: h - h % scale, : w - w % scale]
+
+
+def make_lr(hr: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB-bicubic LR of an already modcropped uint8 HR image."""
+    return imresize(hr, 1.0 / scale)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"not a folder: {folder}")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+
+
+def benchmark_pairs(name: str, scale: int, root: str | Path = BENCHMARK_ROOT):
+    """Yield (stem, hr, lr) for a benchmark set: HR modcropped to ``scale``; LR by MATLAB-bicubic imresize."""
+    folder = Path(root) / name / "HR"
+    if not folder.is_dir():
+        raise UserError(f"benchmark set {name} not found under {root} (expected {folder})")
+    for path in list_images(folder):
+        hr = modcrop(load_rgb(path), scale)
+        yield path.stem, hr, make_lr(hr, scale)
+
+
+def sample_image() -> np.ndarray:
+    """An image that ships with a dependency (scikit-image's 'astronaut', 512x512 RGB): the demo's default."""
+    from skimage import data as skdata
+
+    return np.ascontiguousarray(skdata.astronaut()[:, :, :3])
+
+
+def sample_images(n: int) -> list[tuple[str, np.ndarray]]:
+    """Up to ``n`` colour images that ship with scikit-image (the calibration fallback when no data is at hand)."""
+    from skimage import data as skdata
+
+    names = ["astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field",
+             "retina", "colorwheel", "cat", "motorcycle_left"]
+    out = []
+    for name in names:
+        if len(out) >= n:
+            break
+        try:
+            img = getattr(skdata, name)()
+        except Exception:  # noqa: BLE001 - some need pooch downloads; skip those
+            continue
+        img = np.asarray(img)
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        out.append((name, np.ascontiguousarray(img[..., :3]).astype(np.uint8)))
+    return out

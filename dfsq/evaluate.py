@@ -1,0 +1,102 @@
+"""PSNR/SSIM (Y, shave = scale) of EDSR, quantized EDSR or bicubic on the benchmark sets.
+
+    python -m dfsq.evaluate --weights PATH|default --scale 2 --datasets Set5,Set14,B100,Urban100 \
+        --method fp|bicubic|minmax|dfsq|dfsq-hw [--act-bits B --weight-bits B --words N --params PARAMS] \
+        [--data-root DIR] [--json FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .data import BENCHMARK_ROOT, DATASETS, benchmark_pairs
+from .errors import UserError, cli_main
+from .imresize import imresize
+from .metrics import psnr_y, ssim_y
+
+METHODS = ("fp", "bicubic", "minmax", "dfsq", "dfsq-hw")
+
+
+@torch.no_grad()
+def upscale(model, lr: np.ndarray) -> np.ndarray:
+    """Run ``model`` on a uint8 (H, W, 3) LR image; the output is rounded and clipped to uint8, as EDSR does."""
+    x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float()
+    y = model(x)[0].clamp(0, 255).round().byte().permute(1, 2, 0)
+    return y.numpy()
+
+
+def evaluate_dataset(model, name: str, scale: int, root=BENCHMARK_ROOT, progress: bool = True) -> dict:
+    """Mean PSNR-Y and SSIM-Y over a benchmark set; ``model`` None means bicubic upscaling."""
+    ps, ss = [], []
+    items = list(benchmark_pairs(name, scale, root))
+    for stem, hr, lr in tqdm(items, desc=f"{name} x{scale}", disable=not progress, leave=False):
+        sr = imresize(lr, scale) if model is None else upscale(model, lr)
+        ps.append(psnr_y(sr, hr, scale))
+        ss.append(ssim_y(sr, hr, scale))
+    return {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "images": len(items)}
+
+
+def build_model(args):
+    """The network for ``args.method`` (None for bicubic)."""
+    if args.method == "bicubic":
+        return None
+    from .model import load_edsr
+
+    model = load_edsr(args.weights, args.scale)
+    if args.method == "fp":
+        return model
+    from .quantize import build_quantized  # noqa: PLC0415 - quantization is optional here
+
+    return build_quantized(model, args)
+
+
+def add_quant_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--act-bits", type=int, default=4)
+    ap.add_argument("--weight-bits", type=int, default=4)
+    ap.add_argument("--words", type=int, default=4, help="DFSQ universal-set words (2..5)")
+    ap.add_argument("--params", help="calibration artifact from dfsq.calibrate (dfsq, dfsq-hw)")
+    ap.add_argument("--calib", help="calibration image folder when --params is not given")
+    ap.add_argument("--images", type=int, default=32, help="calibration images when --params is not given")
+    ap.add_argument("--seed", type=int, default=0)
+
+
+@cli_main
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m dfsq.evaluate", description=__doc__.split("\n")[0])
+    ap.add_argument("--weights", default="default", help="checkpoint path, or 'default' for the embedded one")
+    ap.add_argument("--scale", type=int, default=2, choices=(2, 4))
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--method", default="fp", choices=METHODS)
+    ap.add_argument("--data-root", default=str(BENCHMARK_ROOT), help="folder holding Set5/, Set14/, B100/, Urban100/")
+    ap.add_argument("--json", help="write the results here")
+    add_quant_args(ap)
+    args = ap.parse_args(argv)
+    names = [n for n in args.datasets.split(",") if n]
+    for n in names:
+        if not (Path(args.data_root) / n / "HR").is_dir():
+            raise UserError(f"dataset {n} not found: expected {Path(args.data_root) / n / 'HR'}")
+    model = build_model(args)
+    results = {}
+    for n in names:
+        results[n] = evaluate_dataset(model, n, args.scale, args.data_root)
+    label = args.method if args.method in ("fp", "bicubic") else f"{args.method} W{args.weight_bits}A{args.act_bits}"
+    print(f"{'dataset':<10} {'PSNR-Y':>8} {'SSIM-Y':>8}   x{args.scale} {label}")
+    for n, r in results.items():
+        print(f"{n:<10} {r['psnr']:8.3f} {r['ssim']:8.4f}")
+    if args.json:
+        out = {"scale": args.scale, "method": args.method, "weights": str(args.weights), "results": results}
+        if args.method not in ("fp", "bicubic"):
+            out.update(act_bits=args.act_bits, weight_bits=args.weight_bits, words=args.words)
+        tmp = Path(args.json).with_suffix(".tmp")
+        tmp.write_text(json.dumps(out, indent=2) + "\n")
+        os.replace(tmp, args.json)
+
+
+if __name__ == "__main__":
+    main()

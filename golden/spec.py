@@ -1,0 +1,364 @@
+"""The single definition of the DFSQ datapath: universal set, point codes, bit widths and fixed-point formats.
+
+dfsq (PyTorch), golden (NumPy), hw (Amaranth) and sim (cocotb) all import this module; nothing else defines a
+word set, a code layout or a width. NumPy only.
+
+Universal set
+-------------
+With ``words`` = N and ``gap`` = G (default 4), word i (1-based) is one of {1, 2^-i, 2^-(i+G), 0}. A point is
+the mean of one element per word, with either sign. Every point is an integer ``P`` over ``denom``:
+
+    value = P / denom,   denom = N * 2^K,   K = N + G,   P = sum_i 2^(K - e_i)   (e_i in {0, i, i+G}; 0 word: 0)
+
+so a weight times a point is ``sum_i sign * (w << (K - e_i))`` (K = 8 by default): N shifts and an adder tree,
+exact. The factor 1/N (not a shift when N is not a power of two) is never applied in the integer datapath: it is
+folded into the per-channel scale (``sigma = scale / denom`` below). N = 4 gives 377 distinct values (the
+official DFSQ code's word sets), N = 3 gives 107 (the number in the paper's text); both are multiples of 2^-(K+log2 N).
+
+Code of a point
+---------------
+``code_bits = 2N + 1``: bits [2i-1 : 2i-2] hold word i's selector (SEL_ZERO, SEL_ONE, SEL_NEAR = 2^-i,
+SEL_FAR = 2^-(i+G)), bit 2N is the sign (1 = negative). Code 0 is the value 0. A value with several selector
+combinations gets the numerically smallest code (:func:`value_to_code` is a fixed table, built once).
+
+Integer datapath of one quantized conv (see docs/datapath.md)
+------------------------------------------------------------
+Per input channel c and output pixel, over the 3x3 taps t (``valid_t`` is 0 for zero padding):
+
+    A_c = sum_t w'[o,c,t] * P[c, p+t]            (P = 0 on padding)
+    B_c = sum_t w'[o,c,t] * valid_t
+    acc = bias_int[o] + sum_c (sigma_m[c] * A_c + mu_m[c] * B_c)
+
+``w' = q - zero_point`` (q in [0, 2^wb - 1]); ``sigma_m = round(scale_c / denom * 2^E)`` and
+``mu_m = round(mean_c * 2^E)`` are ``scale_bits``-bit signed integers sharing one exponent E per
+(layer, sample); ``bias_int = round(bias[o] / s_w[o] * 2^E)``; round = half up (``floor(x + 0.5)``).
+The layer output is ``y = s_w[o] * 2^-E * acc``. Every width below is derived from worst-case bounds.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+SPEC_VERSION = 1
+
+WORDS_RANGE = (2, 5)      # supported number of words (the paper's Appendix C ablation)
+ACT_BITS_RANGE = (2, 8)   # bits of a point index (2^b points per channel)
+WEIGHT_BITS_RANGE = (2, 8)
+SCALE_BITS_RANGE = (4, 32)
+DEFAULT_WORDS = 4
+DEFAULT_GAP = 4
+DEFAULT_SCALE_BITS = 16
+DEFAULT_CHANNELS = 64     # max input channels of a layer (EDSR-baseline: 64); sizes accumulators
+TAPS = 9                  # 3x3 kernels
+EPS = 1e-8                # added to max-abs before normalizing (float32), as the DFSQ code does
+
+# selector values of one word (2 bits)
+SEL_ZERO, SEL_ONE, SEL_NEAR, SEL_FAR = 0, 1, 2, 3
+
+
+class SpecError(ValueError):
+    """An unsupported parameter combination."""
+
+
+def signed_bits(max_abs: int) -> int:
+    """Width of a two's-complement integer holding every value in [-max_abs, max_abs]."""
+    return int(max_abs).bit_length() + 1
+
+
+def round_half_up(x):
+    """The datapath's one rounding rule: floor(x + 0.5), elementwise, to int64."""
+    return np.floor(np.asarray(x, dtype=np.float64) + 0.5).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class WordSet:
+    """The universal set for ``words`` words with exponent gap ``gap``."""
+
+    words: int = DEFAULT_WORDS
+    gap: int = DEFAULT_GAP
+
+    def __post_init__(self):
+        lo, hi = WORDS_RANGE
+        if not (isinstance(self.words, int) and lo <= self.words <= hi):
+            raise SpecError(f"words must be an integer in {lo}..{hi}, got {self.words!r}")
+        if not (isinstance(self.gap, int) and 1 <= self.gap <= 8):
+            raise SpecError(f"gap must be an integer in 1..8, got {self.gap!r}")
+
+    @property
+    def K(self) -> int:
+        """Shift base: a point's integer is a sum of ``2^(K - e)``."""
+        return self.words + self.gap
+
+    @property
+    def denom(self) -> int:
+        """value = P / denom."""
+        return self.words << self.K
+
+    @property
+    def code_bits(self) -> int:
+        return 2 * self.words + 1
+
+    @property
+    def sign_bit(self) -> int:
+        return 2 * self.words
+
+    def exponents(self, i: int) -> tuple[int, int, int]:
+        """Exponents e of word i (1-based) for SEL_ONE, SEL_NEAR, SEL_FAR: the element is 2^-e."""
+        return (0, i, i + self.gap)
+
+    def shift(self, i: int, sel: int) -> int | None:
+        """Left shift applied to the weight for word i's selector (None for SEL_ZERO)."""
+        if sel == SEL_ZERO:
+            return None
+        return self.K - self.exponents(i)[sel - 1]
+
+    @property
+    def shift_table(self) -> tuple[tuple[int, int, int], ...]:
+        """Per word (0-based row), the shifts for SEL_ONE, SEL_NEAR, SEL_FAR."""
+        return tuple(tuple(self.K - e for e in self.exponents(i)) for i in range(1, self.words + 1))
+
+    @property
+    def p_max(self) -> int:
+        """Largest |P| (every word = 1)."""
+        return self.words << self.K
+
+    @cached_property
+    def _tables(self):
+        mag_code: dict[int, int] = {}
+        for sels in itertools.product(range(4), repeat=self.words):
+            p = 0
+            code = 0
+            for i, s in enumerate(sels, start=1):
+                sh = self.shift(i, s)
+                if sh is not None:
+                    p += 1 << sh
+                code |= s << (2 * (i - 1))
+            if p not in mag_code or code < mag_code[p]:
+                mag_code[p] = code
+        mags = np.array(sorted(mag_code), dtype=np.int64)
+        ints = np.concatenate([-mags[:0:-1], mags]) if mags[0] == 0 else np.concatenate([-mags[::-1], mags])
+        codes = {int(p): c for p, c in mag_code.items()}
+        for p in list(codes):
+            if p:
+                codes[-p] = codes[p] | (1 << self.sign_bit)
+        return ints, codes
+
+    @property
+    def ints(self) -> np.ndarray:
+        """The universal set as sorted int64 integers P (value = P / denom)."""
+        return self._tables[0].copy()
+
+    @property
+    def values(self) -> np.ndarray:
+        """The universal set as sorted float64 values in [-1, 1]."""
+        return self._tables[0] / self.denom
+
+    def __len__(self) -> int:
+        return len(self._tables[0])
+
+    def int_to_code(self, p) -> np.ndarray:
+        """Codes of integer points (array in, uint16 array out). Raises SpecError for a P outside the set."""
+        codes = self._tables[1]
+        p = np.asarray(p, dtype=np.int64)
+        try:
+            return np.vectorize(lambda v: codes[int(v)], otypes=[np.uint16])(p) if p.size else p.astype(np.uint16)
+        except KeyError as exc:
+            raise SpecError(f"{exc.args[0]} is not in the {self.words}-word universal set") from None
+
+    def value_to_code(self, v) -> np.ndarray:
+        """Codes of values that lie exactly on the universal set."""
+        scaled = np.asarray(v, dtype=np.float64) * self.denom
+        p = np.rint(scaled)
+        if not np.array_equal(p, scaled):
+            raise SpecError("a value is not a multiple of 1/denom, so not in the universal set")
+        return self.int_to_code(p.astype(np.int64))
+
+    def code_to_int(self, code) -> np.ndarray:
+        """Decode codes (any integer array) to P, exactly as the hardware decoder + shift-add does for w = 1."""
+        code = np.asarray(code, dtype=np.int64)
+        if np.any((code < 0) | (code >= (1 << self.code_bits))):
+            raise SpecError(f"code out of range for {self.code_bits} bits")
+        p = np.zeros(code.shape, dtype=np.int64)
+        for i in range(1, self.words + 1):
+            sel = (code >> (2 * (i - 1))) & 3
+            for s in (SEL_ONE, SEL_NEAR, SEL_FAR):
+                p += np.where(sel == s, 1 << self.shift(i, s), 0)
+        return np.where((code >> self.sign_bit) & 1, -p, p)
+
+    def code_to_value(self, code) -> np.ndarray:
+        return self.code_to_int(code) / self.denom
+
+    def snap(self, v) -> np.ndarray:
+        """Nearest universal-set integer P for each value (ties go to the lower value)."""
+        ints = self._tables[0]
+        mids = (ints[:-1] + ints[1:]) / (2.0 * self.denom)
+        return ints[np.searchsorted(mids, np.asarray(v, dtype=np.float64), side="left")]
+
+
+@dataclass(frozen=True)
+class DatapathSpec:
+    """Every width of the integer datapath for one configuration, derived from worst-case bounds."""
+
+    words: int = DEFAULT_WORDS
+    act_bits: int = 4
+    weight_bits: int = 4
+    scale_bits: int = DEFAULT_SCALE_BITS
+    channels: int = DEFAULT_CHANNELS
+    gap: int = DEFAULT_GAP
+
+    def __post_init__(self):
+        WordSet(self.words, self.gap)  # validates words/gap
+        for name, (lo, hi) in (("act_bits", ACT_BITS_RANGE), ("weight_bits", WEIGHT_BITS_RANGE),
+                               ("scale_bits", SCALE_BITS_RANGE)):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and lo <= v <= hi):
+                raise SpecError(f"{name} must be an integer in {lo}..{hi}, got {v!r}")
+        if not (isinstance(self.channels, int) and 1 <= self.channels <= 4096):
+            raise SpecError(f"channels must be an integer in 1..4096, got {self.channels!r}")
+        if self.acc_bits > 63:
+            raise SpecError(f"accumulator needs {self.acc_bits} bits (> 63): lower scale_bits or channels")
+
+    @property
+    def wordset(self) -> WordSet:
+        return WordSet(self.words, self.gap)
+
+    # --- operand widths -------------------------------------------------------------------------------------
+    @property
+    def points(self) -> int:
+        """Points per input channel (2^act_bits). They need not be distinct: 2^b may exceed the set's size."""
+        return 1 << self.act_bits
+
+    @property
+    def code_bits(self) -> int:
+        return self.wordset.code_bits
+
+    @property
+    def w_max(self) -> int:
+        """Largest |w'|, w' = q - zero_point with q, zero_point in [0, 2^wb - 1]."""
+        return (1 << self.weight_bits) - 1
+
+    @property
+    def w_bits(self) -> int:
+        """Signed width of w'."""
+        return signed_bits(self.w_max)
+
+    @property
+    def p_bits(self) -> int:
+        """Signed width of a point integer P."""
+        return signed_bits(self.wordset.p_max)
+
+    @property
+    def product_max(self) -> int:
+        return self.w_max * self.wordset.p_max
+
+    @property
+    def product_bits(self) -> int:
+        return signed_bits(self.product_max)
+
+    @property
+    def a_max(self) -> int:
+        """Bound of the 3x3 partial sum A_c."""
+        return TAPS * self.product_max
+
+    @property
+    def a_bits(self) -> int:
+        return signed_bits(self.a_max)
+
+    @property
+    def b_max(self) -> int:
+        """Bound of the valid-tap weight sum B_c."""
+        return TAPS * self.w_max
+
+    @property
+    def b_bits(self) -> int:
+        return signed_bits(self.b_max)
+
+    @property
+    def mant_max(self) -> int:
+        """Largest |sigma_m|, |mu_m| (symmetric range of a scale_bits-bit signed integer)."""
+        return (1 << (self.scale_bits - 1)) - 1
+
+    @property
+    def term_max(self) -> int:
+        """Bound of sigma_m * A_c + mu_m * B_c (one input channel's contribution)."""
+        return self.mant_max * (self.a_max + self.b_max)
+
+    @property
+    def term_bits(self) -> int:
+        return signed_bits(self.term_max)
+
+    @property
+    def sum_max(self) -> int:
+        """Bound of the sum over all input channels (before the bias)."""
+        return self.channels * self.term_max
+
+    @property
+    def sum_bits(self) -> int:
+        return signed_bits(self.sum_max)
+
+    @property
+    def bias_max(self) -> int:
+        """Largest |bias_int| accepted (same magnitude as the channel sum)."""
+        return self.sum_max
+
+    @property
+    def bias_bits(self) -> int:
+        return signed_bits(self.bias_max)
+
+    @property
+    def acc_max(self) -> int:
+        return self.sum_max + self.bias_max
+
+    @property
+    def acc_bits(self) -> int:
+        """Width of the output accumulator: cannot overflow for any operands within the bounds above."""
+        return signed_bits(self.acc_max)
+
+    @property
+    def float64_exact(self) -> bool:
+        """Every partial sum stays below 2^53, so float64 BLAS computes the accumulator exactly."""
+        return self.acc_max < (1 << 53)
+
+    def widths(self) -> dict:
+        """All widths and bounds, for reports and sidecars."""
+        keys = ("words", "gap", "act_bits", "weight_bits", "scale_bits", "channels", "points", "code_bits",
+                "w_bits", "p_bits", "product_bits", "a_bits", "b_bits", "term_bits", "sum_bits", "bias_bits",
+                "acc_bits")
+        d = {k: getattr(self, k) for k in keys}
+        d.update(K=self.wordset.K, denom=self.wordset.denom, universal_set_size=len(self.wordset),
+                 p_max=self.wordset.p_max, acc_max=self.acc_max)
+        return d
+
+    # --- fixed-point de-normalization --------------------------------------------------------------------------
+    def exponent(self, sigma: np.ndarray, mean: np.ndarray) -> int:
+        """The shared exponent E of one (layer, sample): the largest E with every round(|v| 2^E) <= mant_max."""
+        m = float(max(np.max(np.abs(sigma), initial=0.0), np.max(np.abs(mean), initial=0.0)))
+        if not math.isfinite(m):
+            raise SpecError("scale or mean is not finite")
+        if m == 0.0:
+            return 0
+        e = math.floor(math.log2(self.mant_max / m))
+        while m * 2.0 ** (e + 1) <= self.mant_max:
+            e += 1
+        while m * 2.0 ** e > self.mant_max:
+            e -= 1
+        return e
+
+    def fixed_point(self, scale: np.ndarray, mean: np.ndarray):
+        """(sigma_m, mu_m, E) for per-channel float32 ``scale`` (= max-abs + EPS) and ``mean`` of one sample."""
+        sigma = np.asarray(scale, dtype=np.float64) / self.wordset.denom
+        mean = np.asarray(mean, dtype=np.float64)
+        e = self.exponent(sigma, mean)
+        return round_half_up(np.ldexp(sigma, e)), round_half_up(np.ldexp(mean, e)), e
+
+    def bias_int(self, bias: np.ndarray, weight_scale: np.ndarray, e: int) -> np.ndarray:
+        """Bias in accumulator units (s_w * 2^-E); SpecError if it exceeds ``bias_max``."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            b = round_half_up(np.ldexp(np.asarray(bias, np.float64) / np.asarray(weight_scale, np.float64), e))
+        if np.any(np.abs(b) > self.bias_max):
+            raise SpecError(f"bias does not fit in {self.bias_bits} bits at exponent {e}")
+        return b

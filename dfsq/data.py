@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import UserError
+from golden.errors import UserError
 from .imresize import imresize
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from .data import BENCHMARK_ROOT, DATASETS, benchmark_pairs
-from .errors import UserError, cli_main
+from golden.errors import UserError, cli_main
 from .imresize import imresize
 from .metrics import psnr_y, ssim_y
 

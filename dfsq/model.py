@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import UserError
+from golden.errors import UserError
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 RGB_RANGE = 255.0

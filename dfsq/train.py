@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import BENCHMARK_ROOT, list_images, load_rgb, make_lr, modcrop
-from .errors import UserError, cli_main
+from golden.errors import UserError, cli_main
 from .model import EDSR, check_state_dict, load_state
 
 

@@ -335,7 +335,10 @@ class DatapathSpec:
 
     # --- fixed-point de-normalization --------------------------------------------------------------------------
     def exponent(self, sigma: np.ndarray, mean: np.ndarray) -> int:
-        """The shared exponent E of one (layer, sample): the largest E with every round(|v| 2^E) <= mant_max."""
+        """The shared exponent E of one (layer, sample): the largest E with every |v| * 2^E <= mant_max.
+
+        So every ``round_half_up(v * 2^E)`` lies in [-mant_max, mant_max]: sigma_m and mu_m fit ``scale_bits``
+        signed bits, and the largest of them has at least ``scale_bits - 2`` significant bits."""
         m = float(max(np.max(np.abs(sigma), initial=0.0), np.max(np.abs(mean), initial=0.0)))
         if not math.isfinite(m):
             raise SpecError("scale or mean is not finite")
@@ -357,8 +360,10 @@ class DatapathSpec:
 
     def bias_int(self, bias: np.ndarray, weight_scale: np.ndarray, e: int) -> np.ndarray:
         """Bias in accumulator units (s_w * 2^-E); SpecError if it exceeds ``bias_max``."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            b = round_half_up(np.ldexp(np.asarray(bias, np.float64) / np.asarray(weight_scale, np.float64), e))
-        if np.any(np.abs(b) > self.bias_max):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            v = np.ldexp(np.asarray(bias, np.float64) / np.asarray(weight_scale, np.float64), e)
+        if not np.all(np.isfinite(v)):
+            raise SpecError("bias / weight_scale is not finite (zero weight scale?)")
+        if np.any(np.abs(v) > self.bias_max):  # compared before the cast, so no int64 wrap-around can hide it
             raise SpecError(f"bias does not fit in {self.bias_bits} bits at exponent {e}")
-        return b
+        return round_half_up(v)

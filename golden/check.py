@@ -1,0 +1,146 @@
+"""Check an export against the golden integer datapath, layer by layer.
+
+    python -m golden.check --export DIR [--json FILE] [--layers all|0,5,...] [--scale-bits B]
+
+For every layer: re-derive the codes from the float input (contract 1's float32 ops) and compare them with the
+exported codes; check the statistics (maxabs = max|x - mean| bit for bit, scale = maxabs + 1e-8); run the
+integer datapath (golden.layer) on the derived codes; compare y_hw with the exported fake-quant output y: max
+absolute error, max relative error (to the layer's max |y|), and the elementwise bound the spec predicts
+(fixed-point rounding + float32 rounding of the reference, golden.layer.error_bound). Exit status 0 when every
+layer passes, 1 when codes differ, statistics disagree or an error exceeds its bound, 2 on unusable input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .errors import UserError, cli_main
+from .export_io import LayerData, load_export, load_manifest, spec_from_manifest
+from .layer import derive_codes, error_bound, run_layer
+from .spec import EPS, DatapathSpec
+
+
+def check_layer(layer: LayerData, spec: DatapathSpec) -> dict:
+    """The per-layer report (a JSON-able dict); ``passed`` is the verdict."""
+    codes = derive_codes(layer.x, layer.mean, layer.scale, layer.points)
+    diff = codes != layer.codes
+    n_diff = int(np.count_nonzero(diff))
+    first = None
+    if n_diff:
+        n, c, h, w = (int(v) for v in np.argwhere(diff)[0])
+        first = {"n": n, "c": c, "h": h, "w": w, "exported": int(layer.codes[n, c, h, w]),
+                 "derived": int(codes[n, c, h, w])}
+    maxabs = np.abs(layer.x - layer.mean[:, :, None, None]).max((2, 3))
+    maxabs_ok = bool(np.array_equal(maxabs, layer.maxabs))
+    scale_ref = layer.maxabs + np.float32(EPS)
+    scale_ok = bool(np.all(np.abs(layer.scale - scale_ref) <= np.spacing(scale_ref)))
+    ops, acc, y_hw = run_layer(layer, spec, codes)
+    y = layer.y.astype(np.float64)
+    err = np.abs(y_hw - y)
+    bound = error_bound(layer, ops, spec, y_hw)
+    total = bound["total"]
+    ratio = err / total
+    i = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    ymax = float(np.max(np.abs(y)))
+    within = bool(np.all(err <= total))
+    passed = n_diff == 0 and maxabs_ok and scale_ok and within
+    return {
+        "index": layer.index, "name": layer.name, "shape": list(layer.shape), "relu_input": layer.relu_input,
+        "codes_equal": n_diff == 0, "code_diffs": n_diff, "codes_total": int(codes.size), "first_code_diff": first,
+        "maxabs_exact": maxabs_ok, "scale_ok": scale_ok,
+        "E": [int(e) for e in ops.E], "acc_max_abs": int(np.max(np.abs(acc))), "acc_bits": spec.acc_bits,
+        "max_abs_err": float(err.max()), "max_rel_err": float(err.max()) / ymax if ymax else 0.0,
+        "y_max_abs": ymax, "bound_max": float(total.max()), "rel_bound_max": float(total.max()) / ymax if ymax else 0.0,
+        "bound_fixed_max": float(bound["fixed"].max()), "bound_float32_max": float(bound["float32"].max()),
+        "worst_err_over_bound": float(ratio[i]), "worst_at": [int(v) for v in i],
+        "within_bound": within, "passed": passed,
+    }
+
+
+def _atomic_json(path: Path, obj) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _parse_layers(text: str | None):
+    if text is None or text == "all":
+        return None
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--layers must be 'all' or comma-separated indices, got {text!r}") from None
+
+
+def format_table(results: list[dict]) -> str:
+    head = (f"{'#':>2} {'layer':<14} {'codes':>12} {'stats':>5} {'max|err|':>9} {'rel err':>9} {'bound':>9} "
+            f"{'rel bnd':>9} {'err/bnd':>7} {'E':>7}  verdict")
+    lines = [head]
+    for r in results:
+        codes = "equal" if r["codes_equal"] else f"{r['code_diffs']} diff"
+        stats = "ok" if r["maxabs_exact"] and r["scale_ok"] else "BAD"
+        es = r["E"]
+        e = f"{min(es)}" if min(es) == max(es) else f"{min(es)}..{max(es)}"
+        lines.append(f"{r['index']:>2} {r['name']:<14} {codes:>12} {stats:>5} {r['max_abs_err']:9.2e} "
+                     f"{r['max_rel_err']:9.2e} {r['bound_max']:9.2e} {r['rel_bound_max']:9.2e} "
+                     f"{r['worst_err_over_bound']:7.3f} {e:>7}  {'PASS' if r['passed'] else 'FAIL'}")
+    return "\n".join(lines)
+
+
+@cli_main
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m golden.check", description=__doc__.split("\n")[0])
+    ap.add_argument("--export", required=True, help="export folder (python -m dfsq.export)")
+    ap.add_argument("--json", help="write the per-layer report here")
+    ap.add_argument("--layers", default="all", help="'all' or comma-separated layer indices")
+    ap.add_argument("--scale-bits", type=int, help="check with this de-normalization width (default: the export's)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    manifest = load_manifest(args.export)
+    method = (manifest.get("config") or {}).get("method", "dfsq")
+    if method not in (None, "dfsq"):
+        raise UserError(f"export method is {method!r}: the shift-add datapath needs DFSQ points")
+    overrides = {} if args.scale_bits is None else {"scale_bits": args.scale_bits}
+    spec = spec_from_manifest(manifest, **overrides)
+    _, layers = load_export(args.export, spec, _parse_layers(args.layers))
+    results = [check_layer(lay, spec) for lay in tqdm(layers, desc="golden.check", disable=args.quiet,
+                                                         leave=False)]
+    print(format_table(results))
+    failed = [r for r in results if not r["passed"]]
+    print(f"{len(results) - len(failed)}/{len(results)} layers pass "
+          f"(words {spec.words}, act_bits {spec.act_bits}, weight_bits {spec.weight_bits}, "
+          f"scale_bits {spec.scale_bits}, acc_bits {spec.acc_bits})")
+    for r in failed:
+        why = []
+        if not r["codes_equal"]:
+            f = r["first_code_diff"]
+            why.append(f"{r['code_diffs']} codes differ, first at n={f['n']} c={f['c']} y={f['h']} x={f['w']}: "
+                       f"exported {f['exported']}, derived {f['derived']}")
+        if not (r["maxabs_exact"] and r["scale_ok"]):
+            why.append("maxabs/scale disagree with x and mean")
+        if not r["within_bound"]:
+            why.append(f"error exceeds the bound by x{r['worst_err_over_bound']:.3g} at {r['worst_at']}")
+        print(f"FAIL layer {r['index']} {r['name']}: " + "; ".join(why), file=sys.stderr)
+    if args.json:
+        _atomic_json(Path(args.json), {"export": str(args.export), "spec": spec.widths(),
+                                       "passed": not failed, "layers": results})
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,312 @@
+"""Read (and, for synthetic tests, write) export directories: one ``NN_<name>.npz`` per quantized conv + manifest.
+
+The format is contract 2 of the project (docs/export-format.md): every array is loaded with
+``allow_pickle=False`` and validated (dtype, shape, range, NaN) before the golden model sees it. Bad files raise
+:class:`golden.errors.UserError` with one line naming the file and the field.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .spec import ACT_BITS_RANGE, DatapathSpec, SpecError
+
+EXPORT_FORMAT = "dfsq-export"
+EXPORT_VERSION = 1
+
+# field -> (dtype, number of dimensions); dtype None = any of the listed kinds (checked by hand below)
+FIELDS = {
+    "x": (np.float32, 4), "mean": (np.float32, 2), "maxabs": (np.float32, 2), "scale": (np.float32, 2),
+    "codes": (np.uint8, 4), "points": (np.float32, 2), "point_ints": (np.int32, 2),
+    "point_codes": (np.uint16, 2), "weight_q": (np.uint8, 4), "zero_point": (np.int32, 1),
+    "weight_scale": (np.float32, 1), "bias": (np.float32, 1), "y": (np.float32, 4), "relu_input": (np.bool_, 0),
+    "name": (np.str_, 0), "index": (np.int64, 0),
+}
+FLOAT_FIELDS = ("x", "mean", "maxabs", "scale", "points", "weight_scale", "bias", "y")
+
+
+@dataclass
+class LayerData:
+    """One quantized conv of an export (contract 2). Arrays keep the file's dtypes."""
+
+    x: np.ndarray
+    mean: np.ndarray
+    maxabs: np.ndarray
+    scale: np.ndarray
+    codes: np.ndarray
+    points: np.ndarray
+    point_ints: np.ndarray
+    point_codes: np.ndarray
+    weight_q: np.ndarray
+    zero_point: np.ndarray
+    weight_scale: np.ndarray
+    bias: np.ndarray
+    y: np.ndarray | None
+    relu_input: bool
+    name: str
+    index: int
+    path: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        """(N, C, O, H, W)."""
+        n, c, h, w = self.x.shape
+        return n, c, self.weight_q.shape[0], h, w
+
+    @property
+    def act_bits(self) -> int:
+        return int(self.points.shape[1]).bit_length() - 1
+
+    def arrays(self) -> dict:
+        """The contract-2 fields as a dict of NumPy values (what :func:`save_layer` writes)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "path"}
+        d["relu_input"] = np.bool_(self.relu_input)
+        d["name"] = np.str_(self.name)
+        d["index"] = np.int64(self.index)
+        return d
+
+
+def _fail(where: str, msg: str):
+    raise UserError(f"{where}: {msg}")
+
+
+def layer_from_fields(d: dict, where: str = "layer", spec: DatapathSpec | None = None,
+                      require_y: bool = True) -> LayerData:
+    """Validate a mapping of contract-2 fields (NumPy arrays, or anything ``np.asarray`` takes) into LayerData.
+
+    Checks dtypes, shapes against each other, value ranges, NaN/inf, points ascending and on the universal set
+    (when ``spec`` is given: also act_bits, weight range and the universal set of ``spec.words``).
+    """
+    vals = {}
+    for key, (dtype, ndim) in FIELDS.items():
+        if key not in d or d[key] is None:
+            if key == "y" and not require_y:
+                vals[key] = None
+                continue
+            _fail(where, f"missing field {key!r}")
+        a = np.asarray(d[key])
+        if dtype is np.str_:
+            if a.dtype.kind != "U" or a.ndim != 0:
+                _fail(where, f"field {key!r} must be a unicode scalar, got {a.dtype} shape {a.shape}")
+        elif a.dtype != np.dtype(dtype):
+            _fail(where, f"field {key!r} has dtype {a.dtype}, expected {np.dtype(dtype)}")
+        if a.ndim != ndim:
+            _fail(where, f"field {key!r} has shape {a.shape}, expected {ndim} dimensions")
+        vals[key] = a
+    x = vals["x"]
+    n, c, h, w = x.shape
+    if min(x.shape) < 1:
+        _fail(where, f"x has an empty dimension: {x.shape}")
+    o = vals["weight_q"].shape[0]
+    expect = {"mean": (n, c), "maxabs": (n, c), "scale": (n, c), "codes": (n, c, h, w),
+              "weight_q": (o, c, 3, 3), "zero_point": (o,), "weight_scale": (o,), "bias": (o,)}
+    if vals["y"] is not None:
+        expect["y"] = (n, o, h, w)
+    npts = vals["points"].shape[1] if vals["points"].ndim == 2 else -1
+    for key in ("points", "point_ints", "point_codes"):
+        expect[key] = (c, npts)
+    for key, shp in expect.items():
+        if vals[key].shape != shp:
+            _fail(where, f"field {key!r} has shape {vals[key].shape}, expected {shp}")
+    bits = npts.bit_length() - 1
+    if npts < 1 or (1 << bits) != npts or not ACT_BITS_RANGE[0] <= bits <= ACT_BITS_RANGE[1]:
+        _fail(where, f"points per channel must be 2^b with b in {ACT_BITS_RANGE}, got {npts}")
+    for key in FLOAT_FIELDS:
+        if vals[key] is not None and not np.all(np.isfinite(vals[key])):
+            _fail(where, f"field {key!r} holds NaN or infinite values")
+    if int(vals["codes"].max(initial=0)) >= npts:
+        _fail(where, f"codes reach {int(vals['codes'].max())}, but there are only {npts} points per channel")
+    pts = vals["points"]
+    if np.any(np.diff(pts, axis=1) < 0):
+        _fail(where, "points are not ascending within each channel")
+    if np.any(np.abs(pts) > 1):
+        _fail(where, "points outside [-1, 1]")
+    if np.any(vals["scale"] <= 0) or np.any(vals["maxabs"] < 0):
+        _fail(where, "scale must be > 0 and maxabs >= 0")
+    if np.any(vals["weight_scale"] <= 0):
+        _fail(where, "weight_scale must be > 0")
+    if np.any(vals["zero_point"] < 0) or np.any(vals["zero_point"] > 255):
+        _fail(where, "zero_point outside [0, 255]")
+    relu = bool(vals["relu_input"])
+    if relu and np.any(vals["mean"] != 0):
+        _fail(where, "relu_input is set but mean is not zero")
+    layer = LayerData(**{k: vals[k] for k in FIELDS if k not in ("relu_input", "name", "index")},
+                      relu_input=relu, name=str(vals["name"]), index=int(vals["index"]), path=str(where))
+    if spec is not None:
+        check_layer_spec(layer, spec, where)
+    return layer
+
+
+def check_layer_spec(layer: LayerData, spec: DatapathSpec, where: str = "layer") -> None:
+    """UserError if ``layer`` does not fit ``spec`` (act/weight bits, channels, universal set, point codes)."""
+    if layer.points.shape[1] != spec.points:
+        _fail(where, f"{layer.points.shape[1]} points per channel, but act_bits = {spec.act_bits}")
+    if layer.x.shape[1] > spec.channels:
+        _fail(where, f"{layer.x.shape[1]} input channels, spec allows at most {spec.channels}")
+    wmax = spec.w_max
+    if int(layer.weight_q.max(initial=0)) > wmax or int(layer.zero_point.max(initial=0)) > wmax:
+        _fail(where, f"weight_q or zero_point exceed {wmax} (weight_bits = {spec.weight_bits})")
+    ws = spec.wordset
+    p = layer.point_ints.astype(np.int64)
+    try:
+        codes = ws.int_to_code(p)
+    except SpecError as exc:
+        _fail(where, f"point_ints: {exc}")
+    if not np.array_equal(codes, layer.point_codes):
+        bad = int(np.count_nonzero(codes != layer.point_codes))
+        _fail(where, f"point_codes disagree with point_ints in {bad} entries (words = {spec.words})")
+    # the float32 points are the universal-set values rounded to float32 (exact when denom is a power of two)
+    ref = p / ws.denom
+    if np.any(np.abs(layer.points.astype(np.float64) - ref) > np.abs(ref) * 2.0 ** -23):
+        _fail(where, f"points are not point_ints / {ws.denom}")
+
+
+def load_layer(path, spec: DatapathSpec | None = None) -> LayerData:
+    """Load and validate one layer file (``allow_pickle=False``)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise UserError(f"layer file not found: {path}") from None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise UserError(f"{path}: not a readable .npz file ({str(exc).splitlines()[0][:120]})") from None
+    unknown = sorted(set(d) - set(FIELDS))
+    if unknown:
+        _fail(str(path), f"unknown fields {unknown}")
+    return layer_from_fields(d, str(path), spec)
+
+
+def spec_from_manifest(manifest: dict, **overrides) -> DatapathSpec:
+    """The DatapathSpec of an export (its ``spec`` entry; ``config`` fills words/gap/bits if absent)."""
+    try:
+        sp = dict(manifest.get("spec") or {})
+        cfg = manifest.get("config") or {}
+        kw = {}
+        for key in ("words", "gap", "act_bits", "weight_bits", "scale_bits", "channels"):
+            if key in sp:
+                kw[key] = int(sp[key])
+            elif key in cfg and cfg[key] is not None:
+                kw[key] = int(cfg[key])
+        for key in ("words", "gap", "act_bits", "weight_bits"):
+            if key in sp and key in cfg and cfg[key] is not None and int(cfg[key]) != int(sp[key]):
+                raise UserError(f"manifest: config {key} = {cfg[key]} but spec {key} = {sp[key]}")
+        kw.update(overrides)
+        return DatapathSpec(**kw)
+    except SpecError as exc:
+        raise UserError(f"manifest: {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"manifest: bad spec/config entry ({exc})") from None
+
+
+def load_manifest(directory) -> dict:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"export folder not found: {directory}")
+    mpath = directory / "manifest.json"
+    if not mpath.is_file():
+        raise UserError(f"{directory} has no manifest.json: is it an export folder (python -m dfsq.export)?")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{mpath}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
+        raise UserError(f"{mpath}: format is not {EXPORT_FORMAT!r}")
+    if manifest.get("version") != EXPORT_VERSION:
+        raise UserError(f"{mpath}: version {manifest.get('version')!r}, this reader knows {EXPORT_VERSION}")
+    if not isinstance(manifest.get("layers"), list) or not manifest["layers"]:
+        raise UserError(f"{mpath}: no layers listed")
+    return manifest
+
+
+def load_export(directory, spec: DatapathSpec | None = None, layers=None):
+    """(manifest, [LayerData, ...]) of an export folder, in manifest order, each validated against the spec.
+
+    ``layers``: optional iterable of layer indices to load (default: all).
+    """
+    directory = Path(directory)
+    manifest = load_manifest(directory)
+    if spec is None:
+        spec = spec_from_manifest(manifest)
+    wanted = None if layers is None else set(int(i) for i in layers)
+    out = []
+    for entry in manifest["layers"]:
+        try:
+            idx, fname = int(entry["index"]), str(entry["file"])
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{directory}/manifest.json: bad layer entry {entry!r}") from None
+        if wanted is not None and idx not in wanted:
+            continue
+        if Path(fname).name != fname:
+            raise UserError(f"{directory}/manifest.json: layer file {fname!r} must be a plain file name")
+        layer = load_layer(directory / fname, spec)
+        if layer.index != idx or layer.name != entry.get("name", layer.name):
+            raise UserError(f"{directory / fname}: index/name {layer.index}/{layer.name} differ from the manifest "
+                            f"({idx}/{entry.get('name')})")
+        out.append(layer)
+    if wanted is not None and len(out) != len(wanted):
+        missing = sorted(wanted - {lay.index for lay in out})
+        raise UserError(f"{directory}: no layer with index {missing}")
+    return manifest, out
+
+
+# --- writing (synthetic exports for tests and benches; dfsq.export writes the real ones) -------------------------
+def _atomic_write(path: Path, writer) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_layer(path, layer: LayerData | dict) -> None:
+    """Write one layer file atomically (contract-2 fields)."""
+    d = layer.arrays() if isinstance(layer, LayerData) else dict(layer)
+
+    def writer(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **d)
+
+    _atomic_write(Path(path), writer)
+
+
+def layer_file_name(index: int, name: str) -> str:
+    return f"{index:02d}_{name}.npz"
+
+
+def write_export(directory, layers: list[LayerData], spec: DatapathSpec, config: dict | None = None) -> Path:
+    """Write ``layers`` and a manifest as an export folder (used for synthetic exports)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for lay in layers:
+        fname = layer_file_name(lay.index, lay.name)
+        save_layer(directory / fname, lay)
+        n, c, o, h, w = lay.shape
+        entries.append({"index": lay.index, "name": lay.name, "file": fname, "input_shape": [n, c, h, w],
+                        "output_shape": [n, o, h, w], "relu_input": lay.relu_input})
+    cfg = {"scale": None, "act_bits": spec.act_bits, "weight_bits": spec.weight_bits, "words": spec.words,
+           "gap": spec.gap, "method": "dfsq", "seed": None, "weights": None, "params": None, "image": None,
+           "crop": None}
+    cfg.update(config or {})
+    manifest = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "config": cfg, "spec": spec.widths(),
+                "layers": entries, "versions": {"numpy": np.__version__, "writer": "golden.export_io"}}
+    _atomic_write(directory / "manifest.json",
+                  lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n"))
+    return directory
+
+
+__all__ = ["LayerData", "load_layer", "load_export", "load_manifest", "spec_from_manifest", "layer_from_fields",
+           "check_layer_spec", "save_layer", "write_export", "layer_file_name", "FIELDS"]

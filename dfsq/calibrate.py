@@ -1,0 +1,373 @@
+"""Calibrate DFSQ (and the Min-Max baseline) on a few images and write a versioned parameter artifact.
+
+    python -m dfsq.calibrate --weights default --scale 2 --act-bits 4 --weight-bits 4 --words 4 \
+        [--calib DIR] [--images 32] [--seed S] [--no-norm] [--layerwise] [--restarts R] [--bins B] \
+        [--no-refine] --out PARAMS.npz
+
+One forward pass of the full-precision network over the calibration images (the LR versions, MATLAB bicubic, of
+the first ``--images`` files of ``--calib`` in sorted order; default ../shared/data/train/BSD200, else images that
+ship with scikit-image) records, for the input of each of the 32 quantized convs:
+
+* a per-channel histogram (``--bins`` equal bins over [-1, 1]) of the normalized activations of every pixel of
+  every image (normalized per sample and channel exactly as at inference), from which the points are selected
+  by the vectorized weighted k-means of :mod:`dfsq.select` (histogram-weighted 1-D k-means: the cost does not
+  grow with the number of pixels);
+* the layer's min and max (the Min-Max baseline) and each channel's max |x| (the ``--no-norm`` ablation).
+
+The artifact (see docs/quantization.md) is one ``.npz`` (``np.load(..., allow_pickle=False)``) holding the arrays
+below and a ``meta`` JSON string, plus the same metadata as a ``.json`` sidecar for people:
+``point_ints`` (32, C, 2^b) int32, ``points`` (32, C, 2^b) float32, ``loss`` / ``kmeans_loss`` (32, C) float64,
+``restart`` (32, C) int16, ``weight_q`` (32, O, C, 3, 3) uint8, ``zero_point`` (32, O) int32, ``weight_scale``
+(32, O) float32, ``act_min`` / ``act_max`` (32,) float32, ``static_scale`` (32, C) float32.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from golden.errors import UserError, cli_main
+from golden.spec import (ACT_BITS_RANGE, DEFAULT_GAP, EPS, SPEC_VERSION, WEIGHT_BITS_RANGE, WORDS_RANGE, SpecError,
+                         WordSet)
+
+from .data import TRAIN_ROOT, list_images, load_rgb, make_lr, modcrop, sample_images
+from .model import quantized_convs
+from .quantize import quantize_weight
+from .select import DEFAULT_RESTARTS, histogram_values, kmeans_select
+
+FORMAT = "dfsq-params"
+VERSION = 1
+DEFAULT_BINS = 4096
+DEFAULT_CALIB = TRAIN_ROOT / "BSD200"
+ARRAY_KEYS = ("point_ints", "points", "loss", "kmeans_loss", "restart", "weight_q", "zero_point", "weight_scale",
+              "act_min", "act_max", "static_scale")
+
+
+@dataclass
+class CalibParams:
+    """A calibration result: ``config`` (what it is valid for), ``layers`` (names in network order), ``arrays``
+    (see the module docstring) and ``info`` (images, timings, versions: informative only)."""
+
+    config: dict
+    layers: list[str]
+    arrays: dict[str, np.ndarray]
+    info: dict = field(default_factory=dict)
+
+    def meta(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "config": self.config, "layers": self.layers,
+                "info": self.info}
+
+
+def check_bits(act_bits: int, weight_bits: int, words: int) -> None:
+    for name, v, (lo, hi) in (("act-bits", act_bits, ACT_BITS_RANGE), ("weight-bits", weight_bits, WEIGHT_BITS_RANGE),
+                              ("words", words, WORDS_RANGE)):
+        if not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+            raise UserError(f"--{name} must be an integer in {lo}..{hi}, got {v!r}")
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of every parameter (float32 bytes, sorted keys): ties a params file to the weights it was made for."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def calibration_images(calib: str | Path | None, n: int, scale: int = 2) -> list[tuple[str, np.ndarray]]:
+    """LR network inputs (name, uint8 (H, W, 3)) of the first ``n`` images of ``calib`` in sorted order
+    (default ../shared/data/train/BSD200; when that is absent and no folder was given, scikit-image's images)."""
+    if not isinstance(n, int) or n < 1:
+        raise UserError(f"--images must be a positive integer, got {n!r}")
+    if calib is None and not DEFAULT_CALIB.is_dir():
+        found = sample_images(n)
+        if not found:
+            raise UserError(f"no calibration images: {DEFAULT_CALIB} is absent and no sample image loads")
+        items = found
+    else:
+        paths = list_images(calib if calib is not None else DEFAULT_CALIB)[:n]
+        if not paths:
+            raise UserError(f"no images in {calib or DEFAULT_CALIB}")
+        items = [(p.name, load_rgb(p)) for p in paths]
+    out = []
+    for name, hr in items:
+        hr = modcrop(hr, scale)
+        if min(hr.shape[:2]) < 4 * scale:
+            raise UserError(f"calibration image {name} is too small ({hr.shape[1]}x{hr.shape[0]})")
+        out.append((name, make_lr(hr, scale)))
+    return out
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    img = np.asarray(img)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise UserError(f"a calibration image must be (H, W, 3), got {img.shape}")
+    if not np.all(np.isfinite(img)):
+        raise UserError("a calibration image holds NaN or infinite values")
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
+
+
+class _Collector:
+    """Forward pre-hooks on the 32 convs of a full-precision EDSR that accumulate the calibration statistics."""
+
+    def __init__(self, model, bins: int, norm: bool, static_scale: torch.Tensor | None):
+        self.convs = quantized_convs(model)
+        L = len(self.convs)
+        C = self.convs[0][1].in_channels
+        self.bins, self.norm, self.static_scale = bins, norm, static_scale
+        self.hist = torch.zeros(L, C * bins, dtype=torch.int64)
+        self.act_min = torch.full((L,), float("inf"))
+        self.act_max = torch.full((L,), float("-inf"))
+        self.chan_max = torch.zeros(L, C)
+        self.handles = [conv.register_forward_pre_hook(self._hook(i)) for i, (_, conv) in enumerate(self.convs)]
+        self.collect_hist = True
+
+    def _hook(self, i):
+        relu = self.convs[i][0].endswith(".2")
+
+        def hook(module, inputs):
+            x = inputs[0].detach().float()
+            if not torch.isfinite(x).all():
+                raise UserError(f"activations at {self.convs[i][0]} are not finite (bad weights or input?)")
+            self.act_min[i] = min(self.act_min[i], x.min())
+            self.act_max[i] = max(self.act_max[i], x.max())
+            self.chan_max[i] = torch.maximum(self.chan_max[i], x.abs().amax((0, 2, 3)))
+            if not self.collect_hist:
+                return
+            n, c = x.shape[:2]
+            if self.norm:
+                mean = torch.zeros(n, c) if relu else x.mean((2, 3))
+                d = x - mean[:, :, None, None]
+                xn = d / (d.abs().amax((2, 3)) + EPS)[:, :, None, None]
+            else:
+                xn = (x / self.static_scale[i][None, :, None, None]).clamp(-1.0, 1.0)
+            idx = ((xn + 1.0) * (self.bins / 2)).floor().clamp_(0, self.bins - 1).long()
+            idx = idx.permute(1, 0, 2, 3).reshape(c, -1) + (torch.arange(c) * self.bins)[:, None]
+            self.hist[i] += torch.bincount(idx.reshape(-1), minlength=c * self.bins)
+
+        return hook
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+
+
+@torch.no_grad()
+def _run(model, inputs, collector, progress, desc):
+    for name, img in tqdm(inputs, desc=desc, disable=not progress, leave=False):
+        model(_to_tensor(img))
+
+
+def calibrate(model, images, *, act_bits: int = 4, weight_bits: int = 4, words: int = 4, gap: int = DEFAULT_GAP,
+              seed: int = 0, norm: bool = True, layerwise: bool = False, restarts: int = DEFAULT_RESTARTS,
+              bins: int = DEFAULT_BINS, refine: bool = True, weights: str = "", progress: bool = False) -> CalibParams:
+    """Calibrate ``model`` (a full-precision EDSR, left unchanged) on ``images``: network inputs, a list of
+    uint8 (H, W, 3) arrays or (name, array) pairs. Deterministic for a seed."""
+    check_bits(act_bits, weight_bits, words)
+    try:
+        ws = WordSet(words, gap)
+    except SpecError as exc:
+        raise UserError(str(exc)) from None
+    if restarts < 3:
+        raise UserError(f"--restarts must be at least 3, got {restarts}")
+    if not 64 <= bins <= 1 << 16:
+        raise UserError(f"--bins must be in 64..65536, got {bins}")
+    inputs = [(it if isinstance(it, tuple) else (f"image{i}", it)) for i, it in enumerate(images)]
+    if not inputs:
+        raise UserError("no calibration images")
+    model = model.eval()
+    t0 = time.perf_counter()
+    static_scale = None
+    if not norm:  # first pass: per-channel max |x| (the static scale of the ablation)
+        col = _Collector(model, bins, True, None)
+        col.collect_hist = False
+        try:
+            _run(model, inputs, col, progress, "calibration pass 1/2")
+        finally:
+            col.close()
+        static_scale = col.chan_max + EPS
+    col = _Collector(model, bins, norm, static_scale)
+    try:
+        _run(model, inputs, col, progress, "calibration" if norm else "calibration pass 2/2")
+    finally:
+        col.close()
+    t_collect = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    L = len(col.convs)
+    C = col.convs[0][1].in_channels
+    K = 1 << act_bits
+    values = histogram_values(bins)
+    hist = col.hist.view(L, C, bins).numpy()
+    point_ints = np.zeros((L, C, K), np.int64)
+    loss = np.zeros((L, C))
+    kloss = np.zeros((L, C))
+    restart = np.zeros((L, C), np.int16)
+    for i in tqdm(range(L), desc="selecting points", disable=not progress, leave=False):
+        h = hist[i].sum(0, keepdims=True) if layerwise else hist[i]
+        r = kmeans_select(values, h, act_bits, ws, seed=np.random.SeedSequence([seed, i]).generate_state(1)[0],
+                          restarts=restarts, refine=refine)
+        if layerwise:
+            from .select import Prefix
+
+            point_ints[i] = r["point_ints"][0]
+            loss[i] = Prefix(values, hist[i]).loss(np.broadcast_to(r["point_ints"][0] / ws.denom, (C, K)))
+            kloss[i] = r["kmeans_loss"][0]
+            restart[i] = r["restart"][0]
+        else:
+            point_ints[i], loss[i], kloss[i], restart[i] = r["point_ints"], r["loss"], r["kmeans_loss"], r["restart"]
+    t_select = time.perf_counter() - t1
+
+    wq, zp, sc = zip(*(quantize_weight(conv.weight, weight_bits) for _, conv in col.convs))
+    arrays = {
+        "point_ints": point_ints.astype(np.int32),
+        "points": (point_ints / ws.denom).astype(np.float32),
+        "loss": loss,
+        "kmeans_loss": kloss,
+        "restart": restart,
+        "weight_q": torch.stack(wq).numpy().astype(np.uint8),
+        "zero_point": torch.stack(zp).numpy().astype(np.int32),
+        "weight_scale": torch.stack(sc).numpy().astype(np.float32),
+        "act_min": col.act_min.numpy().astype(np.float32),
+        "act_max": col.act_max.numpy().astype(np.float32),
+        "static_scale": (static_scale if static_scale is not None else col.chan_max + EPS).numpy().astype(np.float32),
+    }
+    config = {"scale": int(model.scale), "act_bits": int(act_bits), "weight_bits": int(weight_bits),
+              "words": int(words), "gap": int(gap), "norm": bool(norm), "layerwise": bool(layerwise),
+              "seed": int(seed), "restarts": int(restarts), "bins": int(bins), "refine": bool(refine),
+              "weights": str(weights), "weights_fingerprint": weights_fingerprint(model)}
+    info = {"images": [n for n, _ in inputs], "n_images": len(inputs),
+            "pixels": int(sum(img.shape[0] * img.shape[1] for _, img in inputs)),
+            "seconds_collect": round(t_collect, 3), "seconds_select": round(t_select, 3),
+            "universal_set_size": len(ws), "mean_loss": float(loss.mean()),
+            "versions": versions()}
+    return CalibParams(config, [n for n, _ in col.convs], arrays, info)
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pkg = version("dfsq-hw")
+    except PackageNotFoundError:
+        pkg = "unknown"
+    return {"dfsq-hw": pkg, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+            "spec": SPEC_VERSION, "params_format": VERSION}
+
+
+def sidecar_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_suffix(".json") if path.suffix == ".npz" else Path(str(path) + ".json")
+
+
+def save_params(params: CalibParams, path: str | Path) -> Path:
+    """Write the npz (with ``meta``) and the JSON sidecar, each atomically."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise UserError(f"output folder does not exist: {path.parent}")
+    meta = json.dumps(params.meta(), sort_keys=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(meta), **{k: params.arrays[k] for k in ARRAY_KEYS})
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    side = sidecar_path(path)
+    tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(params.meta(), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, side)
+    return path
+
+
+def load_params(path: str | Path) -> CalibParams:
+    """Read and validate a params file; UserError (one line) for anything wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"params file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except Exception as exc:  # noqa: BLE001 - any unreadable file
+        raise UserError(f"cannot read params file {path}: {str(exc).splitlines()[0][:160]}") from None
+    if "meta" not in data:
+        raise UserError(f"{path} is not a dfsq params file (no 'meta')")
+    try:
+        meta = json.loads(str(data["meta"]))
+    except ValueError:
+        raise UserError(f"{path}: 'meta' is not valid JSON") from None
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{path} is not a dfsq params file (format {meta.get('format')!r})")
+    if meta.get("version") != VERSION:
+        raise UserError(f"{path} has params version {meta.get('version')}, this tool reads version {VERSION}")
+    cfg, layers = meta["config"], meta["layers"]
+    check_bits(cfg["act_bits"], cfg["weight_bits"], cfg["words"])
+    missing = [k for k in ARRAY_KEYS if k not in data]
+    if missing:
+        raise UserError(f"{path} lacks arrays {missing}")
+    L, K = len(layers), 1 << cfg["act_bits"]
+    pi = data["point_ints"]
+    if pi.ndim != 3 or pi.shape[0] != L or pi.shape[2] != K:
+        raise UserError(f"{path}: point_ints has shape {pi.shape}, expected ({L}, C, {K}) for act_bits "
+                        f"{cfg['act_bits']}")
+    for k in ("points", "loss", "weight_scale", "act_min", "act_max", "static_scale"):
+        if not np.all(np.isfinite(data[k])):
+            raise UserError(f"{path}: {k} holds NaN or infinite values")
+    uni = WordSet(cfg["words"], cfg["gap"]).ints
+    if not np.all(np.isin(pi, uni)):
+        raise UserError(f"{path}: point_ints are not all in the {cfg['words']}-word universal set")
+    if np.any(np.diff(pi.astype(np.int64), axis=2) < 0):
+        raise UserError(f"{path}: points are not ascending per channel")
+    if data["weight_q"].max(initial=0) > (1 << cfg["weight_bits"]) - 1:
+        raise UserError(f"{path}: weight_q exceeds {cfg['weight_bits']} bits")
+    arrays = {k: data[k] for k in ARRAY_KEYS}
+    return CalibParams(cfg, list(layers), arrays, meta.get("info", {}))
+
+
+@cli_main
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m dfsq.calibrate", description=__doc__.split("\n")[0])
+    ap.add_argument("--weights", default="default", help="checkpoint path, or 'default' for the embedded one")
+    ap.add_argument("--scale", type=int, default=2, choices=(2, 4))
+    ap.add_argument("--act-bits", type=int, default=4)
+    ap.add_argument("--weight-bits", type=int, default=4)
+    ap.add_argument("--words", type=int, default=4, help="universal-set words (2..5); 4 -> 377 values, 3 -> 107")
+    ap.add_argument("--calib", help=f"calibration image folder (default {DEFAULT_CALIB})")
+    ap.add_argument("--images", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-norm", action="store_true", help="ablation: static per-channel scale, no per-sample norm")
+    ap.add_argument("--layerwise", action="store_true", help="ablation: one point set per layer")
+    ap.add_argument("--restarts", type=int, default=DEFAULT_RESTARTS)
+    ap.add_argument("--bins", type=int, default=DEFAULT_BINS, help="histogram bins over [-1, 1]")
+    ap.add_argument("--no-refine", action="store_true", help="plain k-means + snap (no local search after it)")
+    ap.add_argument("--out", required=True, help="params file to write (.npz; a .json sidecar is written too)")
+    args = ap.parse_args(argv)
+    check_bits(args.act_bits, args.weight_bits, args.words)
+    from .model import load_edsr
+
+    t0 = time.perf_counter()
+    model = load_edsr(args.weights, args.scale)
+    images = calibration_images(args.calib, args.images, args.scale)
+    params = calibrate(model, images, act_bits=args.act_bits, weight_bits=args.weight_bits, words=args.words,
+                       seed=args.seed, norm=not args.no_norm, layerwise=args.layerwise, restarts=args.restarts,
+                       bins=args.bins, refine=not args.no_refine, weights=str(args.weights), progress=True)
+    params.info["seconds_total"] = round(time.perf_counter() - t0, 3)
+    save_params(params, args.out)
+    i = params.info
+    print(f"calibrated x{args.scale} W{args.weight_bits}A{args.act_bits} words={args.words} on {i['n_images']} "
+          f"images: collect {i['seconds_collect']:.1f} s, select {i['seconds_select']:.1f} s, total "
+          f"{i['seconds_total']:.1f} s; mean loss {i['mean_loss']:.3g} -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

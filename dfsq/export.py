@@ -1,0 +1,197 @@
+"""Export the per-layer tensors of a DFSQ-quantized EDSR run (contract 2; docs/export-format.md).
+
+    python -m dfsq.export --weights default --params PARAMS.npz --image PATH|sample [--crop Y,X,H,W] \
+        [--scale-bits 16] --out DIR
+
+The image (``sample`` = scikit-image's astronaut) is the network input (an LR image), optionally cropped first.
+The quantized network runs once; for each of the 32 quantized convs, in network order, ``NN_<name>.npz`` holds its
+input, normalization, codes, point table, weight integers and fake-quant output, and ``manifest.json`` lists the
+configuration and layers. The directory is written under a temporary name and renamed at the end, so an
+interrupted export leaves no half-written output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from golden.errors import UserError, cli_main
+from golden.spec import DEFAULT_SCALE_BITS, DatapathSpec, SpecError
+
+from .calibrate import load_params, versions, weights_fingerprint
+from .data import load_rgb, sample_image
+from .quantize import QuantConv, quant_convs, quantize_model
+
+FORMAT = "dfsq-export"
+VERSION = 1
+
+
+def parse_crop(text: str | None):
+    if text is None:
+        return None
+    try:
+        crop = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--crop must be Y,X,H,W (integers), got {text!r}") from None
+    if len(crop) != 4:
+        raise UserError(f"--crop must be Y,X,H,W (4 integers), got {text!r}")
+    return crop
+
+
+def apply_crop(img: np.ndarray, crop) -> np.ndarray:
+    if crop is None:
+        return img
+    y, x, h, w = crop
+    H, W = img.shape[:2]
+    if y < 0 or x < 0 or h < 1 or w < 1 or y + h > H or x + w > W:
+        raise UserError(f"crop {y},{x},{h},{w} does not fit in the {H}x{W} image")
+    return np.ascontiguousarray(img[y:y + h, x:x + w])
+
+
+@torch.no_grad()
+def collect_layers(qmodel, img: np.ndarray) -> list[dict]:
+    """Run ``qmodel`` once on uint8 (H, W, 3) ``img``; the export fields of every QuantConv, in network order.
+    Checks that each layer's recomputed output equals the output of the network's own forward pass."""
+    convs = quant_convs(qmodel)
+    if len(convs) != 32:
+        raise UserError(f"expected 32 quantized convs, found {len(convs)}")
+    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def hook(module: QuantConv, inputs, output):
+        seen[module.index] = (inputs[0].detach().clone(), output.detach().clone())
+
+    handles = [m.register_forward_hook(hook) for m in convs]
+    try:
+        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
+        qmodel(x)
+    finally:
+        for h in handles:
+            h.remove()
+    out = []
+    for m in convs:
+        xin, y = seen[m.index]
+        f = m.quant_fields(xin)
+        if not np.array_equal(f["y"], y.numpy()):
+            raise RuntimeError(f"{m.name}: recomputed output differs from the network's forward pass")
+        out.append(f)
+    return out
+
+
+def layer_file(index: int, name: str) -> str:
+    return f"{index:02d}_{name}.npz"
+
+
+def _write_npz(path: Path, fields: dict) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, **fields)
+
+
+def _is_export_dir(path: Path) -> bool:
+    if not path.is_dir():
+        return False
+    if not any(path.iterdir()):
+        return True
+    try:
+        return json.loads((path / "manifest.json").read_text()).get("format") == FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def write_export(layers: list[dict], manifest: dict, out: str | Path) -> Path:
+    """Write the layer files and manifest into a temporary sibling of ``out``, then rename it to ``out``
+    (replacing a previous export there; refusing anything else)."""
+    out = Path(out)
+    if out.exists() and not _is_export_dir(out):
+        raise UserError(f"{out} exists and is not an export directory; choose another --out")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"output folder does not exist: {parent}")
+    tmp = parent / f".{out.name}.tmp-{os.getpid()}"
+    old = parent / f".{out.name}.old-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        for f, entry in zip(layers, manifest["layers"]):
+            _write_npz(tmp / entry["file"], f)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def export(model, params, img: np.ndarray, out: str | Path, *, scale_bits: int = DEFAULT_SCALE_BITS,
+           weights: str = "", params_path: str = "", image: str = "", crop=None) -> dict:
+    """Quantize ``model`` (full-precision EDSR) with ``params``, run it on ``img`` (network input, uint8 HWC,
+    already cropped) and write the export directory ``out``. Returns the manifest."""
+    cfg = params.config
+    if not cfg.get("norm", True):
+        raise UserError("export needs a normalized dfsq calibration (this one was made with --no-norm)")
+    if params.config["weights_fingerprint"] != weights_fingerprint(model):
+        raise UserError(f"params were calibrated for other weights ({cfg['weights']})")
+    img = np.asarray(img)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise UserError(f"the image must be uint8 (H, W, 3), got {img.dtype} {img.shape}")
+    try:
+        spec = DatapathSpec(words=cfg["words"], act_bits=cfg["act_bits"], weight_bits=cfg["weight_bits"],
+                            scale_bits=scale_bits, gap=cfg["gap"])
+    except SpecError as exc:
+        raise UserError(str(exc)) from None
+    qmodel = quantize_model(model, params, "dfsq")
+    layers = collect_layers(qmodel, img)
+    entries = [{"index": int(f["index"]), "name": str(f["name"]), "file": layer_file(int(f["index"]), str(f["name"])),
+                "input_shape": list(f["x"].shape), "output_shape": list(f["y"].shape),
+                "relu_input": bool(f["relu_input"])} for f in layers]
+    manifest = {
+        "format": FORMAT, "version": VERSION,
+        "config": {"scale": cfg["scale"], "act_bits": cfg["act_bits"], "weight_bits": cfg["weight_bits"],
+                   "words": cfg["words"], "gap": cfg["gap"], "method": "dfsq", "seed": cfg["seed"],
+                   "weights": str(weights or cfg["weights"]), "params": str(params_path), "image": str(image),
+                   "crop": list(crop) if crop is not None else None},
+        "spec": spec.widths(),
+        "layers": entries,
+        "versions": versions(),
+    }
+    write_export(layers, manifest, out)
+    return manifest
+
+
+@cli_main
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m dfsq.export", description=__doc__.split("\n")[0])
+    ap.add_argument("--weights", default="default", help="checkpoint path, or 'default' for the embedded one")
+    ap.add_argument("--params", required=True, help="params file from python -m dfsq.calibrate")
+    ap.add_argument("--image", required=True, help="network input image (LR), or 'sample'")
+    ap.add_argument("--crop", help="Y,X,H,W crop of the image before running the network")
+    ap.add_argument("--scale-bits", type=int, default=DEFAULT_SCALE_BITS, help="for the manifest's spec widths")
+    ap.add_argument("--out", required=True, help="export directory to write")
+    args = ap.parse_args(argv)
+    from .model import load_edsr
+
+    t0 = time.perf_counter()
+    crop = parse_crop(args.crop)
+    params = load_params(args.params)
+    img = sample_image() if args.image == "sample" else load_rgb(args.image)
+    img = apply_crop(img, crop)
+    model = load_edsr(args.weights, params.config["scale"])
+    manifest = export(model, params, img, args.out, scale_bits=args.scale_bits, weights=args.weights,
+                      params_path=args.params, image=args.image, crop=crop)
+    n = len(manifest["layers"])
+    print(f"exported {n} layers of a {img.shape[0]}x{img.shape[1]} input to {args.out} "
+          f"in {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

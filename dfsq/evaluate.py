@@ -53,10 +53,17 @@ def build_model(args):
         return model
     from .quantize import build_quantized  # noqa: PLC0415 - quantization is optional here
 
-    return build_quantized(model, args)
+    qmodel = build_quantized(model, args)
+    if args.method == "dfsq-hw":
+        from .hw_mode import apply_hw_mode  # noqa: PLC0415
+
+        apply_hw_mode(qmodel, scale_bits=args.scale_bits)
+    return qmodel
 
 
 def add_quant_args(ap: argparse.ArgumentParser) -> None:
+    from golden.spec import DEFAULT_SCALE_BITS  # noqa: PLC0415
+
     ap.add_argument("--act-bits", type=int, default=4)
     ap.add_argument("--weight-bits", type=int, default=4)
     ap.add_argument("--words", type=int, default=4, help="DFSQ universal-set words (2..5)")
@@ -64,6 +71,8 @@ def add_quant_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--calib", help="calibration image folder when --params is not given")
     ap.add_argument("--images", type=int, default=32, help="calibration images when --params is not given")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scale-bits", type=int, default=DEFAULT_SCALE_BITS,
+                    help="fixed-point width of sigma/mu in the integer datapath (dfsq-hw)")
 
 
 @cli_main

@@ -176,8 +176,11 @@ def main(argv=None):
     ap.add_argument("--image", required=True, help="network input image (LR), or 'sample'")
     ap.add_argument("--crop", help="Y,X,H,W crop of the image before running the network")
     ap.add_argument("--scale-bits", type=int, default=DEFAULT_SCALE_BITS, help="for the manifest's spec widths")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", required=True, help="export directory to write")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from .model import load_edsr
 
     t0 = time.perf_counter()

@@ -269,7 +269,7 @@ def build_quantized(model: nn.Module, args) -> nn.Module:
             raise UserError(f"{args.params} was calibrated for other weights ({params.config['weights']}, "
                             f"fingerprint {params.config['weights_fingerprint'][:12]} != {fp[:12]})")
     else:
-        images = calibration_images(getattr(args, "calib", None), getattr(args, "images", 32))
+        images = calibration_images(getattr(args, "calib", None), getattr(args, "images", 32), int(model.scale))
         params = calibrate(model, images, act_bits=args.act_bits, weight_bits=args.weight_bits, words=args.words,
                            seed=getattr(args, "seed", 0), weights=str(getattr(args, "weights", "")),
                            norm=not getattr(args, "no_norm", False), layerwise=getattr(args, "layerwise", False),

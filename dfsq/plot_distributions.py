@@ -1,0 +1,108 @@
+"""Draw the paper's Fig. 1 for one quantized conv: its input activation distributions across channels of one
+sample, and across samples of one channel (box plots of the raw full-precision activations), as a PNG.
+
+    python -m dfsq.plot_distributions --weights default --scale 2 --layer body.4.body.0 \
+        [--sample 0] [--channel 0] [--channels 16] [--images 8] [--calib DIR] --out fig1.png
+
+``--layer`` is a name (``body.N.body.0|2``) or an index 0..31. The samples are the LR versions of the first
+``--images`` calibration images (default ../shared/data/train/BSD200, else scikit-image's pictures).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from golden.errors import UserError, cli_main
+
+from .calibrate import calibration_images
+from .model import load_edsr, quantized_convs
+
+
+def layer_inputs(model, images, layer: str | int) -> tuple[str, list[np.ndarray]]:
+    """Full-precision input activations (C, H, W) of one quantized conv, one array per image."""
+    convs = quantized_convs(model)
+    names = [n for n, _ in convs]
+    if isinstance(layer, str) and layer.isdigit():
+        layer = int(layer)
+    if isinstance(layer, int):
+        if not 0 <= layer < len(convs):
+            raise UserError(f"--layer index must be in 0..{len(convs) - 1}, got {layer}")
+        name, conv = convs[layer]
+    elif layer in names:
+        name, conv = convs[names.index(layer)]
+    else:
+        raise UserError(f"unknown layer {layer!r}: use an index 0..31 or a name like body.4.body.0")
+    acts = []
+    h = conv.register_forward_pre_hook(lambda m, inp: acts.append(inp[0][0].detach().numpy().copy()))
+    try:
+        with torch.no_grad():
+            for _, img in images:
+                model(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float())
+    finally:
+        h.remove()
+    return name, acts
+
+
+def plot(name: str, acts: list[np.ndarray], sample: int, channel: int, channels: int, out: str | Path,
+         labels: list[str] | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n, c = len(acts), acts[0].shape[0]
+    if not 0 <= sample < n:
+        raise UserError(f"--sample must be in 0..{n - 1}, got {sample}")
+    if not 0 <= channel < c:
+        raise UserError(f"--channel must be in 0..{c - 1}, got {channel}")
+    chans = list(range(min(channels, c)))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))
+    a.boxplot([acts[sample][i].ravel() for i in chans], whis=(0, 100), showfliers=False)
+    a.set_xticks(range(1, len(chans) + 1), [str(i) for i in chans], fontsize=7)
+    a.set_xlabel("channel")
+    a.set_ylabel("activation")
+    a.set_title(f"{name}: channels of sample {labels[sample] if labels else sample}")
+    b.boxplot([x[channel].ravel() for x in acts], whis=(0, 100), showfliers=False)
+    b.set_xticks(range(1, n + 1), [str(i) for i in range(n)], fontsize=7)
+    b.set_xlabel("sample")
+    b.set_title(f"{name}: channel {channel} across samples")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.suptitle("Input activation ranges (whiskers: min..max, box: quartiles)")
+    fig.tight_layout()
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
+
+
+@cli_main
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m dfsq.plot_distributions", description=__doc__.split("\n")[0])
+    ap.add_argument("--weights", default="default")
+    ap.add_argument("--scale", type=int, default=2, choices=(2, 4))
+    ap.add_argument("--layer", default="body.4.body.0", help="layer name or index 0..31")
+    ap.add_argument("--sample", type=int, default=0, help="sample for the across-channels panel")
+    ap.add_argument("--channel", type=int, default=0, help="channel for the across-samples panel")
+    ap.add_argument("--channels", type=int, default=16, help="how many channels to show")
+    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--calib", help="image folder (default: the calibration set)")
+    ap.add_argument("--out", required=True, help="PNG to write")
+    args = ap.parse_args(argv)
+    if not args.out.lower().endswith(".png"):
+        raise UserError("--out must be a .png file")
+    model = load_edsr(args.weights, args.scale)
+    images = calibration_images(args.calib, args.images, args.scale)
+    name, acts = layer_inputs(model, images, args.layer)
+    plot(name, acts, args.sample, args.channel, args.channels, args.out, [n for n, _ in images])
+    print(f"wrote {args.out} ({name}, {len(acts)} samples)")
+
+
+if __name__ == "__main__":
+    main()

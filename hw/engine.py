@@ -1,0 +1,265 @@
+"""The lane-parallel 3x3 conv engine (Verilog top ``dfsq_engine``), streaming valid/ready, contract 4.
+
+One output (pixel, output channel) is ``G = channels / lanes`` beats. Lane ``l`` of group ``g`` serves input
+channel ``g * lanes + l``: it looks its 9 point indices up in its share of the point table, multiplies each by
+the tap's weight with a shift-add multiplier, sums the masked taps into ``A`` (products) and ``B`` (weights),
+and scales them with the channel's fixed-point ``sigma_m * A + mu_m * B``. A balanced tree adds the lanes; the
+accumulator adds the groups and the bias (golden.spec, "Integer datapath of one quantized conv").
+
+Pipeline (one beat per cycle, every stage enabled by ``en = !out_valid | out_ready``, so back-pressure stalls
+the whole pipeline and ``in_ready = en``):
+
+====== =========================================================================================
+stage  registered at the end of it
+====== =========================================================================================
+1      beat fields; point table read (synchronous memory)
+2      per-tap products (shift-add) and masked weights
+3      per-lane ``A`` and ``B`` (balanced 9-input trees; the multipliers' deferred carries are their
+       carry-ins)
+4      per-lane ``sigma_m * A`` and ``mu_m * B``
+5      sum over lanes (balanced tree)
+6      accumulator over groups (bias on the first beat); on the last beat, the output register
+====== =========================================================================================
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.spec import TAPS, DatapathSpec
+
+from .arith import Carry, Term, add, balanced_sum, shape_for
+from .decoder import PointDecoder, check_spec, code_layout, index_bits
+from .shift_add import ShiftAddMultiplier, check_fault, check_variant
+
+__all__ = ["ConvEngine", "check_lanes"]
+
+
+def check_lanes(spec: DatapathSpec, lanes) -> int:
+    """Validate ``lanes`` for ``spec``: a positive integer dividing ``spec.channels``."""
+    if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
+        raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
+    if spec.channels % lanes:
+        raise ValueError(f"lanes ({lanes}) must divide channels ({spec.channels})")
+    return lanes
+
+
+class ConvEngine(wiring.Component):
+    """DFSQ 3x3 conv engine: L lanes over input channels, 9 taps each, valid/ready streaming.
+
+    ``out_acc`` = ``bias + sum over the G beats of one output, over lanes, of (sigma_m * A + mu_m * B)`` with
+    ``A = sum_t mask_t * w'_t * P(table[c][idx_t])`` and ``B = sum_t mask_t * w'_t``, exactly as
+    ``golden.layer.accumulate``. Outputs leave in input order, ``latency`` cycles after the handshake of their
+    last beat when ``out_ready`` is held high.
+
+    Parameters
+    ----------
+    spec : golden.spec.DatapathSpec
+        Every width; ``spec.channels`` is the number of input channels (table rows).
+    lanes : int
+        Parallel lanes L; must divide ``spec.channels``. Groups G = channels / L.
+    fault : str or None
+        A key of :data:`hw.shift_add.FAULTS` for a deliberately broken variant, else ``None``.
+    variant : str
+        Multiplier micro-architecture (:data:`hw.shift_add.VARIANTS`, default ``"deferred"``: the tap trees take
+        the deferred negation carries as carry-ins).
+
+    Attributes
+    ----------
+    tbl_we : In(1)
+        Point table write strobe: ``table[tbl_chan][tbl_idx] = tbl_code``. Only while no beat is in flight.
+    tbl_chan : In(index_bits(channels))
+        Input channel written.
+    tbl_idx : In(act_bits)
+        Point index written.
+    tbl_code : In(code_layout(spec))
+        Code written (golden.spec layout, code_bits wide).
+    in_valid : In(1)
+        A beat is offered.
+    in_ready : Out(1)
+        The engine takes the beat this cycle (``in_valid & in_ready`` is the handshake).
+    in_first : In(1)
+        First beat of an output: the accumulator restarts from ``in_bias``.
+    in_last : In(1)
+        Last beat of an output: the result is emitted.
+    in_group : In(index_bits(G))
+        Channel group g of the beat (lane l serves channel g * L + l).
+    in_mask : In(9)
+        Bit t: tap t lies inside the image (taps in raster order, t = 3 * (dy + 1) + (dx + 1)).
+    in_idx : In(ArrayLayout(ArrayLayout(act_bits, 9), L))
+        Point index of tap t of lane l (flat element l * 9 + t).
+    in_weight : In(ArrayLayout(ArrayLayout(signed(w_bits), 9), L))
+        Two's-complement weight w' of tap t of lane l (flat element l * 9 + t).
+    in_sigma : In(ArrayLayout(signed(scale_bits), L))
+        sigma_m of each lane's channel.
+    in_mu : In(ArrayLayout(signed(scale_bits), L))
+        mu_m of each lane's channel.
+    in_bias : In(signed(bias_bits))
+        bias_int of the output channel (used on the first beat).
+    out_valid : Out(1)
+        ``out_acc`` holds a result.
+    out_ready : In(1)
+        The consumer takes the result this cycle.
+    out_acc : Out(signed(acc_bits))
+        The accumulator of one output.
+    """
+
+    def __init__(self, *, spec, lanes, fault=None, variant="deferred"):
+        self._spec = check_spec(spec)
+        self._lanes = check_lanes(spec, lanes)
+        self._fault = check_fault(fault)
+        self._variant = check_variant(variant)
+        L = lanes
+        super().__init__({
+            "tbl_we": In(1),
+            "tbl_chan": In(index_bits(spec.channels)),
+            "tbl_idx": In(spec.act_bits),
+            "tbl_code": In(code_layout(spec)),
+            "in_valid": In(1),
+            "in_ready": Out(1),
+            "in_first": In(1),
+            "in_last": In(1),
+            "in_group": In(index_bits(self.groups)),
+            "in_mask": In(TAPS),
+            "in_idx": In(data.ArrayLayout(data.ArrayLayout(spec.act_bits, TAPS), L)),
+            "in_weight": In(data.ArrayLayout(data.ArrayLayout(signed(spec.w_bits), TAPS), L)),
+            "in_sigma": In(data.ArrayLayout(signed(spec.scale_bits), L)),
+            "in_mu": In(data.ArrayLayout(signed(spec.scale_bits), L)),
+            "in_bias": In(signed(spec.bias_bits)),
+            "out_valid": Out(1),
+            "out_ready": In(1),
+            "out_acc": Out(signed(spec.acc_bits)),
+        })
+
+    @property
+    def spec(self) -> DatapathSpec:
+        return self._spec
+
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
+    @property
+    def groups(self) -> int:
+        """Beats per output, G = channels / lanes."""
+        return self._spec.channels // self._lanes
+
+    @property
+    def fault(self):
+        return self._fault
+
+    @property
+    def variant(self) -> str:
+        return self._variant
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the handshake of a last beat to its ``out_valid`` (``out_ready`` held high)."""
+        return 6
+
+    def elaborate(self, platform):
+        m = Module()
+        spec, L = self._spec, self._lanes
+        w_max, p_max, mant = spec.w_max, spec.product_max, spec.mant_max
+
+        en = Signal()
+        m.d.comb += [en.eq(~self.out_valid | self.out_ready), self.in_ready.eq(en)]
+
+        def stage(name, value, shape=None):
+            """A pipeline register (enabled by ``en``) holding ``value``."""
+            reg = Signal(shape if shape is not None else value.shape(), name=name)
+            with m.If(en):
+                m.d.sync += reg.eq(value)
+            return reg
+
+        # stage 1: beat fields; point table read
+        v1 = stage("v1", self.in_valid & en)
+        first1, last1 = stage("first1", self.in_first), stage("last1", self.in_last)
+        mask1 = stage("mask1", self.in_mask)
+        bias1 = stage("bias1", self.in_bias)
+        lanes1 = []
+        for l in range(L):
+            dec = PointDecoder(spec=spec, channels=self.groups, read_ports=TAPS)
+            m.submodules[f"table{l}"] = dec
+            m.d.comb += [
+                dec.w_en.eq(self.tbl_we & (self.tbl_chan % L == l)),
+                dec.w_chan.eq(self.tbl_chan // L),
+                dec.w_idx.eq(self.tbl_idx),
+                dec.w_code.eq(self.tbl_code),
+                dec.r_en.eq(en),
+                dec.r_chan.eq(self.in_group),
+                dec.r_idx.eq(self.in_idx[l]),
+            ]
+            lanes1.append(dict(
+                code=dec.r_code,
+                weight=stage(f"weight1_{l}", self.in_weight[l]),
+                sigma=stage(f"sigma1_{l}", self.in_sigma[l]),
+                mu=stage(f"mu1_{l}", self.in_mu[l]),
+            ))
+
+        # stage 2: per-tap products and masked weights
+        v2, first2, last2, bias2 = (stage("v2", v1), stage("first2", first1), stage("last2", last1),
+                                    stage("bias2", bias1))
+        lanes2 = []
+        for l, ln in enumerate(lanes1):
+            products, carries, weights = [], [], []
+            for t in range(TAPS):
+                mul = ShiftAddMultiplier(spec=spec, fault=self._fault, variant=self._variant)
+                m.submodules[f"mul{l}_{t}"] = mul
+                wm = Signal(signed(spec.w_bits), name=f"wm{l}_{t}")
+                m.d.comb += [
+                    wm.eq(Mux(mask1[t], ln["weight"][t], 0)),
+                    mul.weight.eq(wm),
+                    mul.code.eq(ln["code"][t]),
+                ]
+                products.append(stage(f"p2_{l}_{t}", mul.product))
+                carries.append(stage(f"c2_{l}_{t}", mul.carry))
+                weights.append(stage(f"w2_{l}_{t}", wm))
+            lanes2.append(dict(products=products, carries=carries, weights=weights,
+                               sigma=stage(f"sigma2_{l}", ln["sigma"]), mu=stage(f"mu2_{l}", ln["mu"])))
+
+        # stage 3: A and B per lane
+        v3, first3, last3, bias3 = (stage("v3", v2), stage("first3", first2), stage("last3", last2),
+                                    stage("bias3", bias2))
+        lanes3 = []
+        for l, ln in enumerate(lanes2):
+            lo = -p_max - (0 if self._variant != "deferred" else 1)
+            a_terms = [Term(p, lo, p_max) for p in ln["products"]]
+            a_carries = [] if self._variant != "deferred" else [c for c in ln["carries"]]
+            a_total, leftover = balanced_sum(m, a_terms, [Carry(c) for c in a_carries], name=f"a{l}")
+            for k, c in enumerate(leftover):
+                a_total = add(m, a_total, Term(c.bit, 0, 1), name=f"a{l}_c{k}")
+            b_total, _ = balanced_sum(m, [Term(w, -w_max, w_max) for w in ln["weights"]], name=f"b{l}")
+            # |A| <= a_max, |B| <= b_max exactly (the trees' bounds are looser only by the deferred carries)
+            lanes3.append(dict(a=stage(f"a3_{l}", a_total.scaled(), signed(spec.a_bits)),
+                               b=stage(f"b3_{l}", b_total.scaled(), signed(spec.b_bits)),
+                               sigma=stage(f"sigma3_{l}", ln["sigma"]), mu=stage(f"mu3_{l}", ln["mu"])))
+
+        # stage 4: fixed-point scale and offset
+        v4, first4, last4, bias4 = (stage("v4", v3), stage("first4", first3), stage("last4", last3),
+                                    stage("bias4", bias3))
+        scaled = []
+        for l, ln in enumerate(lanes3):
+            sa_bound, mb_bound = mant * spec.a_max, mant * spec.b_max
+            sa = stage(f"sa4_{l}", ln["sigma"] * ln["a"], shape_for(-sa_bound, sa_bound))
+            mb = stage(f"mb4_{l}", ln["mu"] * ln["b"], shape_for(-mb_bound, mb_bound))
+            scaled += [Term(sa, -sa_bound, sa_bound), Term(mb, -mb_bound, mb_bound)]
+
+        # stage 5: sum over lanes
+        v5, first5, last5, bias5 = (stage("v5", v4), stage("first5", first4), stage("last5", last4),
+                                    stage("bias5", bias4))
+        lane_sum, _ = balanced_sum(m, scaled, name="lanes")
+        total5 = stage("total5", lane_sum.scaled(), shape_for(lane_sum.abs_lo, lane_sum.abs_hi))
+
+        # stage 6: accumulate over groups; emit on the last beat
+        acc = Signal(signed(spec.acc_bits))
+        nxt = Signal(signed(spec.acc_bits))
+        m.d.comb += nxt.eq(Mux(first5, bias5, acc) + total5)
+        with m.If(en):
+            m.d.sync += self.out_valid.eq(v5 & last5)
+            with m.If(v5):
+                m.d.sync += acc.eq(nxt)
+                with m.If(last5):
+                    m.d.sync += self.out_acc.eq(nxt)
+        return m

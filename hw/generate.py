@@ -1,0 +1,207 @@
+"""Write the Verilog of the DFSQ MAC or conv engine, plus a JSON sidecar (contract 4).
+
+    python -m hw.generate --words 4 [--act-bits 4] [--weight-bits 4] [--scale-bits 16] [--channels 64]
+        [--lanes 16] [--top mac|engine] [--fault NAME] [--variant fold|deferred|naive] [--out rtl_out/]
+
+writes ``<out>/<stem>.v`` (`` `timescale 1ns/1ps`` first, top module ``dfsq_engine`` or ``dfsq_mac``, clock
+``clk`` and synchronous active-high reset ``rst``) and ``<out>/<stem>.json`` (configuration, ``spec.widths()``,
+ports with direction, width, signedness and packing, latency). Stems: ``dfsq_engine_w4_a4_b4_s16_c64_l16`` and
+``dfsq_mac_w4_a4_b4_s16_c64``; a faulted variant adds ``_fault-NAME``, a non-default multiplier variant
+``_v-NAME``. The same arguments always give the same bytes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import amaranth
+from amaranth.back import verilog
+from amaranth.hdl import Shape
+from amaranth.lib import data
+
+from golden.errors import UserError, cli_main
+from golden.spec import DEFAULT_CHANNELS, DEFAULT_GAP, DEFAULT_SCALE_BITS, DEFAULT_WORDS, SPEC_VERSION, \
+    DatapathSpec, SpecError
+
+from .engine import ConvEngine
+from .mac import ShiftAddMAC
+from .shift_add import FAULTS, VARIANTS
+
+__all__ = ["TOPS", "TIMESCALE", "DEFAULT_LANES", "DEFAULT_VARIANTS", "build", "stem", "port_map", "sidecar",
+           "render", "generate", "main"]
+
+TOPS = {"engine": "dfsq_engine", "mac": "dfsq_mac"}
+TIMESCALE = "`timescale 1ns/1ps"
+DEFAULT_LANES = 16
+#: Multiplier micro-architecture per top (measured in docs/hardware.md).
+DEFAULT_VARIANTS = {"engine": "deferred", "mac": "deferred"}
+FORMAT_VERSION = 1
+
+
+def _check_top(top):
+    if top not in TOPS:
+        raise UserError(f"--top must be one of {', '.join(TOPS)}, not {top!r}")
+    return top
+
+
+def build(top: str, spec: DatapathSpec, lanes: int = DEFAULT_LANES, fault=None, variant=None):
+    """The Amaranth component for ``top``; bad combinations raise :class:`UserError` (one line)."""
+    _check_top(top)
+    if fault is not None and fault not in FAULTS:
+        raise UserError(f"unknown fault {fault!r}; known: {', '.join(sorted(FAULTS))}")
+    variant = DEFAULT_VARIANTS[top] if variant is None else variant
+    if variant not in VARIANTS:
+        raise UserError(f"unknown multiplier variant {variant!r}; known: {', '.join(VARIANTS)}")
+    try:
+        if top == "mac":
+            return ShiftAddMAC(spec=spec, fault=fault, variant=variant)
+        return ConvEngine(spec=spec, lanes=lanes, fault=fault, variant=variant)
+    except (TypeError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def stem(top: str, spec: DatapathSpec, lanes: int = DEFAULT_LANES, fault=None, variant=None) -> str:
+    """File stem of a configuration (contract 4)."""
+    s = f"{TOPS[_check_top(top)]}_w{spec.words}_a{spec.act_bits}_b{spec.weight_bits}_s{spec.scale_bits}" \
+        f"_c{spec.channels}"
+    if spec.gap != DEFAULT_GAP:
+        s += f"_g{spec.gap}"
+    if top == "engine":
+        s += f"_l{lanes}"
+    if variant is not None and variant != DEFAULT_VARIANTS[top]:
+        s += f"_v-{variant}"
+    if fault is not None:
+        s += f"_fault-{fault}"
+    return s
+
+
+def _describe_shape(shape) -> dict:
+    """Width, signedness and packing of one port shape."""
+    if isinstance(shape, data.ArrayLayout):
+        elem, count = shape.elem_shape, shape.length
+        inner = _describe_shape(elem)
+        elements = count * inner.get("elements", 1)
+        return {"width": shape.size, "signed": False, "elements": elements,
+                "element_width": inner.get("element_width", inner["width"]),
+                "element_signed": inner.get("element_signed", inner["signed"])}
+    if isinstance(shape, data.Layout):
+        return {"width": shape.size, "signed": False,
+                "fields": {name: {"offset": f.offset, "width": Shape.cast(f.shape).width}
+                           for name, f in shape}}
+    s = Shape.cast(shape)
+    return {"width": s.width, "signed": s.signed}
+
+
+def port_map(component) -> list[dict]:
+    """Ports of a generated top: clock and reset, then every signature member (flat Verilog names)."""
+    ports = [{"name": "clk", "direction": "in", "width": 1, "signed": False},
+             {"name": "rst", "direction": "in", "width": 1, "signed": False}]
+    for name, member in component.signature.members.items():
+        entry = {"name": name, "direction": "in" if member.flow.name == "In" else "out"}
+        entry.update(_describe_shape(member.shape))
+        ports.append(entry)
+    return ports
+
+
+PACKING = {
+    "engine": ("element e = l*9 + t occupies bits [e*element_width, (e+1)*element_width) of in_idx/in_weight; "
+               "taps in raster order t = 3*(dy+1) + (dx+1); lane l of group g serves input channel g*L + l; "
+               "sigma/mu of lane l at [l*scale_bits, (l+1)*scale_bits); signed elements are two's complement"),
+    "mac": "in_code is a point code (golden.spec layout: word i's selector at bits [2i-1:2i-2], sign at bit 2N)",
+}
+
+
+def sidecar(top: str, component, spec: DatapathSpec, lanes: int, fault, variant, name: str) -> dict:
+    """The JSON sidecar of a generated configuration."""
+    config = {"top": top, "module": TOPS[top], "words": spec.words, "gap": spec.gap, "act_bits": spec.act_bits,
+              "weight_bits": spec.weight_bits, "scale_bits": spec.scale_bits, "channels": spec.channels,
+              "fault": fault, "fault_description": FAULTS.get(fault) if fault else None, "variant": variant}
+    if top == "engine":
+        config.update(lanes=lanes, groups=component.groups)
+    else:
+        config.update(acc_bits=component.acc_bits)
+    return {
+        "format": "dfsq-hw", "version": FORMAT_VERSION, "stem": name, "verilog": f"{name}.v",
+        "module": TOPS[top], "timescale": TIMESCALE.split()[1],
+        "clock": {"name": "clk", "edge": "rising"},
+        "reset": {"name": "rst", "active": "high", "kind": "synchronous"},
+        "config": config, "spec": spec.widths(), "latency": component.latency,
+        "latency_definition": ("cycles from the handshake of a last beat to its out_valid, out_ready held high"
+                               if top == "engine" else "cycles from a beat's in_valid to its out_valid"),
+        "ports": port_map(component), "packing": PACKING[top],
+        "versions": {"amaranth": amaranth.__version__, "spec": SPEC_VERSION},
+    }
+
+
+def render(top: str, spec: DatapathSpec, lanes: int = DEFAULT_LANES, fault=None, variant=None):
+    """(verilog text, sidecar dict, stem) without writing anything."""
+    variant = DEFAULT_VARIANTS[_check_top(top)] if variant is None else variant
+    component = build(top, spec, lanes, fault, variant)
+    name = stem(top, spec, lanes, fault, variant)
+    text = verilog.convert(component, name=TOPS[top], emit_src=False)
+    text = f"{TIMESCALE}\n{text}"
+    return text, sidecar(top, component, spec, lanes, fault, variant, name), name
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def generate(top: str = "engine", spec: DatapathSpec | None = None, lanes: int = DEFAULT_LANES, fault=None,
+             out_dir="rtl_out", variant=None):
+    """Write ``<out_dir>/<stem>.v`` and ``<out_dir>/<stem>.json``; return their paths."""
+    spec = DatapathSpec() if spec is None else spec
+    text, meta, name = render(top, spec, lanes, fault, variant)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output folder {out}: {exc.strerror}") from None
+    v_path, j_path = out / f"{name}.v", out / f"{name}.json"
+    _write_atomic(v_path, text)
+    _write_atomic(j_path, json.dumps(meta, indent=2) + "\n")
+    return v_path, j_path
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m hw.generate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--words", type=int, default=DEFAULT_WORDS, help="words per point (2..5, default 4)")
+    p.add_argument("--act-bits", type=int, default=4, help="bits of a point index (default 4)")
+    p.add_argument("--weight-bits", type=int, default=4, help="weight bits (default 4)")
+    p.add_argument("--scale-bits", type=int, default=DEFAULT_SCALE_BITS, help="sigma/mu bits (default 16)")
+    p.add_argument("--channels", type=int, default=DEFAULT_CHANNELS, help="input channels (default 64)")
+    p.add_argument("--gap", type=int, default=DEFAULT_GAP, help="exponent gap of the word set (default 4)")
+    p.add_argument("--lanes", type=int, default=DEFAULT_LANES, help="engine lanes, divides channels (default 16)")
+    p.add_argument("--top", choices=sorted(TOPS), default="engine", help="which top to write (default engine)")
+    p.add_argument("--fault", choices=sorted(FAULTS), default=None,
+                   help="deliberately broken variant, for mutation tests only")
+    p.add_argument("--variant", choices=VARIANTS, default=None,
+                   help="multiplier micro-architecture (default: deferred)")
+    p.add_argument("--out", default="rtl_out", help="output folder (default rtl_out/)")
+    return p
+
+
+@cli_main
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        spec = DatapathSpec(words=args.words, act_bits=args.act_bits, weight_bits=args.weight_bits,
+                            scale_bits=args.scale_bits, channels=args.channels, gap=args.gap)
+    except SpecError as exc:
+        raise UserError(str(exc)) from None
+    v_path, j_path = generate(args.top, spec, args.lanes, args.fault, args.out, args.variant)
+    print(v_path)
+    print(j_path)
+    return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""The shift-add multiplier: weight x DFSQ point as N muxed, pre-wired shifts and a balanced adder tree.
+
+Word i of a point selects one of three fixed shifts ``spec.wordset.shift_table[i-1]`` (or zero), so its partial
+product is a small mux of pre-wired shifts of the weight; the N partial products meet in a balanced adder tree.
+
+Three micro-architectures are kept, because docs/hardware.md measures them against each other:
+
+``"fold"`` (default)
+    The point's sign is folded into the weight first: ``ws = -w if sign else w``, computed bitwise
+    (bit j of ``-w`` is ``w_j xor (any lower bit of w set)``: one small LUT per bit, no carry chain). Each
+    partial product is kept at offset ``min(shifts)`` so its always-zero low bits never enter an adder, and each
+    adder spans only the bits both operands can reach (:mod:`hw.arith`). The product is exact (``carry`` = 0),
+    so an accumulator's restart mux merges into its adder LUTs.
+``"deferred"``
+    Shifts the weight's magnitude ``|w|`` (unsigned rows, no sign extension), XORs the tree's result with the
+    product sign (free in the last adder's LUTs) and hands the negation's ``+1`` out as ``carry`` for the
+    consumer's carry-in. Fewer LUT4, but the accumulator then needs a separate output register.
+``"naive"``
+    The textbook version: every partial product at full width and offset 0, negate the sum at the end.
+
+``product + carry == weight * P(code)`` for every variant (``P`` as in ``golden.spec.WordSet.code_to_int``).
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.spec import DatapathSpec, SEL_NEAR, SEL_ONE
+
+from .arith import Term, balanced_reduce, balanced_sum
+from .decoder import Sel, check_spec, code_layout
+
+__all__ = ["FAULTS", "VARIANTS", "shift_table", "negate_if", "ShiftAddMultiplier"]
+
+#: Deliberately broken variants, for mutation tests of the verification flow only.
+FAULTS = {
+    "shift": "word 2's SEL_NEAR selection decodes to shift K-1 instead of K-2 (one wrong shift amount)",
+}
+
+#: Micro-architectures of the multiplier (see the module docstring).
+VARIANTS = ("fold", "deferred", "naive")
+
+
+def check_fault(fault):
+    if fault is not None and fault not in FAULTS:
+        raise ValueError(f"unknown fault {fault!r}; known: {', '.join(sorted(FAULTS))}")
+    return fault
+
+
+def check_variant(variant):
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown multiplier variant {variant!r}; known: {', '.join(VARIANTS)}")
+    return variant
+
+
+def shift_table(spec: DatapathSpec, fault=None) -> tuple[tuple[int, int, int], ...]:
+    """Per word (0-based row), the left shifts for SEL_ONE, SEL_NEAR, SEL_FAR; ``fault='shift'`` breaks one."""
+    check_spec(spec)
+    table = [list(row) for row in spec.wordset.shift_table]
+    if check_fault(fault) == "shift":
+        table[1][SEL_NEAR - SEL_ONE] += 1
+    return tuple(tuple(row) for row in table)
+
+
+def negate_if(m: Module, value, condition, *, name="negated") -> Signal:
+    """``-value if condition else value`` for a two's-complement ``value`` as plain logic, without an adder.
+
+    Bit j of ``-v`` is ``v_j xor (any lower bit of v is set)``. The result has ``value``'s shape; the caller
+    guarantees ``-value`` fits (``value`` is never the most negative number).
+    """
+    shape = value.shape()
+    out = Signal(shape, name=name)
+    for j in range(shape.width):
+        below = balanced_reduce([value[k] for k in range(j)], lambda a, b: a | b) if j else 0
+        m.d.comb += out[j].eq(value[j] ^ (condition & below))
+    return out
+
+
+class ShiftAddMultiplier(wiring.Component):
+    """Combinational weight x point product from N shifters and a balanced adder tree.
+
+    ``product + carry == weight * P(code)`` exactly, for every ``|weight| <= spec.w_max`` and every code of the
+    universal set. ``carry`` is constant 0 unless ``variant == "deferred"``.
+
+    Parameters
+    ----------
+    spec : golden.spec.DatapathSpec
+        Word set, weight width and product width.
+    fault : str or None
+        ``None`` for the correct datapath; a key of :data:`FAULTS` for a deliberately broken variant.
+    variant : str
+        Micro-architecture, one of :data:`VARIANTS` (default ``"fold"``).
+
+    Attributes
+    ----------
+    weight : In(signed(spec.w_bits))
+        Two's-complement weight ``w' = q - zero_point``.
+    code : In(code_layout(spec))
+        Point code: N word selectors and a sign.
+    product : Out(signed(spec.product_bits))
+        ``w * P - carry``.
+    carry : Out(1)
+        The deferred ``+1`` of a ones'-complement negation (``"deferred"`` only); add it as a carry-in.
+    """
+
+    def __init__(self, *, spec, fault=None, variant="fold"):
+        self._spec = check_spec(spec)
+        self._fault = check_fault(fault)
+        self._variant = check_variant(variant)
+        self._shifts = shift_table(spec, fault)
+        super().__init__({
+            "weight": In(signed(spec.w_bits)),
+            "code": In(code_layout(spec)),
+            "product": Out(signed(spec.product_bits)),
+            "carry": Out(1),
+        })
+
+    @property
+    def spec(self) -> DatapathSpec:
+        return self._spec
+
+    @property
+    def fault(self):
+        return self._fault
+
+    @property
+    def variant(self) -> str:
+        return self._variant
+
+    @property
+    def exact(self) -> bool:
+        """``product`` alone is the exact product (``carry`` is always 0)."""
+        return self._variant != "deferred"
+
+    @property
+    def shifts(self) -> tuple[tuple[int, int, int], ...]:
+        """The shift table this instance is wired with (per word: ONE, NEAR, FAR)."""
+        return self._shifts
+
+    @property
+    def latency(self) -> int:
+        """Combinational."""
+        return 0
+
+    def _terms(self, m, operand, w_lo, w_hi, *, trim):
+        """Word i's partial product: a mux of ``operand`` shifted by the word's three shifts, or zero."""
+        width = operand.shape().width
+        terms = []
+        for i, shifts in enumerate(self._shifts):
+            low = min(shifts) if trim else 0
+            high = max(shifts)
+            term = Signal(Shape(width + high - low, operand.shape().signed), name=f"term{i + 1}")
+            with m.Switch(self.code.sels[i]):
+                for sel, shift in zip((Sel.ONE, Sel.NEAR, Sel.FAR), shifts):
+                    with m.Case(sel):
+                        m.d.comb += term.eq(operand << (shift - low))
+                with m.Default():
+                    m.d.comb += term.eq(0)
+            scale = high - low
+            terms.append(Term(term, min(0, w_lo << scale), max(0, w_hi << scale), low))
+        return terms
+
+    def elaborate(self, platform):
+        m = Module()
+        spec = self._spec
+        w_max = spec.w_max
+        product = Signal(signed(spec.product_bits))
+        if self._variant == "fold":
+            ws = negate_if(m, self.weight, self.code.sign, name="signed_weight")
+            total, _ = balanced_sum(m, self._terms(m, ws, -w_max, w_max, trim=True), name="prod")
+            m.d.comb += [product.eq(total.scaled()), self.carry.eq(0)]
+        elif self._variant == "deferred":
+            negative = Signal()
+            m.d.comb += negative.eq(self.code.sign ^ self.weight[-1])
+            magnitude = Signal(unsigned(spec.weight_bits))
+            m.d.comb += magnitude.eq(negate_if(m, self.weight, self.weight[-1], name="abs_weight"))
+            total, _ = balanced_sum(m, self._terms(m, magnitude, 0, w_max, trim=True), name="mag")
+            mag = Signal(signed(spec.product_bits))
+            m.d.comb += [
+                mag.eq(total.scaled()),
+                product.eq(mag ^ negative.replicate(spec.product_bits)),
+                self.carry.eq(negative),
+            ]
+        else:  # naive
+            total, _ = balanced_sum(m, self._terms(m, self.weight, -w_max, w_max, trim=False), name="prod")
+            mag = Signal(signed(spec.product_bits))
+            m.d.comb += [
+                mag.eq(total.scaled()),
+                product.eq(Mux(self.code.sign, -mag, mag)),
+                self.carry.eq(0),
+            ]
+        if max(abs(total.abs_lo), abs(total.abs_hi)) > spec.product_max and self._fault is None:
+            raise AssertionError("shift-add product exceeds golden.spec's bound")  # pragma: no cover
+        m.d.comb += self.product.eq(product)
+        return m

@@ -1,0 +1,83 @@
+"""Beats of the conv engine's input stream (contract 4), built from golden operands, and port packing.
+
+Shared by the Amaranth tests and anyone driving ``dfsq_engine``: :func:`engine_beats` walks the outputs of a
+layer in order (sample, output channel, pixel) and yields the G beats of each; :func:`pack` packs a sequence of
+integers into one flat port value (element e at bits ``[e * width, (e + 1) * width)``, two's complement).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from golden.spec import TAPS, DatapathSpec
+
+__all__ = ["Beat", "pack", "window", "engine_beats", "table_writes"]
+
+
+def pack(values, width: int) -> int:
+    """Pack integers (two's complement, ``width`` bits each) LSB-first into one integer."""
+    mask = (1 << width) - 1
+    out = 0
+    for e, v in enumerate(np.asarray(values, dtype=np.int64).ravel().tolist()):
+        v = int(v)
+        if not -(1 << (width - 1)) <= v < (1 << width):
+            raise ValueError(f"element {e} = {v} does not fit {width} bits")
+        out |= (v & mask) << (e * width)
+    return out
+
+
+@dataclass(frozen=True)
+class Beat:
+    """One engine beat, as plain integers / int64 arrays (lanes x 9 for idx and weight)."""
+
+    first: bool
+    last: bool
+    group: int
+    mask: int
+    idx: np.ndarray
+    weight: np.ndarray
+    sigma: np.ndarray
+    mu: np.ndarray
+    bias: int
+
+
+def window(codes_c: np.ndarray, h: int, w: int):
+    """(idx (C, 9), mask bits) of the 3x3 window at (h, w) of codes (C, H, W); outside taps: index 0, masked."""
+    C, H, W = codes_c.shape
+    idx = np.zeros((C, TAPS), np.int64)
+    mask = 0
+    for t, (dy, dx) in enumerate((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)):
+        y, x = h + dy, w + dx
+        if 0 <= y < H and 0 <= x < W:
+            idx[:, t] = codes_c[:, y, x]
+            mask |= 1 << t
+    return idx, mask
+
+
+def engine_beats(ops, spec: DatapathSpec, lanes: int, outputs):
+    """Yield ``(key, beats)`` for each ``key = (n, o, h, w)`` in ``outputs``: the G beats of that output.
+
+    ``ops`` is a :class:`golden.layer.Operands` with ``C == spec.channels`` input channels.
+    """
+    N, C, H, W = ops.codes.shape
+    if C != spec.channels:
+        raise ValueError(f"the layer has {C} input channels, the spec {spec.channels}")
+    G = C // lanes
+    w = ops.w.reshape(ops.w.shape[0], C, TAPS)
+    for n, o, h, x in outputs:
+        idx, mask = window(ops.codes[n], h, x)
+        beats = []
+        for g in range(G):
+            ch = slice(g * lanes, (g + 1) * lanes)
+            beats.append(Beat(first=g == 0, last=g == G - 1, group=g, mask=mask, idx=idx[ch], weight=w[o, ch],
+                              sigma=ops.sigma_m[n, ch], mu=ops.mu_m[n, ch], bias=int(ops.bias_int[n, o])))
+        yield (n, o, h, x), beats
+
+
+def table_writes(point_codes: np.ndarray):
+    """``(chan, idx, code)`` writes that load a (C, 2^b) point-code table."""
+    C, npts = point_codes.shape
+    for c in range(C):
+        for i in range(npts):
+            yield c, i, int(point_codes[c, i])

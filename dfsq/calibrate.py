@@ -167,6 +167,18 @@ def _run(model, inputs, collector, progress, desc):
         model(_to_tensor(img))
 
 
+def collect_histograms(model, images, bins: int = DEFAULT_BINS, progress: bool = False) -> np.ndarray:
+    """(32, C, bins) int64 histograms over [-1, 1] of the per-sample, per-channel normalized inputs of the 32
+    quantized convs of ``model`` over ``images`` (network inputs), exactly as :func:`calibrate` collects them."""
+    inputs = [(it if isinstance(it, tuple) else (f"image{i}", it)) for i, it in enumerate(images)]
+    col = _Collector(model.eval(), bins, True, None)
+    try:
+        _run(model, inputs, col, progress, "collecting")
+    finally:
+        col.close()
+    return col.hist.view(len(col.convs), -1, bins).numpy()
+
+
 def calibrate(model, images, *, act_bits: int = 4, weight_bits: int = 4, words: int = 4, gap: int = DEFAULT_GAP,
               seed: int = 0, norm: bool = True, layerwise: bool = False, restarts: int = DEFAULT_RESTARTS,
               bins: int = DEFAULT_BINS, refine: bool = True, weights: str = "", progress: bool = False) -> CalibParams:

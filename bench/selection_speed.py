@@ -1,0 +1,201 @@
+"""Point selection: fast k-means + snap versus exhaustive subset search, and the 107- versus 377-value universal set.
+
+    python -m bench.selection_speed [--weights default] [--layer body.4.body.0] [--channels 8] [--images 4] \
+        [--skip-psnr] [--psnr-images 32] [--threads N] [--out bench/results/selection_speed]
+
+Part 1 (seconds): real normalized activations of ``--channels`` channels of one layer (x2 model, first
+``--images`` calibration images) as histograms. For small settings (universal set of 2 words = 29 values or 3
+words = 107 values; 2, 4, 8 points) it times, per channel, the exhaustive search over all C(n, K) subsets and the
+fast selection (weighted k-means, 4 restarts, snap, refine), and reports the loss of each (the exhaustive loss is
+the optimum). It also times the fast selection at the real settings (377 and 1065 values, 16 and 256 points) and
+extrapolates the exhaustive time there from the measured time per subset.
+
+Part 2 (minutes, skip with --skip-psnr): Set5 PSNR of DFSQ at 4 and 3 bits with words 3 (107 values) and words 4
+(377 values), calibrated on ``--psnr-images`` images.
+
+Writes ``<out>.json``, ``<out>.md`` and ``<out>.png`` (time per channel versus number of subsets).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from golden.errors import UserError, cli_main
+from golden.spec import WordSet
+from dfsq.calibrate import calibrate, calibration_images, collect_histograms
+from dfsq.model import load_edsr, quantized_convs
+from dfsq.select import exhaustive_select, histogram_values, kmeans_select
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = [(2, 1), (2, 2), (2, 3), (3, 1), (3, 2)]  # (words, act_bits): 29/107 values, 2..8 points
+LARGE = [(3, 4), (4, 4), (4, 8), (5, 4)]
+BINS = 1024
+
+
+def time_call(fn, repeat: int = 1):
+    best = math.inf
+    out = None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def part1(hist: np.ndarray, values: np.ndarray) -> list[dict]:
+    rows = []
+    C = hist.shape[0]
+    for words, b in SMALL + LARGE:
+        ws = WordSet(words)
+        k = 1 << b
+        n = len(ws)
+        subsets = math.comb(n, k)
+        t_fast, fast = time_call(lambda: kmeans_select(values, hist, b, ws, seed=0), repeat=2)
+        row = {"words": words, "universal_set": n, "points": k, "subsets": subsets,
+               "fast_s_per_channel": t_fast / C, "fast_loss": float(fast["loss"].mean())}
+        if subsets <= 6_000_000:
+            t_ex, losses = 0.0, []
+            for c in range(C):
+                t, ex = time_call(lambda: exhaustive_select(values, hist[c], b, ws))
+                t_ex += t
+                losses.append(ex["loss"])
+            row.update(exhaustive_s_per_channel=t_ex / C, exhaustive_loss=float(np.mean(losses)),
+                       s_per_subset=t_ex / C / subsets)
+        rows.append(row)
+        print(f"words {words} ({n} values), {k:3d} points: C(n,K) = {subsets:.3g}; fast {t_fast / C * 1e3:8.2f} ms/ch "
+              f"loss {row['fast_loss']:.3e}" + (f"; exhaustive {row['exhaustive_s_per_channel']:8.3f} s/ch loss "
+                                                f"{row['exhaustive_loss']:.3e}" if "exhaustive_loss" in row else ""))
+    per_subset = [r["s_per_subset"] for r in rows if "s_per_subset" in r and r["subsets"] > 10_000]
+    rate = float(np.median(per_subset)) if per_subset else None
+    for r in rows:
+        if "exhaustive_loss" not in r and rate:
+            r["exhaustive_s_per_channel_extrapolated"] = r["subsets"] * rate
+    return rows
+
+
+def part2(weights: str, images: int, threads_note: str) -> list[dict]:
+    from dfsq.evaluate import evaluate_dataset
+    from dfsq.quantize import quantize_model
+
+    model = load_edsr(weights, 2)
+    calib = calibration_images(None, images, 2)
+    out = []
+    for words in (3, 4):
+        for b in (4, 3):
+            t0 = time.perf_counter()
+            p = calibrate(model, calib, act_bits=b, weight_bits=b, words=words, seed=0, weights=weights,
+                          progress=True)
+            t_cal = time.perf_counter() - t0
+            r = evaluate_dataset(quantize_model(model, p, "dfsq"), "Set5", 2)
+            out.append({"words": words, "universal_set": len(WordSet(words)), "bits": b, "psnr": r["psnr"],
+                        "ssim": r["ssim"], "calib_images": images, "calib_s": round(t_cal, 1),
+                        "mean_loss": p.info["mean_loss"]})
+            print(f"words {words} ({len(WordSet(words))} values) W{b}A{b}: Set5 {r['psnr']:.3f} / {r['ssim']:.4f} "
+                  f"(mean loss {p.info['mean_loss']:.3e}, calibration {t_cal:.0f} s)")
+    return out
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ex = [r for r in rows if "exhaustive_s_per_channel" in r]
+    ax.loglog([r["subsets"] for r in ex], [r["exhaustive_s_per_channel"] for r in ex], "o-", label="exhaustive")
+    xe = [r for r in rows if "exhaustive_s_per_channel_extrapolated" in r]
+    if xe:
+        ax.loglog([r["subsets"] for r in xe], [r["exhaustive_s_per_channel_extrapolated"] for r in xe], "x",
+                  color="C0", label="exhaustive (extrapolated)")
+    ax.loglog([r["subsets"] for r in rows], [r["fast_s_per_channel"] for r in rows], "s", color="C1",
+              label="k-means + snap (measured)")
+    for r in rows:
+        ax.annotate(f"{r['universal_set']}:{r['points']}", (r["subsets"], r["fast_s_per_channel"]), fontsize=6)
+    ax.set_xlabel("subsets C(n, K) of the universal set")
+    ax.set_ylabel("seconds per channel")
+    ax.set_title("Point selection time per channel (label n:K)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def markdown(res: dict) -> str:
+    L = ["# Point selection: k-means + snap versus exhaustive search", "",
+         f"Command: `{res['command']}`", "",
+         f"Data: normalized inputs of {res['layer']}, {res['channels']} channels, {res['images']} calibration "
+         f"images of the x2 model, {BINS}-bin histograms. Times are per channel; loss = mean squared quantization "
+         "error of the normalized activations (exhaustive = the optimum).", "",
+         "| words | set size n | points K | subsets C(n,K) | k-means ms/ch | k-means loss | exhaustive s/ch | "
+         "exhaustive loss | loss ratio |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["selection"]:
+        if "exhaustive_loss" in r:
+            ex = f"{r['exhaustive_s_per_channel']:.3f}"
+            el = f"{r['exhaustive_loss']:.3e}"
+            ratio = f"{r['fast_loss'] / r['exhaustive_loss']:.3f}" if r["exhaustive_loss"] > 0 else "-"
+        else:
+            e = r.get("exhaustive_s_per_channel_extrapolated")
+            ex = f"~{e:.2e} (extrapolated)" if e else "-"
+            el, ratio = "-", "-"
+        L.append(f"| {r['words']} | {r['universal_set']} | {r['points']} | {r['subsets']:.3g} | "
+                 f"{r['fast_s_per_channel'] * 1e3:.2f} | {r['fast_loss']:.3e} | {ex} | {el} | {ratio} |")
+    if res.get("universal_set_psnr"):
+        L += ["", "## Universal set: 107 values (3 words) versus 377 values (4 words), Set5 x2", "",
+              "| words | set size | W/A bits | PSNR | SSIM | mean selection loss |", "|---|---|---|---|---|---|"]
+        for r in res["universal_set_psnr"]:
+            L.append(f"| {r['words']} | {r['universal_set']} | {r['bits']} | {r['psnr']:.3f} | {r['ssim']:.4f} | "
+                     f"{r['mean_loss']:.3e} |")
+    return "\n".join(L) + "\n"
+
+
+@cli_main
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench.selection_speed", description=__doc__.split("\n")[0])
+    ap.add_argument("--weights", default="default")
+    ap.add_argument("--layer", default="body.4.body.0")
+    ap.add_argument("--channels", type=int, default=8)
+    ap.add_argument("--images", type=int, default=4)
+    ap.add_argument("--skip-psnr", action="store_true")
+    ap.add_argument("--psnr-images", type=int, default=32)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "selection_speed"))
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_edsr(args.weights, 2)
+    names = [n for n, _ in quantized_convs(model)]
+    if args.layer not in names:
+        raise UserError(f"unknown layer {args.layer!r} (e.g. body.4.body.0)")
+    hist = collect_histograms(model, calibration_images(None, args.images, 2), BINS)[names.index(args.layer)]
+    hist = hist[: args.channels]
+    res = {"command": "python -m bench.selection_speed " + " ".join(argv if argv is not None else
+                                                                       __import__("sys").argv[1:]),
+           "layer": args.layer, "channels": int(hist.shape[0]), "images": args.images, "bins": BINS,
+           "torch_threads": torch.get_num_threads()}
+    res["selection"] = part1(hist, histogram_values(BINS))
+    if not args.skip_psnr:
+        res["universal_set_psnr"] = part2(args.weights, args.psnr_images, "")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for suffix, text in ((".json", json.dumps(res, indent=1) + "\n"), (".md", markdown(res))):
+        p = out.with_suffix(suffix)
+        tmp = p.with_name(f".{p.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, p)
+    plot(res["selection"], out.with_suffix(".png"))
+    print(f"wrote {out.with_suffix('.md')}, .json, .png")
+
+
+if __name__ == "__main__":
+    main()

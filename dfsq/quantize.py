@@ -75,6 +75,43 @@ def dfsq_codes(xn: torch.Tensor, mid: torch.Tensor) -> torch.Tensor:
     return codes.reshape(c, n, h, w).permute(1, 0, 2, 3)
 
 
+LUT_CELLS = 4096
+
+
+class CodeTable:
+    """Fast exact ``searchsorted(mid[c], xn, side='left')`` for many values against few per-channel midpoints.
+
+    ``xn`` is mapped to one of ``cells`` equal cells of [-1, 1]; ``start[c, cell]`` is a lower bound of the code
+    of any value that can land in the cell (midpoints below the cell's lower edge minus a margin larger than the
+    float32 rounding of the cell index), and ``iters`` the most midpoints any cell (with margins) holds. Then
+    ``iters`` steps of ``code += xn > mid[c, code]`` reach the exact code: codes only grow, and stop at the
+    first midpoint >= xn, i.e. the count of midpoints < xn. Values outside [-1, 1] land in the end cells, whose
+    bounds are open (first cell starts at code 0; last cell may need every remaining midpoint)."""
+
+    def __init__(self, mid: torch.Tensor, cells: int = LUT_CELLS):
+        c, km1 = mid.shape
+        self.cells = cells
+        edges = torch.linspace(-1.0, 1.0, cells + 1, dtype=torch.float64)
+        m = mid.double()
+        lo = torch.searchsorted(m, (edges[:-1] - 1e-6).expand(c, cells).contiguous(), side="left")
+        hi = torch.searchsorted(m, (edges[1:] + 1e-6).expand(c, cells).contiguous(), side="right")
+        lo[:, 0] = 0
+        hi[:, -1] = km1
+        self.start = lo.contiguous()
+        self.iters = int((hi - lo).max()) if km1 else 0
+        self.mid_ext = torch.cat([mid, torch.full((c, 1), float("inf"))], 1).contiguous()
+
+    def codes(self, xn: torch.Tensor) -> torch.Tensor:
+        """Codes (int64, same shape) for ``xn`` (N, C, H, W) float32."""
+        n, c, h, w = xn.shape
+        flat = xn.permute(1, 0, 2, 3).reshape(c, -1)
+        cell = ((flat + 1.0) * (self.cells / 2)).nan_to_num_(0.0).to(torch.int64).clamp_(0, self.cells - 1)
+        code = torch.gather(self.start, 1, cell)
+        for _ in range(self.iters):
+            code += flat > torch.gather(self.mid_ext, 1, code)
+        return code.reshape(c, n, h, w).permute(1, 0, 2, 3)
+
+
 def gather_points(points: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """``points[c, codes]`` for codes (N, C, H, W) -> float32 (N, C, H, W)."""
     n, c, h, w = codes.shape
@@ -134,6 +171,7 @@ class QuantConv(nn.Module):
             levels = (torch.arange(k, dtype=torch.float32) - self.act_zero) * self.act_step
             self.register_buffer("points", levels.expand(self.in_channels, k).contiguous())
         self.register_buffer("mid", midpoints(self.points), persistent=False)
+        self.table = CodeTable(self.mid) if method == "dfsq" else None
 
     def extra_repr(self) -> str:
         return (f"{self.name}, method={self.method}, A{self.act_bits}W{self.weight_bits}, words={self.words}, "
@@ -161,7 +199,7 @@ class QuantConv(nn.Module):
             q = torch.clamp(torch.round(x / self.act_step) + self.act_zero, 0, qmax)
             return (q - self.act_zero) * self.act_step
         mean, _, scale, xn = self.normalize(x)
-        codes = dfsq_codes(xn, self.mid)
+        codes = self.table.codes(xn)
         return gather_points(self.points, codes) * scale[:, :, None, None] + mean[:, :, None, None]
 
     def conv(self, xq: torch.Tensor) -> torch.Tensor:
@@ -182,7 +220,7 @@ class QuantConv(nn.Module):
         if not torch.isfinite(x).all():
             raise UserError(f"{self.name}: input holds NaN or infinite values")
         mean, maxabs, scale, xn = self.normalize(x)
-        codes = dfsq_codes(xn, self.mid)
+        codes = self.table.codes(xn)
         xq = gather_points(self.points, codes) * scale[:, :, None, None] + mean[:, :, None, None]
         y = self.conv(xq)
         ws = WordSet(self.words, self.gap)

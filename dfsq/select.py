@@ -47,16 +47,32 @@ class Prefix:
         self.w0 = np.concatenate([z, np.cumsum(w, 1)], 1)
         self.w1 = np.concatenate([z, np.cumsum(w * values, 1)], 1)
         self.w2 = np.concatenate([z, np.cumsum(w * values * values, 1)], 1)
+        d = np.diff(values)
+        self.uniform = values.size > 1 and bool(np.all(d == d[0])) and d[0] > 0
         occupied = w > 0
         any_occ = occupied.any(1)
         self.vmin = np.where(any_occ, values[np.argmax(occupied, 1)], 0.0)
         self.vmax = np.where(any_occ, values[values.size - 1 - np.argmax(occupied[:, ::-1], 1)], 0.0)
 
+    def count_le(self, t: np.ndarray) -> np.ndarray:
+        """Number of values <= t (any shape): ``searchsorted(values, t, 'right')``, arithmetic for uniform values."""
+        t = np.asarray(t, dtype=np.float64)
+        v = self.values
+        n = v.size
+        if not self.uniform:
+            return np.searchsorted(v, t, side="right")
+        step = v[1] - v[0]
+        k = np.clip(np.floor((t - v[0]) / step).astype(np.int64) + 1, 0, n)
+        # exact fix-up of rounding: values[k-1] <= t < values[k]
+        k = np.where((k > 0) & (v[np.maximum(k - 1, 0)] > t), k - 1, k)
+        k = np.where((k < n) & (v[np.minimum(k, n - 1)] <= t), k + 1, k)
+        return k
+
     def edges(self, centres: np.ndarray) -> np.ndarray:
         """(R, K+1) value-index edges of the nearest-centre cells (ties to the lower centre)."""
         c = np.asarray(centres, dtype=np.float64)
         mids = (c[:, :-1] + c[:, 1:]) / 2
-        inner = np.searchsorted(self.values, mids, side="right")  # values <= mid go to the lower centre
+        inner = self.count_le(mids)  # values <= mid go to the lower centre
         r = c.shape[0]
         return np.concatenate([np.zeros((r, 1), np.int64), inner, np.full((r, 1), self.values.size)], 1)
 
@@ -116,63 +132,51 @@ def _snap(c: np.ndarray, wordset: WordSet) -> np.ndarray:
     return np.sort(wordset.snap(c).reshape(c.shape), 1)
 
 
-def refine_snapped(prefix: Prefix, p_int: np.ndarray, wordset: WordSet, passes: int = 2) -> np.ndarray:
-    """Local search on snapped points: move one point at a time to a neighbouring universal value
-    (order kept) while the loss strictly decreases. ``p_int`` (R, K) int64 sorted; returns the improved copy."""
+def refine_snapped(prefix: Prefix, p_int: np.ndarray, wordset: WordSet, passes: int = 4) -> np.ndarray:
+    """Local search on snapped points: move points to a neighbouring universal value (order kept) where that
+    strictly lowers the loss. Points j, j+3, j+6, ... move together (their loss regions do not interact).
+    ``p_int`` (R, K) int64 sorted; returns the improved copy."""
     uni = wordset.ints
     denom = float(wordset.denom)
     p = np.array(p_int, dtype=np.int64)
     r, k = p.shape
     if k < 2:
         return p
-    rows = np.arange(r)
-    nv = prefix.values.size
+    rows = np.arange(r)[:, None]
+    BIG = 4 * wordset.denom  # sentinel points far outside [-1, 1]: their cells are empty
 
-    def seg(lo, hi, c):  # loss of cells [lo, hi) quantized to c, per row
-        s = [q[rows, hi] - q[rows, lo] for q in (prefix.w0, prefix.w1, prefix.w2)]
-        return s[2] - 2 * c * s[1] + c * c * s[0]
+    def seg(lo, hi, c):
+        s0, s1, s2 = (q[rows, hi] - q[rows, lo] for q in (prefix.w0, prefix.w1, prefix.w2))
+        return s2 - 2 * c * s1 + c * c * s0
 
-    def cut(a, b):  # value index edge between centres a < b (ties to the lower)
-        return np.searchsorted(prefix.values, (a + b) / 2, side="right")
+    def cut(a, b):
+        return prefix.count_le((a + b) / 2)
 
     for _ in range(passes):
         changed = False
-        for j in range(k):
-            v = p / denom
-            left = v[:, j - 1] if j > 0 else None
-            right = v[:, j + 1] if j < k - 1 else None
-            lo = cut(v[:, j - 2], left) if j > 1 else np.zeros(r, np.int64)
-            hi = cut(right, v[:, j + 2]) if j < k - 2 else np.full(r, nv)
-
-            def local(cj):
-                m1 = cut(left, cj) if left is not None else lo
-                m2 = cut(cj, right) if right is not None else hi
-                m1 = np.clip(m1, lo, hi)
-                m2 = np.clip(m2, m1, hi)
-                tot = seg(m1, m2, cj)
-                if left is not None:
-                    tot = tot + seg(lo, m1, left)
-                if right is not None:
-                    tot = tot + seg(m2, hi, right)
-                return tot
-
-            best = local(v[:, j])
-            pos = np.searchsorted(uni, p[:, j])
+        for start in range(3):
             for step in (-1, 1):
-                ci = np.clip(pos + step, 0, uni.size - 1)
-                cand = uni[ci]
-                ok = cand != p[:, j]
-                if j > 0:
-                    ok &= cand >= p[:, j - 1]
-                if j < k - 1:
-                    ok &= cand <= p[:, j + 1]
+                j = np.arange(start, k, 3)
+                pp = np.concatenate([np.full((r, 2), -BIG), p, np.full((r, 2), BIG)], 1) / denom
+                left2, left, cur, right, right2 = (pp[:, j + o] for o in range(5))
+                lo, hi = cut(left2, left), cut(right, right2)  # sentinels give 0 and nv at the ends
+
+                def local(c):
+                    m1 = np.clip(cut(left, c), lo, hi)
+                    m2 = np.clip(cut(c, right), m1, hi)
+                    return seg(lo, m1, left) + seg(m1, m2, c) + seg(m2, hi, right)
+
+                base = local(cur)
+                pos = np.searchsorted(uni, p[:, j])
+                cand = uni[np.clip(pos + step, 0, uni.size - 1)]
+                ok = (cand != p[:, j]) & (cand >= pp[:, j + 1] * denom) & (cand <= pp[:, j + 3] * denom)
                 if not ok.any():
                     continue
-                l_c = local(cand / denom)
-                better = ok & (l_c < best - 1e-15)
+                better = ok & (local(cand / denom) < base - 1e-15)
                 if better.any():
-                    p[better, j] = cand[better]
-                    best = np.where(better, l_c, best)
+                    sub = p[:, j]
+                    sub[better] = cand[better]
+                    p[:, j] = sub
                     changed = True
         if not changed:
             break

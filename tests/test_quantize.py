@@ -198,3 +198,29 @@ def test_dfsq_beats_minmax_at_low_bits(default_export, x2_model, one_thread):
         yf = x2_model(x)
         err = {m: float((quantize_model(x2_model, params, m)(x) - yf).pow(2).mean()) for m in ("dfsq", "minmax")}
     assert err["dfsq"] < err["minmax"], err
+
+
+@pytest.mark.parametrize("k", [4, 16, 256])
+def test_code_table_equals_searchsorted(k):
+    """The fast code lookup equals searchsorted(mid, xn, side='left') exactly, also on midpoints, on duplicate
+    points, at +-1 and outside [-1, 1]."""
+    from dfsq.quantize import CodeTable, dfsq_codes, midpoints
+
+    ws = WordSet(4)
+    rng = np.random.default_rng(k)
+    c = 6
+    p = np.sort(rng.choice(ws.ints, (c, k)), 1)
+    p[0] = p[0, 0]  # all equal
+    p[1, : k // 2] = p[1, k // 2]  # many duplicates
+    points = torch.from_numpy((p / ws.denom).astype(np.float32))
+    mid = midpoints(points)
+    m = mid.numpy()
+    xs = [rng.uniform(-1, 1, (c, 300)).astype(np.float32), np.repeat(m, 2, axis=1)[:, : 300],
+          np.nextafter(np.repeat(m, 2, axis=1), np.float32(2))[:, :300], np.nextafter(np.repeat(m, 2, axis=1),
+                                                                                      np.float32(-2))[:, :300]]
+    xs = [np.pad(x, ((0, 0), (0, 300 - x.shape[1])), mode="edge") for x in xs]
+    edge = np.tile(np.array([-1, 1, -1.5, 3, 0, -0.0, 1e-9, np.nextafter(np.float32(1), np.float32(0))],
+                            np.float32), (c, 1))
+    x = np.concatenate(xs + [edge], 1)[None]  # (1, C, 1, M)
+    x = torch.from_numpy(x.reshape(1, c, 1, -1))
+    assert torch.equal(CodeTable(mid).codes(x), dfsq_codes(x, mid))

@@ -159,6 +159,62 @@ def conv3x3(Z: np.ndarray, wmat: np.ndarray, dtype=np.float64) -> np.ndarray:
     return out
 
 
+# F(2x2, 3x3) Winograd with G scaled by 2 so that every transform is an integer matrix:
+# 4 * conv = A^T [ (G2 g G2^T) . (B^T d B) ] A  for each 4x4 input tile d and 2x2 output tile.
+WINO_G2 = np.array([[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]], dtype=np.float64)
+
+
+def winograd_bound(channels: int, w_max: int, z_max: int) -> int:
+    """Largest magnitude of any intermediate of :func:`conv3x3_winograd` (before the final exact / 4).
+
+    |G2 g G2^T| <= 9 w_max (rows of G2 sum to at most 3 in absolute value), |B^T d B| <= 4 z_max (two +-1 per row
+    of B^T), the products summed over ``channels``, then the output transform adds at most 9 of them.
+    """
+    return 9 * channels * (9 * w_max) * (4 * z_max)
+
+
+def conv3x3_winograd(Z: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Zero-padded 3x3 correlation of integer-valued Z (N, C, H, W) with integer weights w (O, C, 3, 3), float64.
+
+    Winograd F(2x2, 3x3): 16 matrix products of (O x C) by (C x tiles) instead of one (O x 9C) by (9C x pixels),
+    2.25 times fewer multiplications. Exact (the caller checks :func:`winograd_bound` < 2^53): every transform
+    matrix is an integer matrix, so every intermediate is an integer below the bound, and the result is 4 x the
+    correlation, divided by 4 exactly at the end.
+    """
+    N, C, H, W = Z.shape
+    O = w.shape[0]
+    th, tw = (H + 1) // 2, (W + 1) // 2
+    zp = np.zeros((N, C, 2 * th + 2, 2 * tw + 2), dtype=np.float64)
+    zp[:, :, 1:H + 1, 1:W + 1] = Z
+    V = np.einsum("ik,ockl,jl->ijoc", WINO_G2, w.astype(np.float64), WINO_G2).reshape(16, O, C)
+    out = np.empty((N, O, 2 * th, 2 * tw), dtype=np.float64)
+    rows = max(1, min(th, COLS_BUDGET // (16 * max(C, O) * tw * 8)))  # tile rows per block: bounds U and M
+    for n in range(N):
+        s_c, s_y, s_x = zp[n].strides
+        for r0 in range(0, th, rows):
+            r1 = min(th, r0 + rows)
+            nt = r1 - r0
+            d = as_strided(zp[n, :, 2 * r0:], (C, nt, tw, 4, 4), (s_c, 2 * s_y, 2 * s_x, s_y, s_x),
+                           writeable=False)
+            # U = B^T d B with B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+            t = (d[..., 0, :] - d[..., 2, :], d[..., 1, :] + d[..., 2, :], d[..., 2, :] - d[..., 1, :],
+                 d[..., 1, :] - d[..., 3, :])
+            U = np.empty((4, 4, C, nt, tw), dtype=np.float64)
+            for i, r in enumerate(t):
+                np.subtract(r[..., 0], r[..., 2], out=U[i, 0])
+                np.add(r[..., 1], r[..., 2], out=U[i, 1])
+                np.subtract(r[..., 2], r[..., 1], out=U[i, 2])
+                np.subtract(r[..., 1], r[..., 3], out=U[i, 3])
+            M = np.matmul(V, U.reshape(16, C, nt * tw)).reshape(4, 4, O, nt, tw)
+            # Y = A^T M A with A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+            o = out[n, :, 2 * r0:2 * r1].reshape(O, nt, 2, tw, 2)
+            for i, a in enumerate((M[0] + M[1] + M[2], M[1] - M[2] - M[3])):
+                o[:, :, i, :, 0] = a[0] + a[1] + a[2]
+                o[:, :, i, :, 1] = a[1] - a[2] - a[3]
+    out *= 0.25
+    return out[:, :, :H, :W]
+
+
 def _digit_bits(C: int, w_max: int) -> int:
     """Largest s with C * 9 * w_max * 2^s <= 2^53: digits below 2^s keep every partial sum exact."""
     return 53 - math.ceil(math.log2(C * TAPS * max(w_max, 1) + 1))
@@ -172,11 +228,15 @@ def accumulate(ops: Operands, spec: DatapathSpec) -> np.ndarray:
     wmat = ops.w.reshape(O, C * TAPS).astype(np.float64)
     sig = ops.sigma_m[:, :, None, None]
     mu = ops.mu_m[:, :, None, None]
+    z_max = spec.mant_max * (spec.wordset.p_max + 1)  # |sigma_m P + mu_m|
     if spec.float64_exact:
         Z = ops.P.astype(np.float64)
         Z *= sig
         Z += mu
-        acc = conv3x3(Z, wmat).astype(np.int64)
+        if winograd_bound(spec.channels, spec.w_max, z_max) < 2 ** 53:
+            acc = conv3x3_winograd(Z, ops.w).astype(np.int64)
+        else:
+            acc = conv3x3(Z, wmat).astype(np.int64)
     else:
         Z = ops.P * sig + mu  # int64: |Z| <= mant_max * (p_max + 1) < 2^63
         s = _digit_bits(C, spec.w_max)

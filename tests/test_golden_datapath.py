@@ -74,7 +74,7 @@ def test_mac_reference_matches_integer_formula(words, abits, wbits, sb, C, data)
 
 
 CONFIGS = [dict(), dict(words=3, act_bits=5), dict(words=2), dict(words=5, weight_bits=8), dict(scale_bits=8),
-           dict(scale_bits=24), dict(scale_bits=32), dict(channels=16, weight_bits=2), dict(act_bits=8)]
+           dict(scale_bits=24), dict(scale_bits=28), dict(scale_bits=32), dict(channels=16, weight_bits=2), dict(act_bits=8)]
 
 
 def _extreme(spec: DatapathSpec, sign: int):

@@ -95,15 +95,35 @@ def test_accumulate_matches_per_pixel_reference(a):
     assert np.array_equal(acc.ravel(), ref)
 
 
-def test_float64_and_int64_paths_agree(monkeypatch):
+def test_winograd_im2col_and_int64_paths_agree(monkeypatch):
+    import golden.layer as gl
     spec = DatapathSpec(scale_bits=24)
-    assert spec.float64_exact
+    assert spec.float64_exact and gl.winograd_bound(64, 15, spec.mant_max * 1025) < 2 ** 53
     lay = synthetic_layer(np.random.default_rng(9), spec, N=2, C=16, O=5, H=7, W=9)
     ops = operands(lay, spec)
-    fast = accumulate(ops, spec)
+    wino = accumulate(ops, spec)
+    monkeypatch.setattr(gl, "winograd_bound", lambda *a: 2 ** 60)
+    im2col = accumulate(ops, spec)
     monkeypatch.setattr(DatapathSpec, "float64_exact", property(lambda self: False))
-    slow = accumulate(ops, spec)
-    assert np.array_equal(fast, slow)
+    digits = accumulate(ops, spec)
+    assert np.array_equal(wino, im2col) and np.array_equal(wino, digits)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1), (2, 3, 2, 1, 4), (1, 5, 3, 5, 7), (2, 64, 64, 9, 12),
+                                   (1, 64, 8, 16, 15)])
+def test_winograd_equals_im2col_at_the_bound(shape, monkeypatch):
+    """Exact at the largest operands the default spec allows, any size (odd ones pad a half tile)."""
+    import golden.layer as gl
+    N, C, O, H, W = shape
+    spec = DatapathSpec()
+    z_max = spec.mant_max * (spec.wordset.p_max + 1)
+    rng = np.random.default_rng(C * H + W)
+    Z = rng.choice([-z_max, z_max, -z_max + 1, 0, 3], (N, C, H, W)).astype(np.float64)
+    w = rng.choice([-15, 15, 14, 0], (O, C, 3, 3))
+    ref = conv3x3(Z, w.reshape(O, -1).astype(np.float64))
+    assert np.array_equal(gl.conv3x3_winograd(Z, w), ref)
+    monkeypatch.setattr(gl, "COLS_BUDGET", 16 * max(C, O) * ((W + 1) // 2) * 8 * 2)  # 2 tile rows per block
+    assert np.array_equal(gl.conv3x3_winograd(Z, w), ref)
 
 
 def test_conv3x3_matches_direct_sum():

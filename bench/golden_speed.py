@@ -1,0 +1,154 @@
+"""Speed of the golden integer layer against PyTorch's float32 conv of the same layer on the same input.
+
+    python -m bench.golden_speed [--export DIR] [--layer 0] [--sizes 48,128] [--repeat 7] [--threads 2]
+        [--out bench/results]
+
+"golden" = ``operands`` (point integers from the codes, fixed-point scales, bias) + ``accumulate`` (the exact
+accumulator) + ``to_float``; "golden+codes" adds ``derive_codes`` from the float input. "torch" =
+``F.conv2d(x, w, bias, padding=1)`` in float32 with the layer's dequantized weights. Times are the best of
+``--repeat`` runs after a warm-up; the goal is golden / torch <= 1.5. Inputs: the export's layer (when
+``--export`` is given) and synthetic 64-channel layers of the given sizes. Writes golden_speed.json / .md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from golden.errors import UserError, cli_main
+from golden.export_io import load_export
+from golden.layer import accumulate, derive_codes, operands, to_float
+from golden.spec import DatapathSpec
+from golden.synthetic import synthetic_layer
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GOAL = 1.5
+
+
+def _best(fn, repeat: int) -> tuple[float, float]:
+    fn()
+    ts = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return min(ts), statistics.median(ts)
+
+
+def time_layer(layer, spec: DatapathSpec, repeat: int) -> dict:
+    x = torch.from_numpy(layer.x)
+    w = torch.from_numpy((layer.weight_q.astype(np.int32) - layer.zero_point[:, None, None, None])
+                         .astype(np.float32) * layer.weight_scale[:, None, None, None])
+    b = torch.from_numpy(layer.bias)
+
+    def torch_conv():
+        with torch.no_grad():
+            return F.conv2d(x, w, b, padding=1)
+
+    def golden():
+        ops = operands(layer, spec)
+        return to_float(accumulate(ops, spec), ops, layer.weight_scale)
+
+    def golden_codes():
+        codes = derive_codes(layer.x, layer.mean, layer.scale, layer.points)
+        ops = operands(layer, spec, codes)
+        return to_float(accumulate(ops, spec), ops, layer.weight_scale)
+
+    def codes_only():
+        return derive_codes(layer.x, layer.mean, layer.scale, layer.points)
+
+    # interleave the measurements so that load from other processes hits all of them alike
+    res = {}
+    for _ in range(2):
+        for name, fn in (("torch", torch_conv), ("golden", golden), ("golden+codes", golden_codes),
+                         ("codes", codes_only)):
+            best, med = _best(fn, max(1, repeat // 2))
+            if name not in res or best < res[name]["best"]:
+                res[name] = {"best": best, "median": med}
+    n, c, o, h, wd = layer.shape
+    return {"layer": layer.name, "shape": {"N": n, "C": c, "O": o, "H": h, "W": wd},
+            "seconds": res, "ratio": res["golden"]["best"] / res["torch"]["best"],
+            "ratio_with_codes": res["golden+codes"]["best"] / res["torch"]["best"]}
+
+
+def markdown(res: dict) -> str:
+    out = ["# Golden integer layer vs PyTorch float32 conv", "",
+           f"{res['machine']}; torch threads {res['torch_threads']}, numpy BLAS: {res['blas']}. Best of "
+           f"{res['repeat']} runs. golden = operands + accumulate + to_float (exact int64 result); golden+codes "
+           f"also derives the codes from the float input. Goal: golden / torch <= {GOAL}.", "",
+           "| input | N x C -> O x H x W | torch conv (ms) | golden (ms) | golden / torch | golden+codes (ms) | "
+           "(golden+codes) / torch |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in res["runs"]:
+        s, sh = r["seconds"], r["shape"]
+        out.append(f"| {r['source']} {r['layer']} | {sh['N']} x {sh['C']} -> {sh['O']} x {sh['H']} x {sh['W']} | "
+                   f"{1e3 * s['torch']['best']:.2f} | {1e3 * s['golden']['best']:.2f} | {r['ratio']:.2f} | "
+                   f"{1e3 * s['golden+codes']['best']:.2f} | {r['ratio_with_codes']:.2f} |")
+    out += ["", f"Reproduce: `python -m bench.golden_speed {res['argv']}`", ""]
+    return "\n".join(out)
+
+
+def _blas() -> str:
+    try:
+        cfg = np.show_config(mode="dicts")
+        b = cfg["Build Dependencies"]["blas"]
+        return f"{b.get('name')} {b.get('version')}"
+    except Exception:  # noqa: BLE001 - informative only
+        return "unknown"
+
+
+@cli_main
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench.golden_speed", description=__doc__.split("\n")[0])
+    ap.add_argument("--export", help="export folder: time its layer --layer")
+    ap.add_argument("--layer", type=int, default=0)
+    ap.add_argument("--sizes", default="48,128", help="synthetic 64->64-channel layers of these H = W ('' for none)")
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    if args.repeat < 1:
+        raise UserError("--repeat must be at least 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runs = []
+    if args.export:
+        manifest, layers = load_export(args.export, layers=[args.layer])
+        from golden.export_io import spec_from_manifest
+        r = time_layer(layers[0], spec_from_manifest(manifest), args.repeat)
+        r["source"] = "export"
+        runs.append(r)
+    try:
+        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
+    spec = DatapathSpec()
+    for s in sizes:
+        lay = synthetic_layer(np.random.default_rng(s), spec, N=1, C=64, O=64, H=s, W=s)
+        r = time_layer(lay, spec, args.repeat)
+        r["source"] = "synthetic"
+        runs.append(r)
+    if not runs:
+        raise UserError("nothing to time: give --export or --sizes")
+    res = {"runs": runs, "repeat": args.repeat, "torch_threads": torch.get_num_threads(), "blas": _blas(),
+           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+           "goal": GOAL, "argv": " ".join(argv) if argv is not None else " ".join(os.sys.argv[1:]),
+           "load_average": os.getloadavg()}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in (("golden_speed.json", json.dumps(res, indent=2) + "\n"), ("golden_speed.md", markdown(res))):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
+    print(markdown(res))
+
+
+if __name__ == "__main__":
+    main()

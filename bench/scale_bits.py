@@ -1,0 +1,193 @@
+"""PSNR cost of the de-normalization format: hardware-exact DFSQ (golden integer datapath) vs fake-quant DFSQ.
+
+    python -m bench.scale_bits [--weights default] [--scale 2] [--params PARAMS] [--datasets Set5] \
+        [--scale-bits 8,10,12,16,20,24] [--act-bits 4 --weight-bits 4 --words 4] [--out bench/results]
+
+For each ``scale_bits`` the 32 quantized convs run on the golden datapath (dfsq.hw_mode) and the PSNR-Y / SSIM-Y
+of every image is compared with fake-quant DFSQ (the same params). Writes ``<out>/scale_bits.json``,
+``scale_bits.md`` and ``scale_bits.png`` (PSNR drop against scale_bits).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from golden.errors import UserError, cli_main
+from golden.spec import DEFAULT_SCALE_BITS, SCALE_BITS_RANGE, DatapathSpec
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _atomic_write(path: Path, data: bytes | str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    (tmp.write_bytes if isinstance(data, bytes) else tmp.write_text)(data)
+    os.replace(tmp, path)
+
+
+def parse_bits(text: str) -> list[int]:
+    try:
+        bits = sorted({int(t) for t in text.split(",") if t.strip()})
+    except ValueError:
+        raise UserError(f"--scale-bits must be comma-separated integers, got {text!r}") from None
+    lo, hi = SCALE_BITS_RANGE
+    if not bits or any(not lo <= b <= hi for b in bits):
+        raise UserError(f"--scale-bits values must lie in {lo}..{hi}")
+    return bits
+
+
+def run(args) -> dict:
+    from dfsq.data import benchmark_pairs
+    from dfsq.evaluate import upscale
+    from dfsq.hw_mode import apply_hw_mode, remove_hw_mode
+    from dfsq.metrics import psnr_y, ssim_y
+    from dfsq.model import load_edsr
+    from dfsq.quantize import build_quantized
+
+    bits = parse_bits(args.scale_bits)
+    model = load_edsr(args.weights, args.scale)
+    ns = SimpleNamespace(method="dfsq", act_bits=args.act_bits, weight_bits=args.weight_bits, words=args.words,
+                         params=args.params, calib=args.calib, images=args.images, seed=0, weights=args.weights)
+    qmodel = build_quantized(model, ns)
+    images = []
+    for name in args.datasets.split(","):
+        items = list(benchmark_pairs(name, args.scale, args.data_root))
+        if args.limit:
+            items = items[: args.limit]
+        images += [(name, stem, hr, lr) for stem, hr, lr in items]
+    rows = []
+    t0 = time.perf_counter()
+    for ds, stem, hr, lr in tqdm(images, desc="fake-quant"):
+        sr = upscale(qmodel, lr)
+        rows.append({"dataset": ds, "image": stem, "psnr_fq": psnr_y(sr, hr, args.scale),
+                     "ssim_fq": ssim_y(sr, hr, args.scale), "hw": {}})
+    t_fq = time.perf_counter() - t0
+    timings = {}
+    if args.noise_floor:
+        # the same fake-quant network with its convs in float64: a perturbation at float32 rounding level, which
+        # shows how much PSNR moves when nothing but rounding changes (codes near a midpoint flip and propagate)
+        convs = [m for m in qmodel.modules() if hasattr(m, "weight_fq") and hasattr(m, "conv")]
+        for qc in convs:
+            qc.conv = (lambda m: lambda xq: torch.nn.functional.conv2d(
+                xq.double(), m.weight_fq.double(), m.bias.double(), padding=1).float())(qc)
+        t0 = time.perf_counter()
+        for row, (ds, stem, hr, lr) in zip(rows, tqdm(images, desc="fake-quant float64 conv")):
+            sr = upscale(qmodel, lr)
+            row["fq64"] = {"psnr": psnr_y(sr, hr, args.scale), "ssim": ssim_y(sr, hr, args.scale)}
+        timings["fq64"] = time.perf_counter() - t0
+        for qc in convs:
+            del qc.conv
+    for sb in bits:
+        apply_hw_mode(qmodel, sb)
+        t0 = time.perf_counter()
+        for row, (ds, stem, hr, lr) in zip(rows, tqdm(images, desc=f"hw scale_bits={sb}")):
+            sr = upscale(qmodel, lr)
+            row["hw"][sb] = {"psnr": psnr_y(sr, hr, args.scale), "ssim": ssim_y(sr, hr, args.scale)}
+        timings[sb] = time.perf_counter() - t0
+    remove_hw_mode(qmodel)
+    summary = []
+    for sb in (["fq64"] if args.noise_floor else []) + bits:
+        for ds in dict.fromkeys(r["dataset"] for r in rows):
+            rs = [r for r in rows if r["dataset"] == ds]
+            get = (lambda r: r["fq64"]) if sb == "fq64" else (lambda r: r["hw"][sb])
+            d = np.array([get(r)["psnr"] - r["psnr_fq"] for r in rs])
+            summary.append({"scale_bits": sb, "dataset": ds, "images": len(rs),
+                            "psnr_fq": float(np.mean([r["psnr_fq"] for r in rs])),
+                            "psnr_hw": float(np.mean([get(r)["psnr"] for r in rs])),
+                            "delta_mean": float(d.mean()), "delta_max_abs_image": float(np.abs(d).max()),
+                            "ssim_fq": float(np.mean([r["ssim_fq"] for r in rs])),
+                            "ssim_hw": float(np.mean([get(r)["ssim"] for r in rs])),
+                            "acc_bits": None if sb == "fq64" else DatapathSpec(
+                                words=args.words, act_bits=args.act_bits, weight_bits=args.weight_bits,
+                                scale_bits=sb).acc_bits})
+    return {"config": {"weights": str(args.weights), "scale": args.scale, "params": args.params,
+                       "act_bits": args.act_bits, "weight_bits": args.weight_bits, "words": args.words,
+                       "datasets": args.datasets, "limit": args.limit, "default_scale_bits": DEFAULT_SCALE_BITS},
+            "summary": summary, "images": rows, "seconds": {"fake_quant": t_fq, **{str(k): v for k, v in timings.items()}},
+            "torch_threads": torch.get_num_threads()}
+
+
+def markdown(res: dict) -> str:
+    c = res["config"]
+    out = ["# PSNR cost of the de-normalization format (scale_bits)", "",
+           f"x{c['scale']}, W{c['weight_bits']}A{c['act_bits']}, words {c['words']}, weights `{c['weights']}`, "
+           f"params `{c['params']}`. Hardware-exact DFSQ (golden integer datapath, `dfsq.hw_mode`) against "
+           f"fake-quant DFSQ with the same points; delta = hw - fake-quant (dB, Y channel).", "",
+           "| scale_bits | acc_bits | dataset | images | PSNR fake-quant | PSNR hw | delta mean | max abs delta (one image) | SSIM hw - fq |",
+           "|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for s in res["summary"]:
+        label = "fake-quant, float64 conv (noise floor)" if s["scale_bits"] == "fq64" else s["scale_bits"]
+        out.append(f"| {label} | {s['acc_bits'] or '-'} | {s['dataset']} | {s['images']} | {s['psnr_fq']:.4f} | "
+                   f"{s['psnr_hw']:.4f} | {s['delta_mean']:+.4f} | {s['delta_max_abs_image']:.4f} | "
+                   f"{s['ssim_hw'] - s['ssim_fq']:+.5f} |")
+    out += ["", "Reproduce: `python -m bench.scale_bits " + res.get("argv", "") + "`", ""]
+    return "\n".join(out)
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for ds in dict.fromkeys(s["dataset"] for s in res["summary"]):
+        ss = [s for s in res["summary"] if s["dataset"] == ds and s["scale_bits"] != "fq64"]
+        floor = [s for s in res["summary"] if s["dataset"] == ds and s["scale_bits"] == "fq64"]
+        if floor:
+            ax.axhline(max(abs(floor[0]["delta_mean"]), 1e-5), ls=":", lw=1, label=f"{ds}: fake-quant f64 vs f32")
+        ax.plot([s["scale_bits"] for s in ss], [max(abs(s["delta_mean"]), 1e-5) for s in ss], "o-", label=ds)
+    ax.axhline(0.01, color="grey", ls="--", lw=1, label="0.01 dB")
+    ax.set_yscale("log")
+    ax.set_xlabel("scale_bits (sigma_m, mu_m width)")
+    ax.set_ylabel("|PSNR hw - PSNR fake-quant| (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+@cli_main
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench.scale_bits", description=__doc__.split("\n")[0])
+    ap.add_argument("--weights", default="default")
+    ap.add_argument("--scale", type=int, default=2, choices=(2, 4))
+    ap.add_argument("--params", help="calibration artifact (dfsq.calibrate); calibrates now when absent")
+    ap.add_argument("--calib", help="calibration image folder when --params is not given")
+    ap.add_argument("--images", type=int, default=32, help="calibration images when --params is not given")
+    ap.add_argument("--datasets", default="Set5")
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--limit", type=int, default=0, help="at most this many images per dataset (0: all)")
+    ap.add_argument("--scale-bits", default="8,10,12,16,20,24")
+    ap.add_argument("--act-bits", type=int, default=4)
+    ap.add_argument("--weight-bits", type=int, default=4)
+    ap.add_argument("--words", type=int, default=4)
+    ap.add_argument("--no-noise-floor", dest="noise_floor", action="store_false",
+                    help="skip the fake-quant float64-conv reference run")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    if args.data_root is None:
+        from dfsq.data import BENCHMARK_ROOT
+        args.data_root = str(BENCHMARK_ROOT)
+    res = run(args)
+    res["argv"] = " ".join(argv) if argv is not None else " ".join(os.sys.argv[1:])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = markdown(res)
+    _atomic_write(out / "scale_bits.json", json.dumps(res, indent=2) + "\n")
+    _atomic_write(out / "scale_bits.md", md)
+    plot(res, out / "scale_bits.png")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -35,7 +35,7 @@ from dfsq.select import exhaustive_select, histogram_values, kmeans_select
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = [(2, 1), (2, 2), (2, 3), (3, 1), (3, 2)]  # (words, act_bits): 29/107 values, 2..8 points
-LARGE = [(3, 4), (4, 4), (4, 8), (5, 4)]
+LARGE = [(2, 4), (3, 4), (4, 4), (5, 4), (4, 8)]  # the n sweep at K = 16, and 8 bits
 BINS = 1024
 
 
@@ -108,22 +108,33 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
     ex = [r for r in rows if "exhaustive_s_per_channel" in r]
     ax.loglog([r["subsets"] for r in ex], [r["exhaustive_s_per_channel"] for r in ex], "o-", label="exhaustive")
-    xe = [r for r in rows if "exhaustive_s_per_channel_extrapolated" in r]
-    if xe:
-        ax.loglog([r["subsets"] for r in xe], [r["exhaustive_s_per_channel_extrapolated"] for r in xe], "x",
-                  color="C0", label="exhaustive (extrapolated)")
-    ax.loglog([r["subsets"] for r in rows], [r["fast_s_per_channel"] for r in rows], "s", color="C1",
-              label="k-means + snap (measured)")
-    for r in rows:
-        ax.annotate(f"{r['universal_set']}:{r['points']}", (r["subsets"], r["fast_s_per_channel"]), fontsize=6)
-    ax.set_xlabel("subsets C(n, K) of the universal set")
+    ax.loglog([r["subsets"] for r in ex], [r["fast_s_per_channel"] for r in ex], "s-", label="k-means + snap")
+    for r in ex:
+        ax.annotate(f"n={r['universal_set']}, K={r['points']}", (r["subsets"], r["exhaustive_s_per_channel"]),
+                    fontsize=7)
+    ax.set_xlabel("subsets C(n, K)")
     ax.set_ylabel("seconds per channel")
-    ax.set_title("Point selection time per channel (label n:K)")
-    ax.grid(alpha=0.3, which="both")
+    ax.set_title("Measured at small sizes")
     ax.legend()
+    sweep = sorted((r for r in rows if r["points"] == 16), key=lambda r: r["universal_set"])
+    bx.plot([r["universal_set"] for r in sweep], [r["fast_s_per_channel"] * 1e3 for r in sweep], "s-", color="C1",
+            label="k-means + snap (measured)")
+    for r in sweep:
+        e = r.get("exhaustive_s_per_channel_extrapolated")
+        if e:
+            bx.annotate(f"exhaustive ~{e:.0e} s", (r["universal_set"], r["fast_s_per_channel"] * 1e3), fontsize=7,
+                        rotation=20)
+    bx.set_xscale("log")
+    bx.set_ylim(bottom=0)
+    bx.set_xlabel("universal set size n (K = 16 points)")
+    bx.set_ylabel("ms per channel")
+    bx.set_title("Fast selection versus set size")
+    bx.legend()
+    for a_ in (ax, bx):
+        a_.grid(alpha=0.3, which="both")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)

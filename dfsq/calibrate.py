@@ -199,7 +199,7 @@ def calibrate(model, images, *, act_bits: int = 4, weight_bits: int = 4, words: 
     if not inputs:
         raise UserError("no calibration images")
     model = model.eval()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     static_scale = None
     if not norm:  # first pass: per-channel max |x| (the static scale of the ablation)
         col = _Collector(model, bins, True, None)
@@ -262,6 +262,7 @@ def calibrate(model, images, *, act_bits: int = 4, weight_bits: int = 4, words: 
     info = {"images": [n for n, _ in inputs], "n_images": len(inputs),
             "pixels": int(sum(img.shape[0] * img.shape[1] for _, img in inputs)),
             "seconds_collect": round(t_collect, 3), "seconds_select": round(t_select, 3),
+            "cpu_seconds": round(time.process_time() - c0, 3), "torch_threads": torch.get_num_threads(),
             "universal_set_size": len(ws), "mean_loss": float(loss.mean()),
             "versions": versions()}
     return CalibParams(config, [n for n, _ in col.convs], arrays, info)
@@ -385,7 +386,8 @@ def main(argv=None):
     i = params.info
     print(f"calibrated x{args.scale} W{args.weight_bits}A{args.act_bits} words={args.words} on {i['n_images']} "
           f"images: collect {i['seconds_collect']:.1f} s, select {i['seconds_select']:.1f} s, total "
-          f"{i['seconds_total']:.1f} s; mean loss {i['mean_loss']:.3g} -> {args.out}")
+          f"{i['seconds_total']:.1f} s wall ({i['cpu_seconds']:.1f} s CPU, {i['torch_threads']} threads); "
+          f"mean loss {i['mean_loss']:.3g} -> {args.out}")
 
 
 if __name__ == "__main__":

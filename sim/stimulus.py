@@ -1,0 +1,274 @@
+"""Stimulus for the cocotb testbenches, computed in NumPy in batch: tiles of exported layers -> packed beats.
+
+The testbench does no arithmetic: every port value of every beat is packed here (contract 4's bit layout), the
+expected accumulators come from the golden model (:func:`golden.layer.accumulate`, in batch), and both reach the
+simulator through one ``.npz`` file whose path is passed in an environment variable.
+
+Engine stimulus (``dfsq_engine``)
+---------------------------------
+Per layer: the point-table writes, the selected output pixels (n, y, x), and per output (pixel, output channel)
+``G = channels / lanes`` beats. Port values are stored factored, so a full 48x48 layer stays small:
+
+* per (pixel, group): ``in_idx`` (lane l, tap t at bits ``[(l*9+t)*act_bits, ...)``) and ``in_mask`` (per pixel);
+* per (output channel, group): ``in_weight`` (``w' = q - zero_point``, two's complement ``w_bits``);
+* per (sample, group): ``in_sigma`` / ``in_mu`` (two's complement ``scale_bits`` per lane);
+* per (sample, output channel): ``in_bias``.
+
+Outputs are scheduled sample-major, then output channel, then pixel, then group, so with ``lanes = channels`` only
+``in_idx`` and ``in_mask`` change from one beat to the next (the testbench writes a port only when it changes).
+Padding taps get ``mask = 0`` and index 0; input channels beyond the layer's C (when C < channels) get weight 0.
+The table writes cover every (channel, index) any selected tap reads, plus index 0 of every channel.
+
+MAC stimulus (``dfsq_mac``)
+---------------------------
+One beat per valid tap (input channel major, then tap) of selected outputs: ``in_weight = w'``, ``in_code`` =
+the point's spec code; ``in_first`` on the first beat of each output. Every beat's running sum is expected
+(``cumsum(w' * P)`` per output, from the golden operands).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from golden.errors import UserError
+from golden.spec import TAPS, DatapathSpec
+
+ENGINE_FORMAT = "dfsq-sim-engine-stimulus-1"
+MAC_FORMAT = "dfsq-sim-mac-stimulus-1"
+STIMULUS_ENV = "DFSQ_SIM_STIMULUS"   # path of the stimulus .npz, read by the testbench
+RESULT_ENV = "DFSQ_SIM_RESULT"       # path of the result .npz, written by the testbench
+
+# tap t = 3 * (dy + 1) + (dx + 1): kernel row ky = dy + 1, column kx = dx + 1
+TAP_DY = np.repeat(np.arange(-1, 2), 3)
+TAP_DX = np.tile(np.arange(-1, 2), 3)
+
+
+def clog2(n: int) -> int:
+    """Width of an index into n things (at least 1 bit), as contract 4 sizes tbl_chan and in_group."""
+    return max(1, (int(n) - 1).bit_length())
+
+
+# --- bit packing --------------------------------------------------------------------------------------------------
+def pack_fields(values, width: int) -> np.ndarray:
+    """Pack the last axis of ``values`` (E elements, two's complement, ``width`` bits each) little-endian.
+
+    Element e occupies bits [e*width, (e+1)*width) of the packed word. Returns uint8 (..., ceil(E*width/8));
+    ``int.from_bytes(row.tobytes(), "little")`` is the port value.
+    """
+    v = np.asarray(values, dtype=np.int64)
+    if not 1 <= width <= 63:
+        raise ValueError(f"field width {width} outside 1..63")
+    lo, hi = -(1 << (width - 1)), (1 << width) - 1
+    if v.size and (v.min() < lo or v.max() > hi):
+        raise ValueError(f"a value does not fit {width} bits")
+    u = v & ((1 << width) - 1)
+    bits = ((u[..., None] >> np.arange(width, dtype=np.int64)) & 1).astype(np.uint8)
+    bits = bits.reshape(*v.shape[:-1], v.shape[-1] * width)
+    return np.packbits(bits, axis=-1, bitorder="little")
+
+
+def unpack_ints(packed: np.ndarray) -> list[int]:
+    """Python ints of packed rows (the last axis is the little-endian byte string of one port value)."""
+    rows = np.ascontiguousarray(packed).reshape(-1, packed.shape[-1])
+    return [int.from_bytes(r.tobytes(), "little") for r in rows]
+
+
+def to_unsigned(values, width: int) -> np.ndarray:
+    """Two's complement of int64 values as non-negative int64 (width <= 63)."""
+    return np.asarray(values, dtype=np.int64) & ((1 << width) - 1)
+
+
+def from_unsigned(values, width: int) -> np.ndarray:
+    """Inverse of :func:`to_unsigned`."""
+    v = np.asarray(values, dtype=np.int64)
+    return np.where(v >> (width - 1) & 1, v - (1 << width), v)
+
+
+# --- tiles --------------------------------------------------------------------------------------------------------
+def select_pixels(n: int, h: int, w: int, tiles, tile_size: int = 2, seed: int = 0) -> np.ndarray:
+    """Output pixels (K, 3) = (sample, y, x), sorted and unique.
+
+    ``tiles`` = "all" (or None): every pixel of every sample. Otherwise that many ``tile_size`` x ``tile_size``
+    tiles: the four corners first (so every border case, i.e. every mask pattern of padded taps, is covered:
+    top-left, bottom-right, top-right, bottom-left), then random positions; tile i uses sample ``i % n``.
+    """
+    if tiles is None or tiles == "all":
+        nn, yy, xx = np.meshgrid(np.arange(n), np.arange(h), np.arange(w), indexing="ij")
+        return np.stack([nn.ravel(), yy.ravel(), xx.ravel()], axis=1).astype(np.int64)
+    tiles = int(tiles)
+    if tiles < 1:
+        raise UserError(f"tiles must be >= 1 or 'all', got {tiles}")
+    th, tw = min(tile_size, h), min(tile_size, w)
+    corners = [(0, 0), (h - th, w - tw), (0, w - tw), (h - th, 0)]
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(tiles):
+        y0, x0 = corners[i] if i < len(corners) else (int(rng.integers(0, h - th + 1)),
+                                                       int(rng.integers(0, w - tw + 1)))
+        yy, xx = np.meshgrid(np.arange(y0, y0 + th), np.arange(x0, x0 + tw), indexing="ij")
+        out.append(np.stack([np.full(yy.size, i % n), yy.ravel(), xx.ravel()], axis=1))
+    pix = np.unique(np.concatenate(out).astype(np.int64), axis=0)
+    return pix
+
+
+def gather_taps(codes: np.ndarray, pixels: np.ndarray):
+    """Point indices (K, C, 9) of the 3x3 windows around ``pixels`` (padding -> 0) and the mask (K, 9) bool."""
+    n_, c_, h, w = codes.shape
+    pn, py, px = pixels[:, 0], pixels[:, 1], pixels[:, 2]
+    ty = py[:, None] + TAP_DY[None, :]
+    tx = px[:, None] + TAP_DX[None, :]
+    mask = (ty >= 0) & (ty < h) & (tx >= 0) & (tx < w)
+    cy, cx = np.clip(ty, 0, h - 1), np.clip(tx, 0, w - 1)
+    idx = codes[pn[:, None, None], np.arange(c_)[None, :, None], cy[:, None, :], cx[:, None, :]].astype(np.int64)
+    idx = np.where(mask[:, None, :], idx, 0)
+    return idx, mask
+
+
+def mask_bits(mask: np.ndarray) -> np.ndarray:
+    """Pack (K, 9) bool to the in_mask port value (bit t = tap t)."""
+    return (mask.astype(np.int64) << np.arange(TAPS)).sum(axis=1)
+
+
+# --- engine -------------------------------------------------------------------------------------------------------
+def _pad_channels(a: np.ndarray, axis: int, channels: int) -> np.ndarray:
+    extra = channels - a.shape[axis]
+    if extra <= 0:
+        return a
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (0, extra)
+    return np.pad(a, pad)
+
+
+def engine_layer_stimulus(layer, ops, acc: np.ndarray, spec: DatapathSpec, lanes: int, pixels: np.ndarray) -> dict:
+    """Arrays of one layer's engine stimulus (see the module docstring). ``acc``: golden accumulators (N,O,H,W)."""
+    ch = spec.channels
+    if ch % lanes:
+        raise UserError(f"lanes ({lanes}) must divide channels ({ch})")
+    groups = ch // lanes
+    n_, c_, o_, h, w = layer.shape
+    if c_ > ch:
+        raise UserError(f"layer {layer.index} has {c_} input channels, the engine has {ch}")
+    idx, mask = gather_taps(np.asarray(ops.codes), pixels)                     # (K, C, 9)
+    idx = _pad_channels(idx, 1, ch)                                              # (K, channels, 9)
+    k = len(pixels)
+    wq = _pad_channels(np.asarray(ops.w, np.int64).reshape(o_, c_, TAPS), 1, ch).reshape(o_, groups, lanes * TAPS)
+    sigma = _pad_channels(np.asarray(ops.sigma_m, np.int64), 1, ch).reshape(n_, groups, lanes)
+    mu = _pad_channels(np.asarray(ops.mu_m, np.int64), 1, ch).reshape(n_, groups, lanes)
+    # point-table writes: every (channel, index) a selected tap reads; index 0 is read by padded taps
+    used = np.zeros((ch, spec.points), dtype=bool)
+    used[:, 0] = True
+    used[np.broadcast_to(np.arange(ch)[None, :, None], idx.shape).ravel(), idx.ravel()] = True
+    table = _pad_channels(np.asarray(ops.point_codes, np.int64), 0, ch)
+    tc, ti = np.nonzero(used)
+    # schedule: sample, output channel, pixel (pixels are sorted, so each sample's pixels are contiguous)
+    out_pix, out_o = [], []
+    for n in np.unique(pixels[:, 0]):
+        pix_n = np.nonzero(pixels[:, 0] == n)[0]
+        out_pix.append(np.tile(pix_n, o_))
+        out_o.append(np.repeat(np.arange(o_), len(pix_n)))
+    out_pix = np.concatenate(out_pix)
+    out_o = np.concatenate(out_o)
+    pn, py, px = pixels[out_pix, 0], pixels[out_pix, 1], pixels[out_pix, 2]
+    expected = np.asarray(acc, dtype=np.int64)[pn, out_o, py, px]
+    bias = np.asarray(ops.bias_int, np.int64)
+    return {
+        "table_chan": tc.astype(np.int64), "table_idx": ti.astype(np.int64), "table_code": table[tc, ti],
+        "pixels": pixels.astype(np.int64),
+        "pix_idx": pack_fields(idx.reshape(k, groups, lanes * TAPS), spec.act_bits),
+        "pix_mask": mask_bits(mask),
+        "weight": pack_fields(wq, spec.w_bits),
+        "sigma": pack_fields(sigma, spec.scale_bits),
+        "mu": pack_fields(mu, spec.scale_bits),
+        "bias": to_unsigned(bias, spec.bias_bits),
+        "out_pix": out_pix.astype(np.int64), "out_o": out_o.astype(np.int64),
+        "expected": expected,
+    }
+
+
+def _atomic_savez(path, arrays: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_stimulus(path, fmt: str, meta: dict, layer_arrays: list[dict]) -> None:
+    """One .npz: ``meta`` (JSON string) + arrays of layer j prefixed ``L{j}_``."""
+    arrays = {"meta": np.str_(json.dumps(dict(meta, format=fmt, layers=len(layer_arrays))))}
+    for j, d in enumerate(layer_arrays):
+        for key, a in d.items():
+            arrays[f"L{j}_{key}"] = np.asarray(a)
+    _atomic_savez(path, arrays)
+
+
+@dataclass
+class Stimulus:
+    """A loaded stimulus file: ``meta`` dict and a list of per-layer array dicts."""
+
+    meta: dict
+    layers: list[dict]
+
+
+def load_stimulus(path, fmt: str | None = None) -> Stimulus:
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        if fmt is not None and meta.get("format") != fmt:
+            raise UserError(f"{path}: stimulus format {meta.get('format')!r}, expected {fmt!r}")
+        layers = [{} for _ in range(int(meta["layers"]))]
+        for key in z.files:
+            if key.startswith("L"):
+                j, name = key[1:].split("_", 1)
+                layers[int(j)][name] = z[key]
+    return Stimulus(meta, layers)
+
+
+def engine_meta(spec: DatapathSpec, lanes: int, latency: int | None, layer_meta: list[dict]) -> dict:
+    return {"spec": spec.widths(), "lanes": lanes, "groups": spec.channels // lanes, "latency": latency,
+            "layer_meta": layer_meta}
+
+
+# --- MAC ----------------------------------------------------------------------------------------------------------
+def mac_layer_stimulus(layer, ops, spec: DatapathSpec, outputs: np.ndarray) -> dict:
+    """Beats of the MAC top for ``outputs`` (M, 4) = (n, o, y, x): every valid tap, channel-major."""
+    codes = np.asarray(ops.codes)
+    P = np.asarray(ops.P, np.int64)
+    wq = np.asarray(ops.w, np.int64).reshape(ops.w.shape[0], ops.w.shape[1], TAPS)
+    table = np.asarray(ops.point_codes, np.int64)
+    n_, c_, h, w = codes.shape
+    weights, cods, prods, first, out_id = [], [], [], [], []
+    for m, (n, o, y, x) in enumerate(np.asarray(outputs, np.int64)):
+        ty, tx = y + TAP_DY, x + TAP_DX
+        valid = (ty >= 0) & (ty < h) & (tx >= 0) & (tx < w)
+        t = np.nonzero(valid)[0]
+        cc, tt = np.meshgrid(np.arange(c_), t, indexing="ij")
+        cc, tt = cc.ravel(), tt.ravel()
+        yy, xx = ty[tt], tx[tt]
+        wv = wq[o, cc, tt]
+        weights.append(wv)
+        cods.append(table[cc, codes[n, cc, yy, xx]])
+        prods.append(wv * P[n, cc, yy, xx])
+        f = np.zeros(len(cc), dtype=np.int64)
+        f[0] = 1
+        first.append(f)
+        out_id.append(np.full(len(cc), m))
+    prods_a = np.concatenate(prods)
+    out_id_a = np.concatenate(out_id)
+    csum = np.cumsum(prods_a)
+    starts = np.concatenate([[0], np.cumsum([len(p) for p in prods])[:-1]])
+    base = np.concatenate([[0], csum])[starts]
+    expected = csum - base[out_id_a]
+    return {"weight": to_unsigned(np.concatenate(weights), spec.w_bits), "code": np.concatenate(cods),
+            "first": np.concatenate(first), "beat_output": out_id_a, "outputs": np.asarray(outputs, np.int64),
+            "expected": expected}

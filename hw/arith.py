@@ -30,7 +30,7 @@ def shape_for(lo: int, hi: int) -> Shape:
     return signed(width)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Term:
     """``value * 2**offset`` with ``value`` (an Amaranth value read with its own signedness) in [lo, hi]."""
 
@@ -54,7 +54,7 @@ class Term:
         return self.value << self.offset
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Carry:
     """A single-bit addend worth ``bit * 2**position``, to be absorbed as an adder's carry-in."""
 
@@ -115,9 +115,8 @@ def balanced_sum(m: Module, terms, carries=(), *, name: str = "tree"):
         for j in range(0, len(level) - 1, 2):
             a, b = level[j], level[j + 1]
             pos = max(a.offset, b.offset)
-            carry = next((c for c in pending if c.position == pos), None)
-            if carry is not None:
-                pending.remove(carry)
+            k = next((k for k, c in enumerate(pending) if c.position == pos), None)
+            carry = None if k is None else pending.pop(k)
             nxt.append(add(m, a, b, carry, name=f"{name}_l{depth}_{j // 2}"))
         if len(level) % 2:
             nxt.append(level[-1])

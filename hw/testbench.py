@@ -1,0 +1,151 @@
+"""Amaranth-simulator drivers for the MAC and the engine, with a latency-queue check against a Python model.
+
+Each driver runs one async testbench (``Simulator.add_testbench``) that drives a beat per cycle (with random
+gaps and, for the engine, random ``out_ready`` back-pressure), pushes the model's expected value on a queue when
+a beat is taken, and pops and compares whenever an output is taken. It returns a :class:`Run` with the
+mismatches (empty when the hardware agrees) and the observed latencies.
+"""
+from __future__ import annotations
+
+import collections
+import random
+from dataclasses import dataclass, field
+
+from amaranth.sim import Simulator
+
+from .stream import engine_beats, pack, table_writes
+
+__all__ = ["Run", "run_mac", "run_engine"]
+
+
+@dataclass
+class Run:
+    """Outcome of a simulation: outputs in order, mismatches, latencies (cycles), cycles simulated."""
+
+    outputs: list = field(default_factory=list)
+    mismatches: list = field(default_factory=list)
+    latencies: set = field(default_factory=set)
+    cycles: int = 0
+    missing: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches and not self.missing
+
+
+def _describe(key, got, want):
+    return f"{key}: got {got} ({got & 0xFFFFFFFFFFFFFFFF:#x}), want {want} ({want & 0xFFFFFFFFFFFFFFFF:#x})"
+
+
+def run_mac(mac, beats, expected, *, valid_prob=1.0, seed=0, max_cycles=None) -> Run:
+    """Drive ``beats`` = [(first, weight, code)] into a :class:`hw.mac.ShiftAddMAC`-like ``mac``.
+
+    ``expected[i]`` is the model's ``out_acc`` after beat i. ``mac`` needs ports in_valid, in_first, in_weight,
+    in_code (or in_a/in_b for the baselines: pass beats as (first, a, b)), out_valid, out_acc and ``latency``.
+    """
+    run = Run()
+    rng = random.Random(seed)
+    sim = Simulator(mac)
+    sim.add_clock(1e-8)
+    operand_b = mac.in_code.as_value() if hasattr(mac, "in_code") else mac.in_b
+    operand_a = mac.in_weight if hasattr(mac, "in_weight") else mac.in_a
+    limit = max_cycles or 4 * len(beats) + 16
+
+    async def bench(ctx):
+        queue = collections.deque()
+        i = cycle = 0
+        while (i < len(beats) or queue) and cycle < limit:
+            offer = i < len(beats) and rng.random() < valid_prob
+            ctx.set(mac.in_valid, offer)
+            if offer:
+                first, a, b = beats[i]
+                ctx.set(mac.in_first, first)
+                ctx.set(operand_a, a)
+                ctx.set(operand_b, b)
+                queue.append((i, cycle))
+                i += 1
+            await ctx.tick()
+            cycle += 1
+            if ctx.get(mac.out_valid):
+                if not queue:
+                    run.mismatches.append(f"cycle {cycle}: out_valid without a beat in flight")
+                    continue
+                k, start = queue.popleft()
+                got = ctx.get(mac.out_acc)
+                run.outputs.append(got)
+                run.latencies.add(cycle - start)
+                if got != int(expected[k]):
+                    run.mismatches.append(_describe(f"beat {k} {beats[k]}", got, int(expected[k])))
+        run.cycles = cycle
+        run.missing = len(queue) + (len(beats) - i)
+
+    sim.add_testbench(bench)
+    sim.run()
+    return run
+
+
+def run_engine(engine, ops, spec, outputs, expected, *, valid_prob=1.0, ready_prob=1.0, seed=0,
+               max_cycles=None) -> Run:
+    """Load the point table of ``ops``, stream the beats of ``outputs`` = [(n, o, h, w)] and check each result.
+
+    ``expected`` maps (n, o, h, w) to the model's accumulator (e.g. ``golden.layer.accumulate(ops, spec)``).
+    Latencies are measured from the handshake of a last beat to the first cycle its result is visible; they
+    equal ``engine.latency`` whenever ``ready_prob`` is 1.
+    """
+    run = Run()
+    rng = random.Random(seed)
+    sim = Simulator(engine)
+    sim.add_clock(1e-8)
+    beats = [(key, beat) for key, group in engine_beats(ops, spec, engine.lanes, outputs) for beat in group]
+    limit = max_cycles or 8 * len(beats) + ops.point_codes.size + 64
+
+    async def bench(ctx):
+        for chan, idx, code in table_writes(ops.point_codes):
+            ctx.set(engine.tbl_we, 1)
+            ctx.set(engine.tbl_chan, chan)
+            ctx.set(engine.tbl_idx, idx)
+            ctx.set(engine.tbl_code.as_value(), code)
+            await ctx.tick()
+        ctx.set(engine.tbl_we, 0)
+        queue = collections.deque()
+        i = cycle = 0
+        while (i < len(beats) or queue) and cycle < limit:
+            ready = rng.random() < ready_prob
+            ctx.set(engine.out_ready, ready)
+            if ctx.get(engine.out_valid) and ready:
+                key, start = queue.popleft()
+                got = ctx.get(engine.out_acc)
+                run.outputs.append((key, got))
+                want = int(expected[key])
+                if got != want:
+                    run.mismatches.append(_describe(f"output (n, o, h, w) = {key}", got, want))
+            offer = i < len(beats) and rng.random() < valid_prob
+            ctx.set(engine.in_valid, offer)
+            if offer:
+                key, b = beats[i]
+                ctx.set(engine.in_first, b.first)
+                ctx.set(engine.in_last, b.last)
+                ctx.set(engine.in_group, b.group)
+                ctx.set(engine.in_mask, b.mask)
+                ctx.set(engine.in_idx.as_value(), pack(b.idx, spec.act_bits))
+                ctx.set(engine.in_weight.as_value(), pack(b.weight, spec.w_bits))
+                ctx.set(engine.in_sigma.as_value(), pack(b.sigma, spec.scale_bits))
+                ctx.set(engine.in_mu.as_value(), pack(b.mu, spec.scale_bits))
+                ctx.set(engine.in_bias, b.bias)
+                if ctx.get(engine.in_ready):
+                    i += 1
+                    if b.last:
+                        queue.append((key, cycle))
+            await ctx.tick()
+            cycle += 1
+            # latency: first cycle a result is visible, measured on the queue head
+            if ctx.get(engine.out_valid) and queue and queue[0][1] is not None:
+                key, start = queue[0]
+                run.latencies.add(cycle - start)
+                queue[0] = (key, None)
+        run.cycles = cycle
+        run.missing = len(queue) + (len(beats) - i)
+
+    sim.add_testbench(bench)
+    sim.run()
+    return run

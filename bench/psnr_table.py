@@ -68,6 +68,23 @@ def save_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def store_result(path: Path, k: str, result: dict) -> dict:
+    """Add one result to the cache file under an exclusive lock (re-reading it first), so several runs with
+    different --datasets/--bits can share one cache. Returns the merged cache."""
+    import fcntl
+    import hashlib
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tag = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"psnr_table-{tag}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cache = load_cache(path)
+        cache["results"][k] = result
+        save_json(path, cache)
+    return cache
+
+
 def get_params(model, scale: int, bits: int, words: int, images: int, seed: int, params_dir: Path, weights: str):
     path = params_dir / f"x{scale}_w{bits}a{bits}_words{words}_n{images}_seed{seed}.npz"
     fp = weights_fingerprint(model)
@@ -234,8 +251,7 @@ def main(argv=None):
                 if m != "fp":
                     r.update(calib=args.images, seed=args.seed, params=str(ppath))
                 k = key(scale, m, b, args.words, d)
-                cache["results"][k] = r
-                save_json(cache_path, cache)
+                cache = store_result(cache_path, k, r)
                 publish()
                 print(f"{k}: {fmt(r)} ({r['seconds']:.0f} s)")
     publish()

@@ -42,7 +42,7 @@ from golden.spec import (ACT_BITS_RANGE, DEFAULT_GAP, EPS, SPEC_VERSION, WEIGHT_
 from .data import TRAIN_ROOT, list_images, load_rgb, make_lr, modcrop, sample_images
 from .model import quantized_convs
 from .quantize import quantize_weight
-from .select import DEFAULT_RESTARTS, histogram_values, kmeans_select
+from .select import DEFAULT_RESTARTS, Prefix, histogram_values, kmeans_select
 
 FORMAT = "dfsq-params"
 VERSION = 1
@@ -231,8 +231,6 @@ def calibrate(model, images, *, act_bits: int = 4, weight_bits: int = 4, words: 
         r = kmeans_select(values, h, act_bits, ws, seed=np.random.SeedSequence([seed, i]).generate_state(1)[0],
                           restarts=restarts, refine=refine)
         if layerwise:
-            from .select import Prefix
-
             point_ints[i] = r["point_ints"][0]
             loss[i] = Prefix(values, hist[i]).loss(np.broadcast_to(r["point_ints"][0] / ws.denom, (C, K)))
             kloss[i] = r["kmeans_loss"][0]

@@ -166,6 +166,24 @@ def build(verilog: str | os.PathLike, *, toplevel: str, simulator: str, build_di
     if waves is None:
         waves = simulator == "icarus"
     build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(build_dir / ".lock"):   # concurrent processes building the same configuration wait for each other
+        return _build_locked(verilog, toplevel, simulator, build_dir, waves, log)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    import fcntl
+
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build_locked(verilog: Path, toplevel: str, simulator: str, build_dir: Path, waves: bool, log: bool) -> Build:
     digest = _source_digest([verilog], simulator, toplevel, waves)
     stamp = build_dir / BUILD_STAMP
     image = build_dir / ("sim.vvp" if simulator == "icarus" else toplevel)
@@ -173,7 +191,6 @@ def build(verilog: str | os.PathLike, *, toplevel: str, simulator: str, build_di
         with contextlib.suppress(ValueError, OSError):
             if json.loads(stamp.read_text()).get("digest") == digest:
                 return Build(simulator, toplevel, verilog, build_dir, waves, 0.0, True)
-    build_dir.mkdir(parents=True, exist_ok=True)
     runner = get_runner(simulator)
     log_file = build_dir / "build.log" if log else None
     t0 = time.perf_counter()

@@ -90,12 +90,14 @@ def from_unsigned(values, width: int) -> np.ndarray:
 
 
 # --- tiles --------------------------------------------------------------------------------------------------------
-def select_pixels(n: int, h: int, w: int, tiles, tile_size: int = 2, seed: int = 0) -> np.ndarray:
+def select_pixels(n: int, h: int, w: int, tiles, tile_size: int = 2, seed: int = 0, rotate: int = 0) -> np.ndarray:
     """Output pixels (K, 3) = (sample, y, x), sorted and unique.
 
     ``tiles`` = "all" (or None): every pixel of every sample. Otherwise that many ``tile_size`` x ``tile_size``
-    tiles: the four corners first (so every border case, i.e. every mask pattern of padded taps, is covered:
-    top-left, bottom-right, top-right, bottom-left), then random positions; tile i uses sample ``i % n``.
+    tiles: the four corners first (top-left, bottom-right, top-right, bottom-left, starting at corner
+    ``rotate % 4``), then random positions; tile i uses sample ``i % n``. A corner tile holds a corner, two edge
+    pixels and (tile_size >= 2) an interior one, so four corner tiles cover every mask pattern of padded taps; with
+    one tile per layer, rotating by the layer index covers them all over four layers.
     """
     if tiles is None or tiles == "all":
         nn, yy, xx = np.meshgrid(np.arange(n), np.arange(h), np.arange(w), indexing="ij")
@@ -105,6 +107,7 @@ def select_pixels(n: int, h: int, w: int, tiles, tile_size: int = 2, seed: int =
         raise UserError(f"tiles must be >= 1 or 'all', got {tiles}")
     th, tw = min(tile_size, h), min(tile_size, w)
     corners = [(0, 0), (h - th, w - tw), (0, w - tw), (h - th, 0)]
+    corners = corners[rotate % 4:] + corners[:rotate % 4]
     rng = np.random.default_rng(seed)
     out = []
     for i in range(tiles):
@@ -144,8 +147,21 @@ def _pad_channels(a: np.ndarray, axis: int, channels: int) -> np.ndarray:
     return np.pad(a, pad)
 
 
-def engine_layer_stimulus(layer, ops, acc: np.ndarray, spec: DatapathSpec, lanes: int, pixels: np.ndarray) -> dict:
-    """Arrays of one layer's engine stimulus (see the module docstring). ``acc``: golden accumulators (N,O,H,W)."""
+def select_out_channels(o: int, count, offset: int = 0) -> np.ndarray:
+    """``count`` output channels (all when None/'all' or >= o): a contiguous run starting at ``offset * count``
+    (mod o), so rotating ``offset`` by layer covers every output channel over ``o / count`` layers."""
+    if count is None or count == "all" or int(count) >= o:
+        return np.arange(o)
+    count = int(count)
+    if count < 1:
+        raise UserError(f"output channels per tile must be >= 1, got {count}")
+    return np.sort((offset * count + np.arange(count)) % o)
+
+
+def engine_layer_stimulus(layer, ops, acc: np.ndarray, spec: DatapathSpec, lanes: int, pixels: np.ndarray,
+                          out_channels=None) -> dict:
+    """Arrays of one layer's engine stimulus (see the module docstring). ``acc``: golden accumulators (N,O,H,W);
+    ``out_channels``: the output channels to compute (default all)."""
     ch = spec.channels
     if ch % lanes:
         raise UserError(f"lanes ({lanes}) must divide channels ({ch})")
@@ -166,11 +182,12 @@ def engine_layer_stimulus(layer, ops, acc: np.ndarray, spec: DatapathSpec, lanes
     table = _pad_channels(np.asarray(ops.point_codes, np.int64), 0, ch)
     tc, ti = np.nonzero(used)
     # schedule: sample, output channel, pixel (pixels are sorted, so each sample's pixels are contiguous)
+    ochs = np.arange(o_) if out_channels is None else np.asarray(out_channels, dtype=np.int64)
     out_pix, out_o = [], []
     for n in np.unique(pixels[:, 0]):
         pix_n = np.nonzero(pixels[:, 0] == n)[0]
-        out_pix.append(np.tile(pix_n, o_))
-        out_o.append(np.repeat(np.arange(o_), len(pix_n)))
+        out_pix.append(np.tile(pix_n, len(ochs)))
+        out_o.append(np.repeat(ochs, len(pix_n)))
     out_pix = np.concatenate(out_pix)
     out_o = np.concatenate(out_o)
     pn, py, px = pixels[out_pix, 0], pixels[out_pix, 1], pixels[out_pix, 2]

@@ -67,6 +67,7 @@ class StreamMonitor:
         fe, ro = FallingEdge(self._clk), ReadOnly()
         valid, ready, data, cb = self._valid, self._ready, self._data, self._callback
         signed = self._signed
+        one_bit = data is not None and len(data) == 1
         while True:
             await fe
             await ro
@@ -74,6 +75,8 @@ class StreamMonitor:
                 self.transfers += 1
                 if data is None:
                     cb(None)
+                elif one_bit:
+                    cb(int(data.value))
                 else:
                     v = data.value
                     cb(v.to_signed() if signed else v.to_unsigned())

@@ -166,7 +166,7 @@ def _operands(layer, spec):
     return ops, accumulate(ops, spec)
 
 
-def prepare_engine(layers, spec, lanes, tiles, tile_size, seed, quiet=True, only=None):
+def prepare_engine(layers, spec, lanes, tiles, tile_size, seed, quiet=True, only=None, out_channels=None):
     """Stimulus arrays + metadata for each layer. ``only`` = (pixel (n,y,x), output channel) restricts the stimulus
     to that single output (used for the waveform re-run)."""
     from tqdm import tqdm
@@ -176,13 +176,13 @@ def prepare_engine(layers, spec, lanes, tiles, tile_size, seed, quiet=True, only
         ops, acc = _operands(layer, spec)
         n, c, o, h, w = layer.shape
         if only is None:
-            pixels = st.select_pixels(n, h, w, tiles, tile_size=tile_size, seed=seed + layer.index)
+            pixels = st.select_pixels(n, h, w, tiles, tile_size=tile_size, seed=seed + layer.index,
+                                      rotate=layer.index)
+            ochs = None if tiles == "all" else st.select_out_channels(o, out_channels, layer.index)
         else:
             pixels = np.asarray([only[0]], dtype=np.int64)
-        d = st.engine_layer_stimulus(layer, ops, acc, spec, lanes, pixels)
-        if only is not None:
-            keep = d["out_o"] == only[1]
-            d["out_pix"], d["out_o"], d["expected"] = d["out_pix"][keep], d["out_o"][keep], d["expected"][keep]
+            ochs = np.asarray([only[1]])
+        d = st.engine_layer_stimulus(layer, ops, acc, spec, lanes, pixels, ochs)
         arrays.append(d)
         meta.append({"index": layer.index, "name": layer.name, "outputs": int(len(d["expected"])),
                      "pixels": int(len(pixels)), "macs": _layer_macs(layer, len(d["expected"])),
@@ -235,7 +235,8 @@ def _hexdec(v: int, bits: int) -> dict:
 
 
 def _run_dir(work: Path, name: str) -> Path:
-    d = work / "runs" / name
+    """runs/<name>-<pid>: concurrent verify processes sharing a work dir never share a run dir."""
+    d = work / "runs" / f"{name}-{os.getpid()}"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -254,12 +255,13 @@ def _simulate(bld, top, run_dir, stim_path, waves=False):
 
 
 def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icarus", lanes=None, *,
-           top: str = "engine", fault=None, tile_size: int = DEFAULT_TILE_SIZE, seed: int = 0,
+           top: str = "engine", fault=None, tile_size: int = DEFAULT_TILE_SIZE, out_channels=None, seed: int = 0,
            work_dir=None, json_path=None, waves_on_mismatch: bool = True, quiet: bool = False) -> dict:
     """Verify the RTL of ``export_dir``'s configuration on its layers; returns the report dict.
 
-    ``layers``: 'all' or indices; ``tiles``: tiles per layer (int) or 'all' (whole layers); ``lanes``: engine lanes
-    (default channels); ``top``: 'engine' or 'mac'; ``fault``: hw.generate fault name (mutation testing).
+    ``layers``: 'all' or indices; ``tiles``: tiles per layer (int) or 'all' (whole layers); ``out_channels``: output
+    channels per tile (default all; a run of that many, rotated by layer index); ``lanes``: engine lanes (default
+    channels); ``top``: 'engine' or 'mac'; ``fault``: hw.generate fault name (mutation testing).
     """
     from golden.export_io import load_export, load_manifest, spec_from_manifest
 
@@ -288,7 +290,8 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     # stimulus + golden model
     t0 = time.perf_counter()
     if top == "engine":
-        arrays, meta = prepare_engine(lay_data, spec, lanes, tiles, tile_size, seed, quiet)
+        arrays, meta = prepare_engine(lay_data, spec, lanes, tiles, tile_size, seed, quiet,
+                                      out_channels=out_channels)
         stim_meta = st.engine_meta(spec, lanes, latency, meta)
         fmt = st.ENGINE_FORMAT
     else:
@@ -335,7 +338,7 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     stream_cpu = float(res["layer_stream_cpu_seconds"].sum()) if "layer_stream_cpu_seconds" in res else None
     report = {
         "tool": "sim.verify", "export": str(export_dir), "top": toplevel, "simulator": simulator, "lanes": lanes,
-        "fault": fault, "tiles": tiles, "tile_size": tile_size, "spec": spec.widths(), "rtl": str(v_path),
+        "fault": fault, "tiles": tiles, "tile_size": tile_size, "out_channels": out_channels, "spec": spec.widths(), "rtl": str(v_path),
         "latency": latency, "layers": layer_rows, "outputs": int(len(expected)), "compared": int(compared),
         "mismatches": mismatches, "bit_exact": mismatches == 0, "cycles": int(res["cycles"]), "macs": macs,
         "sim_seconds": round(sim_seconds, 3), "mac_per_s": round(macs / sim_seconds, 1),
@@ -432,6 +435,8 @@ def main(argv=None):
     ap.add_argument("--tiles", default=str(DEFAULT_TILES),
                     help=f"tiles per layer, corners first, or 'all' for whole layers (default {DEFAULT_TILES})")
     ap.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE, help="tile edge in pixels (default 2)")
+    ap.add_argument("--out-channels", default="all",
+                    help="output channels per tile: 'all' (default) or N (a run of N, rotated by layer index)")
     ap.add_argument("--simulator", default="icarus", choices=simrun.SIMULATORS)
     ap.add_argument("--lanes", type=int, default=None, help="engine lanes (default: channels, one beat per output)")
     ap.add_argument("--top", default="engine", choices=TOPS, help="RTL top to verify (default engine)")
@@ -443,8 +448,17 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.tile_size < 1:
         raise UserError("--tile-size must be >= 1")
+    out_channels = None
+    if args.out_channels.strip().lower() != "all":
+        try:
+            out_channels = int(args.out_channels)
+        except ValueError:
+            raise UserError(f"--out-channels must be 'all' or a positive integer, got {args.out_channels!r}") from None
+        if out_channels < 1:
+            raise UserError(f"--out-channels must be >= 1, got {out_channels}")
     report = verify(args.export, layers=args.layers, tiles=args.tiles, simulator=args.simulator, lanes=args.lanes,
-                    top=args.top, fault=args.fault, tile_size=args.tile_size, seed=args.seed,
+                    top=args.top, fault=args.fault, tile_size=args.tile_size, out_channels=out_channels,
+                    seed=args.seed,
                     work_dir=args.work_dir, json_path=args.json, waves_on_mismatch=not args.no_waves)
     print(format_report(report))
     return 0 if report["bit_exact"] else 1

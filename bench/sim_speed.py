@@ -1,0 +1,126 @@
+"""Simulation speed of the verification flow: MAC/s of the generated conv engine under Icarus and Verilator.
+
+    python -m bench.sim_speed [--export DIR] [--layer 0] [--simulators icarus,verilator] [--lanes 64]
+        [--icarus-tiles 4] [--verilator-tiles all] [--work-dir sim_build] [--out bench/results]
+
+Each run is ``sim.verify`` (cocotb testbench, every output compared with the golden model, bit for bit) on one
+layer: ``--export`` (a real export) or, without it, a synthetic 64 -> 64 channel layer of ``--size`` pixels
+square (golden.synthetic). A MAC is one weight x activation product of the 3x3 x C window of one output,
+counted for every compared output (outputs x C x 9). Figures per run:
+
+* ``MAC/s``: MACs / wall time of the whole simulator run (start-up, table loads and drain included);
+* ``stream MAC/s``: MACs / wall time of the beat streaming only;
+* ``MAC/CPU-s``: MACs / CPU time of the simulator process (cocotb runs in it), i.e. the figure on an idle core;
+  on a shared machine the wall figures depend on the load, so both are reported.
+
+Build times (RTL generation is cached; the simulator build is not when ``--rebuild``) are listed too. Writes
+``sim_speed.json`` and ``sim_speed.md`` to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from golden.errors import UserError, cli_main
+from golden.spec import DatapathSpec
+from sim import runner as simrun
+from sim.verify import verify
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GOALS = {"icarus": 100_000, "verilator": 1_000_000}
+
+
+def synthetic_export(directory: Path, size: int, seed: int = 0) -> Path:
+    from golden.export_io import write_export
+    from golden.synthetic import synthetic_layer
+
+    spec = DatapathSpec()
+    layer = synthetic_layer(np.random.default_rng(seed), spec, N=1, C=64, O=64, H=size, W=size, index=0)
+    return write_export(directory, [layer], spec, {"image": f"synthetic {size}x{size}"})
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    lines = ["# Simulation speed (sim.verify, every output checked against the golden model)", "",
+             f"{meta['when']}, {meta['machine']}; input: {meta['input']}; load average at start "
+             f"{meta['loadavg']}.", "",
+             "| simulator | lanes | outputs | cycles | MACs | sim s | MAC/s | stream MAC/s | MAC/CPU-s | build s | "
+             "goal | bit-exact |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        goal = GOALS.get(r["simulator"])
+        lines.append(f"| {r['simulator']} | {r['lanes']} | {r['outputs']} | {r['cycles']} | {r['macs']:,} | "
+                     f"{r['sim_seconds']:.1f} | {r['mac_per_s']:,.0f} | {r['stream_mac_per_s'] or 0:,.0f} | "
+                     f"{r['mac_per_cpu_s'] or 0:,.0f} | {r['build_seconds']:.1f}{' (cached)' if r['build_cached'] else ''}"
+                     f" | {goal:,} | {'yes' if r['bit_exact'] else 'NO'} |")
+    lines += ["", f"Command: `{meta['command']}`", ""]
+    return "\n".join(lines)
+
+
+@cli_main
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench.sim_speed", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--export", default=None, help="export folder (default: a synthetic 64->64 layer)")
+    ap.add_argument("--layer", type=int, default=0, help="layer index of the export (default 0)")
+    ap.add_argument("--size", type=int, default=48, help="synthetic layer size in pixels (default 48)")
+    ap.add_argument("--simulators", default="icarus,verilator", help="comma-separated (default both)")
+    ap.add_argument("--lanes", default="64", help="comma-separated lane counts (default 64: one beat per output)")
+    ap.add_argument("--icarus-tiles", default="4", help="2x2 tiles of the layer under Icarus (default 4)")
+    ap.add_argument("--verilator-tiles", default="all", help="tiles under Verilator (default all: the full layer)")
+    ap.add_argument("--work-dir", default="sim_build", help="RTL, builds and runs (default sim_build/)")
+    ap.add_argument("--out", default=str(RESULTS), help="folder for sim_speed.json / .md")
+    args = ap.parse_args(argv)
+    sims = [s.strip() for s in args.simulators.split(",") if s.strip()]
+    for s in sims:
+        simrun.check_simulator(s)
+    try:
+        lanes_list = [int(v) for v in args.lanes.split(",")]
+    except ValueError:
+        raise UserError(f"--lanes must be comma-separated integers, got {args.lanes!r}") from None
+    work = Path(args.work_dir)
+    if args.export:
+        export_dir, what = Path(args.export), f"layer {args.layer} of {args.export}"
+    else:
+        export_dir = synthetic_export(work / "bench_export", args.size)
+        what = f"synthetic layer {args.size}x{args.size}, 64 -> 64 channels"
+    meta = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine":
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "input": what,
+            "loadavg": " ".join(f"{v:.1f}" for v in os.getloadavg()),
+            "command": "python -m bench.sim_speed " + " ".join(argv if argv is not None else os.sys.argv[1:])}
+    rows = []
+    for sim in sims:
+        for lanes in lanes_list:
+            tiles = args.icarus_tiles if sim == "icarus" else args.verilator_tiles
+            r = verify(export_dir, layers=[args.layer], tiles=tiles, simulator=sim, lanes=lanes, work_dir=work,
+                       quiet=False)
+            row = {k: r[k] for k in ("simulator", "lanes", "outputs", "cycles", "macs", "sim_seconds", "mac_per_s",
+                                     "stream_mac_per_s", "mac_per_cpu_s", "stream_mac_per_cpu_s", "cycles_per_s",
+                                     "build_seconds", "build_cached", "bit_exact", "mismatches", "tiles")}
+            rows.append(row)
+            goal = GOALS.get(sim, 0)
+            print(f"{sim:9s} lanes {lanes:3d}: {r['outputs']} outputs, {r['cycles']} cycles, {r['macs']:,} MACs in "
+                  f"{r['sim_seconds']:.1f} s: {r['mac_per_s']:,.0f} MAC/s (stream {r['stream_mac_per_s'] or 0:,.0f}; "
+                  f"{r['mac_per_cpu_s'] or 0:,.0f} per CPU s; goal {goal:,}); bit-exact: {r['bit_exact']}")
+    out = Path(args.out)
+    _atomic_text(out / "sim_speed.json", json.dumps({"meta": meta, "runs": rows}, indent=2) + "\n")
+    _atomic_text(out / "sim_speed.md", markdown(rows, meta))
+    print(f"wrote {out / 'sim_speed.json'} and {out / 'sim_speed.md'}")
+    return 0 if all(r["bit_exact"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

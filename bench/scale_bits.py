@@ -5,7 +5,7 @@
 
 For each ``scale_bits`` the 32 quantized convs run on the golden datapath (dfsq.hw_mode) and the PSNR-Y / SSIM-Y
 of every image is compared with fake-quant DFSQ (the same params). Writes ``<out>/scale_bits.json``,
-``scale_bits.md`` and ``scale_bits.png`` (PSNR drop against scale_bits).
+``scale_bits.md`` and ``scale_bits.png`` (PSNR drop against scale_bits; ``--name`` changes the stem).
 """
 from __future__ import annotations
 
@@ -174,6 +174,7 @@ def main(argv=None):
     ap.add_argument("--no-noise-floor", dest="noise_floor", action="store_false",
                     help="skip the fake-quant float64-conv reference run")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--name", default="scale_bits", help="output file stem")
     args = ap.parse_args(argv)
     if args.data_root is None:
         from dfsq.data import BENCHMARK_ROOT
@@ -183,9 +184,9 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     md = markdown(res)
-    _atomic_write(out / "scale_bits.json", json.dumps(res, indent=2) + "\n")
-    _atomic_write(out / "scale_bits.md", md)
-    plot(res, out / "scale_bits.png")
+    _atomic_write(out / f"{args.name}.json", json.dumps(res, indent=2) + "\n")
+    _atomic_write(out / f"{args.name}.md", md)
+    plot(res, out / f"{args.name}.png")
     print(md)
 
 

@@ -94,8 +94,9 @@ def fixed_point_params(scale, mean, bias, weight_scale, spec: DatapathSpec):
     E = np.empty(N, np.int64)
     bias_int = np.empty((N, len(bias)), np.int64)
     try:
+        cap = spec.bias_exponent_limit(bias, weight_scale)
         for n in range(N):  # one shared exponent per sample: a loop over samples, not pixels or channels
-            sig[n], mu[n], E[n] = spec.fixed_point(scale[n], mean[n])
+            sig[n], mu[n], E[n] = spec.fixed_point(scale[n], mean[n], cap)
             bias_int[n] = spec.bias_int(bias, weight_scale, int(E[n]))
     except SpecError as exc:
         raise UserError(f"fixed-point format: {exc}") from None

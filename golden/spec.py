@@ -31,7 +31,8 @@ Per input channel c and output pixel, over the 3x3 taps t (``valid_t`` is 0 for 
 
 ``w' = q - zero_point`` (q in [0, 2^wb - 1]); ``sigma_m = round(scale_c / denom * 2^E)`` and
 ``mu_m = round(mean_c * 2^E)`` are ``scale_bits``-bit signed integers sharing one exponent E per
-(layer, sample); ``bias_int = round(bias[o] / s_w[o] * 2^E)``; round = half up (``floor(x + 0.5)``).
+(layer, sample) (E is lowered, in degenerate cases only, so that bias_int fits: ``bias_exponent_limit``);
+``bias_int = round(bias[o] / s_w[o] * 2^E)``; round = half up (``floor(x + 0.5)``).
 The layer output is ``y = s_w[o] * 2^-E * acc``. Every width below is derived from worst-case bounds.
 """
 from __future__ import annotations
@@ -51,7 +52,7 @@ WEIGHT_BITS_RANGE = (2, 8)
 SCALE_BITS_RANGE = (4, 32)
 DEFAULT_WORDS = 4
 DEFAULT_GAP = 4
-DEFAULT_SCALE_BITS = 16
+DEFAULT_SCALE_BITS = 24    # chosen by measured PSNR: docs/datapath.md, bench/results/scale_bits_set5.md, _set14.md
 DEFAULT_CHANNELS = 64     # max input channels of a layer (EDSR-baseline: 64); sizes accumulators
 TAPS = 9                  # 3x3 kernels
 EPS = 1e-8                # added to max-abs before normalizing (float32), as the DFSQ code does
@@ -351,11 +352,34 @@ class DatapathSpec:
             e -= 1
         return e
 
-    def fixed_point(self, scale: np.ndarray, mean: np.ndarray):
-        """(sigma_m, mu_m, E) for per-channel float32 ``scale`` (= max-abs + EPS) and ``mean`` of one sample."""
+    def bias_exponent_limit(self, bias: np.ndarray, weight_scale: np.ndarray) -> int | None:
+        """The largest E with every |bias / s_w| * 2^E <= bias_max (None when the bias is all zero).
+
+        Only binds in degenerate cases (a sample whose every input channel is (almost) constant, so sigma and mean
+        are tiny and :meth:`exponent` is huge): capping E there keeps ``bias_int`` within its width."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.abs(np.asarray(bias, np.float64) / np.asarray(weight_scale, np.float64))
+        if not np.all(np.isfinite(r)):
+            raise SpecError("bias / weight_scale is not finite (zero weight scale?)")
+        m = float(np.max(r, initial=0.0))
+        if m == 0.0:
+            return None
+        e = math.floor(math.log2(self.bias_max / m))
+        while m * 2.0 ** (e + 1) <= self.bias_max:
+            e += 1
+        while m * 2.0 ** e > self.bias_max:
+            e -= 1
+        return e
+
+    def fixed_point(self, scale: np.ndarray, mean: np.ndarray, max_exponent: int | None = None):
+        """(sigma_m, mu_m, E) for per-channel float32 ``scale`` (= max-abs + EPS) and ``mean`` of one sample.
+
+        E = :meth:`exponent`, capped at ``max_exponent`` when given (see :meth:`bias_exponent_limit`)."""
         sigma = np.asarray(scale, dtype=np.float64) / self.wordset.denom
         mean = np.asarray(mean, dtype=np.float64)
         e = self.exponent(sigma, mean)
+        if max_exponent is not None:
+            e = min(e, int(max_exponent))
         return round_half_up(np.ldexp(sigma, e)), round_half_up(np.ldexp(mean, e)), e
 
     def bias_int(self, bias: np.ndarray, weight_scale: np.ndarray, e: int) -> np.ndarray:

@@ -99,11 +99,11 @@ def test_inconsistent_statistics_are_reported(export_copy, capsys):
 
 
 def test_layers_and_scale_bits_options(synth_export, tmp_path, capsys):
-    rc, out, err = run(["--export", str(synth_export), "--quiet", "--layers", "0,2", "--scale-bits", "24",
+    rc, out, err = run(["--export", str(synth_export), "--quiet", "--layers", "0,2", "--scale-bits", "20",
                         "--json", str(tmp_path / "r.json")], capsys)
     assert rc == 0, err
     rep = json.loads((tmp_path / "r.json").read_text())
-    assert [r["index"] for r in rep["layers"]] == [0, 2] and rep["spec"]["scale_bits"] == 24
+    assert [r["index"] for r in rep["layers"]] == [0, 2] and rep["spec"]["scale_bits"] == 20
 
 
 @pytest.mark.parametrize("case", ["missing", "no_manifest", "bad_json", "truncated", "nan", "dtype", "bad_layers",

@@ -182,6 +182,16 @@ def test_bad_inputs():
     d["weight_scale"] = np.zeros(2, np.float32)
     with pytest.raises(UserError, match="weight_scale"):
         layer_from_fields(d, "bad", spec)
-    lay.bias[:] = 1e30
+    lay.weight_scale[0] = 0
     with pytest.raises(UserError, match="bias"):
         fixed_point_params(lay.scale, lay.mean, lay.bias, lay.weight_scale, spec)
+
+
+def test_all_zero_relu_input_is_handled():
+    """A sample whose input is all zero (after a ReLU): E is capped so that bias_int fits; output = bias."""
+    spec = DatapathSpec(words=2, act_bits=2, weight_bits=2, scale_bits=4)
+    lay = synthetic_layer(np.random.default_rng(0), spec, N=1, C=3, O=2, H=2, W=3, relu_input=True,
+                          x=np.zeros((1, 3, 2, 3), np.float32))
+    ops, acc, y = run_layer(lay, spec)
+    assert np.abs(ops.bias_int).max() <= spec.bias_max
+    assert np.all(np.abs(y - lay.y) <= error_bound(lay, ops, spec, y)["total"])

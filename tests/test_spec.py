@@ -180,3 +180,24 @@ def test_bias_int():
 @pytest.mark.parametrize("sb", range(SCALE_BITS_RANGE[0], SCALE_BITS_RANGE[1], 4))
 def test_acc_bits_monotone_in_scale_bits(sb):
     assert DatapathSpec(scale_bits=sb).acc_bits <= DatapathSpec(scale_bits=sb + 1).acc_bits
+
+
+def test_bias_exponent_limit_caps_a_degenerate_sample():
+    """All inputs zero (after a ReLU): sigma = 1e-8 / denom would give a huge E and an overflowing bias_int."""
+    s = DatapathSpec(scale_bits=8)
+    scale = np.full(4, 1e-8, np.float32)
+    mean = np.zeros(4, np.float32)
+    bias = np.array([0.3, -0.2], np.float32)
+    ws = np.array([0.01, 0.02], np.float32)
+    e_free = s.exponent(scale / s.wordset.denom, mean)
+    with pytest.raises(SpecError):
+        s.bias_int(bias, ws, e_free)
+    cap = s.bias_exponent_limit(bias, ws)
+    assert cap < e_free
+    sig, mu, e = s.fixed_point(scale, mean, cap)
+    assert e == cap and np.all(np.abs(sig) <= s.mant_max)
+    b = s.bias_int(bias, ws, e)
+    assert np.abs(b).max() <= s.bias_max < 2 * np.abs(b).max() + 2
+    assert s.bias_exponent_limit(np.zeros(2), ws) is None
+    # a normal sample: the cap does not bind
+    assert s.fixed_point(np.full(4, 3.0, np.float32), mean, cap)[2] == s.exponent(np.full(4, 3.0) / 1024, mean)

@@ -81,7 +81,8 @@ def time_layer(layer, spec: DatapathSpec, repeat: int) -> dict:
 
 def markdown(res: dict) -> str:
     out = ["# Golden integer layer vs PyTorch float32 conv", "",
-           f"{res['machine']}; torch threads {res['torch_threads']}, numpy BLAS: {res['blas']}. Best of "
+           f"{res['machine']}; torch threads {res['torch_threads']}, numpy BLAS: {res['blas']} "
+           f"(threads: {res['blas_threads']}). Best of "
            f"{res['repeat']} runs. golden = operands + accumulate + to_float (exact int64 result); golden+codes "
            f"also derives the codes from the float input. Goal: golden / torch <= {GOAL}.", "",
            "| input | N x C -> O x H x W | torch conv (ms) | golden (ms) | golden / torch | golden+codes (ms) | "
@@ -138,6 +139,7 @@ def main(argv=None):
     if not runs:
         raise UserError("nothing to time: give --export or --sizes")
     res = {"runs": runs, "repeat": args.repeat, "torch_threads": torch.get_num_threads(), "blas": _blas(),
+           "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", f"default ({os.cpu_count()} cores)"),
            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
            "goal": GOAL, "argv": " ".join(argv) if argv is not None else " ".join(os.sys.argv[1:]),
            "load_average": os.getloadavg()}

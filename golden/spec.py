@@ -37,6 +37,7 @@ The layer output is ``y = s_w[o] * 2^-E * acc``. Every width below is derived fr
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -161,14 +162,23 @@ class WordSet:
     def __len__(self) -> int:
         return len(self._tables[0])
 
+    @cached_property
+    def _dense(self) -> np.ndarray:
+        """code of P at index P + p_max, -1 for integers outside the set."""
+        table = np.full(2 * self.p_max + 1, -1, dtype=np.int32)
+        for p, c in self._tables[1].items():
+            table[p + self.p_max] = c
+        return table
+
     def int_to_code(self, p) -> np.ndarray:
         """Codes of integer points (array in, uint16 array out). Raises SpecError for a P outside the set."""
-        codes = self._tables[1]
         p = np.asarray(p, dtype=np.int64)
-        try:
-            return np.vectorize(lambda v: codes[int(v)], otypes=[np.uint16])(p) if p.size else p.astype(np.uint16)
-        except KeyError as exc:
-            raise SpecError(f"{exc.args[0]} is not in the {self.words}-word universal set") from None
+        inside = np.abs(p) <= self.p_max
+        c = self._dense[np.where(inside, p + self.p_max, 0)]
+        bad = ~inside | (c < 0)
+        if np.any(bad):
+            raise SpecError(f"{int(p[bad].flat[0])} is not in the {self.words}-word universal set")
+        return c.astype(np.uint16)
 
     def value_to_code(self, v) -> np.ndarray:
         """Codes of values that lie exactly on the universal set."""
@@ -200,6 +210,12 @@ class WordSet:
         return ints[np.searchsorted(mids, np.asarray(v, dtype=np.float64), side="left")]
 
 
+@functools.lru_cache(maxsize=None)
+def _wordset(words: int, gap: int) -> WordSet:
+    """One shared WordSet per (words, gap), so its tables are built once."""
+    return WordSet(words, gap)
+
+
 @dataclass(frozen=True)
 class DatapathSpec:
     """Every width of the integer datapath for one configuration, derived from worst-case bounds."""
@@ -225,7 +241,7 @@ class DatapathSpec:
 
     @property
     def wordset(self) -> WordSet:
-        return WordSet(self.words, self.gap)
+        return _wordset(self.words, self.gap)
 
     # --- operand widths -------------------------------------------------------------------------------------
     @property

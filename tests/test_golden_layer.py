@@ -122,7 +122,9 @@ def test_winograd_equals_im2col_at_the_bound(shape, monkeypatch):
     w = rng.choice([-15, 15, 14, 0], (O, C, 3, 3))
     ref = conv3x3(Z, w.reshape(O, -1).astype(np.float64))
     assert np.array_equal(gl.conv3x3_winograd(Z, w), ref)
-    monkeypatch.setattr(gl, "COLS_BUDGET", 16 * max(C, O) * ((W + 1) // 2) * 8 * 2)  # 2 tile rows per block
+    monkeypatch.setattr(gl, "WINO_BLOCK_TILES", 2 * ((W + 1) // 2))  # 2 tile rows per block
+    assert np.array_equal(gl.conv3x3_winograd(Z, w), ref)
+    monkeypatch.setattr(gl, "WINO_BLOCK_TILES", 1)  # 1 tile row per block
     assert np.array_equal(gl.conv3x3_winograd(Z, w), ref)
 
 

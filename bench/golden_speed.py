@@ -7,7 +7,8 @@
 accumulator) + ``to_float``; "golden+codes" adds ``derive_codes`` from the float input. "torch" =
 ``F.conv2d(x, w, bias, padding=1)`` in float32 with the layer's dequantized weights. Times are the best of
 ``--repeat`` runs after a warm-up; the goal is golden / torch <= 1.5. Inputs: the export's layer (when
-``--export`` is given) and synthetic 64-channel layers of the given sizes. Writes golden_speed.json / .md.
+``--export`` is given) and synthetic 64-channel layers of the given sizes. Writes <name>.json / .md (default
+golden_speed). numpy's BLAS threads follow OPENBLAS_NUM_THREADS (set it with --threads for a per-core comparison).
 """
 from __future__ import annotations
 
@@ -114,6 +115,7 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--name", default="golden_speed", help="output file stem")
     args = ap.parse_args(argv)
     if args.repeat < 1:
         raise UserError("--repeat must be at least 1")
@@ -145,7 +147,7 @@ def main(argv=None):
            "load_average": os.getloadavg()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("golden_speed.json", json.dumps(res, indent=2) + "\n"), ("golden_speed.md", markdown(res))):
+    for name, text in ((f"{args.name}.json", json.dumps(res, indent=2) + "\n"), (f"{args.name}.md", markdown(res))):
         tmp = out / f".{name}.tmp"
         tmp.write_text(text)
         os.replace(tmp, out / name)

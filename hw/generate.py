@@ -25,7 +25,7 @@ from golden.errors import UserError, cli_main
 from golden.spec import DEFAULT_CHANNELS, DEFAULT_GAP, DEFAULT_SCALE_BITS, DEFAULT_WORDS, SPEC_VERSION, \
     DatapathSpec, SpecError
 
-from .engine import ConvEngine
+from .engine import ConvEngine, check_lanes
 from .mac import ShiftAddMAC
 from .shift_add import FAULTS, VARIANTS
 
@@ -54,12 +54,14 @@ def build(top: str, spec: DatapathSpec, lanes: int = DEFAULT_LANES, fault=None, 
     variant = DEFAULT_VARIANTS[top] if variant is None else variant
     if variant not in VARIANTS:
         raise UserError(f"unknown multiplier variant {variant!r}; known: {', '.join(VARIANTS)}")
-    try:
-        if top == "mac":
-            return ShiftAddMAC(spec=spec, fault=fault, variant=variant)
-        return ConvEngine(spec=spec, lanes=lanes, fault=fault, variant=variant)
+    try:  # validate before constructing, so a rejected component is never half-built
+        if top == "engine":
+            check_lanes(spec, lanes)
     except (TypeError, ValueError) as exc:
         raise UserError(str(exc)) from None
+    if top == "mac":
+        return ShiftAddMAC(spec=spec, fault=fault, variant=variant)
+    return ConvEngine(spec=spec, lanes=lanes, fault=fault, variant=variant)
 
 
 def stem(top: str, spec: DatapathSpec, lanes: int = DEFAULT_LANES, fault=None, variant=None) -> str:

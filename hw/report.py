@@ -105,6 +105,23 @@ def measure(job: dict, cache: Path, tools: Tools) -> dict:
     return out
 
 
+def mac_area(spec: DatapathSpec | None = None, cache=None, tools: Tools | None = None) -> dict:
+    """iCE40 area of the default DFSQ MAC of ``spec`` and of its equal-precision multiplier MAC (cached).
+
+    Returns ``dfsq_lut4``, ``baseline_lut4``, ``ratio`` (LUT4), ``dfsq_lc``, ``baseline_lc``, ``lc_ratio`` and
+    the baseline's name.
+    """
+    spec = DatapathSpec() if spec is None else spec
+    cache = Path(cache) if cache is not None else ROOT / "build" / "hw_report"
+    tools = tools or Tools()
+    name = equal_precision_name(spec)
+    d = measure(dict(make=_mac(spec, DEFAULT_VARIANTS["mac"]), flows=("ice40",)), cache, tools)["ice40"]
+    b = measure(dict(make=_baseline(baselines(spec)[name]), flows=("ice40",)), cache, tools)["ice40"]
+    return {"dfsq_lut4": d["lut4"], "baseline_lut4": b["lut4"], "ratio": _ratio(d["lut4"], b["lut4"]),
+            "dfsq_lc": d["lc"], "baseline_lc": b["lc"], "lc_ratio": _ratio(d["lc"], b["lc"]), "baseline": name,
+            "variant": DEFAULT_VARIANTS["mac"]}
+
+
 # --- PSNR results -----------------------------------------------------------------------------------------------
 
 _KEY = re.compile(r"^x(?P<scale>\d+)/dfsq/W(?P<wb>\d+)A(?P<ab>\d+)/words(?P<words>\d+)/(?P<dataset>\w+)$")

@@ -31,6 +31,11 @@ FLOWS = ("generic", "ice40", "xilinx", "fmax")
 ICE40_DEVICE = ("--hx8k", "ct256")
 PNR_SEED = 1
 CACHE_VERSION = 2
+XILINX_ABC_FALLBACK = (
+    "read_verilog design.v; synth_xilinx -nodsp -flatten -top {top} -run :map_luts; "
+    "opt_expr -mux_undef -noclkinv; abc -luts 2:2,3,6:5,10,20; clean; xilinx_srl -fixed -minlen 3; "
+    "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6; xilinx_dffopt; "
+    "opt_lut_ins -tech xilinx; synth_xilinx -top {top} -run finalize:check; tee -q -o stat.json stat -json")
 
 
 def _tool(name: str) -> str:
@@ -143,7 +148,16 @@ def run_flow(flow: str, verilog: str, top: str, cache: Path, tools: Tools | None
             script = f"read_verilog design.v; synth_xilinx -nodsp -flatten -top {top}; tee -q -o stat.json stat -json"
         else:
             script = f"read_verilog design.v; synth_ice40 -top {top} -json net.json; tee -q -o stat.json stat -json"
-        _run([tools.yosys, "-q", "-p", script], work, f"yosys ({flow}, {top})", timeout)
+        mapper = "abc9"
+        try:
+            _run([tools.yosys, "-q", "-p", script], work, f"yosys ({flow}, {top})", timeout)
+        except UserError:
+            if flow != "xilinx":
+                raise
+            # YoWASP's ABC9 dies on large Xilinx netlists: the same script with classic ABC LUT mapping
+            mapper = "abc (abc9 failed)"
+            _run([tools.yosys, "-q", "-p", XILINX_ABC_FALLBACK.format(top=top)], work, f"yosys ({flow}, {top})",
+                 timeout)
         cells = _stat(work / "stat.json")
         if flow == "fmax":
             _run([tools.nextpnr, ICE40_DEVICE[0], "--package", ICE40_DEVICE[1], "--json", "net.json",
@@ -162,7 +176,7 @@ def run_flow(flow: str, verilog: str, top: str, cache: Path, tools: Tools | None
                       "--pack-only", "--report", "pack.json", "-q"], work, f"nextpnr-ice40 pack ({top})", timeout)
                 util = json.loads((work / "pack.json").read_text())["utilization"]
                 result["lc"] = util["ICESTORM_LC"]["used"]
-        result.update(flow=flow, top=top, tools=versions)
+        result.update(flow=flow, top=top, tools=versions, mapper=mapper)
         tmp = cache / f".{key}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
         os.replace(tmp, hit)

@@ -1,0 +1,124 @@
+"""The conv engine in Amaranth's simulator: random small layers against golden.layer.accumulate."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.hdl import Fragment, Shape
+
+from golden.layer import accumulate, gather_points, operands, point_table
+from golden.spec import DatapathSpec
+from golden.synthetic import synthetic_layer
+from hw.engine import ConvEngine
+from hw.stream import engine_beats, pack, window
+from hw.testbench import run_engine
+
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
+
+def _layer(spec, seed, N=1, O=2, H=3, W=4, relu_input=False):
+    layer = synthetic_layer(np.random.default_rng(seed), spec, N=N, C=spec.channels, O=O, H=H, W=W,
+                            relu_input=relu_input)
+    ops = operands(layer, spec)
+    return ops, accumulate(ops, spec)
+
+
+def _all_outputs(acc):
+    N, O, H, W = acc.shape
+    return [(n, o, h, w) for n in range(N) for o in range(O) for h in range(H) for w in range(W)]
+
+
+@pytest.mark.parametrize("words,act_bits,channels,lanes,variant,relu", [
+    (4, 4, 4, 2, "deferred", False),   # default word set, G = 2
+    (4, 4, 4, 4, "deferred", True),    # G = 1: every beat is first and last
+    (3, 3, 6, 2, "deferred", False),   # G = 3, 107-point set, lanes not a power of two of channels
+    (5, 5, 4, 1, "deferred", True),    # 1065-point set, one lane
+    (2, 6, 4, 2, "fold", False),       # exact-product multipliers in the lanes
+    (4, 8, 2, 2, "naive", False),      # 256 points per channel
+])
+def test_engine_random_layer_with_backpressure(words, act_bits, channels, lanes, variant, relu):
+    """Every output pixel of a small random layer (3x4: every pixel but two touches the border, so masked taps
+    are exercised), random input gaps and random out_ready back-pressure, checked in order against
+    golden.layer.accumulate."""
+    spec = DatapathSpec(words=words, act_bits=act_bits, channels=channels)
+    ops, acc = _layer(spec, seed=words * 100 + act_bits, relu_input=relu)
+    outputs = _all_outputs(acc)
+    run = run_engine(ConvEngine(spec=spec, lanes=lanes, variant=variant), ops, spec, outputs, acc,
+                     valid_prob=0.8, ready_prob=0.6, seed=channels)
+    assert run.ok, run.mismatches[:5]
+    assert [key for key, _ in run.outputs] == outputs
+
+
+def test_engine_latency_and_full_throughput():
+    """With out_ready held high and no input gaps: one beat per cycle, each result exactly ``latency`` cycles
+    after the handshake of its last beat; two samples, several output channels."""
+    spec = DatapathSpec(channels=4)
+    ops, acc = _layer(spec, seed=7, N=2, O=3, H=2, W=3)
+    engine = ConvEngine(spec=spec, lanes=2)
+    outputs = _all_outputs(acc)
+    run = run_engine(engine, ops, spec, outputs, acc)
+    assert run.ok, run.mismatches[:5]
+    assert run.latencies == {engine.latency} == {6}
+    beats = len(outputs) * engine.groups
+    assert run.cycles == beats + engine.latency  # no bubble anywhere
+
+
+def test_engine_fault_is_caught():
+    spec = DatapathSpec(channels=4)
+    ops, acc = _layer(spec, seed=3)
+    run = run_engine(ConvEngine(spec=spec, lanes=2, fault="shift"), ops, spec, _all_outputs(acc), acc)
+    assert run.mismatches and not run.missing
+
+
+def test_engine_extreme_operands():
+    """Largest |w'|, |P|, |sigma_m|, |mu_m| and bias of both signs: the widths from the spec hold the result."""
+    spec = DatapathSpec(channels=4)
+    ops, _ = _layer(spec, seed=11, N=1, O=2, H=3, W=3)
+    ws = spec.wordset
+    ops.point_codes[:] = ws.int_to_code(np.where(np.arange(spec.points) % 2, ws.p_max, -ws.p_max))[None, :]
+    ops.codes[:, :2], ops.codes[:, 2:] = 1, 0  # channels 0-1: +p_max everywhere, channels 2-3: -p_max
+    ops.w[0], ops.w[1] = spec.w_max, -spec.w_max
+    ops.sigma_m[:], ops.mu_m[:] = spec.mant_max, -spec.mant_max
+    ops.bias_int[0] = [spec.bias_max, -spec.bias_max]
+    ops.P[:] = gather_points(point_table(ops.point_codes, spec), ops.codes)
+    acc = accumulate(ops, spec)
+    run = run_engine(ConvEngine(spec=spec, lanes=2), ops, spec, _all_outputs(acc), acc, ready_prob=0.5, seed=5)
+    assert run.ok, run.mismatches[:5]
+    assert np.abs(acc).max() > (1 << (spec.acc_bits - 4))  # the test really reaches the upper bits
+
+
+def test_beat_packing_matches_contract():
+    """Element e = l*9 + t at bits [e*width, (e+1)*width); masked taps carry index 0."""
+    assert pack([1, -1, 2], 4) == 1 | (0xF << 4) | (2 << 8)
+    codes = np.arange(2 * 3 * 3).reshape(2, 3, 3)
+    idx, mask = window(codes, 0, 0)
+    assert mask == 0b110110000  # taps (0,0), (0,1), (1,0), (1,1) of the window are inside
+    assert idx[1].tolist() == [0, 0, 0, 0, 9, 10, 0, 12, 13]
+    spec = DatapathSpec(channels=4)
+    ops, _ = _layer(spec, seed=1)
+    (key, beats), = engine_beats(ops, spec, 2, [(0, 1, 2, 3)])
+    assert key == (0, 1, 2, 3) and [b.first for b in beats] == [True, False] and [b.last for b in beats] == [False,
+                                                                                                          True]
+    assert np.array_equal(beats[1].weight, ops.w[1, 2:4].reshape(2, 9))
+
+
+def test_engine_validates_parameters():
+    spec = DatapathSpec(channels=6)
+    with pytest.raises(ValueError, match="must divide"):
+        ConvEngine(spec=spec, lanes=4)
+    with pytest.raises(TypeError, match="positive integer"):
+        ConvEngine(spec=spec, lanes=0)
+    with pytest.raises(ValueError, match="unknown fault"):
+        ConvEngine(spec=spec, lanes=2, fault="x")
+    engine = ConvEngine(spec=spec, lanes=3)
+    Fragment.get(engine, None)
+    assert (engine.lanes, engine.groups, engine.latency) == (3, 2, 6)
+    for name in ("lanes", "groups", "latency", "spec"):
+        with pytest.raises(AttributeError):
+            setattr(engine, name, 1)
+    members = engine.signature.members
+    assert members["in_idx"].shape.size == 3 * 9 * spec.act_bits
+    assert members["in_weight"].shape.size == 3 * 9 * spec.w_bits
+    assert members["in_sigma"].shape.size == 3 * spec.scale_bits
+    assert members["in_bias"].shape.width == spec.bias_bits
+    assert members["out_acc"].shape.width == spec.acc_bits
+    assert Shape.cast(members["in_group"].shape).width == 1 and Shape.cast(members["tbl_chan"].shape).width == 3

@@ -122,6 +122,12 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     runs = []
+    # Warm-up, so that every layer is timed in the steady state of a long-running process: BLAS buffers, oneDNN
+    # kernels, and glibc's dynamic mmap threshold (it rises after a large block is freed; before that every
+    # array above 128 KiB is a fresh mmap whose pages fault on first touch, which doubled the time of the first
+    # layer measured in a fresh process on this VM).
+    time_layer(synthetic_layer(np.random.default_rng(0), DatapathSpec(), N=1, C=64, O=64, H=96, W=96),
+               DatapathSpec(), 3)
     if args.export:
         manifest, layers = load_export(args.export, layers=[args.layer])
         from golden.export_io import spec_from_manifest

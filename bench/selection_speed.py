@@ -111,30 +111,29 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
-    ex = [r for r in rows if "exhaustive_s_per_channel" in r]
-    ax.loglog([r["subsets"] for r in ex], [r["exhaustive_s_per_channel"] for r in ex], "o-", label="exhaustive")
-    ax.loglog([r["subsets"] for r in ex], [r["fast_s_per_channel"] for r in ex], "s-", label="k-means + snap")
+    ex = sorted((r for r in rows if "exhaustive_s_per_channel" in r), key=lambda r: r["subsets"])
+    ax.loglog([r["subsets"] for r in ex], [r["exhaustive_s_per_channel"] for r in ex], "o", label="exhaustive")
+    ax.loglog([r["subsets"] for r in ex], [r["fast_s_per_channel"] for r in ex], "s", label="k-means + snap")
     for r in ex:
         ax.annotate(f"n={r['universal_set']}, K={r['points']}", (r["subsets"], r["exhaustive_s_per_channel"]),
-                    fontsize=7)
+                    fontsize=7, xytext=(4, -10), textcoords="offset points")
     ax.set_xlabel("subsets C(n, K)")
-    ax.set_ylabel("seconds per channel")
+    ax.set_ylabel("CPU seconds per channel")
     ax.set_title("Measured at small sizes")
-    ax.legend()
+    ax.legend(loc="upper left")
     sweep = sorted((r for r in rows if r["points"] == 16), key=lambda r: r["universal_set"])
     bx.plot([r["universal_set"] for r in sweep], [r["fast_s_per_channel"] * 1e3 for r in sweep], "s-", color="C1",
             label="k-means + snap (measured)")
-    for r in sweep:
-        e = r.get("exhaustive_s_per_channel_extrapolated")
-        if e:
-            bx.annotate(f"exhaustive ~{e:.0e} s", (r["universal_set"], r["fast_s_per_channel"] * 1e3), fontsize=7,
-                        rotation=20)
+    note = "\n".join(f"n={r['universal_set']}: exhaustive ~{r['exhaustive_s_per_channel_extrapolated']:.0e} s"
+                      for r in sweep if r.get("exhaustive_s_per_channel_extrapolated"))
+    if note:
+        bx.text(0.03, 0.05, "extrapolated, K = 16:\n" + note, transform=bx.transAxes, fontsize=7, va="bottom")
     bx.set_xscale("log")
-    bx.set_ylim(bottom=0)
+    bx.set_ylim(0, 1.4 * max(r["fast_s_per_channel"] * 1e3 for r in sweep))
     bx.set_xlabel("universal set size n (K = 16 points)")
-    bx.set_ylabel("ms per channel")
+    bx.set_ylabel("CPU ms per channel")
     bx.set_title("Fast selection versus set size")
-    bx.legend()
+    bx.legend(loc="upper left")
     for a_ in (ax, bx):
         a_.grid(alpha=0.3, which="both")
     fig.tight_layout()
@@ -184,7 +183,18 @@ def main(argv=None):
     ap.add_argument("--psnr-images", type=int, default=32)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "selection_speed"))
+    ap.add_argument("--replot", action="store_true", help="only redraw <out>.md and <out>.png from <out>.json")
     args = ap.parse_args(argv)
+    if args.replot:
+        out = Path(args.out)
+        try:
+            res = json.loads(out.with_suffix(".json").read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read {out.with_suffix('.json')}: {exc}") from None
+        out.with_suffix(".md").write_text(markdown(res))
+        plot(res["selection"], out.with_suffix(".png"))
+        print(f"redrew {out.with_suffix('.md')} and .png")
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_edsr(args.weights, 2)

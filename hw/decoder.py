@@ -7,7 +7,7 @@ The per-input-channel point table (:class:`PointDecoder`) maps a b-bit point ind
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.hdl import Module, Cat, Signal
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -52,9 +52,9 @@ def index_bits(count: int) -> int:
 class PointDecoder(wiring.Component):
     """Loadable per-input-channel point table: (channel, b-bit point index) -> sign and N shift selections.
 
-    The table holds ``channels x 2**act_bits`` codes in a synchronous memory, one row (all points) per channel.
-    Each cycle it reads ``read_ports`` points of one channel (the 9 taps of a 3x3 window share their input
-    channel), one cycle after ``r_en``: the channel's row is read once and each port selects its point from it. Writes and reads of the same entry in one cycle are not supported (tables are loaded while
+    The table holds ``channels x 2**act_bits`` codes in a synchronous memory. Each cycle it reads
+    ``read_ports`` points of one channel (the 9 taps of a 3x3 window share their input channel), one cycle
+    after ``r_en``. Writes and reads of the same entry in one cycle are not supported (tables are loaded while
     no beat is in flight); the read data then is undefined.
 
     Parameters
@@ -127,21 +127,19 @@ class PointDecoder(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         spec = self._spec
-        code = code_layout(spec)
-        # One row per channel holding all 2**act_bits codes: a beat reads its channel's row once and every read
-        # port selects its code from the row (a 2**b:1 mux per port), instead of a memory with read_ports ports.
-        m.submodules.table = table = Memory(shape=data.ArrayLayout(code, spec.points), depth=self._channels,
+        m.submodules.table = table = Memory(shape=code_layout(spec), depth=self._channels << spec.act_bits,
                                             init=[])
-        wp = table.write_port(granularity=1)
+        wp = table.write_port()
         m.d.comb += [
-            wp.addr.eq(self.w_chan),
-            wp.en.eq(Mux(self.w_en, Const(1, spec.points) << self.w_idx, 0)),
+            wp.en.eq(self.w_en),
+            wp.addr.eq(Cat(self.w_idx, self.w_chan)),
+            wp.data.eq(self.w_code),
         ]
-        m.d.comb += [wp.data[i].eq(self.w_code) for i in range(spec.points)]
-        rp = table.read_port()
-        m.d.comb += [rp.en.eq(self.r_en), rp.addr.eq(self.r_chan)]
-        idx = Signal.like(self.r_idx)
-        with m.If(self.r_en):
-            m.d.sync += idx.eq(self.r_idx)
-        m.d.comb += [self.r_code[k].eq(rp.data[idx[k]]) for k in range(self._read_ports)]
+        for k in range(self._read_ports):
+            rp = table.read_port()
+            m.d.comb += [
+                rp.en.eq(self.r_en),
+                rp.addr.eq(Cat(self.r_idx[k], self.r_chan)),
+                self.r_code[k].eq(rp.data),
+            ]
         return m

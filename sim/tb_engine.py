@@ -29,6 +29,7 @@ from sim.tb_common import (CLOCK_PERIOD_NS, InOrderChecker, StreamMonitor, Stopw
                            start_clock, write_result)
 
 log = logging.getLogger("cocotb.dfsq_engine")
+STALL_LIMIT = 10_000   # cycles of in_ready low (out_ready is held high, so the engine never has a reason to stall)
 
 
 def cycles_now() -> int:
@@ -92,7 +93,7 @@ class EngineDriver:
                 cur[key] = value
 
         total = len(out_pix) * G
-        beat = 0
+        beat = stalled = 0
         presented = -1
         while beat < total:
             await fe
@@ -114,6 +115,10 @@ class EngineDriver:
             await ro
             if in_ready.value == 1:
                 beat += 1
+                stalled = 0
+            else:
+                stalled += 1
+                assert stalled < STALL_LIMIT, f"in_ready stayed low for {STALL_LIMIT} cycles (beat {beat})"
         await fe
         dut.in_valid.value = 0
 

@@ -35,6 +35,7 @@ DEFAULT_TILES = 2
 DEFAULT_TILE_SIZE = 2
 MAC_OUTPUTS_PER_LAYER = 2
 TOPS = ("engine", "mac")
+NETLISTS = ("generated", "flat")
 
 
 def _say(msg: str, quiet: bool) -> None:
@@ -256,18 +257,23 @@ def _simulate(bld, top, run_dir, stim_path, waves=False):
 
 def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icarus", lanes=None, *,
            top: str = "engine", fault=None, tile_size: int = DEFAULT_TILE_SIZE, out_channels=None, seed: int = 0,
-           work_dir=None, json_path=None, waves_on_mismatch: bool = True, quiet: bool = False) -> dict:
+           work_dir=None, json_path=None, waves_on_mismatch: bool = True, netlist: str = "generated",
+           quiet: bool = False) -> dict:
     """Verify the RTL of ``export_dir``'s configuration on its layers; returns the report dict.
 
     ``layers``: 'all' or indices; ``tiles``: tiles per layer (int) or 'all' (whole layers); ``out_channels``: output
     channels per tile (default all; a run of that many, rotated by layer index); ``lanes``: engine lanes (default
-    channels); ``top``: 'engine' or 'mac'; ``fault``: hw.generate fault name (mutation testing).
+    channels); ``top``: 'engine' or 'mac'; ``fault``: hw.generate fault name (mutation testing); ``netlist``:
+    'generated' (default: simulate the generated file) or 'flat' (an equivalent Yosys-flattened copy, about 3x faster
+    under Icarus; see :func:`sim.runner.flat_netlist`).
     """
     from golden.export_io import load_export, load_manifest, spec_from_manifest
 
     t_start = time.perf_counter()
     if top not in TOPS:
         raise UserError(f"top must be one of {TOPS}, got {top!r}")
+    if netlist not in NETLISTS:
+        raise UserError(f"netlist must be one of {NETLISTS}, got {netlist!r}")
     simrun.check_simulator(simulator)                     # fail fast, before any heavy work
     export_dir = Path(export_dir)
     manifest = load_manifest(export_dir)
@@ -283,8 +289,9 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     v_path, sidecar = generate_rtl(spec, lanes, top, fault, work / "rtl")
     toplevel = f"dfsq_{top}"
     latency = sidecar.get("latency")
-    bld = simrun.build(v_path, toplevel=toplevel, simulator=simulator,
-                       build_dir=work / "build" / f"{v_path.stem}-{simulator}")
+    sim_v = v_path if netlist == "generated" else simrun.flat_netlist(v_path, toplevel=toplevel, out_dir=work / "rtl")
+    bld = simrun.build(sim_v, toplevel=toplevel, simulator=simulator,
+                       build_dir=work / "build" / f"{v_path.stem}{'' if netlist == 'generated' else '-flat'}-{simulator}")
     _say(f"RTL {v_path} ({'cached build' if bld.cached else f'built in {bld.seconds:.1f} s'})", quiet)
 
     # stimulus + golden model
@@ -314,6 +321,8 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     missing = len(expected) - compared
     extra = max(0, len(actual) - len(expected))
     mismatches = int(len(diff) + missing + extra)
+    if mismatches == 0 and not info["passed"]:
+        raise simrun.SimulationFailed(f"the {simulator} testbench failed without a mismatch; see {info['log']}")
     bits = spec.acc_bits if top == "engine" else stim_meta["out_bits"] or 64
     describe = _describe_engine if top == "engine" else _describe_mac
 
@@ -338,7 +347,7 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     stream_cpu = float(res["layer_stream_cpu_seconds"].sum()) if "layer_stream_cpu_seconds" in res else None
     report = {
         "tool": "sim.verify", "export": str(export_dir), "top": toplevel, "simulator": simulator, "lanes": lanes,
-        "fault": fault, "tiles": tiles, "tile_size": tile_size, "out_channels": out_channels, "spec": spec.widths(), "rtl": str(v_path),
+        "fault": fault, "netlist": netlist if netlist == "generated" else f"flat: {sim_v}", "tiles": tiles, "tile_size": tile_size, "out_channels": out_channels, "spec": spec.widths(), "rtl": str(v_path),
         "latency": latency, "layers": layer_rows, "outputs": int(len(expected)), "compared": int(compared),
         "mismatches": mismatches, "bit_exact": mismatches == 0, "cycles": int(res["cycles"]), "macs": macs,
         "sim_seconds": round(sim_seconds, 3), "mac_per_s": round(macs / sim_seconds, 1),
@@ -359,7 +368,7 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
         first["actual"] = _hexdec(actual[k], bits) if k < len(actual) else None
         first["waveform"] = None
         if waves_on_mismatch and top == "engine":
-            first["waveform"] = _waveform_rerun(lay_data[j], spec, lanes, latency, where, bld, v_path, simulator,
+            first["waveform"] = _waveform_rerun(lay_data[j], spec, lanes, latency, where, bld, sim_v, simulator,
                                                 work, quiet)
         report["first_mismatch"] = first
     report["wall_seconds"] = round(time.perf_counter() - t_start, 3)
@@ -369,13 +378,22 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
 
 
 def _waveform_rerun(layer, spec, lanes, latency, where, bld, v_path, simulator, work, quiet):
-    """Re-run only the first mismatching output with waves on; returns the waveform path (or None)."""
+    """Re-run only the first mismatching output with waves on; returns the waveform path (or None).
+
+    The re-run uses Icarus when it is installed (its image always carries the dump module and compiles in
+    seconds; a traced Verilator build of a 64-lane engine takes minutes), else a traced Verilator build."""
     try:
         wbld = bld
         if not bld.waves:
-            _say("building a traced image for the waveform", quiet)
-            wbld = simrun.build(v_path, toplevel=bld.toplevel, simulator=simulator, waves=True,
-                                build_dir=work / "build" / f"{v_path.stem}-{simulator}-waves")
+            try:
+                simrun.check_simulator("icarus")
+                wsim = "icarus"
+            except simrun.SimulatorNotFound:
+                wsim = simulator
+            _say(f"building a {wsim} image with waveform support", quiet)
+            suffix = "" if wsim == "icarus" else "-waves"
+            wbld = simrun.build(v_path, toplevel=bld.toplevel, simulator=wsim, waves=True,
+                                build_dir=work / "build" / f"{v_path.stem}-{wsim}{suffix}")
         arrays, meta = prepare_engine([layer], spec, lanes, None, 1, 0,
                                       only=((where["sample"], where["y"], where["x"]), where["output_channel"]))
         run_dir = _run_dir(work, f"waves-{v_path.stem}-{simulator}")
@@ -400,7 +418,7 @@ def _write_json(path, report: dict) -> None:
 
 def format_report(r: dict) -> str:
     lines = [f"{r['top']} under {r['simulator']} ({r['lanes']} lanes{', fault ' + r['fault'] if r['fault'] else ''})"
-             f", RTL {r['rtl']}"]
+             f", RTL {r['rtl']}" + ("" if r["netlist"] == "generated" else f" (simulated as {r['netlist']})")]
     lines.append(f"{'layer':>5}  {'name':<16} {'outputs':>8} {'mismatches':>10} {'cycles':>8}")
     for row in r["layers"]:
         lines.append(f"{row['index']:>5}  {row['name']:<16} {row['outputs']:>8} {row['mismatches']:>10} "
@@ -443,6 +461,8 @@ def main(argv=None):
     ap.add_argument("--fault", default=None, help="generate a deliberately broken variant (mutation testing)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random tile positions")
     ap.add_argument("--work-dir", default="sim_build", help="RTL, builds and runs (default sim_build/)")
+    ap.add_argument("--netlist", default="generated", choices=NETLISTS,
+                    help="simulate the generated file (default) or an equivalent Yosys-flattened copy (faster)")
     ap.add_argument("--no-waves", action="store_true", help="do not re-run a mismatch with waves on")
     ap.add_argument("--json", default=None, help="write the report as JSON to this file")
     args = ap.parse_args(argv)
@@ -459,7 +479,8 @@ def main(argv=None):
     report = verify(args.export, layers=args.layers, tiles=args.tiles, simulator=args.simulator, lanes=args.lanes,
                     top=args.top, fault=args.fault, tile_size=args.tile_size, out_channels=out_channels,
                     seed=args.seed,
-                    work_dir=args.work_dir, json_path=args.json, waves_on_mismatch=not args.no_waves)
+                    work_dir=args.work_dir, json_path=args.json, waves_on_mismatch=not args.no_waves,
+                    netlist=args.netlist)
     print(format_report(report))
     return 0 if report["bit_exact"] else 1
 

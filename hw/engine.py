@@ -31,7 +31,7 @@ from golden.spec import TAPS, DatapathSpec
 
 from .arith import Carry, Term, add, balanced_sum, shape_for
 from .decoder import PointDecoder, check_spec, code_layout, index_bits
-from .shift_add import ShiftAddMultiplier, check_fault, check_variant
+from .shift_add import COMBINATIONAL_VARIANTS, ShiftAddMultiplier, check_fault, check_variant
 
 __all__ = ["ConvEngine", "check_lanes"]
 
@@ -62,8 +62,9 @@ class ConvEngine(wiring.Component):
     fault : str or None
         A key of :data:`hw.shift_add.FAULTS` for a deliberately broken variant, else ``None``.
     variant : str
-        Multiplier micro-architecture (:data:`hw.shift_add.VARIANTS`, default ``"deferred"``: the tap trees take
-        the deferred negation carries as carry-ins).
+        Multiplier micro-architecture, one of :data:`hw.shift_add.COMBINATIONAL_VARIANTS` (default
+        ``"deferred"``: the tap trees take the deferred negation carries as carry-ins). ``"registered"`` is not
+        offered: its partial-product registers would need the engine's stall enable.
 
     Attributes
     ----------
@@ -109,7 +110,7 @@ class ConvEngine(wiring.Component):
         self._spec = check_spec(spec)
         self._lanes = check_lanes(spec, lanes)
         self._fault = check_fault(fault)
-        self._variant = check_variant(variant)
+        self._variant = check_variant(variant, COMBINATIONAL_VARIANTS)
         L = lanes
         super().__init__({
             "tbl_we": In(1),

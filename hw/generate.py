@@ -1,7 +1,7 @@
 """Write the Verilog of the DFSQ MAC or conv engine, plus a JSON sidecar (contract 4).
 
     python -m hw.generate --words 4 [--act-bits 4] [--weight-bits 4] [--scale-bits 16] [--channels 64]
-        [--lanes 16] [--top mac|engine] [--fault NAME] [--variant fold|deferred|naive] [--out rtl_out/]
+        [--lanes 16] [--top mac|engine] [--fault NAME] [--variant registered|fold|deferred|naive] [--out rtl_out/]
 
 writes ``<out>/<stem>.v`` (`` `timescale 1ns/1ps`` first, top module ``dfsq_engine`` or ``dfsq_mac``, clock
 ``clk`` and synchronous active-high reset ``rst``) and ``<out>/<stem>.json`` (configuration, ``spec.widths()``,
@@ -27,7 +27,7 @@ from golden.spec import DEFAULT_CHANNELS, DEFAULT_GAP, DEFAULT_SCALE_BITS, DEFAU
 
 from .engine import ConvEngine, check_lanes
 from .mac import ShiftAddMAC
-from .shift_add import FAULTS, VARIANTS
+from .shift_add import COMBINATIONAL_VARIANTS, FAULTS, VARIANTS
 
 __all__ = ["TOPS", "TIMESCALE", "DEFAULT_LANES", "DEFAULT_VARIANTS", "build", "stem", "port_map", "sidecar",
            "render", "generate", "main"]
@@ -36,7 +36,7 @@ TOPS = {"engine": "dfsq_engine", "mac": "dfsq_mac"}
 TIMESCALE = "`timescale 1ns/1ps"
 DEFAULT_LANES = 16
 #: Multiplier micro-architecture per top (measured in docs/hardware.md).
-DEFAULT_VARIANTS = {"engine": "deferred", "mac": "deferred"}
+DEFAULT_VARIANTS = {"engine": "deferred", "mac": "registered"}
 FORMAT_VERSION = 1
 
 
@@ -52,8 +52,9 @@ def build(top: str, spec: DatapathSpec, lanes: int = DEFAULT_LANES, fault=None, 
     if fault is not None and fault not in FAULTS:
         raise UserError(f"unknown fault {fault!r}; known: {', '.join(sorted(FAULTS))}")
     variant = DEFAULT_VARIANTS[top] if variant is None else variant
-    if variant not in VARIANTS:
-        raise UserError(f"unknown multiplier variant {variant!r}; known: {', '.join(VARIANTS)}")
+    allowed = VARIANTS if top == "mac" else COMBINATIONAL_VARIANTS
+    if variant not in allowed:
+        raise UserError(f"unknown multiplier variant {variant!r} for --top {top}; known: {', '.join(allowed)}")
     try:  # validate before constructing, so a rejected component is never half-built
         if top == "engine":
             check_lanes(spec, lanes)

@@ -122,7 +122,9 @@ class ShiftAddMAC(wiring.Component):
     """DFSQ multiply-accumulate: ``out_acc = sum of w' * P(code)`` since the last ``in_first`` beat.
 
     Pipeline: registered inputs, then the shift-add multiplier (:class:`hw.shift_add.ShiftAddMultiplier`),
-    then the :class:`Accumulator` (with a carry-in when the multiplier defers its negation carry).
+    then the :class:`Accumulator` (with a carry-in when the multiplier defers its negation carry). With the
+    ``"registered"`` multiplier the input register *is* the multiplier's partial-product register (the weight's
+    magnitude and the selectors are combined before it), so the latency is the same.
     One beat per cycle, no back-pressure.
 
     Parameters
@@ -132,7 +134,8 @@ class ShiftAddMAC(wiring.Component):
     fault : str or None
         A key of :data:`hw.shift_add.FAULTS` for a deliberately broken variant, else ``None``.
     variant : str
-        Multiplier micro-architecture (:data:`hw.shift_add.VARIANTS`, default ``"fold"``).
+        Multiplier micro-architecture (:data:`hw.shift_add.VARIANTS`, default ``"registered"``, the smallest
+        in iCE40 LUT4; ``python -m hw.generate`` uses ``hw.generate.DEFAULT_VARIANTS["mac"]``, the same).
 
     Attributes
     ----------
@@ -150,7 +153,7 @@ class ShiftAddMAC(wiring.Component):
         Running sum.
     """
 
-    def __init__(self, *, spec, fault=None, variant="fold"):
+    def __init__(self, *, spec, fault=None, variant="registered"):
         self._spec = check_spec(spec)
         self._fault = check_fault(fault)
         self._variant = check_variant(variant)
@@ -192,12 +195,13 @@ class ShiftAddMAC(wiring.Component):
                                              carry_in=not mul.exact)
         valid = Signal()
         first = Signal()
-        m.d.sync += [
-            valid.eq(self.in_valid),
-            first.eq(self.in_first),
-            mul.weight.eq(self.in_weight),
-            mul.code.eq(self.in_code),
-        ]
+        m.d.sync += [valid.eq(self.in_valid), first.eq(self.in_first)]
+        operands = [mul.weight.eq(self.in_weight), mul.code.eq(self.in_code)]
+        if mul.latency == 0:
+            m.d.sync += operands
+        else:  # the multiplier registers its own (partial-product) inputs
+            assert mul.latency == 1
+            m.d.comb += operands
         m.d.comb += [
             acc.valid.eq(valid),
             acc.first.eq(first),

@@ -3,9 +3,17 @@
 Word i of a point selects one of three fixed shifts ``spec.wordset.shift_table[i-1]`` (or zero), so its partial
 product is a small mux of pre-wired shifts of the weight; the N partial products meet in a balanced adder tree.
 
-Three micro-architectures are kept, because docs/hardware.md measures them against each other:
+Four micro-architectures are kept, because docs/hardware.md measures them against each other:
 
-``"fold"`` (default)
+``"registered"`` (the MAC's default)
+    ``"deferred"``'s arithmetic with the partial products *registered*: the multiplier samples ``weight`` and
+    ``code`` at a clock edge (latency 1, it replaces the input register of a MAC) and each bit of word i's
+    partial product is a flip-flop. A bit with one source (``|w|_k`` when the selector is X) is that weight bit
+    with the flip-flop's synchronous reset driven by "selector is not X" (one decode LUT per word and region,
+    shared by the region's bits), so the AND costs no LUT; only bits where two shifts overlap keep a mux LUT in
+    front of the flip-flop. The trade: fewer LUT4 but more flip-flops (one per partial-product bit instead of
+    one per input bit); on iCE40 logic cells (one LUT4 + one flip-flop) the two roughly cancel.
+``"fold"``
     The point's sign is folded into the weight first: ``ws = -w if sign else w``, computed bitwise
     (bit j of ``-w`` is ``w_j xor (any lower bit of w set)``: one small LUT per bit, no carry chain). Each
     partial product is kept at offset ``min(shifts)`` so its always-zero low bits never enter an adder, and each
@@ -22,7 +30,7 @@ Three micro-architectures are kept, because docs/hardware.md measures them again
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -31,7 +39,7 @@ from golden.spec import DatapathSpec, SEL_NEAR, SEL_ONE
 from .arith import Term, balanced_reduce, balanced_sum
 from .decoder import Sel, check_spec, code_layout
 
-__all__ = ["FAULTS", "VARIANTS", "shift_table", "negate_if", "ShiftAddMultiplier"]
+__all__ = ["FAULTS", "VARIANTS", "COMBINATIONAL_VARIANTS", "shift_table", "negate_if", "ShiftAddMultiplier"]
 
 #: Deliberately broken variants, for mutation tests of the verification flow only.
 FAULTS = {
@@ -39,7 +47,10 @@ FAULTS = {
 }
 
 #: Micro-architectures of the multiplier (see the module docstring).
-VARIANTS = ("fold", "deferred", "naive")
+VARIANTS = ("registered", "fold", "deferred", "naive")
+
+#: The variants that are purely combinational (latency 0).
+COMBINATIONAL_VARIANTS = ("fold", "deferred", "naive")
 
 
 def check_fault(fault):
@@ -48,9 +59,9 @@ def check_fault(fault):
     return fault
 
 
-def check_variant(variant):
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown multiplier variant {variant!r}; known: {', '.join(VARIANTS)}")
+def check_variant(variant, allowed=VARIANTS):
+    if variant not in allowed:
+        raise ValueError(f"unknown multiplier variant {variant!r}; known: {', '.join(allowed)}")
     return variant
 
 
@@ -78,10 +89,12 @@ def negate_if(m: Module, value, condition, *, name="negated") -> Signal:
 
 
 class ShiftAddMultiplier(wiring.Component):
-    """Combinational weight x point product from N shifters and a balanced adder tree.
+    """Weight x point product from N shifters and a balanced adder tree.
 
     ``product + carry == weight * P(code)`` exactly, for every ``|weight| <= spec.w_max`` and every code of the
-    universal set. ``carry`` is constant 0 unless ``variant == "deferred"``.
+    universal set, ``latency`` cycles after ``weight`` and ``code`` (0: combinational; 1 for ``"registered"``,
+    whose partial products are flip-flops in the ``sync`` domain, updated every cycle). ``carry`` is constant 0
+    unless the variant defers its negation carry (``"deferred"``, ``"registered"``).
 
     Parameters
     ----------
@@ -99,9 +112,10 @@ class ShiftAddMultiplier(wiring.Component):
     code : In(code_layout(spec))
         Point code: N word selectors and a sign.
     product : Out(signed(spec.product_bits))
-        ``w * P - carry``.
+        ``w * P - carry`` (of the ``weight`` and ``code`` of ``latency`` cycles before).
     carry : Out(1)
-        The deferred ``+1`` of a ones'-complement negation (``"deferred"`` only); add it as a carry-in.
+        The deferred ``+1`` of a ones'-complement negation (``"deferred"``, ``"registered"``); add it as a
+        carry-in.
     """
 
     def __init__(self, *, spec, fault=None, variant="fold"):
@@ -131,7 +145,7 @@ class ShiftAddMultiplier(wiring.Component):
     @property
     def exact(self) -> bool:
         """``product`` alone is the exact product (``carry`` is always 0)."""
-        return self._variant != "deferred"
+        return self._variant not in ("deferred", "registered")
 
     @property
     def shifts(self) -> tuple[tuple[int, int, int], ...]:
@@ -140,8 +154,29 @@ class ShiftAddMultiplier(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Combinational."""
-        return 0
+        """Cycles from ``weight``/``code`` to ``product``/``carry``: 1 for ``"registered"``, else 0."""
+        return 1 if self._variant == "registered" else 0
+
+    def _registered_rows(self, m, magnitude, code):
+        """Word i's partial product ``|w| << shift(sel_i)`` as flip-flops (:data:`VARIANTS`, ``"registered"``).
+
+        Each bit is written as a mux chain ending in 0 (``sel == X ? |w|_k : ... : 0``), which Yosys turns into
+        a flip-flop whose synchronous reset is the (shared) "no source selected" decode.
+        """
+        wb = magnitude.shape().width
+        terms = []
+        for i, shifts in enumerate(self._shifts):
+            low, high = min(shifts), max(shifts) + wb
+            row = Signal(unsigned(high - low), name=f"row{i + 1}")
+            sel = code.sels[i].as_value()
+            for b in range(low, high):
+                bit = Const(0, 1)
+                for s, shift in zip((Sel.ONE, Sel.NEAR, Sel.FAR), shifts):
+                    if 0 <= b - shift < wb:
+                        bit = Mux(sel == s.value, magnitude[b - shift], bit)
+                m.d.sync += row[b - low].eq(bit)
+            terms.append(Term(row, 0, self._spec.w_max << (max(shifts) - low), low))
+        return terms
 
     def _terms(self, m, operand, w_lo, w_hi, *, trim):
         """Word i's partial product: a mux of ``operand`` shifted by the word's three shifts, or zero."""
@@ -170,6 +205,18 @@ class ShiftAddMultiplier(wiring.Component):
             ws = negate_if(m, self.weight, self.code.sign, name="signed_weight")
             total, _ = balanced_sum(m, self._terms(m, ws, -w_max, w_max, trim=True), name="prod")
             m.d.comb += [product.eq(total.scaled()), self.carry.eq(0)]
+        elif self._variant == "registered":
+            negative = Signal()
+            m.d.sync += negative.eq(self.code.sign ^ self.weight[-1])
+            magnitude = Signal(unsigned(spec.weight_bits))
+            m.d.comb += magnitude.eq(negate_if(m, self.weight, self.weight[-1], name="abs_weight"))
+            total, _ = balanced_sum(m, self._registered_rows(m, magnitude, self.code), name="mag")
+            mag = Signal(signed(spec.product_bits))
+            m.d.comb += [
+                mag.eq(total.scaled()),
+                product.eq(mag ^ negative.replicate(spec.product_bits)),
+                self.carry.eq(negative),
+            ]
         elif self._variant == "deferred":
             negative = Signal()
             m.d.comb += negative.eq(self.code.sign ^ self.weight[-1])

@@ -90,6 +90,7 @@ def test_fault_and_variant_stems():
     assert stem("engine", spec, 16) == "dfsq_engine_w4_a4_b4_s16_c64_l16"
     assert stem("engine", spec, 16, fault="shift") == "dfsq_engine_w4_a4_b4_s16_c64_l16_fault-shift"
     assert stem("mac", spec, variant="fold") == "dfsq_mac_w4_a4_b4_s16_c64_v-fold"
+    assert stem("mac", spec, variant="registered") == stem("mac", spec)  # the MAC's default
     assert stem("engine", DatapathSpec(gap=3, channels=8), 2) == \
         f"dfsq_engine_w4_a4_b4_s{DatapathSpec().scale_bits}_c8_g3_l2"
 
@@ -101,6 +102,7 @@ def test_fault_and_variant_stems():
     (["--channels", "4096", "--scale-bits", "32", "--weight-bits", "8"], "accumulator needs"),
     (["--gap", "0"], "gap must be an integer in 1..8"),
     (["--lanes", "0", "--channels", "4"], "lanes must be a positive integer"),
+    (["--variant", "registered"], "unknown multiplier variant 'registered' for --top engine"),
 ])
 def test_invalid_combinations_fail_cleanly(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:

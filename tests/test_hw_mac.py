@@ -10,7 +10,7 @@ from amaranth.hdl import Fragment
 from golden.datapath import product
 from golden.spec import DatapathSpec, TAPS
 from hw.mac import Accumulator, ShiftAddMAC, mac_acc_bits
-from hw.shift_add import FAULTS, VARIANTS, ShiftAddMultiplier, shift_table
+from hw.shift_add import COMBINATIONAL_VARIANTS, FAULTS, VARIANTS, ShiftAddMultiplier, shift_table
 from hw.testbench import run_mac
 
 # components whose constructor raised are never elaborated, by design
@@ -42,7 +42,7 @@ def _exhaustive_beats(spec, seed, first_prob=0.3):
     return [(k == 0 or rng.random() < first_prob, w, c) for k, (w, c) in enumerate(pairs)]
 
 
-@pytest.mark.parametrize("variant", ["deferred", "fold"])
+@pytest.mark.parametrize("variant", ["registered", "deferred", "fold"])
 def test_mac_exhaustive_default(variant):
     """Every weight value x every point of the universal set (377 x 31 for the default spec), random restarts,
     one beat per cycle, checked through a latency queue."""
@@ -66,7 +66,9 @@ def test_mac_products_one_by_one_with_gaps():
 
 @pytest.mark.parametrize("words,weight_bits,variant", [(2, 4, "deferred"), (3, 3, "deferred"), (5, 4, "deferred"),
                                                        (4, 8, "deferred"), (5, 6, "fold"), (3, 4, "naive"),
-                                                       (4, 4, "naive")])
+                                                       (4, 4, "naive"), (2, 4, "registered"), (3, 3, "registered"),
+                                                       (5, 4, "registered"), (4, 8, "registered"),
+                                                       (5, 6, "registered")])
 def test_mac_other_configs(words, weight_bits, variant):
     """Other word counts / weight widths / micro-architectures: the extreme points and weights plus a random
     sample (every point for up to 4 words)."""
@@ -121,7 +123,8 @@ def test_components_validate_parameters():
         Accumulator(addend_shape=16, width=8)
     with pytest.raises(TypeError, match="carry_in"):
         Accumulator(addend_shape=16, width=20, carry_in=1)
-    assert set(VARIANTS) == {"fold", "deferred", "naive"} and "shift" in FAULTS
+    assert set(VARIANTS) == {"registered", "fold", "deferred", "naive"} and "shift" in FAULTS
+    assert set(COMBINATIONAL_VARIANTS) == set(VARIANTS) - {"registered"}
 
 
 def test_parameters_are_read_only():
@@ -133,6 +136,40 @@ def test_parameters_are_read_only():
     mul = _elaborated(ShiftAddMultiplier(spec=DatapathSpec(), variant="fold"))
     assert mul.latency == 0 and mul.exact
     assert not _elaborated(ShiftAddMultiplier(spec=DatapathSpec(), variant="deferred")).exact
+    reg = _elaborated(ShiftAddMultiplier(spec=DatapathSpec(), variant="registered"))
+    assert reg.latency == 1 and not reg.exact
+    assert mac.variant == "registered"  # the MAC's default
+    for variant in VARIANTS:
+        assert _elaborated(ShiftAddMAC(spec=DatapathSpec(), variant=variant)).latency == 3
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_multiplier_every_weight_and_point(variant):
+    """``product + carry == w' * P(code)`` for every weight value x every point, ``latency`` cycles later."""
+    from amaranth.sim import Simulator
+    spec = DatapathSpec()
+    ws = spec.wordset
+    codes = [int(c) for c in ws.int_to_code(ws.ints)]
+    pairs = [(w, c) for w in range(-spec.w_max, spec.w_max + 1) for c in codes]
+    mul = ShiftAddMultiplier(spec=spec, variant=variant)
+    assert mul.latency in (0, 1)
+    got = []
+
+    async def bench(ctx):
+        for w, c in pairs:
+            ctx.set(mul.weight, w)
+            ctx.set(mul.code.as_value(), c)
+            for _ in range(mul.latency):  # a clock edge samples the operands (latency is 0 or 1)
+                await ctx.tick()
+            got.append(ctx.get(mul.product) + ctx.get(mul.carry))
+
+    sim = Simulator(mul)
+    if mul.latency:
+        sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    want = [product(w, c, ws) for w, c in pairs]
+    assert len(got) == len(want) and np.array_equal(np.array(got), np.array(want))
 
 
 def test_signature_widths_come_from_the_spec():

@@ -8,7 +8,9 @@ accumulator) + ``to_float``; "golden+codes" adds ``derive_codes`` from the float
 ``F.conv2d(x, w, bias, padding=1)`` in float32 with the layer's dequantized weights. Times are the best of
 ``--repeat`` runs after a warm-up; the goal is golden / torch <= 1.5. Inputs: the export's layer (when
 ``--export`` is given) and synthetic 64-channel layers of the given sizes. Writes <name>.json / .md (default
-golden_speed). numpy's BLAS threads follow OPENBLAS_NUM_THREADS (set it with --threads for a per-core comparison).
+golden_speed). ``--threads k`` gives torch k intra-op threads and the golden layer k worker threads over blocks of
+tile rows (``accumulate(..., threads=k)``); numpy's BLAS threads follow OPENBLAS_NUM_THREADS: set it to 1 (the
+workers supply the parallelism; a multi-threaded BLAS inside each worker only oversubscribes the cores).
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ def _best(fn, repeat: int) -> tuple[float, float]:
     return min(ts), statistics.median(ts)
 
 
-def time_layer(layer, spec: DatapathSpec, repeat: int) -> dict:
+def time_layer(layer, spec: DatapathSpec, repeat: int, threads: int = 1) -> dict:
     x = torch.from_numpy(layer.x)
     w = torch.from_numpy((layer.weight_q.astype(np.int32) - layer.zero_point[:, None, None, None])
                          .astype(np.float32) * layer.weight_scale[:, None, None, None])
@@ -56,21 +58,26 @@ def time_layer(layer, spec: DatapathSpec, repeat: int) -> dict:
 
     def golden():
         ops = operands(layer, spec)
-        return to_float(accumulate(ops, spec), ops, layer.weight_scale)
+        return to_float(accumulate(ops, spec, threads=threads), ops, layer.weight_scale)
 
     def golden_codes():
         codes = derive_codes(layer.x, layer.mean, layer.scale, layer.points)
         ops = operands(layer, spec, codes)
-        return to_float(accumulate(ops, spec), ops, layer.weight_scale)
+        return to_float(accumulate(ops, spec, threads=threads), ops, layer.weight_scale)
 
     def codes_only():
         return derive_codes(layer.x, layer.mean, layer.scale, layer.points)
+
+    ops = operands(layer, spec)
+    acc = accumulate(ops, spec)
 
     # interleave the measurements so that load from other processes hits all of them alike
     res = {}
     for _ in range(2):
         for name, fn in (("torch", torch_conv), ("golden", golden), ("golden+codes", golden_codes),
-                         ("codes", codes_only)):
+                         ("codes", codes_only), ("operands", lambda: operands(layer, spec)),
+                         ("accumulate", lambda: accumulate(ops, spec, threads=threads)),
+                         ("to_float", lambda: to_float(acc, ops, layer.weight_scale))):
             best, med = _best(fn, max(1, repeat // 2))
             if name not in res or best < res[name]["best"]:
                 res[name] = {"best": best, "median": med}
@@ -81,19 +88,25 @@ def time_layer(layer, spec: DatapathSpec, repeat: int) -> dict:
 
 
 def markdown(res: dict) -> str:
+    load = ", ".join(f"{v:.1f}" for v in res["load_average"])
     out = ["# Golden integer layer vs PyTorch float32 conv", "",
-           f"{res['machine']}; torch threads {res['torch_threads']}, numpy BLAS: {res['blas']} "
-           f"(threads: {res['blas_threads']}). Best of "
+           f"{res['machine']}; torch threads {res['torch_threads']}, golden worker threads "
+           f"{res.get('golden_threads', 1)}, numpy BLAS: {res['blas']} (threads: {res['blas_threads']}). Best of "
            f"{res['repeat']} runs. golden = operands + accumulate + to_float (exact int64 result); golden+codes "
-           f"also derives the codes from the float input. Goal: golden / torch <= {GOAL}.", "",
+           f"also derives the codes from the float input. Goal: golden / torch <= {GOAL}. Load average at the end "
+           f"(1, 5, 15 min): {load} (other jobs share the machine; every column is measured interleaved, so the "
+           f"ratio compares both under the same load).", "",
            "| input | N x C -> O x H x W | torch conv (ms) | golden (ms) | golden / torch | golden+codes (ms) | "
-           "(golden+codes) / torch |", "|---|---|---:|---:|---:|---:|---:|"]
+           "(golden+codes) / torch | operands / accumulate / to_float (ms) |",
+           "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in res["runs"]:
         s, sh = r["seconds"], r["shape"]
+        parts = " / ".join(f"{1e3 * s[k]['best']:.2f}" for k in ("operands", "accumulate", "to_float"))
         out.append(f"| {r['source']} {r['layer']} | {sh['N']} x {sh['C']} -> {sh['O']} x {sh['H']} x {sh['W']} | "
                    f"{1e3 * s['torch']['best']:.2f} | {1e3 * s['golden']['best']:.2f} | {r['ratio']:.2f} | "
-                   f"{1e3 * s['golden+codes']['best']:.2f} | {r['ratio_with_codes']:.2f} |")
-    out += ["", f"Reproduce: `python -m bench.golden_speed {res['argv']}`", ""]
+                   f"{1e3 * s['golden+codes']['best']:.2f} | {r['ratio_with_codes']:.2f} | {parts} |")
+    env = f"OPENBLAS_NUM_THREADS={res['blas_threads']} " if res["blas_threads"].isdigit() else ""
+    out += ["", f"Reproduce: `{env}python -m bench.golden_speed {res['argv']}`", ""]
     return "\n".join(out)
 
 
@@ -113,7 +126,9 @@ def main(argv=None):
     ap.add_argument("--layer", type=int, default=0)
     ap.add_argument("--sizes", default="48,128", help="synthetic 64->64-channel layers of these H = W ('' for none)")
     ap.add_argument("--repeat", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads and golden worker threads (0: torch's default, golden 1); run with "
+                         "OPENBLAS_NUM_THREADS=1 so that the golden workers' BLAS calls do not oversubscribe")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--name", default="golden_speed", help="output file stem")
     args = ap.parse_args(argv)
@@ -121,17 +136,18 @@ def main(argv=None):
         raise UserError("--repeat must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
+    golden_threads = args.threads or 1
     runs = []
     # Warm-up, so that every layer is timed in the steady state of a long-running process: BLAS buffers, oneDNN
     # kernels, and glibc's dynamic mmap threshold (it rises after a large block is freed; before that every
     # array above 128 KiB is a fresh mmap whose pages fault on first touch, which doubled the time of the first
     # layer measured in a fresh process on this VM).
     time_layer(synthetic_layer(np.random.default_rng(0), DatapathSpec(), N=1, C=64, O=64, H=96, W=96),
-               DatapathSpec(), 3)
+               DatapathSpec(), 3, golden_threads)
     if args.export:
         manifest, layers = load_export(args.export, layers=[args.layer])
         from golden.export_io import spec_from_manifest
-        r = time_layer(layers[0], spec_from_manifest(manifest), args.repeat)
+        r = time_layer(layers[0], spec_from_manifest(manifest), args.repeat, golden_threads)
         r["source"] = "export"
         runs.append(r)
     try:
@@ -141,12 +157,13 @@ def main(argv=None):
     spec = DatapathSpec()
     for s in sizes:
         lay = synthetic_layer(np.random.default_rng(s), spec, N=1, C=64, O=64, H=s, W=s)
-        r = time_layer(lay, spec, args.repeat)
+        r = time_layer(lay, spec, args.repeat, golden_threads)
         r["source"] = "synthetic"
         runs.append(r)
     if not runs:
         raise UserError("nothing to time: give --export or --sizes")
-    res = {"runs": runs, "repeat": args.repeat, "torch_threads": torch.get_num_threads(), "blas": _blas(),
+    res = {"runs": runs, "repeat": args.repeat, "torch_threads": torch.get_num_threads(),
+           "golden_threads": golden_threads, "blas": _blas(),
            "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", f"default ({os.cpu_count()} cores)"),
            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
            "goal": GOAL, "argv": " ".join(argv) if argv is not None else " ".join(os.sys.argv[1:]),

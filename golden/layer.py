@@ -9,16 +9,25 @@
 
     acc = bias_int + conv3x3(w', Z),   Z[n, c] = sigma_m[n, c] * P[n, c] + mu_m[n, c] * valid
 
-(``valid`` is 1 inside the image and 0 on the zero padding, where P is 0 too), computed as an im2col matrix
-product in float64. It is exact: every operand lies within the spec's bounds (asserted), so every partial sum of
-the product is an integer below ``spec.acc_max < 2^53`` (:attr:`DatapathSpec.float64_exact`). When a
-configuration breaks that (e.g. ``scale_bits = 32``), Z is split into base-2^s digits small enough for each
-digit's product to be exact, and the digits' results are recombined in int64.
+(``valid`` is 1 inside the image and 0 on the zero padding, where P is 0 too). By default it splits it as
+
+    acc = [bias_int + sum_c mu_m[c] sum_t w'[., c, t]]  +  sum_c sigma_m[c] conv3x3(w'[., c], P[c])  +  border
+
+The first term is one integer per output channel (int64); ``border`` corrects the pixels whose 3x3 window reaches
+the padding (mu_m is masked there), exactly in int64 on the border rows and columns only; the middle term is a
+Winograd F(2x2, 3x3) correlation of the small integers P with sigma_m folded into the transformed weights, in
+float64 BLAS, exact because every intermediate is a multiple of 1/4 below :func:`winograd_bound` < 2^53 (proof in
+:func:`winograd_bound` and docs/datapath.md). Configurations beyond that bound use an im2col product of Z in
+float64 (exact while ``spec.acc_max < 2^53``, :attr:`DatapathSpec.float64_exact`), and beyond that (e.g.
+``scale_bits = 32``) Z is split into base-2^s digits small enough for each digit's product to be exact, and the
+digits' results are recombined in int64.
 :func:`golden.datapath.pixel_reference` is the per-pixel reference these functions are tested against.
 """
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,8 +89,12 @@ def point_table(point_codes, spec: DatapathSpec) -> np.ndarray:
 def gather_points(table: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """table[c, codes[n, c, h, w]] for every element, vectorized."""
     C, npts = table.shape
-    flat = codes.astype(np.intp) + (np.arange(C, dtype=np.intp) * npts)[None, :, None, None]
-    return np.take(table.ravel(), flat)
+    # flat index c * npts + code, in the narrowest integer type that holds it (a large intp index array would
+    # cost more memory traffic than the gather itself)
+    itype = np.int16 if C * npts <= np.iinfo(np.int16).max else np.intp
+    flat = codes.astype(itype)
+    flat += (np.arange(C, dtype=itype) * npts)[None, :, None, None]
+    return table.ravel()[flat]
 
 
 def fixed_point_params(scale, mean, bias, weight_scale, spec: DatapathSpec):
@@ -124,7 +137,7 @@ def _check_bounds(ops: Operands, spec: DatapathSpec) -> None:
     if ops.w.shape[1:] != (C, 3, 3):
         raise SpecError(f"weights {ops.w.shape} do not match P {ops.P.shape}")
     checks = (("input channels", C, spec.channels), ("|w'|", _amax(ops.w), spec.w_max),
-              ("|P|", _amax(ops.P), spec.wordset.p_max), ("|sigma_m|", _amax(ops.sigma_m), spec.mant_max),
+              ("|P|", _amax_minmax(ops.P), spec.wordset.p_max), ("|sigma_m|", _amax(ops.sigma_m), spec.mant_max),
               ("|mu_m|", _amax(ops.mu_m), spec.mant_max), ("|bias_int|", _amax(ops.bias_int), spec.bias_max))
     for what, value, limit in checks:
         if value > limit:
@@ -133,6 +146,11 @@ def _check_bounds(ops: Operands, spec: DatapathSpec) -> None:
 
 def _amax(a) -> int:
     return int(np.max(np.abs(a), initial=0))
+
+
+def _amax_minmax(a) -> int:
+    """max |a| from max and min (no |a| temporary: a large array is read twice, never written)."""
+    return max(int(np.max(a, initial=0)), -int(np.min(a, initial=0)))
 
 
 def conv3x3(Z: np.ndarray, wmat: np.ndarray, dtype=np.float64) -> np.ndarray:
@@ -160,72 +178,164 @@ def conv3x3(Z: np.ndarray, wmat: np.ndarray, dtype=np.float64) -> np.ndarray:
     return out
 
 
-# F(2x2, 3x3) Winograd with G scaled by 2 so that every transform is an integer matrix:
-# 4 * conv = A^T [ (G2 g G2^T) . (B^T d B) ] A  for each 4x4 input tile d and 2x2 output tile.
-WINO_G2 = np.array([[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]], dtype=np.float64)
+# Winograd F(2x2, 3x3) on the point integers P, with sigma_m folded into the transformed weights
+# (``conv3x3_winograd_sigma``): 4x4 input tiles d (stride 2), 2x2 output tiles y,
+#     y = A^T [ sum_c (G g_c G^T) sigma_c  .  (B^T d_c B) ] A
+WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
+WINO_GB = (2.0, 3.0, 3.0, 2.0)  # per transform index i: (sum_k |G_ik|) * (sum_k |B^T_ik|) (B^T rows: two +-1 each)
 
 
-def winograd_bound(channels: int, w_max: int, z_max: int) -> int:
-    """Largest magnitude of any intermediate of :func:`conv3x3_winograd` (before the final exact / 4).
+def winograd_bound(channels: int, w_max: int, mant_max: int, p_max: int, const_max: int) -> int:
+    """4 x the largest magnitude of any intermediate of :func:`conv3x3_winograd_sigma` (see its docstring).
 
-    |G2 g G2^T| <= 9 w_max (rows of G2 sum to at most 3 in absolute value), |B^T d B| <= 4 z_max (two +-1 per row
-    of B^T), the products summed over ``channels``, then the output transform adds at most 9 of them.
+    Transformed weights: |(G g G^T)_ij sigma| <= g_i g_j w_max mant_max (g = row sums of |G| = 1, 3/2, 3/2, 1);
+    transformed inputs: |(B^T d B)_ij| <= 4 p_max; so every partial sum of the product over the channels is at most
+    channels (g_i b_i)(g_j b_j) w_max mant_max p_max <= 9 channels w_max mant_max p_max. The output transform
+    (A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]) sums at most 3 x 3 of them, each weighted by its own g b: at most
+    (2 + 3 + 3)^2 = 64 channels w_max mant_max p_max, plus the constant added to one of them. Every value is a
+    multiple of 1/4 (the entries of G g G^T are), so float64 holds it exactly when 4 x the bound is below 2^53.
     """
-    return 9 * channels * (9 * w_max) * (4 * z_max)
+    return 4 * (64 * channels * w_max * mant_max * p_max + const_max)
 
 
-WINO_BLOCK_TILES = 128  # output tiles per block: keeps the transformed block near cache size (48..192 measured alike)
+WINO_BLOCK_TILES = 1024  # output tiles per block (per sample): bounds the transformed arrays (16 C tiles doubles)
 
 
-def conv3x3_winograd(Z: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Zero-padded 3x3 correlation of integer-valued Z (N, C, H, W) with integer weights w (O, C, 3, 3), float64.
+def winograd_weights(w: np.ndarray) -> np.ndarray:
+    """(16, O, C) float64: G g G^T of every (o, c), transform index i * 4 + j first (exact: multiples of 1/4)."""
+    O, C = w.shape[:2]
+    GG = np.kron(WINO_G, WINO_G)  # (16, 9): (G g G^T)[i, j] = sum_ab G[i, a] G[j, b] g[a, b]
+    return (GG @ np.asarray(w, dtype=np.float64).reshape(O * C, 9).T).reshape(16, O, C)
 
-    Winograd F(2x2, 3x3): 16 matrix products of (O x C) by (C x tiles) instead of one (O x 9C) by (9C x pixels),
-    2.25 times fewer multiplications. Exact (the caller checks :func:`winograd_bound` < 2^53): every transform
-    matrix is an integer matrix, so every intermediate is an integer below the bound, and the result is 4 x the
-    correlation, divided by 4 exactly at the end. The padded image is split into its four (row, column) parity
-    planes, so the transforms are whole-array adds of contiguous slices; tile rows are processed in blocks of
-    about ``WINO_BLOCK_TILES`` tiles.
+
+_WORKSPACE = threading.local()
+
+
+def _scratch(name: str, size: int) -> np.ndarray:
+    """A float64 scratch array of ``size`` elements, reused across calls in this thread (no fresh pages)."""
+    buf = getattr(_WORKSPACE, name, None)
+    if buf is None or buf.size < size:
+        buf = np.empty(size, dtype=np.float64)
+        setattr(_WORKSPACE, name, buf)
+    return buf[:size]
+
+
+def conv3x3_winograd_sigma(P: np.ndarray, V: np.ndarray, sigma: np.ndarray, const: np.ndarray,
+                           out: np.ndarray, threads: int = 1) -> None:
+    """out[o, y, x] = const[o] + sum_c sigma[c] sum_t w[o, c, t] P[c, y + dy, x + dx] for one sample, zero-padded.
+
+    ``P`` (C, H, W) integers, ``V`` = :func:`winograd_weights` (16, O, C), ``sigma`` (C,) and ``const`` (O,)
+    integers; ``out`` an int64 (O, 2 ceil(H/2), 2 ceil(W/2)) array (rows / columns past H, W are junk).
+    Exact when :func:`winograd_bound` < 2^53 (the caller checks): the weight transform (G, with halves) is folded
+    with sigma into V sigma, multiples of 1/4 below 2^29; the input transform B^T d B of the integer P and the
+    output transform A^T M A are integer matrices; so every value is a multiple of 1/4 within the bound, stored
+    exactly, and the output, an integer, is cast to int64 without rounding. ``const`` is added to the middle
+    element M[1, 1] of every tile, which A^T M A adds to all four outputs of the tile (A[1] = (1, 1)).
+
+    Layout: every transform step is a few whole-array adds on long 1D (or long-row) views, never a loop over
+    pixels or channels. Rows first: R[k] (C, tiles rows, Wp) from rows 2i .. 2i + 3 of the padded image; then
+    columns on the flattened R[k] with stride 2, so tile column j of a row reads R[2j .. 2j + 3] and each row
+    yields tw + 1 values, the last one junk (it straddles two rows): the products and the output transform carry
+    that junk column along (4% more work at 48 pixels wide) and it is dropped when the tile rows are written out.
+    Tile rows are processed in blocks of about ``WINO_BLOCK_TILES`` tiles, by ``threads`` worker threads (each
+    block writes its own output rows; BLAS should then be single-threaded, e.g. ``OPENBLAS_NUM_THREADS=1``).
     """
-    N, C, H, W = Z.shape
-    O = w.shape[0]
+    H, W = P.shape[1:]
     th, tw = (H + 1) // 2, (W + 1) // 2
-    V = np.matmul(WINO_G2, np.matmul(w.astype(np.float64), WINO_G2.T))  # (O, C, 4, 4) = G2 g G2^T
-    V = np.ascontiguousarray(V.transpose(2, 3, 0, 1)).reshape(16, O, C)
-    out = np.empty((N, O, 2 * th, 2 * tw), dtype=np.float64)
-    rows = max(1, min(th, WINO_BLOCK_TILES // tw))
-    for n in range(N):
-        # plane[a][b][c, i, j] = zp[c, 2i + a, 2j + b] with zp the image padded by one zero row / column on each
-        # side, i.e. Z[c, 2i + a - 1, 2j + b - 1]
-        plane = [[np.zeros((C, th + 1, tw + 1), dtype=np.float64) for _ in range(2)] for _ in range(2)]
-        for a in range(2):
-            for b in range(2):
-                src = Z[n, :, 1 - a::2, 1 - b::2]
-                plane[a][b][:, 1 - a:1 - a + src.shape[1], 1 - b:1 - b + src.shape[2]] = src
-        for r0 in range(0, th, rows):
-            r1 = min(th, r0 + rows)
-            nt = r1 - r0
-            # rows of B^T d (B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]), per column parity
-            R = []
-            for b in range(2):
-                e0, e1 = plane[0][b][:, r0:r1], plane[0][b][:, r0 + 1:r1 + 1]
-                o0, o1 = plane[1][b][:, r0:r1], plane[1][b][:, r0 + 1:r1 + 1]
-                R.append((e0 - e1, o0 + e1, e1 - o0, o0 - o1))
-            U = np.empty((4, 4, C, nt, tw), dtype=np.float64)  # U = B^T d B
-            for i in range(4):
-                ev, od = R[0][i], R[1][i]
-                np.subtract(ev[..., :-1], ev[..., 1:], out=U[i, 0])
-                np.add(od[..., :-1], ev[..., 1:], out=U[i, 1])
-                np.subtract(ev[..., 1:], od[..., :-1], out=U[i, 2])
-                np.subtract(od[..., :-1], od[..., 1:], out=U[i, 3])
-            M = np.matmul(V, U.reshape(16, C, nt * tw)).reshape(4, 4, O, nt, tw)
-            # Y = A^T M A with A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
-            o = out[n, :, 2 * r0:2 * r1]
-            for pr, a in enumerate((M[0] + M[1] + M[2], M[1] - M[2] - M[3])):
-                o[:, pr::2, 0::2] = a[0] + a[1] + a[2]
-                o[:, pr::2, 1::2] = a[1] - a[2] - a[3]
-    out *= 0.25
-    return out[:, :, :H, :W]
+    Vs = V * np.asarray(sigma, dtype=np.float64)[None, None, :]  # (16, O, C), exact
+    const = np.asarray(const, dtype=np.float64)[:, None]
+    rows = max(1, min(th, WINO_BLOCK_TILES // tw, -(-th // threads)))
+    blocks = [(r0, min(th, r0 + rows)) for r0 in range(0, th, rows)]
+    if threads > 1 and len(blocks) > 1:  # NumPy and BLAS release the GIL: blocks run in parallel
+        list(_pool(threads).map(lambda b: _winograd_block(P, Vs, const, out, *b), blocks))
+    else:
+        for b in blocks:
+            _winograd_block(P, Vs, const, out, *b)
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A persistent pool of ``threads`` workers (so that their scratch arrays persist too)."""
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="golden-layer")
+    return _POOLS[threads]
+
+
+def _winograd_block(P, Vs, const, out, r0: int, r1: int) -> None:
+    """Tile rows r0 .. r1 - 1 of :func:`conv3x3_winograd_sigma` (writes output rows 2 r0 .. 2 r1 - 1 only)."""
+    C, H, W = P.shape
+    O = Vs.shape[1]
+    tw = (W + 1) // 2
+    Wp = 2 * tw + 2
+    nt = r1 - r0
+    q = nt * (tw + 1)  # columns of a transformed block per channel, junk column included
+    # X: rows 2 r0 .. 2 r1 + 1 of the zero-padded image (padded row y + 1 = image row y; one extra zero row /
+    # column at the end for odd sizes)
+    X = _scratch("X", C * (2 * nt + 2) * Wp).reshape(C, 2 * nt + 2, Wp)
+    y0, y1 = max(0, 2 * r0 - 1), min(H, 2 * r1 + 1)  # image rows inside the block
+    a0, a1 = y0 - 2 * r0 + 1, y1 - 2 * r0 + 1
+    X[:, :a0] = 0
+    X[:, a1:] = 0
+    X[:, a0:a1, 0] = 0
+    X[:, a0:a1, W + 1:] = 0
+    X[:, a0:a1, 1:W + 1] = P[:, y0:y1]
+    # rows: B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]] on rows (d0, d1, d2, d3)
+    d0, d1, d2, d3 = (X[:, m:2 * nt + m:2] for m in range(4))
+    R = _scratch("R", 4 * (C * nt * Wp + 2)).reshape(4, C * nt * Wp + 2)
+    R[:, -2:] = 0
+    Rv = R[:, :-2].reshape(4, C, nt, Wp)
+    np.subtract(d0, d2, out=Rv[0])
+    np.add(d1, d2, out=Rv[1])
+    np.subtract(d2, d1, out=Rv[2])
+    np.subtract(d1, d3, out=Rv[3])
+    # columns: the same B^T on (R[2j], R[2j + 1], R[2j + 2], R[2j + 3]) of the flattened rows
+    U = _scratch("U", 16 * C * q).reshape(4, 4, C * q)
+    n = C * q
+    for k in range(4):
+        e0, o0, e1, o1 = R[k, 0:2 * n:2], R[k, 1:2 * n + 1:2], R[k, 2:2 * n + 2:2], R[k, 3:2 * n + 3:2]
+        np.subtract(e0, e1, out=U[k, 0])
+        np.add(o0, e1, out=U[k, 1])
+        np.subtract(e1, o0, out=U[k, 2])
+        np.subtract(o0, o1, out=U[k, 3])
+    M = np.matmul(Vs, U.reshape(16, C, q), out=_scratch("M", 16 * O * q).reshape(16, O, q)).reshape(4, 4, O * q)
+    M[1, 1].reshape(O, q)[:] += const
+    # Y = A^T M A, A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]: rows first (S), then columns, interleaved into Y
+    S = _scratch("S", 8 * O * q).reshape(2, 4, O * q)
+    np.add(M[0], M[1], out=S[0])
+    S[0] += M[2]
+    np.subtract(M[1], M[2], out=S[1])
+    S[1] -= M[3]
+    t = _scratch("t", O * q)
+    Y = _scratch("Y", 2 * O * q)  # (O, nt, tw + 1, 2): output row pairs, junk pair last
+    for k in range(2):
+        np.add(S[k, 0], S[k, 1], out=t)
+        np.add(t, S[k, 2], out=Y[0::2])
+        np.subtract(S[k, 1], S[k, 2], out=t)
+        np.subtract(t, S[k, 3], out=Y[1::2])
+        np.copyto(out[:, 2 * r0 + k:2 * r1:2], Y.reshape(O, nt, Wp)[:, :, :Wp - 2], casting="unsafe")
+
+
+def mu_taps(w: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """(O, 3, 3) int64: sum_c mu[c] w[o, c, dy, dx], exact (|.| <= channels w_max mant_max)."""
+    return np.einsum("ocyx,c->oyx", w, np.asarray(mu, dtype=np.int64))
+
+
+def mu_border(acc: np.ndarray, S: np.ndarray) -> None:
+    """Add to ``acc`` (O, H, W) int64, holding sum_t S[o, t] at every pixel, the correction on the border pixels
+    where some taps fall on the zero padding (their mu_m is masked out: the padding is 0, not the mean)."""
+    O, H, W = acc.shape
+    K = S.sum(axis=(1, 2))
+    d = np.arange(3)[:, None] - 1
+    rv = ((np.arange(H) + d >= 0) & (np.arange(H) + d < H)).astype(np.int64)  # (3, H): tap row dy inside
+    cv = ((np.arange(W) + d >= 0) & (np.arange(W) + d < W)).astype(np.int64)  # (3, W)
+    ys = sorted({0, H - 1})
+    acc[:, ys, :] += np.einsum("oab,ay,bx->oyx", S, rv[:, ys], cv) - K[:, None, None]
+    if H > 2:
+        xs = sorted({0, W - 1})
+        inner = np.einsum("ob,bx->ox", S.sum(axis=1), cv[:, xs]) - K[:, None]  # rows 1 .. H-2: all row taps valid
+        acc[:, 1:H - 1, xs] += inner[:, None, :]
 
 
 def _digit_bits(C: int, w_max: int) -> int:
@@ -233,23 +343,30 @@ def _digit_bits(C: int, w_max: int) -> int:
     return 53 - math.ceil(math.log2(C * TAPS * max(w_max, 1) + 1))
 
 
-def accumulate(ops: Operands, spec: DatapathSpec) -> np.ndarray:
-    """The exact accumulator of spec.py's datapath, int64 (N, O, H, W)."""
+def accumulate(ops: Operands, spec: DatapathSpec, threads: int = 1) -> np.ndarray:
+    """The exact accumulator of spec.py's datapath, int64 (N, O, H, W); ``threads`` workers for the fast path."""
     _check_bounds(ops, spec)
     N, C, H, W = ops.P.shape
     O = ops.w.shape[0]
+    const_max = spec.bias_max + TAPS * spec.channels * spec.w_max * spec.mant_max  # |bias_int + sum mu_m w'|
+    if winograd_bound(spec.channels, spec.w_max, spec.mant_max, spec.wordset.p_max, const_max) < 2 ** 53:
+        V = winograd_weights(ops.w)
+        th, tw = (H + 1) // 2, (W + 1) // 2
+        full = np.empty((N, O, 2 * th, 2 * tw), dtype=np.int64)
+        for n in range(N):  # a loop over samples (sigma_m, mu_m are per sample), not over pixels or channels
+            S = mu_taps(ops.w, ops.mu_m[n])
+            const = ops.bias_int[n] + S.sum(axis=(1, 2))
+            conv3x3_winograd_sigma(ops.P[n], V, ops.sigma_m[n], const, full[n], threads)
+            mu_border(full[n, :, :H, :W], S)
+        return full if (2 * th, 2 * tw) == (H, W) else np.ascontiguousarray(full[:, :, :H, :W])
     wmat = ops.w.reshape(O, C * TAPS).astype(np.float64)
     sig = ops.sigma_m[:, :, None, None]
     mu = ops.mu_m[:, :, None, None]
-    z_max = spec.mant_max * (spec.wordset.p_max + 1)  # |sigma_m P + mu_m|
     if spec.float64_exact:
         Z = ops.P.astype(np.float64)
         Z *= sig
         Z += mu
-        if winograd_bound(spec.channels, spec.w_max, z_max) < 2 ** 53:
-            acc = conv3x3_winograd(Z, ops.w).astype(np.int64)
-        else:
-            acc = conv3x3(Z, wmat).astype(np.int64)
+        acc = conv3x3(Z, wmat).astype(np.int64)
     else:
         Z = ops.P * sig + mu  # int64: |Z| <= mant_max * (p_max + 1) < 2^63
         s = _digit_bits(C, spec.w_max)
@@ -270,11 +387,11 @@ def to_float(acc: np.ndarray, ops: Operands, weight_scale) -> np.ndarray:
     return np.multiply(acc, step[:, :, None, None], dtype=np.float64)
 
 
-def run_layer(layer: LayerData, spec: DatapathSpec, codes=None):
-    """(ops, acc, y_hw) of one layer."""
+def run_layer(layer: LayerData, spec: DatapathSpec, codes=None, threads: int = 1):
+    """(ops, acc, y_hw) of one layer (``threads``: worker threads of :func:`accumulate`)."""
     ops = operands(layer, spec, codes)
     try:
-        acc = accumulate(ops, spec)
+        acc = accumulate(ops, spec, threads)
     except SpecError as exc:
         raise UserError(f"{layer.name}: {exc}") from None
     return ops, acc, to_float(acc, ops, layer.weight_scale)

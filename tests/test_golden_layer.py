@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from golden.datapath import pixel_reference
 from golden.errors import UserError
 from golden.export_io import layer_from_fields
-from golden.layer import (accumulate, conv3x3, derive_codes, error_bound, fixed_point_params, operands, run_layer,
-                          to_float)
+from golden.layer import (Operands, accumulate, conv3x3, derive_codes, error_bound, fixed_point_params, operands,
+                          run_layer, to_float)
 from golden.spec import DatapathSpec
 from golden.synthetic import random_points, synthetic_layer
 
@@ -98,7 +98,8 @@ def test_accumulate_matches_per_pixel_reference(a):
 def test_winograd_im2col_and_int64_paths_agree(monkeypatch):
     import golden.layer as gl
     spec = DatapathSpec(scale_bits=24)
-    assert spec.float64_exact and gl.winograd_bound(64, 15, spec.mant_max * 1025) < 2 ** 53
+    const_max = spec.bias_max + 9 * spec.channels * spec.w_max * spec.mant_max
+    assert spec.float64_exact and gl.winograd_bound(64, 15, spec.mant_max, spec.wordset.p_max, const_max) < 2 ** 53
     lay = synthetic_layer(np.random.default_rng(9), spec, N=2, C=16, O=5, H=7, W=9)
     ops = operands(lay, spec)
     wino = accumulate(ops, spec)
@@ -107,25 +108,67 @@ def test_winograd_im2col_and_int64_paths_agree(monkeypatch):
     monkeypatch.setattr(DatapathSpec, "float64_exact", property(lambda self: False))
     digits = accumulate(ops, spec)
     assert np.array_equal(wino, im2col) and np.array_equal(wino, digits)
+    assert np.array_equal(wino, direct_int64(ops))
 
 
+def direct_int64(ops) -> np.ndarray:
+    """The simplest reference: acc = bias_int + sum over c and taps of w' Z, Z = sigma_m P + mu_m on the image and 0
+    on the padding, every product and sum in exact int64 (|acc| <= acc_max < 2^63)."""
+    N, C, H, W = ops.P.shape
+    Z = ops.P * ops.sigma_m[:, :, None, None] + ops.mu_m[:, :, None, None]
+    Zp = np.zeros((N, C, H + 2, W + 2), np.int64)
+    Zp[:, :, 1:H + 1, 1:W + 1] = Z
+    acc = np.broadcast_to(ops.bias_int[:, :, None, None], (N, ops.w.shape[0], H, W)).copy()
+    for dy in range(3):
+        for dx in range(3):
+            acc += np.einsum("oc,nchw->nohw", ops.w[:, :, dy, dx], Zp[:, :, dy:dy + H, dx:dx + W])
+    return acc
+
+
+def random_operands(spec, rng, N, C, O, H, W, extreme):
+    """Operands of random values within the spec's bounds; ``extreme``: mostly the bounds themselves."""
+    ws, mm = spec.wordset, spec.mant_max
+    if extreme:
+        P = rng.choice([-ws.p_max, ws.p_max, ws.p_max - 1, 0, 1], (N, C, H, W))
+        w = rng.choice([-spec.w_max, spec.w_max, spec.w_max - 1, 0], (O, C, 3, 3))
+        sig, mu = (rng.choice([-mm, mm, mm - 1, 0], (N, C)) for _ in range(2))
+        bias = rng.choice([-spec.bias_max, spec.bias_max, 0], (N, O))
+    else:
+        P = rng.integers(-ws.p_max, ws.p_max + 1, (N, C, H, W))
+        w = rng.integers(-spec.w_max, spec.w_max + 1, (O, C, 3, 3))
+        sig, mu = (rng.integers(-mm, mm + 1, (N, C)) for _ in range(2))
+        bias = rng.integers(-spec.bias_max, spec.bias_max + 1, (N, O))
+    i64 = lambda a: np.asarray(a, np.int64)  # noqa: E731
+    return Operands(w=i64(w), P=i64(P), sigma_m=i64(sig), mu_m=i64(mu), E=np.zeros(N, np.int64), bias_int=i64(bias),
+                    codes=np.zeros((N, C, H, W), np.uint8), point_codes=np.zeros((C, spec.points), np.uint16))
+
+
+@pytest.mark.parametrize("extreme", [False, True])
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1), (2, 3, 2, 1, 4), (1, 5, 3, 5, 7), (2, 64, 64, 9, 12),
-                                   (1, 64, 8, 16, 15)])
-def test_winograd_equals_im2col_at_the_bound(shape, monkeypatch):
-    """Exact at the largest operands the default spec allows, any size (odd ones pad a half tile)."""
+                                   (1, 64, 8, 16, 15), (1, 7, 3, 2, 2), (1, 4, 2, 1, 9), (1, 64, 16, 31, 33)])
+def test_fast_path_equals_int64_direct_conv(shape, extreme, monkeypatch):
+    """The Winograd fast path is bit-exact against an int64 direct conv: random and extreme operands (the spec's
+    bounds, signs mixed or aligned), odd sizes (half tiles), borders, any block size (one tile row per block, two,
+    all) and 1 to 3 worker threads."""
     import golden.layer as gl
     N, C, O, H, W = shape
     spec = DatapathSpec()
-    z_max = spec.mant_max * (spec.wordset.p_max + 1)
-    rng = np.random.default_rng(C * H + W)
-    Z = rng.choice([-z_max, z_max, -z_max + 1, 0, 3], (N, C, H, W)).astype(np.float64)
-    w = rng.choice([-15, 15, 14, 0], (O, C, 3, 3))
-    ref = conv3x3(Z, w.reshape(O, -1).astype(np.float64))
-    assert np.array_equal(gl.conv3x3_winograd(Z, w), ref)
-    monkeypatch.setattr(gl, "WINO_BLOCK_TILES", 2 * ((W + 1) // 2))  # 2 tile rows per block
-    assert np.array_equal(gl.conv3x3_winograd(Z, w), ref)
-    monkeypatch.setattr(gl, "WINO_BLOCK_TILES", 1)  # 1 tile row per block
-    assert np.array_equal(gl.conv3x3_winograd(Z, w), ref)
+    rng = np.random.default_rng(C * H + W + extreme)
+    ops = random_operands(spec, rng, N, C, O, H, W, extreme)
+    ref = direct_int64(ops)
+    assert np.array_equal(accumulate(ops, spec), ref)
+    if extreme:  # signs aligned: every partial sum at its largest magnitude
+        ops.P[:] = spec.wordset.p_max
+        ops.w[:] = spec.w_max
+        ops.sigma_m[:] = ops.mu_m[:] = spec.mant_max
+        ops.bias_int[:] = spec.bias_max
+        ref = direct_int64(ops)
+        assert ref.max() == spec.acc_max or (H, W) == (1, 1) or C < spec.channels or min(H, W) < 3
+    for tiles, threads in ((1, 1), (2 * ((W + 1) // 2), 1), (10 ** 6, 1), (1, 3), (2 * ((W + 1) // 2), 2)):
+        monkeypatch.setattr(gl, "WINO_BLOCK_TILES", tiles)
+        acc = accumulate(ops, spec, threads=threads)
+        assert acc.dtype == np.int64 and acc.flags.c_contiguous
+        assert np.array_equal(acc, ref)
 
 
 def test_conv3x3_matches_direct_sum():

@@ -91,7 +91,8 @@ def markdown(res: dict) -> str:
     load = ", ".join(f"{v:.1f}" for v in res["load_average"])
     out = ["# Golden integer layer vs PyTorch float32 conv", "",
            f"{res['machine']}; torch threads {res['torch_threads']}, golden worker threads "
-           f"{res.get('golden_threads', 1)}, numpy BLAS: {res['blas']} (threads: {res['blas_threads']}). Best of "
+           f"{res.get('golden_threads', 1)}, numpy BLAS: {res['blas']} (threads: {res['blas_threads']}, kernels: "
+           f"{res.get('blas_core', 'unknown')}). Best of "
            f"{res['repeat']} runs. golden = operands + accumulate + to_float (exact int64 result); golden+codes "
            f"also derives the codes from the float input. Goal: golden / torch <= {GOAL}. Load average at the end "
            f"(1, 5, 15 min): {load} (other jobs share the machine; every column is measured interleaved, so the "
@@ -106,6 +107,8 @@ def markdown(res: dict) -> str:
                    f"{1e3 * s['torch']['best']:.2f} | {1e3 * s['golden']['best']:.2f} | {r['ratio']:.2f} | "
                    f"{1e3 * s['golden+codes']['best']:.2f} | {r['ratio_with_codes']:.2f} | {parts} |")
     env = f"OPENBLAS_NUM_THREADS={res['blas_threads']} " if res["blas_threads"].isdigit() else ""
+    if res.get("openblas_coretype_env"):
+        env = f"OPENBLAS_CORETYPE={res['openblas_coretype_env']} " + env
     out += ["", f"Reproduce: `{env}python -m bench.golden_speed {res['argv']}`", ""]
     return "\n".join(out)
 
@@ -117,6 +120,23 @@ def _blas() -> str:
         return f"{b.get('name')} {b.get('version')}"
     except Exception:  # noqa: BLE001 - informative only
         return "unknown"
+
+
+def _blas_core() -> str:
+    """The kernel family numpy's OpenBLAS runs (its CPU detection, or OPENBLAS_CORETYPE); informative only."""
+    try:
+        import ctypes
+        import glob
+        for lib in glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*")):
+            dll = ctypes.CDLL(lib)
+            for name in ("scipy_openblas_get_corename64_", "openblas_get_corename64_", "openblas_get_corename"):
+                fn = getattr(dll, name, None)
+                if fn is not None:
+                    fn.restype = ctypes.c_char_p
+                    return fn().decode()
+    except Exception:  # noqa: BLE001 - informative only
+        pass
+    return "unknown"
 
 
 @cli_main
@@ -163,7 +183,8 @@ def main(argv=None):
     if not runs:
         raise UserError("nothing to time: give --export or --sizes")
     res = {"runs": runs, "repeat": args.repeat, "torch_threads": torch.get_num_threads(),
-           "golden_threads": golden_threads, "blas": _blas(),
+           "golden_threads": golden_threads, "blas": _blas(), "blas_core": _blas_core(),
+           "openblas_coretype_env": os.environ.get("OPENBLAS_CORETYPE"),
            "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", f"default ({os.cpu_count()} cores)"),
            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
            "goal": GOAL, "argv": " ".join(argv) if argv is not None else " ".join(os.sys.argv[1:]),

@@ -182,7 +182,8 @@ def conv3x3(Z: np.ndarray, wmat: np.ndarray, dtype=np.float64) -> np.ndarray:
 # (``conv3x3_winograd_sigma``): 4x4 input tiles d (stride 2), 2x2 output tiles y,
 #     y = A^T [ sum_c (G g_c G^T) sigma_c  .  (B^T d_c B) ] A
 WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
-WINO_GB = (2.0, 3.0, 3.0, 2.0)  # per transform index i: (sum_k |G_ik|) * (sum_k |B^T_ik|) (B^T rows: two +-1 each)
+WINO_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
+WINO_AT2 = np.kron(WINO_AT, WINO_AT)  # (4, 16): y[k, l] = sum_ij A^T[k, i] A^T[l, j] M[i, j], row 2k + l
 
 
 def winograd_bound(channels: int, w_max: int, mant_max: int, p_max: int, const_max: int) -> int:
@@ -198,7 +199,7 @@ def winograd_bound(channels: int, w_max: int, mant_max: int, p_max: int, const_m
     return 4 * (64 * channels * w_max * mant_max * p_max + const_max)
 
 
-WINO_BLOCK_TILES = 1024  # output tiles per block (per sample): bounds the transformed arrays (16 C tiles doubles)
+WINO_BLOCK_TILES = 192  # output tiles per block: the transformed block (16 C tiles doubles, 1.6 MB at C 64) stays in L2
 
 
 def winograd_weights(w: np.ndarray) -> np.ndarray:
@@ -237,6 +238,8 @@ def conv3x3_winograd_sigma(P: np.ndarray, V: np.ndarray, sigma: np.ndarray, cons
     columns on the flattened R[k] with stride 2, so tile column j of a row reads R[2j .. 2j + 3] and each row
     yields tw + 1 values, the last one junk (it straddles two rows): the products and the output transform carry
     that junk column along (4% more work at 48 pixels wide) and it is dropped when the tile rows are written out.
+    The output transform is a BLAS product too: the 4 outputs of every tile as (4 x 16) +-1 combinations of its
+    16 products (``WINO_AT2``).
     Tile rows are processed in blocks of about ``WINO_BLOCK_TILES`` tiles, by ``threads`` worker threads (each
     block writes its own output rows; BLAS should then be single-threaded, e.g. ``OPENBLAS_NUM_THREADS=1``).
     """
@@ -301,19 +304,12 @@ def _winograd_block(P, Vs, const, out, r0: int, r1: int) -> None:
         np.subtract(o0, o1, out=U[k, 3])
     M = np.matmul(Vs, U.reshape(16, C, q), out=_scratch("M", 16 * O * q).reshape(16, O, q)).reshape(4, 4, O * q)
     M[1, 1].reshape(O, q)[:] += const
-    # Y = A^T M A, A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]: rows first (S), then columns, interleaved into Y
-    S = _scratch("S", 8 * O * q).reshape(2, 4, O * q)
-    np.add(M[0], M[1], out=S[0])
-    S[0] += M[2]
-    np.subtract(M[1], M[2], out=S[1])
-    S[1] -= M[3]
-    t = _scratch("t", O * q)
-    Y = _scratch("Y", 2 * O * q)  # (O, nt, tw + 1, 2): output row pairs, junk pair last
+    # Y = A^T M A for the 4 outputs (k, l) of every tile at once: one (4 x 16) by (16 x O q) product
+    Y4 = np.matmul(WINO_AT2, M.reshape(16, O * q), out=_scratch("Y4", 4 * O * q).reshape(4, O * q))
+    Y = _scratch("Y", 2 * O * q)  # (O, nt, tw + 1, 2): one output row of each tile row, junk pair last
     for k in range(2):
-        np.add(S[k, 0], S[k, 1], out=t)
-        np.add(t, S[k, 2], out=Y[0::2])
-        np.subtract(S[k, 1], S[k, 2], out=t)
-        np.subtract(t, S[k, 3], out=Y[1::2])
+        Y[0::2] = Y4[2 * k]
+        Y[1::2] = Y4[2 * k + 1]
         np.copyto(out[:, 2 * r0 + k:2 * r1:2], Y.reshape(O, nt, Wp)[:, :, :Wp - 2], casting="unsafe")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -45,6 +46,8 @@ def main(argv=None):
     ap.add_argument("--tiles", default="1", help="tiles per layer to simulate (or 'all')")
     ap.add_argument("--out-channels", type=int, default=16, help="output channels simulated per tile")
     ap.add_argument("--simulator", default="icarus", choices=("icarus", "verilator"))
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="simulator processes in parallel (default: up to 2)")
     ap.add_argument("--out", default="out/demo")
     args = ap.parse_args(argv)
     t_all = time.perf_counter()
@@ -64,6 +67,8 @@ def main(argv=None):
     from sim.runner import check_simulator
 
     check_simulator(args.simulator)  # fail before the heavy work when the simulator is missing
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {args.jobs}")
 
     t = _step(1, f"EDSR-baseline x2, weights {args.weights}")
     model = load_edsr(args.weights, 2)
@@ -119,7 +124,7 @@ def main(argv=None):
     from sim.verify import verify
 
     rep = verify(export_dir, layers="all", tiles=args.tiles, simulator=args.simulator, out_channels=args.out_channels,
-                 work_dir=out / "sim", quiet=True)
+                 work_dir=out / "sim", quiet=True, jobs=args.jobs)
     _done(t)
 
     t = _step(7, "MAC area (Yosys synth_ice40)")

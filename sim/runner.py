@@ -193,7 +193,7 @@ def _source_digest(paths, simulator: str, toplevel: str, waves: bool) -> str:
 
 
 @contextlib.contextmanager
-def _outside_pytest():
+def outside_pytest():
     """cocotb's runner calls sys.exit on a failing cocotb test when it sees PYTEST_CURRENT_TEST; the verify path
     wants to read the results itself, the same way inside and outside pytest."""
     saved = os.environ.pop("PYTEST_CURRENT_TEST", None)
@@ -247,7 +247,7 @@ def _build_locked(verilog: Path, toplevel: str, simulator: str, build_dir: Path,
     log_file = build_dir / "build.log" if log else None
     t0 = time.perf_counter()
     try:
-        with _outside_pytest():
+        with outside_pytest():
             runner.build(sources=[verilog], hdl_toplevel=toplevel, build_dir=build_dir, always=True,
                          timescale=TIMESCALE, waves=waves, log_file=log_file,
                          build_args=[] if simulator == "icarus" else ["-O3", "--x-assign", "fast"])
@@ -291,7 +291,7 @@ def run(bld: Build, *, test_module: str, test_dir: str | os.PathLike, extra_env:
     t0 = time.perf_counter()
     exit_exc = None
     try:
-        with _outside_pytest():
+        with outside_pytest():
             runner.test(test_module=test_module, hdl_toplevel=bld.toplevel, hdl_toplevel_lang="verilog",
                         build_dir=bld.build_dir,
                         test_dir=test_dir, results_xml=str(results_xml), extra_env=env, waves=waves,

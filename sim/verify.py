@@ -1,7 +1,7 @@
 """Verify generated RTL against the golden model on exported layers, bit for bit, under cocotb.
 
     python -m sim.verify --export DIR [--layers all|0,5,...] [--tiles N|all] [--simulator icarus|verilator]
-                         [--lanes L] [--json FILE]
+                         [--lanes L] [--jobs J] [--json FILE]
 
 Steps: load the export (golden.export_io) and its DatapathSpec; generate the RTL of that configuration
 (hw.generate.generate); build it once per configuration and simulator (cached under ``--work-dir``); compute the
@@ -255,17 +255,76 @@ def _simulate(bld, top, run_dir, stim_path, waves=False):
     return info, res
 
 
+def shard_layers(outputs: list[int], jobs: int) -> list[list[int]]:
+    """Split layer positions ``0..len(outputs)-1`` into at most ``jobs`` contiguous runs of similar output counts
+    (in order, so concatenating the shards' outputs gives the stream order)."""
+    jobs = max(1, min(int(jobs), len(outputs)))
+    total = sum(outputs)
+    shards, cur, done = [], [], 0
+    for i, n in enumerate(outputs):
+        cur.append(i)
+        done += n
+        left_layers = len(outputs) - i - 1
+        left_shards = jobs - len(shards) - 1
+        if left_shards > 0 and left_layers >= left_shards and (
+                done >= total * (len(shards) + 1) / jobs or left_layers == left_shards):
+            shards.append(cur)
+            cur = []
+    if cur:
+        shards.append(cur)
+    return shards
+
+
+def _simulate_shards(bld, top, run_dir, fmt, stim_meta, arrays, shards):
+    """Simulate each shard of layers in its own simulator process, in parallel, and merge the results in order.
+
+    One shard runs in ``run_dir`` itself. Merged: ``actual`` and the per-layer arrays concatenated, ``cycles`` and
+    ``cpu_seconds`` summed (simulated cycles and CPU time of all processes); ``info['seconds']`` is the wall time of
+    the parallel section."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(j, idx):
+        d = run_dir if len(shards) == 1 else run_dir / f"shard{j}"
+        d.mkdir(parents=True, exist_ok=True)
+        meta_j = dict(stim_meta, layer_meta=[stim_meta["layer_meta"][i] for i in idx])
+        stim_path = d / "stimulus.npz"
+        st.write_stimulus(stim_path, fmt, meta_j, [arrays[i] for i in idx])
+        return _simulate(bld, top, d, stim_path)
+
+    t0 = time.perf_counter()
+    if len(shards) == 1:
+        return one(0, shards[0])
+    with simrun.outside_pytest(), ThreadPoolExecutor(len(shards)) as pool:
+        outs = list(pool.map(lambda a: one(*a), enumerate(shards)))
+    seconds = time.perf_counter() - t0
+    infos, results = zip(*outs)
+    failed = [i for i in infos if not i["passed"]]
+    info = {"passed": not failed, "log": (failed or infos)[0]["log"], "seconds": seconds, "waves": None,
+            "logs": [i["log"] for i in infos]}
+    res = {"actual": np.concatenate([r["actual"] for r in results]),
+           "cycles": int(sum(int(r["cycles"]) for r in results))}
+    if all("cpu_seconds" in r for r in results):
+        res["cpu_seconds"] = float(sum(float(r["cpu_seconds"]) for r in results))
+    for k in ("layer_cycles", "layer_table_cycles", "layer_seconds", "layer_stream_seconds",
+              "layer_stream_cpu_seconds"):
+        if all(k in r for r in results):
+            res[k] = np.concatenate([r[k] for r in results])
+    return info, res
+
+
 def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icarus", lanes=None, *,
            top: str = "engine", fault=None, tile_size: int = DEFAULT_TILE_SIZE, out_channels=None, seed: int = 0,
            work_dir=None, json_path=None, waves_on_mismatch: bool = True, netlist: str = "generated",
-           quiet: bool = False) -> dict:
+           quiet: bool = False, jobs: int = 1) -> dict:
     """Verify the RTL of ``export_dir``'s configuration on its layers; returns the report dict.
 
     ``layers``: 'all' or indices; ``tiles``: tiles per layer (int) or 'all' (whole layers); ``out_channels``: output
     channels per tile (default all; a run of that many, rotated by layer index); ``lanes``: engine lanes (default
     channels); ``top``: 'engine' or 'mac'; ``fault``: hw.generate fault name (mutation testing); ``netlist``:
     'generated' (default: simulate the generated file) or 'flat' (an equivalent Yosys-flattened copy, about 3x faster
-    under Icarus; see :func:`sim.runner.flat_netlist`).
+    under Icarus; see :func:`sim.runner.flat_netlist`); ``jobs``: simulator processes run in parallel, each on a
+    contiguous run of the layers (at most one per layer; ``mac_per_s`` is then the aggregate over the wall time,
+    ``mac_per_cpu_s`` the figure per busy core).
     """
     from golden.export_io import load_export, load_manifest, spec_from_manifest
 
@@ -282,6 +341,8 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     chosen = parse_layers(layers, available)
     tiles = parse_tiles(tiles)
     lanes = choose_lanes(spec, lanes)
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise UserError(f"jobs must be a positive integer, got {jobs!r}")
     work = Path(work_dir or "sim_build").resolve()
     _, lay_data = load_export(export_dir, spec, layers=chosen)
 
@@ -308,12 +369,13 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
         fmt = st.MAC_FORMAT
     prep_seconds = time.perf_counter() - t0
     run_dir = _run_dir(work, f"{export_dir.resolve().name}-{v_path.stem}-{simulator}")
-    stim_path = run_dir / "stimulus.npz"
-    st.write_stimulus(stim_path, fmt, stim_meta, arrays)
+    shards = shard_layers([m["outputs"] for m in meta], jobs)
     n_out = sum(m["outputs"] for m in meta)
-    _say(f"simulating {n_out} outputs of {len(meta)} layers under {simulator} (log: {run_dir / 'sim.log'})", quiet)
+    where = run_dir / "sim.log" if len(shards) == 1 else run_dir / "shard*" / "sim.log"
+    _say(f"simulating {n_out} outputs of {len(meta)} layers under {simulator}"
+         f"{f' in {len(shards)} parallel processes' if len(shards) > 1 else ''} (log: {where})", quiet)
 
-    info, res = _simulate(bld, top, run_dir, stim_path)
+    info, res = _simulate_shards(bld, top, run_dir, fmt, stim_meta, arrays, shards)
     expected = np.concatenate([d["expected"] for d in arrays])
     actual = res["actual"]
     compared = min(len(actual), len(expected))
@@ -342,7 +404,9 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
         layer_rows.append(row)
     macs = int(sum(m["macs"] for m in meta))
     sim_seconds = float(info["seconds"])
-    stream_seconds = float(res["layer_stream_seconds"].sum()) if "layer_stream_seconds" in res else None
+    # (with parallel shards a stream time summed over processes is no wall time: left out)
+    stream_seconds = (float(res["layer_stream_seconds"].sum())
+                      if "layer_stream_seconds" in res and len(shards) == 1 else None)
     cpu_seconds = float(res["cpu_seconds"]) if "cpu_seconds" in res else None
     stream_cpu = float(res["layer_stream_cpu_seconds"].sum()) if "layer_stream_cpu_seconds" in res else None
     report = {
@@ -350,6 +414,7 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
         "fault": fault, "netlist": netlist if netlist == "generated" else f"flat: {sim_v}", "tiles": tiles, "tile_size": tile_size, "out_channels": out_channels, "spec": spec.widths(), "rtl": str(v_path),
         "latency": latency, "layers": layer_rows, "outputs": int(len(expected)), "compared": int(compared),
         "mismatches": mismatches, "bit_exact": mismatches == 0, "cycles": int(res["cycles"]), "macs": macs,
+        "jobs": len(shards),
         "sim_seconds": round(sim_seconds, 3), "mac_per_s": round(macs / sim_seconds, 1),
         "cycles_per_s": round(int(res["cycles"]) / sim_seconds, 1),
         "stream_mac_per_s": round(macs / stream_seconds, 1) if stream_seconds else None,
@@ -426,8 +491,9 @@ def format_report(r: dict) -> str:
     lines.append(f"layers: {len(r['layers'])}, outputs compared: {r['compared']} of {r['outputs']}, "
                  f"mismatches: {r['mismatches']}")
     stream = f", {r['stream_mac_per_s']:,.0f} MAC/s while streaming" if r.get("stream_mac_per_s") else ""
-    lines.append(f"simulated cycles: {r['cycles']}, {r['macs']:,} MACs in {r['sim_seconds']:.1f} s of simulation: "
-                 f"{r['mac_per_s']:,.0f} MAC/s{stream}")
+    procs = f" ({r['jobs']} simulator processes in parallel)" if r.get("jobs", 1) > 1 else ""
+    lines.append(f"simulated cycles: {r['cycles']}, {r['macs']:,} MACs in {r['sim_seconds']:.1f} s of simulation"
+                 f"{procs}: {r['mac_per_s']:,.0f} MAC/s{stream}")
     if r.get("mac_per_cpu_s"):
         lines.append(f"per CPU second of the simulator process: {r['mac_per_cpu_s']:,.0f} MAC/s"
                      + (f", {r['stream_mac_per_cpu_s']:,.0f} MAC/s while streaming" if r.get("stream_mac_per_cpu_s")
@@ -463,6 +529,8 @@ def main(argv=None):
     ap.add_argument("--work-dir", default="sim_build", help="RTL, builds and runs (default sim_build/)")
     ap.add_argument("--netlist", default="generated", choices=NETLISTS,
                     help="simulate the generated file (default) or an equivalent Yosys-flattened copy (faster)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="simulator processes in parallel, each on a run of the layers (default 1)")
     ap.add_argument("--no-waves", action="store_true", help="do not re-run a mismatch with waves on")
     ap.add_argument("--json", default=None, help="write the report as JSON to this file")
     args = ap.parse_args(argv)
@@ -480,7 +548,7 @@ def main(argv=None):
                     top=args.top, fault=args.fault, tile_size=args.tile_size, out_channels=out_channels,
                     seed=args.seed,
                     work_dir=args.work_dir, json_path=args.json, waves_on_mismatch=not args.no_waves,
-                    netlist=args.netlist)
+                    netlist=args.netlist, jobs=args.jobs)
     print(format_report(report))
     return 0 if report["bit_exact"] else 1
 

@@ -22,7 +22,7 @@ import pytest
 from golden.errors import UserError
 from golden.spec import DatapathSpec
 from sim import runner as simrun
-from sim.verify import choose_lanes, main, parse_layers, parse_tiles, verify
+from sim.verify import choose_lanes, main, parse_layers, parse_tiles, shard_layers, verify
 
 # Icarus simulates the 64-lane engine at roughly 20 beats (outputs) per CPU second, so the routine runs take one
 # 2x2 corner tile per layer (the corner rotates with the layer index: all 9 padding patterns over 4 layers) and
@@ -63,9 +63,27 @@ def test_icarus_default_export_all_layers(default_export, sim_work):
 @needs_icarus
 def test_icarus_alt_export_all_layers(alt_export, sim_work):
     r = verify(alt_export, layers="all", tiles=ROUTINE_TILES, out_channels=ROUTINE_OUT_CHANNELS,
-               simulator="icarus", work_dir=sim_work, quiet=True)
+               simulator="icarus", work_dir=sim_work, quiet=True, jobs=2)
     _check_clean(r, 32)
     assert r["spec"]["words"] == 3 and r["spec"]["act_bits"] == 5
+    assert r["jobs"] == 2   # two Icarus processes, each on 16 layers, merged in order
+
+
+def test_shard_layers_contiguous_balanced():
+    assert shard_layers([5] * 32, 2) == [list(range(16)), list(range(16, 32))]
+    assert shard_layers([10, 1, 1, 1], 2) == [[0], [1, 2, 3]]
+    assert shard_layers([1, 1, 1, 10], 2) == [[0, 1, 2], [3]]
+    assert shard_layers([3], 4) == [[0]]
+    for outputs in ([1] * 7, [4, 9, 1, 1, 30, 2], [2, 2]):
+        for jobs in range(1, 9):
+            shards = shard_layers(outputs, jobs)
+            assert [i for s in shards for i in s] == list(range(len(outputs)))
+            assert 1 <= len(shards) <= min(jobs, len(outputs)) and all(shards)
+
+
+def test_jobs_must_be_positive(default_export):
+    with pytest.raises(UserError, match="jobs"):
+        verify(default_export, simulator="icarus" if shutil.which("iverilog") else "verilator", jobs=0)
 
 
 @needs_icarus

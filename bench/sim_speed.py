@@ -1,7 +1,7 @@
 """Simulation speed of the verification flow: MAC/s of the generated conv engine under Icarus and Verilator.
 
-    python -m bench.sim_speed [--export DIR] [--layer 0] [--simulators icarus,verilator] [--lanes 64]
-        [--icarus-tiles 4] [--verilator-tiles all] [--work-dir sim_build] [--out bench/results]
+    python -m bench.sim_speed [--export DIR] [--layers 0] [--simulators icarus,verilator] [--lanes 64]
+        [--icarus-tiles 4] [--verilator-tiles all] [--jobs 1] [--work-dir sim_build] [--out bench/results]
 
 Each run is ``sim.verify`` (cocotb testbench, every output compared with the golden model, bit for bit) on one
 layer: ``--export`` (a real export) or, without it, a synthetic 64 -> 64 channel layer of ``--size`` pixels
@@ -12,6 +12,10 @@ counted for every compared output (outputs x C x 9). Figures per run:
 * ``stream MAC/s``: MACs / wall time of the beat streaming only;
 * ``MAC/CPU-s``: MACs / CPU time of the simulator process (cocotb runs in it), i.e. the figure on an idle core;
   on a shared machine the wall figures depend on the load, so both are reported.
+
+``--jobs 1,2`` repeats each Icarus run with that many simulator processes in parallel (``sim.verify --jobs``: each
+process takes a contiguous run of ``--layers``, so give at least as many layers as jobs); its ``MAC/s`` is then the
+aggregate of the processes over the wall time.
 
 Build times (RTL generation is cached; the simulator build is not when ``--rebuild``) are listed too. Writes
 ``sim_speed.json`` and ``sim_speed.md`` to ``--out``.
@@ -58,12 +62,13 @@ def markdown(rows: list[dict], meta: dict) -> str:
     lines = ["# Simulation speed (sim.verify, every output checked against the golden model)", "",
              f"{meta['when']}, {meta['machine']}; input: {meta['input']}; load average at start "
              f"{meta['loadavg']}.", "",
-             "| simulator | netlist | lanes | outputs | cycles | MACs | sim s | MAC/s | stream MAC/s | MAC/CPU-s | "
-             "build s | goal | bit-exact |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| simulator | netlist | lanes | processes | outputs | cycles | MACs | sim s | MAC/s | stream MAC/s | "
+             "MAC/CPU-s | build s | goal | bit-exact |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         goal = GOALS.get(r["simulator"])
-        lines.append(f"| {r['simulator']} | {r['netlist']} | {r['lanes']} | {r['outputs']} | {r['cycles']} | {r['macs']:,} | "
+        lines.append(f"| {r['simulator']} | {r['netlist']} | {r['lanes']} | {r.get('jobs', 1)} | {r['outputs']} | "
+                     f"{r['cycles']} | {r['macs']:,} | "
                      f"{r['sim_seconds']:.1f} | {r['mac_per_s']:,.0f} | {r['stream_mac_per_s'] or 0:,.0f} | "
                      f"{r['mac_per_cpu_s'] or 0:,.0f} | {r['build_seconds']:.1f}{' (cached)' if r['build_cached'] else ''}"
                      f" | {goal:,} | {'yes' if r['bit_exact'] else 'NO'} |")
@@ -75,7 +80,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.sim_speed", description=__doc__.split("\n\n")[0])
     ap.add_argument("--export", default=None, help="export folder (default: a synthetic 64->64 layer)")
-    ap.add_argument("--layer", type=int, default=0, help="layer index of the export (default 0)")
+    ap.add_argument("--layers", default="0", help="comma-separated layer indices of the export (default 0)")
+    ap.add_argument("--jobs", default="1", help="comma-separated parallel simulator process counts for Icarus "
+                                                "(default 1)")
     ap.add_argument("--size", type=int, default=48, help="synthetic layer size in pixels (default 48)")
     ap.add_argument("--simulators", default="icarus,verilator", help="comma-separated (default both)")
     ap.add_argument("--lanes", default="64", help="comma-separated lane counts (default 64: one beat per output)")
@@ -94,9 +101,20 @@ def main(argv=None):
     except ValueError:
         raise UserError(f"--lanes must be comma-separated integers, got {args.lanes!r}") from None
     work = Path(args.work_dir)
+    try:
+        layers = [int(v) for v in args.layers.split(",") if v.strip()]
+        jobs_list = [int(v) for v in args.jobs.split(",") if v.strip()]
+    except ValueError:
+        raise UserError("--layers and --jobs must be comma-separated integers") from None
+    if not layers or not jobs_list or min(jobs_list) < 1:
+        raise UserError("--layers needs at least one index and --jobs positive counts")
     if args.export:
-        export_dir, what = Path(args.export), f"layer {args.layer} of {args.export}"
+        export_dir, what = Path(args.export), f"layers {args.layers} of {args.export}"
     else:
+        if layers != [0]:
+            raise UserError("the synthetic layer has only layer 0: give --export for other layers")
+        if max(jobs_list) > 1:
+            raise UserError("--jobs above 1 needs several layers: give --export and --layers")
         export_dir = synthetic_export(work / "bench_export", args.size)
         what = f"synthetic layer {args.size}x{args.size}, 64 -> 64 channels"
     meta = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine":
@@ -107,18 +125,22 @@ def main(argv=None):
     rows = []
     for sim in sims:
         for lanes in lanes_list:
-            for netlist in (netlists if sim == "icarus" else ["generated"]):
+            for netlist, jobs in [(n, j) for n in (netlists if sim == "icarus" else ["generated"])
+                                  for j in (jobs_list if sim == "icarus" else [1])]:
                 tiles = args.icarus_tiles if sim == "icarus" else args.verilator_tiles
-                r = verify(export_dir, layers=[args.layer], tiles=tiles, simulator=sim, lanes=lanes, work_dir=work,
-                           netlist=netlist, quiet=False)
+                lay = layers if sim == "icarus" else layers[:1]
+                r = verify(export_dir, layers=lay, tiles=tiles, simulator=sim, lanes=lanes, work_dir=work,
+                           netlist=netlist, quiet=False, jobs=jobs)
                 row = {k: r[k] for k in ("simulator", "lanes", "outputs", "cycles", "macs", "sim_seconds",
                                          "mac_per_s", "stream_mac_per_s", "mac_per_cpu_s", "stream_mac_per_cpu_s",
                                          "cycles_per_s", "build_seconds", "build_cached", "bit_exact", "mismatches",
                                          "tiles")}
                 row["netlist"] = netlist
+                row["jobs"] = r.get("jobs", 1)
+                row["layers"] = lay
                 rows.append(row)
                 goal = GOALS.get(sim, 0)
-                print(f"{sim:9s} {netlist:9s} lanes {lanes:3d}: {r['outputs']} outputs, {r['cycles']} cycles, "
+                print(f"{sim:9s} {netlist:9s} lanes {lanes:3d} x{row['jobs']}: {r['outputs']} outputs, {r['cycles']} cycles, "
                       f"{r['macs']:,} MACs in {r['sim_seconds']:.1f} s: {r['mac_per_s']:,.0f} MAC/s (stream "
                       f"{r['stream_mac_per_s'] or 0:,.0f}; {r['mac_per_cpu_s'] or 0:,.0f} per CPU s; goal {goal:,}); "
                       f"bit-exact: {r['bit_exact']}")

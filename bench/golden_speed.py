@@ -36,16 +36,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 GOAL = 1.5
 
 
-def _best(fn, repeat: int) -> tuple[float, float]:
-    fn()
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return min(ts), statistics.median(ts)
-
-
 def time_layer(layer, spec: DatapathSpec, repeat: int, threads: int = 1) -> dict:
     x = torch.from_numpy(layer.x)
     w = torch.from_numpy((layer.weight_q.astype(np.int32) - layer.zero_point[:, None, None, None])
@@ -71,19 +61,23 @@ def time_layer(layer, spec: DatapathSpec, repeat: int, threads: int = 1) -> dict
     ops = operands(layer, spec)
     acc = accumulate(ops, spec)
 
-    # interleave the measurements so that load from other processes hits all of them alike
-    res = {}
-    for _ in range(2):
-        for name, fn in (("torch", torch_conv), ("golden", golden), ("golden+codes", golden_codes),
-                         ("codes", codes_only), ("operands", lambda: operands(layer, spec)),
-                         ("accumulate", lambda: accumulate(ops, spec, threads=threads)),
-                         ("to_float", lambda: to_float(acc, ops, layer.weight_scale))):
-            best, med = _best(fn, max(1, repeat // 2))
-            if name not in res or best < res[name]["best"]:
-                res[name] = {"best": best, "median": med}
+    # interleave the measurements run by run, so that load from other processes hits all of them alike
+    fns = (("torch", torch_conv), ("golden", golden), ("golden+codes", golden_codes), ("codes", codes_only),
+           ("operands", lambda: operands(layer, spec)), ("accumulate", lambda: accumulate(ops, spec, threads=threads)),
+           ("to_float", lambda: to_float(acc, ops, layer.weight_scale)))
+    times = {name: [] for name, _ in fns}
+    for name, fn in fns:  # warm-up
+        fn()
+    for _ in range(repeat):
+        for name, fn in fns:
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    res = {name: {"best": min(ts), "median": statistics.median(ts)} for name, ts in times.items()}
     n, c, o, h, wd = layer.shape
     return {"layer": layer.name, "shape": {"N": n, "C": c, "O": o, "H": h, "W": wd},
             "seconds": res, "ratio": res["golden"]["best"] / res["torch"]["best"],
+            "ratio_median": res["golden"]["median"] / res["torch"]["median"],
             "ratio_with_codes": res["golden+codes"]["best"] / res["torch"]["best"]}
 
 
@@ -92,20 +86,22 @@ def markdown(res: dict) -> str:
     out = ["# Golden integer layer vs PyTorch float32 conv", "",
            f"{res['machine']}; torch threads {res['torch_threads']}, golden worker threads "
            f"{res.get('golden_threads', 1)}, numpy BLAS: {res['blas']} (threads: {res['blas_threads']}, kernels: "
-           f"{res.get('blas_core', 'unknown')}). Best of "
-           f"{res['repeat']} runs. golden = operands + accumulate + to_float (exact int64 result); golden+codes "
+           f"{res.get('blas_core', 'unknown')}). Best (and median) of "
+           f"{res['repeat']} runs, every function run in turn. golden = operands + accumulate + to_float (exact int64 "
+           f"result); golden+codes "
            f"also derives the codes from the float input. Goal: golden / torch <= {GOAL}. Load average at the end "
            f"(1, 5, 15 min): {load} (other jobs share the machine; every column is measured interleaved, so the "
            f"ratio compares both under the same load).", "",
            "| input | N x C -> O x H x W | torch conv (ms) | golden (ms) | golden / torch | golden+codes (ms) | "
-           "(golden+codes) / torch | operands / accumulate / to_float (ms) |",
-           "|---|---|---:|---:|---:|---:|---:|---:|"]
+           "(golden+codes) / torch | operands / accumulate / to_float (ms) | golden / torch of the medians |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in res["runs"]:
         s, sh = r["seconds"], r["shape"]
         parts = " / ".join(f"{1e3 * s[k]['best']:.2f}" for k in ("operands", "accumulate", "to_float"))
         out.append(f"| {r['source']} {r['layer']} | {sh['N']} x {sh['C']} -> {sh['O']} x {sh['H']} x {sh['W']} | "
                    f"{1e3 * s['torch']['best']:.2f} | {1e3 * s['golden']['best']:.2f} | {r['ratio']:.2f} | "
-                   f"{1e3 * s['golden+codes']['best']:.2f} | {r['ratio_with_codes']:.2f} | {parts} |")
+                   f"{1e3 * s['golden+codes']['best']:.2f} | {r['ratio_with_codes']:.2f} | {parts} | "
+                   f"{r['ratio_median']:.2f} |")
     env = f"OPENBLAS_NUM_THREADS={res['blas_threads']} " if res["blas_threads"].isdigit() else ""
     if res.get("openblas_coretype_env"):
         env = f"OPENBLAS_CORETYPE={res['openblas_coretype_env']} " + env

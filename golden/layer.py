@@ -320,18 +320,19 @@ def mu_taps(w: np.ndarray, mu: np.ndarray) -> np.ndarray:
 
 def mu_border(acc: np.ndarray, S: np.ndarray) -> None:
     """Add to ``acc`` (O, H, W) int64, holding sum_t S[o, t] at every pixel, the correction on the border pixels
-    where some taps fall on the zero padding (their mu_m is masked out: the padding is 0, not the mean)."""
+    where some taps fall on the zero padding (their mu_m is masked out: the padding is 0, not the mean).
+    Exact int64; touches the first and last rows and columns only (a loop over those at most 4 lines)."""
     O, H, W = acc.shape
     K = S.sum(axis=(1, 2))
     d = np.arange(3)[:, None] - 1
-    rv = ((np.arange(H) + d >= 0) & (np.arange(H) + d < H)).astype(np.int64)  # (3, H): tap row dy inside
+    rv = (np.arange(H) + d >= 0) & (np.arange(H) + d < H)  # (3, H): tap row dy inside the image
     cv = ((np.arange(W) + d >= 0) & (np.arange(W) + d < W)).astype(np.int64)  # (3, W)
-    ys = sorted({0, H - 1})
-    acc[:, ys, :] += np.einsum("oab,ay,bx->oyx", S, rv[:, ys], cv) - K[:, None, None]
-    if H > 2:
-        xs = sorted({0, W - 1})
-        inner = np.einsum("ob,bx->ox", S.sum(axis=1), cv[:, xs]) - K[:, None]  # rows 1 .. H-2: all row taps valid
-        acc[:, 1:H - 1, xs] += inner[:, None, :]
+    for y in sorted({0, H - 1}):
+        acc[:, y, :] += S[:, rv[:, y], :].sum(axis=1) @ cv - K[:, None]
+    if H > 2:  # rows 1 .. H-2: every row tap inside, only the columns 0 and W-1 lose taps
+        Sx = S.sum(axis=1)  # (O, 3)
+        for x in sorted({0, W - 1}):
+            acc[:, 1:H - 1, x] += (Sx @ cv[:, x] - K)[:, None]
 
 
 def _digit_bits(C: int, w_max: int) -> int:

@@ -61,7 +61,8 @@ def time_layer(layer, spec: DatapathSpec, repeat: int, threads: int = 1) -> dict
     ops = operands(layer, spec)
     acc = accumulate(ops, spec)
 
-    # interleave the measurements run by run, so that load from other processes hits all of them alike
+    # interleave the measurements, so that load from other processes hits all of them alike: in every round each
+    # function runs twice in a row and the second run is timed (warm caches, as in a loop over layers of one size)
     fns = (("torch", torch_conv), ("golden", golden), ("golden+codes", golden_codes), ("codes", codes_only),
            ("operands", lambda: operands(layer, spec)), ("accumulate", lambda: accumulate(ops, spec, threads=threads)),
            ("to_float", lambda: to_float(acc, ops, layer.weight_scale)))
@@ -70,6 +71,7 @@ def time_layer(layer, spec: DatapathSpec, repeat: int, threads: int = 1) -> dict
         fn()
     for _ in range(repeat):
         for name, fn in fns:
+            fn()
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
@@ -87,8 +89,8 @@ def markdown(res: dict) -> str:
            f"{res['machine']}; torch threads {res['torch_threads']}, golden worker threads "
            f"{res.get('golden_threads', 1)}, numpy BLAS: {res['blas']} (threads: {res['blas_threads']}, kernels: "
            f"{res.get('blas_core', 'unknown')}). Best (and median) of "
-           f"{res['repeat']} runs, every function run in turn. golden = operands + accumulate + to_float (exact int64 "
-           f"result); golden+codes "
+           f"{res['repeat']} runs, the functions in turn (each run twice, the second timed). golden = operands + "
+           f"accumulate + to_float (exact int64 result); golden+codes "
            f"also derives the codes from the float input. Goal: golden / torch <= {GOAL}. Load average at the end "
            f"(1, 5, 15 min): {load} (other jobs share the machine; every column is measured interleaved, so the "
            f"ratio compares both under the same load).", "",

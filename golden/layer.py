@@ -247,7 +247,9 @@ def conv3x3_winograd_sigma(P: np.ndarray, V: np.ndarray, sigma: np.ndarray, cons
     th, tw = (H + 1) // 2, (W + 1) // 2
     Vs = V * np.asarray(sigma, dtype=np.float64)[None, None, :]  # (16, O, C), exact
     const = np.asarray(const, dtype=np.float64)[:, None]
-    rows = max(1, min(th, WINO_BLOCK_TILES // tw, -(-th // threads)))
+    nblocks = -(-th // max(1, min(th, WINO_BLOCK_TILES // tw)))  # blocks of at most WINO_BLOCK_TILES tiles
+    nblocks = -(-nblocks // threads) * threads if th >= threads else nblocks  # as many per worker
+    rows = -(-th // nblocks)
     blocks = [(r0, min(th, r0 + rows)) for r0 in range(0, th, rows)]
     if threads > 1 and len(blocks) > 1:  # NumPy and BLAS release the GIL: blocks run in parallel
         list(_pool(threads).map(lambda b: _winograd_block(P, Vs, const, out, *b), blocks))

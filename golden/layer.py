@@ -245,6 +245,7 @@ def conv3x3_winograd_sigma(P: np.ndarray, V: np.ndarray, sigma: np.ndarray, cons
     """
     H, W = P.shape[1:]
     th, tw = (H + 1) // 2, (W + 1) // 2
+    threads = max(1, int(threads))
     Vs = V * np.asarray(sigma, dtype=np.float64)[None, None, :]  # (16, O, C), exact
     const = np.asarray(const, dtype=np.float64)[:, None]
     nblocks = -(-th // max(1, min(th, WINO_BLOCK_TILES // tw)))  # blocks of at most WINO_BLOCK_TILES tiles

@@ -245,6 +245,8 @@ def _build_locked(verilog: Path, toplevel: str, simulator: str, build_dir: Path,
                 return Build(simulator, toplevel, verilog, build_dir, waves, 0.0, True)
     runner = get_runner(simulator)
     log_file = build_dir / "build.log" if log else None
+    image.unlink(missing_ok=True)
+    stamp.unlink(missing_ok=True)
     t0 = time.perf_counter()
     try:
         with outside_pytest():
@@ -255,6 +257,9 @@ def _build_locked(verilog: Path, toplevel: str, simulator: str, build_dir: Path,
         where = f"; see {log_file}" if log_file else ""
         raise SimulationFailed(f"{simulator} build of {verilog.name} failed ({exc}){where}") from None
     seconds = time.perf_counter() - t0
+    if not image.is_file():   # a compiler can report errors and still exit 0: never run a stale or missing image
+        where = f"; see {log_file}" if log_file else ""
+        raise SimulationFailed(f"{simulator} build of {verilog.name} produced no simulation image{where}")
     tmp = stamp.with_suffix(".tmp")
     tmp.write_text(json.dumps({"digest": digest, "verilog": str(verilog), "seconds": seconds}))
     os.replace(tmp, stamp)

@@ -204,3 +204,24 @@ def test_verilator_full_layer_48x48(export_48, sim_work):
     print(f"\nverilator full layer: {r['outputs']} outputs, {r['cycles']} cycles in {r['sim_seconds']:.1f} s: "
           f"{r['mac_per_s']:,.0f} MAC/s ({r['mac_per_cpu_s']:,.0f} per CPU s)")
     assert np.isfinite(r["mac_per_s"])
+
+
+@needs_icarus
+def test_build_without_image_is_an_error(tmp_path, monkeypatch):
+    """A compiler that exits 0 without writing its image (Icarus does on some internal errors) must not let a stale
+    image run: the old image is removed first and a missing one is a one-line SimulationFailed."""
+    src = tmp_path / "t.v"
+    src.write_text("module t(input clk); endmodule\n")
+    build_dir = tmp_path / "b"
+    bld = simrun.build(src, toplevel="t", simulator="icarus", build_dir=build_dir)
+    assert (build_dir / "sim.vvp").is_file() and not bld.cached
+
+    class SilentRunner:
+        def build(self, **kwargs):
+            pass
+
+    monkeypatch.setattr(simrun, "get_runner", lambda simulator: SilentRunner())
+    src.write_text("module t(input clk, input d); endmodule\n")   # a new digest: a rebuild
+    with pytest.raises(simrun.SimulationFailed, match="no simulation image"):
+        simrun.build(src, toplevel="t", simulator="icarus", build_dir=build_dir)
+    assert not (build_dir / "sim.vvp").exists()

@@ -76,6 +76,7 @@ def dfsq_codes(xn: torch.Tensor, mid: torch.Tensor) -> torch.Tensor:
 
 
 LUT_CELLS = 4096
+MAX_ITERS = 8   # above this, torch.searchsorted (8 compares of a binary search over 256 points) is cheaper
 
 
 class CodeTable:
@@ -86,11 +87,17 @@ class CodeTable:
     float32 rounding of the cell index), and ``iters`` the most midpoints any cell (with margins) holds. Then
     ``iters`` steps of ``code += xn > mid[c, code]`` reach the exact code: codes only grow, and stop at the
     first midpoint >= xn, i.e. the count of midpoints < xn. Values outside [-1, 1] land in the end cells, whose
-    bounds are open (first cell starts at code 0; last cell may need every remaining midpoint)."""
+    bounds are open (first cell starts at code 0; last cell may need every remaining midpoint).
 
-    def __init__(self, mid: torch.Tensor, cells: int = LUT_CELLS):
+    When some cell holds more than ``max_iters`` midpoints (duplicate points: at 8 bits many k-means centres snap
+    to the same universal value, and a cell can hold 50 copies of one midpoint), ``iters`` full passes would cost
+    more than a binary search, so :meth:`codes` uses ``torch.searchsorted`` itself (the same codes)."""
+
+    def __init__(self, mid: torch.Tensor, cells: int = LUT_CELLS, max_iters: int = MAX_ITERS):
         c, km1 = mid.shape
         self.cells = cells
+        self.mid = mid.contiguous()
+        self.max_iters = max_iters
         edges = torch.linspace(-1.0, 1.0, cells + 1, dtype=torch.float64)
         m = mid.double()
         lo = torch.searchsorted(m, (edges[:-1] - 1e-6).expand(c, cells).contiguous(), side="left")
@@ -103,6 +110,8 @@ class CodeTable:
 
     def codes(self, xn: torch.Tensor) -> torch.Tensor:
         """Codes (int64, same shape) for ``xn`` (N, C, H, W) float32."""
+        if self.iters > self.max_iters:
+            return dfsq_codes(xn, self.mid)
         n, c, h, w = xn.shape
         flat = xn.permute(1, 0, 2, 3).reshape(c, -1)
         cell = ((flat + 1.0) * (self.cells / 2)).nan_to_num_(0.0).to(torch.int64).clamp_(0, self.cells - 1)

@@ -200,8 +200,9 @@ def test_dfsq_beats_minmax_at_low_bits(default_export, x2_model, one_thread):
     assert err["dfsq"] < err["minmax"], err
 
 
+@pytest.mark.parametrize("max_iters", [10 ** 9, 8])
 @pytest.mark.parametrize("k", [4, 16, 256])
-def test_code_table_equals_searchsorted(k):
+def test_code_table_equals_searchsorted(k, max_iters):
     """The fast code lookup equals searchsorted(mid, xn, side='left') exactly, also on midpoints, on duplicate
     points, at +-1 and outside [-1, 1]."""
     from dfsq.quantize import CodeTable, dfsq_codes, midpoints
@@ -223,4 +224,7 @@ def test_code_table_equals_searchsorted(k):
                             np.float32), (c, 1))
     x = np.concatenate(xs + [edge], 1)[None]  # (1, C, 1, M)
     x = torch.from_numpy(x.reshape(1, c, 1, -1))
-    assert torch.equal(CodeTable(mid).codes(x), dfsq_codes(x, mid))
+    table = CodeTable(mid, max_iters=max_iters)
+    assert torch.equal(table.codes(x), dfsq_codes(x, mid))
+    if max_iters > 10 ** 6:
+        assert table.iters <= max_iters   # the iterative path itself was checked

@@ -58,6 +58,11 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _num(v) -> str:
+    """A rate, or 'n/a' (e.g. the streaming rate of parallel processes, which has no single wall time)."""
+    return "n/a" if not v else f"{v:,.0f}"
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = ["# Simulation speed (sim.verify, every output checked against the golden model)", "",
              f"{meta['when']}, {meta['machine']}; input: {meta['input']}; load average at start "
@@ -69,7 +74,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         goal = GOALS.get(r["simulator"])
         lines.append(f"| {r['simulator']} | {r['netlist']} | {r['lanes']} | {r.get('jobs', 1)} | {r['outputs']} | "
                      f"{r['cycles']} | {r['macs']:,} | "
-                     f"{r['sim_seconds']:.1f} | {r['mac_per_s']:,.0f} | {r['stream_mac_per_s'] or 0:,.0f} | "
+                     f"{r['sim_seconds']:.1f} | {r['mac_per_s']:,.0f} | {_num(r['stream_mac_per_s'])} | "
                      f"{r['mac_per_cpu_s'] or 0:,.0f} | {r['build_seconds']:.1f}{' (cached)' if r['build_cached'] else ''}"
                      f" | {goal:,} | {'yes' if r['bit_exact'] else 'NO'} |")
     lines += ["", f"Command: `{meta['command']}`", ""]
@@ -142,7 +147,7 @@ def main(argv=None):
                 goal = GOALS.get(sim, 0)
                 print(f"{sim:9s} {netlist:9s} lanes {lanes:3d} x{row['jobs']}: {r['outputs']} outputs, {r['cycles']} cycles, "
                       f"{r['macs']:,} MACs in {r['sim_seconds']:.1f} s: {r['mac_per_s']:,.0f} MAC/s (stream "
-                      f"{r['stream_mac_per_s'] or 0:,.0f}; {r['mac_per_cpu_s'] or 0:,.0f} per CPU s; goal {goal:,}); "
+                      f"{_num(r['stream_mac_per_s'])}; {r['mac_per_cpu_s'] or 0:,.0f} per CPU s; goal {goal:,}); "
                       f"bit-exact: {r['bit_exact']}")
     out = Path(args.out)
     _atomic_text(out / "sim_speed.json", json.dumps({"meta": meta, "runs": rows}, indent=2) + "\n")

@@ -71,6 +71,16 @@ def signed_bits(max_abs: int) -> int:
     return int(max_abs).bit_length() + 1
 
 
+def _largest_exponent(m: float, limit: int) -> int:
+    """The largest integer E with ``m * 2**E <= limit`` (m > 0), exact in float arithmetic (log2 only seeds it)."""
+    e = math.floor(math.log2(limit / m))
+    while m * 2.0 ** (e + 1) <= limit:
+        e += 1
+    while m * 2.0 ** e > limit:
+        e -= 1
+    return e
+
+
 def round_half_up(x):
     """The datapath's one rounding rule: floor(x + 0.5), elementwise, to int64."""
     return np.floor(np.asarray(x, dtype=np.float64) + 0.5).astype(np.int64)
@@ -361,12 +371,7 @@ class DatapathSpec:
             raise SpecError("scale or mean is not finite")
         if m == 0.0:
             return 0
-        e = math.floor(math.log2(self.mant_max / m))
-        while m * 2.0 ** (e + 1) <= self.mant_max:
-            e += 1
-        while m * 2.0 ** e > self.mant_max:
-            e -= 1
-        return e
+        return _largest_exponent(m, self.mant_max)
 
     def bias_exponent_limit(self, bias: np.ndarray, weight_scale: np.ndarray) -> int | None:
         """The largest E with every |bias / s_w| * 2^E <= bias_max (None when the bias is all zero).
@@ -380,12 +385,7 @@ class DatapathSpec:
         m = float(np.max(r, initial=0.0))
         if m == 0.0:
             return None
-        e = math.floor(math.log2(self.bias_max / m))
-        while m * 2.0 ** (e + 1) <= self.bias_max:
-            e += 1
-        while m * 2.0 ** e > self.bias_max:
-            e -= 1
-        return e
+        return _largest_exponent(m, self.bias_max)
 
     def fixed_point(self, scale: np.ndarray, mean: np.ndarray, max_exponent: int | None = None):
         """(sigma_m, mu_m, E) for per-channel float32 ``scale`` (= max-abs + EPS) and ``mean`` of one sample.

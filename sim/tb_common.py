@@ -121,6 +121,25 @@ class InOrderChecker:
         return len(self.actual) >= len(self.expected)
 
 
+async def drive_beats(clk, strobe, ports, columns) -> None:
+    """Drive one beat per cycle, without back-pressure: at each falling edge of ``clk``, ``ports[i]`` takes
+    ``columns[i][k]`` for beat ``k`` (a port is written only when its value changes: per-cycle Python is the
+    simulation's cost), with ``strobe`` high from the first beat until the falling edge after the last."""
+    fe = FallingEdge(clk)
+    last = [None] * len(ports)
+    await fe
+    strobe.value = 1
+    for k, beat in enumerate(zip(*columns)):
+        if k:
+            await fe
+        for i, v in enumerate(beat):
+            if v != last[i]:
+                ports[i].value = v
+                last[i] = v
+    await fe
+    strobe.value = 0
+
+
 def fmt_value(v: int, bits: int = 64) -> str:
     """``-5 (0x...fb)``: decimal, and hex of the two's complement in ``bits`` bits."""
     v = int(v)

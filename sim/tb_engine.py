@@ -25,7 +25,7 @@ from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge, ReadOnly
 
 from sim.stimulus import ENGINE_FORMAT, RESULT_ENV, STIMULUS_ENV, load_stimulus, unpack_ints
-from sim.tb_common import (CLOCK_PERIOD_NS, InOrderChecker, StreamMonitor, Stopwatch, fmt_value, reset,
+from sim.tb_common import (CLOCK_PERIOD_NS, InOrderChecker, StreamMonitor, Stopwatch, drive_beats, fmt_value, reset,
                            start_clock, write_result)
 
 log = logging.getLogger("cocotb.dfsq_engine")
@@ -50,23 +50,7 @@ class EngineDriver:
     async def load_table(self, chans, idxs, codes) -> None:
         """One write per cycle: table[chan][idx] = code."""
         dut = self.dut
-        fe = FallingEdge(self.clk)
-        tbl_chan, tbl_idx, tbl_code = dut.tbl_chan, dut.tbl_idx, dut.tbl_code
-        last_c = None
-        await fe
-        dut.tbl_we.value = 1
-        first = True
-        for c, i, code in zip(chans, idxs, codes):
-            if not first:
-                await fe
-            first = False
-            if c != last_c:
-                tbl_chan.value = c
-                last_c = c
-            tbl_idx.value = i
-            tbl_code.value = code
-        await fe
-        dut.tbl_we.value = 0
+        await drive_beats(self.clk, dut.tbl_we, (dut.tbl_chan, dut.tbl_idx, dut.tbl_code), (chans, idxs, codes))
 
     async def stream(self, layer: dict) -> None:
         """All beats of one layer, in schedule order (sample, output channel, pixel, group)."""

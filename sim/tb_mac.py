@@ -19,7 +19,8 @@ from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge
 
 from sim.stimulus import MAC_FORMAT, RESULT_ENV, STIMULUS_ENV, load_stimulus
-from sim.tb_common import CLOCK_PERIOD_NS, InOrderChecker, StreamMonitor, Stopwatch, reset, start_clock, write_result
+from sim.tb_common import (CLOCK_PERIOD_NS, InOrderChecker, StreamMonitor, Stopwatch, drive_beats, reset, start_clock,
+                           write_result)
 
 log = logging.getLogger("cocotb.dfsq_mac")
 
@@ -33,27 +34,7 @@ class MacDriver:
 
     async def stream(self, weights, codes, firsts) -> None:
         dut = self.dut
-        fe = FallingEdge(dut.clk)
-        p_w, p_c, p_f = dut.in_weight, dut.in_code, dut.in_first
-        last_w = last_c = last_f = None
-        await fe
-        dut.in_valid.value = 1
-        first = True
-        for w, c, f in zip(weights, codes, firsts):
-            if not first:
-                await fe
-            first = False
-            if w != last_w:
-                p_w.value = w
-                last_w = w
-            if c != last_c:
-                p_c.value = c
-                last_c = c
-            if f != last_f:
-                p_f.value = f
-                last_f = f
-        await fe
-        dut.in_valid.value = 0
+        await drive_beats(dut.clk, dut.in_valid, (dut.in_weight, dut.in_code, dut.in_first), (weights, codes, firsts))
 
 
 @cocotb.test()

@@ -17,7 +17,8 @@ import os
 from pathlib import Path
 
 import amaranth
-from amaranth.back import verilog
+from amaranth._toolchain.yosys import YosysError, find_yosys
+from amaranth.back import rtlil
 from amaranth.hdl import Shape
 from amaranth.lib import data
 
@@ -29,8 +30,8 @@ from .engine import ConvEngine, check_lanes
 from .mac import ShiftAddMAC
 from .shift_add import COMBINATIONAL_VARIANTS, FAULTS, VARIANTS
 
-__all__ = ["TOPS", "TIMESCALE", "DEFAULT_LANES", "DEFAULT_VARIANTS", "build", "stem", "port_map", "sidecar",
-           "render", "generate", "main"]
+__all__ = ["TOPS", "TIMESCALE", "DEFAULT_LANES", "DEFAULT_VARIANTS", "VERILOG_SCRIPT", "build", "stem", "port_map",
+           "sidecar", "to_verilog", "render", "generate", "main"]
 
 TOPS = {"engine": "dfsq_engine", "mac": "dfsq_mac"}
 TIMESCALE = "`timescale 1ns/1ps"
@@ -138,12 +139,33 @@ def sidecar(top: str, component, spec: DatapathSpec, lanes: int, fault, variant,
     }
 
 
+#: Yosys passes from Amaranth's RTLIL to the Verilog written (Amaranth's builtin Yosys). Unlike
+#: ``amaranth.back.verilog`` (``proc -nomux``), the processes are lowered completely: every register becomes an
+#: ``always @(posedge clk)`` with its next state as plain ``assign``s, never an ``always @*`` block per register,
+#: which halves the work of an event-driven simulator (Icarus) and reads the same to a synthesis tool.
+VERILOG_SCRIPT = ("proc -norom", "opt_clean", "memory_collect")
+
+
+def to_verilog(component, name: str) -> str:
+    """Verilog text of ``component`` with top module ``name`` (``VERILOG_SCRIPT``, no source attributes)."""
+    text = rtlil.convert(component, name=name, emit_src=False)
+    yosys = find_yosys(lambda ver: ver >= (0, 40))
+    script = [f"read_rtlil <<rtlil\n{text}\nrtlil", *VERILOG_SCRIPT, "write_verilog -norename"]
+    try:
+        verilog = yosys.run(["-q", "-"], "\n".join(script), ignore_warnings=True)
+    except YosysError as exc:  # pragma: no cover - a bug of ours, not of the user's input
+        raise UserError(f"Yosys could not write the Verilog of {name}: {str(exc).strip().splitlines()[-1:]}") from None
+    return verilog
+
+
 def render(top: str, spec: DatapathSpec, lanes: int = DEFAULT_LANES, fault=None, variant=None):
     """(verilog text, sidecar dict, stem) without writing anything."""
     variant = DEFAULT_VARIANTS[_check_top(top)] if variant is None else variant
     component = build(top, spec, lanes, fault, variant)
     name = stem(top, spec, lanes, fault, variant)
-    text = verilog.convert(component, name=TOPS[top], emit_src=False)
+    text = to_verilog(component, TOPS[top])
+    if "always @*" in text or "function " in text:  # pragma: no cover - the datapath is written as muxes
+        raise AssertionError(f"{name}: the Verilog has a case block; write that logic as muxes (see hw/shift_add.py)")
     text = f"{TIMESCALE}\n{text}"
     return text, sidecar(top, component, spec, lanes, fault, variant, name), name
 

@@ -20,7 +20,7 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from amaranth.back import verilog
+
 from tqdm import tqdm
 
 from golden.errors import UserError, cli_main
@@ -28,7 +28,7 @@ from golden.spec import DatapathSpec
 
 from .baselines import MultiplierMAC, baselines, equal_precision_name
 from .engine import ConvEngine
-from .generate import DEFAULT_VARIANTS
+from .generate import DEFAULT_VARIANTS, to_verilog
 from .harness import ScanHarness
 from .mac import ShiftAddMAC, mac_acc_bits
 from .shift_add import VARIANTS
@@ -111,10 +111,10 @@ def measure(job: dict, cache: Path, tools: Tools) -> dict:
     """Run every flow of a job (the bare design for area, the scan harness for fmax)."""
     out = {}
     top = "design"
-    bare = verilog.convert(job["make"](), name=top, emit_src=False)
+    bare = to_verilog(job["make"](), top)
     for flow in job["flows"]:
         if flow == "fmax":
-            text = verilog.convert(ScanHarness(job["make"]()), name="harness", emit_src=False)
+            text = to_verilog(ScanHarness(job["make"]()), "harness")
             try:
                 out[flow] = run_flow(flow, text, "harness", cache, tools)
             except UserError as exc:  # a design larger than the device has no fmax; anything else is an error

@@ -24,7 +24,7 @@ from golden.spec import DatapathSpec
 from sim import runner as simrun
 from sim.verify import choose_lanes, main, parse_layers, parse_tiles, shard_layers, verify
 
-# Icarus simulates the 64-lane engine at roughly 20 beats (outputs) per CPU second, so the routine runs take one
+# Icarus simulates the 64-lane engine at roughly 50 beats (outputs) per CPU second, so the routine runs take one
 # 2x2 corner tile per layer (the corner rotates with the layer index: all 9 padding patterns over 4 layers) and
 # 4 output channels per tile (a run rotating with the layer index: every output channel over 16 layers).
 ROUTINE_TILES = 1
@@ -132,6 +132,34 @@ def test_icarus_flat_netlist_option(default_export, sim_work):
                quiet=True)
     assert r["mismatches"] == 0 and r["bit_exact"] and r["netlist"].startswith("flat: ")
     assert Path(r["netlist"][len("flat: "):]).is_file()
+
+
+FLAT_SAMPLE = """module m(clk, rst, en, a, b);
+  reg x;
+  always @(posedge clk)
+    if (rst) x <= 1'h0;
+    else if (en) x <= a;
+  assign b = x;
+  always @(posedge clk) begin
+    if (we[0])
+      mem[addr][0:0] <= d[0];
+  end
+endmodule
+"""
+
+
+def test_merge_clocked_processes_keeps_every_statement_in_one_process():
+    merged = simrun.merge_clocked_processes(FLAT_SAMPLE)
+    assert merged.count("always @(posedge clk)") == 1 and "assign b = x;" in merged
+    body = merged[merged.index("always @(posedge clk) begin"):]
+    for stmt in ("if (rst) x <= 1'h0;", "else if (en) x <= a;", "mem[addr][0:0] <= d[0];"):
+        assert stmt in body
+    assert body.rstrip().endswith("endmodule") and body.count("begin") == body.count("end") - 1  # + endmodule
+
+
+def test_merge_clocked_processes_rejects_blocking_assignments():
+    with pytest.raises(ValueError, match="line 3"):
+        simrun.merge_clocked_processes(FLAT_SAMPLE.replace("x <= 1'h0", "x = 1'h0"))
 
 
 def test_missing_simulator_is_one_clear_line(monkeypatch, tmp_path):

@@ -20,7 +20,6 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-
 from tqdm import tqdm
 
 from golden.errors import UserError, cli_main

@@ -205,8 +205,8 @@ class ShiftAddMultiplier(wiring.Component):
             low = min(shifts) if trim else 0
             high = max(shifts)
             term = Signal(Shape(width + high - low, operand.shape().signed), name=f"term{i + 1}")
-            options = {Sel.ZERO.value: Const(0, term.shape())}
-            options.update({s.value: operand << (shift - low) for s, shift in zip((Sel.ONE, Sel.NEAR, Sel.FAR), shifts)})
+            options = {s.value: operand << (shift - low) for s, shift in zip((Sel.ONE, Sel.NEAR, Sel.FAR), shifts)}
+            options[Sel.ZERO.value] = Const(0, term.shape())
             m.d.comb += term.eq(select_by_bits(self.code.sels[i].as_value(), options))
             scale = high - low
             terms.append(Term(term, min(0, w_lo << scale), max(0, w_hi << scale), low))

@@ -21,6 +21,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -132,6 +133,8 @@ FLAT_SCRIPT = "read_verilog {src}; hierarchy -top {top}; proc; flatten; opt -fas
 
 
 FLAT_VERSION = b"merge-1"  # bump when the post-processing of the flat copy changes
+# a blocking assignment: an '=' that is not part of '<=', '>=', '==', '!=' (or '===', '!==')
+_BLOCKING = re.compile(r"(?<![<>=!])=(?!=)")
 
 
 def merge_clocked_processes(text: str, clock: str = "clk") -> str:
@@ -164,7 +167,7 @@ def merge_clocked_processes(text: str, clock: str = "clk") -> str:
                 if j >= len(lines) or lines[j] != "  end":
                     raise ValueError(f"unexpected process shape at line {i + 1}")
                 j += 1
-            blocking = [b for b in body if "=" in b.replace("<=", "").replace("==", "").replace("!=", "")]
+            blocking = [b for b in body if _BLOCKING.search(b)]
             if not body or blocking:  # only non-blocking assignments can be merged
                 raise ValueError(f"unexpected process body at line {i + 1}: {(blocking or ['empty'])[0].strip()}")
             bodies.append(body)
@@ -215,7 +218,7 @@ def flat_netlist(verilog: str | os.PathLike, *, toplevel: str, out_dir: str | os
     except ValueError as exc:
         tmp.unlink(missing_ok=True)
         raise SimulationFailed(f"cannot merge the processes of {src.name}: {exc}") from None
-    tmp.write_text("`timescale 1ns/1ps\n" + text)
+    tmp.write_text(f"`timescale {TIMESCALE[0]}/{TIMESCALE[1]}\n" + text)
     os.replace(tmp, dst)
     return dst
 

@@ -70,6 +70,10 @@ class EDSR(nn.Module):
         x = self.body(x) + x
         return self.tail(x) + self.rgb_mean
 
+    @property
+    def label(self) -> str:
+        return f"EDSR-baseline x{self.scale}"
+
 
 def quantized_convs(model: EDSR) -> list[tuple[str, nn.Conv2d]]:
     """The 32 convs DFSQ quantizes, in network order: (``body.N.body.0``, conv), (``body.N.body.2``, conv), ..."""
@@ -84,7 +88,7 @@ def quantized_convs(model: EDSR) -> list[tuple[str, nn.Conv2d]]:
 _IGNORED_PREFIXES = ("sub_mean.", "add_mean.")
 
 
-def check_state_dict(model: EDSR, state: dict) -> dict:
+def check_state_dict(model: nn.Module, state: dict) -> dict:
     """Validate ``state`` against ``model``: every key present, no unknown key, every shape equal.
 
     Returns the state without the ignored MeanShift keys. Raises :class:`UserError` naming the first offenders.
@@ -101,14 +105,14 @@ def check_state_dict(model: EDSR, state: dict) -> dict:
             parts.append(f"missing keys {missing[:3]}{' ...' if len(missing) > 3 else ''}")
         if unknown:
             parts.append(f"unknown keys {unknown[:3]}{' ...' if len(unknown) > 3 else ''}")
-        raise UserError("checkpoint does not match EDSR-baseline x%d: %s" % (model.scale, "; ".join(parts)))
+        raise UserError("checkpoint does not match %s: %s" % (model.label, "; ".join(parts)))
     for k, v in expected.items():
         t = state[k]
         if not torch.is_tensor(t):
             raise UserError(f"checkpoint entry {k!r} is not a tensor")
         if tuple(t.shape) != tuple(v.shape):
             raise UserError(f"checkpoint entry {k!r} has shape {tuple(t.shape)}, expected {tuple(v.shape)} "
-                            f"(is it a x{model.scale} EDSR-baseline?)")
+                            f"(is it a {model.label}?)")
         if not torch.isfinite(t.float()).all():
             raise UserError(f"checkpoint entry {k!r} holds NaN or infinite values")
     return state
@@ -122,18 +126,49 @@ def load_state(path: str | Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise UserError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0][:200]}") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot read checkpoint {path}: {first[:200]}") from None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     return obj
 
 
-def load_edsr(weights: str | Path, scale: int) -> EDSR:
-    """Build EDSR-baseline at ``scale`` and load ``weights`` (a path, or ``default`` for the embedded model)."""
-    from .weights import resolve_weights
+ARCHS = ("edsr", "rdn")
 
-    path = resolve_weights(weights, scale)
-    model = EDSR(scale)
-    state = check_state_dict(model, load_state(path))
+
+def build_model(arch: str, scale: int, config=None) -> nn.Module:
+    """A randomly initialised network: ``edsr`` (EDSR-baseline) or ``rdn`` (``config``: an RDNConfig, default S)."""
+    if arch == "edsr":
+        return EDSR(scale)
+    if arch == "rdn":
+        from .rdn import CONFIGS, RDN
+
+        return RDN(scale, config or CONFIGS["S"])
+    raise UserError(f"model must be one of {', '.join(ARCHS)}, got {arch!r}")
+
+
+def model_from_state(arch: str, state: dict, scale: int) -> nn.Module:
+    """Build ``arch`` at ``scale`` with the structure ``state`` implies, check ``state`` against it and load it."""
+    config = None
+    if arch == "rdn":
+        from .rdn import config_from_state
+
+        config = config_from_state(state)
+    model = build_model(arch, scale, config)
+    state = check_state_dict(model, state)
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model.eval()
+
+
+def load_model(arch: str, weights: str | Path, scale: int) -> nn.Module:
+    """Build ``arch`` at ``scale`` and load ``weights`` (a path, or ``default`` for the embedded model)."""
+    from .weights import resolve_weights
+
+    if arch not in ARCHS:
+        raise UserError(f"model must be one of {', '.join(ARCHS)}, got {arch!r}")
+    return model_from_state(arch, load_state(resolve_weights(weights, scale, arch)), scale)
+
+
+def load_edsr(weights: str | Path, scale: int) -> EDSR:
+    """Build EDSR-baseline at ``scale`` and load ``weights`` (a path, or ``default`` for the embedded model)."""
+    return load_model("edsr", weights, scale)

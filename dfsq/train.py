@@ -1,17 +1,19 @@
-"""Train EDSR-baseline: L1 loss, Adam, random LR/HR patches (MATLAB-bicubic LR), flips and 90-degree rotations.
+"""Train EDSR-baseline or RDN: L1 loss, Adam, random LR/HR patches (MATLAB-bicubic LR), flips and 90-degree rotations.
 
-    python -m dfsq.train --scale 2 --data DIR[,DIR...] --minutes M --out PATH [--init PATH] [--seed S]
+    python -m dfsq.train [--model edsr|rdn] --scale 2 --data DIR[,DIR...] --minutes M --out PATH [--init PATH]
 
 The learning rate follows a cosine from ``--lr`` down to 1% over the wall-clock budget, so a run of any
 length ends annealed. Model, optimizer, RNG state and elapsed time are saved to ``PATH.state`` every
-``--save-every`` minutes; rerunning the same command resumes from there. The final weights go to ``PATH``
+``--save-every`` minutes; rerunning the same command resumes from there. The snapshot holds only tensors,
+numbers and JSON text, so it loads with ``weights_only=True``; one written for another model, scale or structure
+is refused. The final weights go to ``PATH``
 (fp16 with ``--fp16``). Set5 is evaluated every ``--val-every`` minutes when the shared data is present.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -22,7 +24,8 @@ from tqdm import tqdm
 
 from .data import BENCHMARK_ROOT, list_images, load_rgb, make_lr, modcrop
 from golden.errors import UserError, cli_main
-from .model import EDSR, check_state_dict, load_state
+from golden.files import atomic_output, check_output_file
+from .model import ARCHS, build_model, check_state_dict, load_state, model_from_state
 
 
 def load_training_set(dirs: list[str], scale: int, patch: int):
@@ -62,7 +65,7 @@ def sample_batch(pairs, rng: np.random.Generator, batch: int, patch: int, scale:
     return to_t(lrs), to_t(hrs)
 
 
-def validate_set5(model: EDSR, scale: int) -> float | None:
+def validate_set5(model: torch.nn.Module, scale: int) -> float | None:
     from .evaluate import evaluate_dataset
 
     if not (BENCHMARK_ROOT / "Set5" / "HR").is_dir():
@@ -71,19 +74,98 @@ def validate_set5(model: EDSR, scale: int) -> float | None:
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
+
+
+STATE_FORMAT = 1
+
+
+def _meta(arch: str, scale: int, model: torch.nn.Module) -> dict:
+    config = getattr(model, "config", None)
+    return {"format": STATE_FORMAT, "model": arch, "scale": scale, "config": list(config) if config else None}
+
+
+def save_state(path: Path, meta: dict, model, opt, rng: np.random.Generator, elapsed: float, step: int,
+               history: list) -> None:
+    """The resumable snapshot: tensors, numbers and JSON strings only (loads with ``weights_only=True``)."""
+    _atomic_save({"meta": json.dumps(meta), "model": model.state_dict(), "opt": opt.state_dict(),
+                  "rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
+                  "elapsed": float(elapsed), "step": int(step), "history": json.dumps(history)}, path)
+
+
+def load_resume_state(path: Path, meta: dict, model, opt, rng: np.random.Generator):
+    """Restore a snapshot written by :func:`save_state` for the same run; (elapsed, step, history)."""
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated, corrupted or planted: never unpickle code
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot read resume file {path}: {first[:160]} (delete it to start afresh)") from None
+    keys = {"meta", "model", "opt", "rng", "torch_rng", "elapsed", "step", "history"}
+    if not isinstance(st, dict) or not keys <= set(st):
+        raise UserError(f"resume file {path} is not a snapshot of dfsq.train (delete it to start afresh)")
+    try:
+        saved = json.loads(st["meta"])
+        rng_state = json.loads(st["rng"])
+        history = json.loads(st["history"])
+        elapsed, step = float(st["elapsed"]), int(st["step"])
+    except (TypeError, ValueError):
+        raise UserError(f"resume file {path} has malformed metadata (delete it to start afresh)") from None
+    if saved != meta:
+        diff = ", ".join(f"{k} {saved.get(k)!r} (this run: {meta[k]!r})" for k in meta if saved.get(k) != meta[k])
+        raise UserError(f"resume file {path} was written by another run: {diff}; use another --out or delete it")
+    model.load_state_dict({k: v.float() for k, v in check_state_dict(model, st["model"]).items()})
+    try:
+        opt.load_state_dict(st["opt"])
+        rng.bit_generator.state = rng_state
+        torch.set_rng_state(st["torch_rng"])
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        raise UserError(f"resume file {path} does not fit this run: {str(exc)[:160]}") from None
+    if not (math.isfinite(elapsed) and elapsed >= 0 and step >= 0 and isinstance(history, list)):
+        raise UserError(f"resume file {path} has out-of-range progress fields")
+    return elapsed, step, history
+
+
+def _init_from(arch: str, model, path: str) -> None:
+    """Copy every tensor of ``path`` whose name and shape match (at x4 the x2 body and head are reused)."""
+    from .rdn import SCALES as RDN_SCALES
+    from .model import SCALES as EDSR_SCALES
+
+    init = load_state(path)
+    errors = []
+    for s in (RDN_SCALES if arch == "rdn" else EDSR_SCALES):
+        try:
+            model_from_state(arch, init, s)
+            break
+        except UserError as exc:
+            errors.append(str(exc))
+    else:
+        raise UserError(f"--init {path}: {errors[0]}")
+    own = model.state_dict()
+    reuse = {k: v.float() for k, v in init.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    own.update(reuse)
+    model.load_state_dict(own)
+    print(f"initialised {len(reuse)}/{len(own)} tensors from {path}")
+
+
+def _positive(name: str, value: float, minimum: float = 0.0, strict: bool = True) -> None:
+    ok = math.isfinite(value) and (value > minimum if strict else value >= minimum)
+    if not ok:
+        raise UserError(f"{name} must be a finite number {'>' if strict else '>='} {minimum:g}, got {value}")
 
 
 @cli_main
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m dfsq.train", description=__doc__.split("\n")[0])
-    ap.add_argument("--scale", type=int, default=2, choices=(2, 4))
+    ap.add_argument("--model", default="edsr", choices=ARCHS)
+    ap.add_argument("--rdn-config", default="S",
+                    help="RDN structure: S (D=8, C=4, G=32: the embedded default), A, B, or D,C,G[,G0]; "
+                         "with --init the structure comes from that checkpoint")
+    ap.add_argument("--scale", type=int, default=2, choices=(2, 3, 4))
     ap.add_argument("--data", required=True, help="comma-separated image folders")
     ap.add_argument("--minutes", type=float, required=True, help="wall-clock training budget")
     ap.add_argument("--out", required=True, help="final weights (.pt)")
-    ap.add_argument("--init", help="initial weights; at x4 the x2 body and head are reused")
+    ap.add_argument("--init", help="initial weights; tensors whose name and shape match are reused (x2 -> x4)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--patch", type=int, default=48, help="LR patch size")
     ap.add_argument("--batch", type=int, default=16)
@@ -93,36 +175,41 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     ap.add_argument("--fp16", action="store_true", help="store the final weights in fp16")
     args = ap.parse_args(argv)
-    if args.minutes <= 0:
-        raise UserError("--minutes must be positive")
+    _positive("--minutes", args.minutes)
+    _positive("--lr", args.lr)
+    _positive("--save-every", args.save_every)
+    _positive("--val-every", args.val_every, strict=False)
+    if args.patch < 4:
+        raise UserError(f"--patch must be at least 4 LR pixels, got {args.patch}")
+    if args.batch < 1:
+        raise UserError(f"--batch must be at least 1, got {args.batch}")
+    if args.threads < 0:
+        raise UserError(f"--threads must be 0 (all cores) or positive, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    state_path = out.with_name(out.name + ".state")
+    out = check_output_file(args.out, "--out")
+    state_path = check_output_file(out.with_name(out.name + ".state"), "resume file")
+    if state_path.exists() and not state_path.is_file():
+        raise UserError(f"resume file {state_path} is not a file")
 
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    model = EDSR(args.scale)
+    config = None
+    if args.model == "rdn":
+        from .rdn import config_from_state, parse_config
+
+        config = config_from_state(load_state(args.init)) if args.init else parse_config(args.rdn_config)
+    model = build_model(args.model, args.scale, config)
+    meta = _meta(args.model, args.scale, model)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
     elapsed, step, history = 0.0, 0, []
     if state_path.is_file():
-        st = torch.load(state_path, map_location="cpu", weights_only=False)  # our own snapshot
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        rng.bit_generator.state = st["rng"]
-        torch.set_rng_state(st["torch_rng"])
-        elapsed, step, history = st["elapsed"], st["step"], st["history"]
+        elapsed, step, history = load_resume_state(state_path, meta, model, opt, rng)
         print(f"resumed from {state_path}: step {step}, {elapsed / 60:.1f} min done")
     elif args.init:
-        init = load_state(args.init)
-        own = model.state_dict()
-        reuse = {k: v.float() for k, v in init.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
-        if args.scale == 2 or "tail.0.0.weight" not in reuse:
-            check_state_dict(EDSR(2 if "tail.0.2.weight" not in init else 4), init)
-        own.update(reuse)
-        model.load_state_dict(own)
-        print(f"initialised {len(reuse)}/{len(own)} tensors from {args.init}")
+        _init_from(args.model, model, args.init)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{model.label}: {n_params:,} parameters")
 
     pairs, skipped = load_training_set(args.data.split(","), args.scale, args.patch)
     print(f"training on {len(pairs)} images ({skipped} skipped: smaller than the patch)")
@@ -130,7 +217,8 @@ def main(argv=None):
     model.train()
     t0 = time.time() - elapsed
     last_save = last_val = time.time()
-    bar = tqdm(total=int(budget), initial=int(elapsed), unit="s", desc=f"train x{args.scale}", mininterval=30)
+    bar = tqdm(total=int(budget), initial=int(min(elapsed, budget)), unit="s", desc=f"train {args.model} x{args.scale}",
+               mininterval=30)
     loss_avg = None
     while True:
         elapsed = time.time() - t0
@@ -161,17 +249,13 @@ def main(argv=None):
                 tqdm.write(f"step {step} ({elapsed / 60:.1f} min): Set5 PSNR-Y {p:.3f} dB")
             last_val = time.time()
         if now - last_save >= args.save_every * 60:
-            _atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "rng": rng.bit_generator.state,
-                          "torch_rng": torch.get_rng_state(), "elapsed": time.time() - t0, "step": step,
-                          "history": history}, state_path)
+            save_state(state_path, meta, model, opt, rng, time.time() - t0, step, history)
             last_save = time.time()
     bar.close()
     model.eval()
     sd = {k: (v.half() if args.fp16 else v) for k, v in model.state_dict().items()}
     _atomic_save(sd, out)
-    _atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "rng": rng.bit_generator.state,
-                  "torch_rng": torch.get_rng_state(), "elapsed": budget, "step": step, "history": history},
-                 state_path)
+    save_state(state_path, meta, model, opt, rng, budget, step, history)
     with torch.no_grad():
         p = validate_set5(model, args.scale) if args.val_every > 0 else None
     print(f"done: {step} steps in {budget / 60:.1f} min -> {out}" + (f"; Set5 PSNR-Y {p:.3f} dB" if p else ""))

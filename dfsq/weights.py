@@ -9,15 +9,18 @@ ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_DIR = ROOT / "weights"
 
 
-def default_weights(scale: int) -> Path:
-    return WEIGHTS_DIR / f"edsr_baseline_x{scale}.pt"
+DEFAULT_FILES = {"edsr": "edsr_baseline_x{scale}.pt", "rdn": "rdn_s_x{scale}.pt"}
 
 
-def resolve_weights(weights: str | Path, scale: int) -> Path:
-    """``default`` means the embedded checkpoint for ``scale``; anything else is a path."""
+def default_weights(scale: int, arch: str = "edsr") -> Path:
+    return WEIGHTS_DIR / DEFAULT_FILES[arch].format(scale=scale)
+
+
+def resolve_weights(weights: str | Path, scale: int, arch: str = "edsr") -> Path:
+    """``default`` means the embedded checkpoint of ``arch`` for ``scale``; anything else is a path."""
     if str(weights) == "default":
-        path = default_weights(scale)
+        path = default_weights(scale, arch)
         if not path.is_file():
-            raise UserError(f"no embedded default checkpoint for x{scale} at {path}")
+            raise UserError(f"no embedded default {arch} checkpoint for x{scale} at {path}")
         return path
     return Path(weights)

@@ -22,9 +22,9 @@ def test_train_runs_resumes_and_skips_small(tmp_path, capsys):
     sd = torch.load(out, weights_only=True)
     assert all(v.dtype == torch.float16 for v in sd.values())
     check_state_dict(EDSR(2), sd)
-    state = torch.load(str(out) + ".state", weights_only=False)
+    state = torch.load(str(out) + ".state", weights_only=True)
     steps = state["step"]
     assert steps > 0
     main(args[:5] + ["0.06"] + args[6:])
     assert "resumed from" in capsys.readouterr().out
-    assert torch.load(str(out) + ".state", weights_only=False)["step"] > steps
+    assert torch.load(str(out) + ".state", weights_only=True)["step"] > steps

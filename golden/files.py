@@ -1,0 +1,112 @@
+"""Output files: check a path before long work starts, write it atomically, leave nothing behind on failure.
+
+``check_output_file(path)`` fails with a one-line :class:`UserError` when ``path`` cannot be written (it is a
+folder, an ancestor is a file, the nearest existing folder is not writable); it creates nothing.
+``atomic_output(path)`` yields a uniquely named temporary path beside ``path`` (creating missing parent folders),
+renames it over ``path`` on success and removes it, and every folder it created, on any failure.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import UserError
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path.parent
+    while not p.exists():
+        if p.parent == p:
+            break
+        p = p.parent
+    return p
+
+
+def check_output_file(path: str | Path, what: str = "output") -> Path:
+    """``path`` as a Path if a file can be written there; a one-line UserError otherwise. Creates nothing."""
+    path = Path(path)
+    if str(path) == "" or path.name in ("", ".", ".."):
+        raise UserError(f"{what} path {str(path)!r} is not a file name")
+    if path.is_dir():
+        raise UserError(f"{what} path {path} is a folder, expected a file")
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        raise UserError(f"cannot write {what} {path}: {base} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".probe-", suffix=".tmp")
+    except OSError as exc:
+        raise UserError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
+    """``path`` as a Path if it is, or can be made, a writable folder; a one-line UserError otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} exists and is not a folder")
+    base = path if path.is_dir() else _nearest_existing(path)
+    if not base.is_dir():
+        raise UserError(f"cannot create {what} {path}: {base} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".probe-", suffix=".tmp")
+    except OSError as exc:
+        raise UserError(f"cannot write into {what} {path}: {exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def _make_parents(path: Path) -> list[Path]:
+    """Create the missing parents of ``path``; return the ones created, deepest last."""
+    missing = []
+    p = path.parent
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    try:
+        for d in reversed(missing):
+            d.mkdir()
+    except OSError as exc:
+        _remove_dirs(missing)
+        raise UserError(f"cannot create folder {missing[0]}: {exc.strerror or exc}") from None
+    return list(reversed(missing))
+
+
+def _remove_dirs(created: list[Path]) -> None:
+    for d in sorted(created, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path, suffix: str = ""):
+    """Yield a unique temporary path beside ``path``; on success it replaces ``path``, on failure it is removed.
+
+    ``suffix`` keeps a file type visible to writers that choose a format by extension (``.png``, ``.npz``).
+    """
+    path = check_output_file(path)
+    created = _make_parents(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
+    except OSError as exc:
+        _remove_dirs(created)
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+    os.close(fd)
+    tmp = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result gets the mode a plain open() would give
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        _remove_dirs(created)
+        if isinstance(exc, OSError):
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise

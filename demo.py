@@ -7,7 +7,7 @@
    or, when it is absent, a quick calibration on images that ship with scikit-image;
 3. PSNR/SSIM (Y) of bicubic, FP and DFSQ on scikit-image's 'astronaut' (HR 512x512, x2);
 4. an export of all 32 quantized layers for an LR crop of that image, checked by the golden model;
-5. Verilog of the conv engine and the MAC for that configuration;
+5. Verilog of the conv engine and the MAC for that configuration (in <out>/rtl);
 6. Icarus simulation of tiles of all 32 layers, every output compared bit for bit with the golden model;
 7. a summary: bit-exact yes/no with counts, the PSNR figures, and the MAC's area from Yosys.
 """
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from golden.errors import UserError, cli_main
+from golden.files import atomic_output, remove_dir_on_failure
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_PARAMS = ROOT / "weights" / "dfsq_x2_a4w4_words4.npz"
@@ -50,8 +51,12 @@ def main(argv=None):
                     help="simulator processes in parallel (default: up to 2)")
     ap.add_argument("--out", default="out/demo")
     args = ap.parse_args(argv)
+    with remove_dir_on_failure(args.out) as out:  # a failed demo leaves no (half-filled) --out folder behind
+        return _run(args, out)
+
+
+def _run(args, out: Path):
     t_all = time.perf_counter()
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     import torch
@@ -117,8 +122,8 @@ def main(argv=None):
     t = _step(5, "Verilog generation (conv engine and MAC)")
     from hw.generate import generate
 
-    paths = [generate(top=top, spec=spec, lanes=16, out_dir=ROOT / "rtl_out")[0] for top in ("engine", "mac")]
-    _done(t, ", ".join(str(p.relative_to(ROOT)) for p in paths))
+    paths = [generate(top=top, spec=spec, lanes=16, out_dir=out / "rtl")[0] for top in ("engine", "mac")]
+    _done(t, ", ".join(str(p) for p in paths))
 
     t = _step(6, f"{args.simulator} simulation of tiles of all 32 layers against the golden model")
     from sim.verify import verify
@@ -139,7 +144,8 @@ def main(argv=None):
         "layers": len(rep["layers"]), "simulated_cycles": rep.get("cycles"), "mac_per_s": rep.get("mac_per_s"),
         "psnr": rows, "mac_area": area, "seconds": time.perf_counter() - t_all,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    with atomic_output(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n")
     print("\n" + "=" * 72)
     print(f"bit-exact: {'YES' if exact else 'NO'}  ({rep['compared']:,} outputs of {len(rep['layers'])} "
           f"layers compared, {rep['mismatches']} mismatches; golden codes identical: {codes_ok})")

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from golden.errors import UserError, cli_main
+from golden.files import atomic_output
 from golden.export_io import load_export
 from golden.layer import accumulate, derive_codes, operands, to_float
 from golden.spec import DatapathSpec
@@ -190,9 +191,8 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, text in ((f"{args.name}.json", json.dumps(res, indent=2) + "\n"), (f"{args.name}.md", markdown(res))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+        with atomic_output(out / name) as tmp:
+            tmp.write_text(text)
     print(markdown(res))
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 
 from golden.errors import UserError, cli_main
+from golden.files import atomic_output
 from dfsq.calibrate import calibrate, calibration_images, load_params, save_params, weights_fingerprint
 from dfsq.data import BENCHMARK_ROOT, DATASETS
 from dfsq.evaluate import evaluate_dataset
@@ -71,10 +71,8 @@ def load_cache(path: Path) -> dict:
 
 
 def save_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def store_result(path: Path, k: str, result: dict) -> dict:
@@ -174,10 +172,8 @@ def render(cache: dict, words: int, scales, datasets, bits_list) -> str:
 
 
 def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
 
 
 def parse_list(text: str, cast, allowed, flag):

@@ -21,15 +21,15 @@ import torch
 from tqdm import tqdm
 
 from golden.errors import UserError, cli_main
+from golden.files import atomic_output
 from golden.spec import DEFAULT_SCALE_BITS, SCALE_BITS_RANGE, DatapathSpec
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _atomic_write(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    (tmp.write_bytes if isinstance(data, bytes) else tmp.write_text)(data)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        (tmp.write_bytes if isinstance(data, bytes) else tmp.write_text)(data)
 
 
 def parse_bits(text: str) -> list[int]:
@@ -150,10 +150,11 @@ def plot(res: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_output(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 @cli_main

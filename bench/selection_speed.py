@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from golden.errors import UserError, cli_main
+from golden.files import atomic_output
 from golden.spec import WordSet
 from dfsq.calibrate import calibrate, calibration_images, collect_histograms
 from dfsq.model import load_edsr, quantized_convs
@@ -137,10 +137,11 @@ def plot(rows: list[dict], path: Path) -> None:
     for a_ in (ax, bx):
         a_.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_output(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def markdown(res: dict) -> str:
@@ -214,9 +215,8 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".json", json.dumps(res, indent=1) + "\n"), (".md", markdown(res))):
         p = out.with_suffix(suffix)
-        tmp = p.with_name(f".{p.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, p)
+        with atomic_output(p) as tmp:
+            tmp.write_text(text)
     plot(res["selection"], out.with_suffix(".png"))
     print(f"wrote {out.with_suffix('.md')}, .json, .png")
 

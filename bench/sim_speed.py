@@ -26,13 +26,13 @@ import argparse
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from golden.errors import UserError, cli_main
+from golden.files import atomic_output
 from golden.spec import DatapathSpec
 from sim import runner as simrun
 from sim.verify import verify
@@ -51,11 +51,8 @@ def synthetic_export(directory: Path, size: int, seed: int = 0) -> Path:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
 
 
 def _num(v) -> str:

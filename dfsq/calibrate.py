@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ import torch
 from tqdm import tqdm
 
 from golden.errors import UserError, cli_main
+from golden.files import atomic_output, check_output_file
 from golden.spec import (ACT_BITS_RANGE, DEFAULT_GAP, EPS, SPEC_VERSION, WEIGHT_BITS_RANGE, WORDS_RANGE, SpecError,
                          WordSet)
 
@@ -283,68 +283,132 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def save_params(params: CalibParams, path: str | Path) -> Path:
-    """Write the npz (with ``meta``) and the JSON sidecar, each atomically."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise UserError(f"output folder does not exist: {path.parent}")
+    """Write the npz (with ``meta``) and the JSON sidecar, each atomically (nothing is left behind on failure)."""
+    path = check_output_file(path, "params file")
+    side = check_output_file(sidecar_path(path), "params sidecar")
     meta = json.dumps(params.meta(), sort_keys=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_output(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, meta=np.array(meta), **{k: params.arrays[k] for k in ARRAY_KEYS})
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    side = sidecar_path(path)
-    tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(params.meta(), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, side)
+    with atomic_output(side) as tmp:
+        tmp.write_text(json.dumps(params.meta(), indent=2, sort_keys=True) + "\n")
     return path
 
 
+# array -> (dtype kind(s), shape as names: L layers, C input channels, O output channels, K points, k kernel)
+PARAM_ARRAYS = {
+    "point_ints": ("i", ("L", "C", "K")), "points": ("f", ("L", "C", "K")), "loss": ("f", ("L", "C")),
+    "kmeans_loss": ("f", ("L", "C")), "restart": ("iu", ("L", "C")), "weight_q": ("u", ("L", "O", "C", "k", "k")),
+    "zero_point": ("iu", ("L", "O")), "weight_scale": ("f", ("L", "O")), "act_min": ("f", ("L",)),
+    "act_max": ("f", ("L",)), "static_scale": ("f", ("L", "C")),
+}
+CONFIG_INTS = ("scale", "act_bits", "weight_bits", "words", "gap")
+
+
+def validate_params(meta, data: dict, where: str = "params") -> CalibParams:
+    """Check a params file's ``meta`` (parsed JSON) and arrays against each other; CalibParams or a UserError.
+
+    Every array must be present with the right dtype kind and shape (layers, channels and points consistent
+    across arrays), finite, and in range: points ascending on the universal set, weights and zero points in
+    [0, 2^weight_bits - 1], weight scales > 0, static scales > 0.
+    """
+    def fail(msg):
+        raise UserError(f"{where}: {msg}")
+
+    if not isinstance(meta, dict):
+        fail(f"'meta' must be a JSON object, got {type(meta).__name__}")
+    if meta.get("format") != FORMAT:
+        fail(f"not a dfsq params file (format {meta.get('format')!r})")
+    if meta.get("version") != VERSION:
+        fail(f"params version {meta.get('version')!r}, this tool reads version {VERSION}")
+    cfg, layers = meta.get("config"), meta.get("layers")
+    if not isinstance(cfg, dict):
+        fail("meta has no 'config' object")
+    if not isinstance(layers, list) or not layers or not all(isinstance(n, str) for n in layers):
+        fail("meta 'layers' must be a non-empty list of layer names")
+    if len(set(layers)) != len(layers):
+        fail("meta 'layers' lists a layer twice")
+    for k in CONFIG_INTS:
+        v = cfg.get(k)
+        if not isinstance(v, int) or isinstance(v, bool):
+            fail(f"config {k!r} must be an integer, got {v!r}")
+    if cfg["scale"] not in (2, 3, 4):
+        fail(f"config scale must be 2, 3 or 4, got {cfg['scale']}")
+    for k in ("weights_fingerprint", "weights"):
+        if not isinstance(cfg.get(k), str):
+            fail(f"config {k!r} must be a string, got {cfg.get(k)!r}")
+    if not isinstance(cfg.get("seed"), int):
+        fail(f"config 'seed' must be an integer, got {cfg.get('seed')!r}")
+    for k in ("norm", "layerwise"):
+        if not isinstance(cfg.get(k, False), bool):
+            fail(f"config {k!r} must be true or false, got {cfg.get(k)!r}")
+    if "norm" not in cfg:
+        fail("config has no 'norm'")
+    try:
+        check_bits(cfg["act_bits"], cfg["weight_bits"], cfg["words"])
+        ws = WordSet(cfg["words"], cfg["gap"])
+    except (UserError, SpecError) as exc:
+        fail(f"config: {str(exc).removeprefix('--')}")
+    missing = [k for k in ARRAY_KEYS if k not in data]
+    if missing:
+        fail(f"lacks arrays {missing}")
+    dims = {"L": len(layers), "K": 1 << cfg["act_bits"]}
+    for k, (kinds, names) in PARAM_ARRAYS.items():
+        a = data[k]
+        if a.dtype.kind not in kinds or a.ndim != len(names):
+            fail(f"{k} has dtype {a.dtype} and shape {a.shape}, expected {len(names)} dimensions "
+                 f"({', '.join(names)}) of kind {kinds!r}")
+        for n, size in zip(names, a.shape):
+            want = dims.setdefault(n, size)
+            if size != want or size < 1:
+                expect = tuple(dims.get(m, m) for m in names)
+                fail(f"{k} has shape {a.shape}, expected {expect} ({len(layers)} layers, "
+                     f"{dims['K']} points for act_bits {cfg['act_bits']})")
+        if kinds == "f" and not np.all(np.isfinite(a)):
+            fail(f"{k} holds NaN or infinite values")
+    wmax = (1 << cfg["weight_bits"]) - 1
+    for k in ("weight_q", "zero_point"):
+        a = data[k]
+        if a.min(initial=0) < 0 or a.max(initial=0) > wmax:
+            fail(f"{k} outside [0, {wmax}] ({cfg['weight_bits']}-bit weights)")
+    if np.any(data["weight_scale"] <= 0):
+        fail("weight_scale must be > 0")
+    if np.any(data["static_scale"] <= 0):
+        fail("static_scale must be > 0")
+    pi = data["point_ints"]
+    if not np.all(np.isin(pi, ws.ints)):
+        fail(f"point_ints are not all in the {cfg['words']}-word universal set")
+    if np.any(np.diff(pi.astype(np.int64), axis=2) < 0):
+        fail("points are not ascending per channel")
+    if not np.allclose(data["points"], pi / ws.denom, rtol=2.0 ** -20, atol=0):
+        fail("points are not point_ints / the universal set's denominator")
+    arrays = {k: data[k] for k in ARRAY_KEYS}
+    info = meta.get("info", {})
+    return CalibParams(cfg, list(layers), arrays, info if isinstance(info, dict) else {})
+
+
 def load_params(path: str | Path) -> CalibParams:
-    """Read and validate a params file; UserError (one line) for anything wrong."""
+    """Read and validate a params file (:func:`validate_params`); UserError (one line) for anything wrong."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"params file not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
+    except MemoryError:
+        raise UserError(f"cannot read params file {path}: an array claims more memory than there is") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file
-        raise UserError(f"cannot read params file {path}: {str(exc).splitlines()[0][:160]}") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot read params file {path}: {first[:160]}") from None
     if "meta" not in data:
         raise UserError(f"{path} is not a dfsq params file (no 'meta')")
+    if data["meta"].dtype.kind != "U" or data["meta"].ndim != 0:
+        raise UserError(f"{path}: 'meta' is not a JSON string")
     try:
         meta = json.loads(str(data["meta"]))
     except ValueError:
         raise UserError(f"{path}: 'meta' is not valid JSON") from None
-    if meta.get("format") != FORMAT:
-        raise UserError(f"{path} is not a dfsq params file (format {meta.get('format')!r})")
-    if meta.get("version") != VERSION:
-        raise UserError(f"{path} has params version {meta.get('version')}, this tool reads version {VERSION}")
-    cfg, layers = meta["config"], meta["layers"]
-    check_bits(cfg["act_bits"], cfg["weight_bits"], cfg["words"])
-    missing = [k for k in ARRAY_KEYS if k not in data]
-    if missing:
-        raise UserError(f"{path} lacks arrays {missing}")
-    L, K = len(layers), 1 << cfg["act_bits"]
-    pi = data["point_ints"]
-    if pi.ndim != 3 or pi.shape[0] != L or pi.shape[2] != K:
-        raise UserError(f"{path}: point_ints has shape {pi.shape}, expected ({L}, C, {K}) for act_bits "
-                        f"{cfg['act_bits']}")
-    for k in ("points", "loss", "weight_scale", "act_min", "act_max", "static_scale"):
-        if not np.all(np.isfinite(data[k])):
-            raise UserError(f"{path}: {k} holds NaN or infinite values")
-    uni = WordSet(cfg["words"], cfg["gap"]).ints
-    if not np.all(np.isin(pi, uni)):
-        raise UserError(f"{path}: point_ints are not all in the {cfg['words']}-word universal set")
-    if np.any(np.diff(pi.astype(np.int64), axis=2) < 0):
-        raise UserError(f"{path}: points are not ascending per channel")
-    if data["weight_q"].max(initial=0) > (1 << cfg["weight_bits"]) - 1:
-        raise UserError(f"{path}: weight_q exceeds {cfg['weight_bits']} bits")
-    arrays = {k: data[k] for k in ARRAY_KEYS}
-    return CalibParams(cfg, list(layers), arrays, meta.get("info", {}))
+    return validate_params(meta, data, str(path))
 
 
 @cli_main
@@ -369,6 +433,10 @@ def main(argv=None):
     check_bits(args.act_bits, args.weight_bits, args.words)
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be a positive integer, got {args.threads}")
+    check_output_file(args.out, "--out")
+    check_output_file(sidecar_path(args.out), "params sidecar")
     if args.threads:
         torch.set_num_threads(args.threads)
     from .model import load_edsr

@@ -19,14 +19,26 @@ IMAGE_EXTS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
-    """An image file as uint8 (H, W, 3); greyscale is replicated to 3 channels, alpha is dropped."""
+    """An image file as uint8 (H, W, 3); greyscale is replicated to 3 channels, alpha is dropped.
+
+    16-bit greyscale is scaled to 8 bits (v / 257, rounded); 32-bit integer and float images are refused."""
     try:
         with Image.open(path) as im:
+            if im.mode.startswith("I;16"):
+                a = np.asarray(im).astype(np.uint32)
+                grey = ((a * 255 + 32767) // 65535).astype(np.uint8)
+                return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+            if im.mode in ("I", "F"):
+                raise UserError(f"cannot read image {path}: {'32-bit integer' if im.mode == 'I' else 'float'} "
+                                f"pixels (mode {im.mode}); convert it to 8 or 16 bits per channel")
             im = im.convert("RGB") if im.mode != "RGB" else im.copy()
+    except UserError:
+        raise
     except FileNotFoundError:
         raise UserError(f"image not found: {path}") from None
     except Exception as exc:  # noqa: BLE001
-        raise UserError(f"cannot read image {path}: {exc}") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot read image {path}: {first[:160]}") from None
     return np.asarray(im, dtype=np.uint8)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from tqdm import tqdm
 
 from .data import BENCHMARK_ROOT, DATASETS, benchmark_pairs
 from golden.errors import UserError, cli_main
+from golden.files import atomic_output, check_output_file
 from .imresize import imresize
 from .metrics import psnr_y, ssim_y
 
@@ -71,8 +71,21 @@ def add_quant_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--calib", help="calibration image folder when --params is not given")
     ap.add_argument("--images", type=int, default=32, help="calibration images when --params is not given")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--scale-bits", type=int, default=DEFAULT_SCALE_BITS,
-                    help="fixed-point width of sigma/mu in the integer datapath (dfsq-hw)")
+    ap.add_argument("--scale-bits", type=int, default=None,
+                    help=f"fixed-point width of sigma/mu in the integer datapath (dfsq-hw only; default "
+                         f"{DEFAULT_SCALE_BITS})")
+
+
+def check_quant_args(args) -> None:
+    """Reject flags the chosen ``--method`` would ignore or clamp (``--scale-bits`` is for dfsq-hw only)."""
+    from golden.spec import DEFAULT_SCALE_BITS, SCALE_BITS_RANGE  # noqa: PLC0415
+
+    if args.scale_bits is None:
+        args.scale_bits = DEFAULT_SCALE_BITS
+    elif getattr(args, "method", "dfsq-hw") != "dfsq-hw":
+        raise UserError(f"--scale-bits applies to --method dfsq-hw only, not {args.method}")
+    elif not SCALE_BITS_RANGE[0] <= args.scale_bits <= SCALE_BITS_RANGE[1]:
+        raise UserError(f"--scale-bits must be in {SCALE_BITS_RANGE[0]}..{SCALE_BITS_RANGE[1]}, got {args.scale_bits}")
 
 
 @cli_main
@@ -86,7 +99,12 @@ def main(argv=None):
     ap.add_argument("--json", help="write the results here")
     add_quant_args(ap)
     args = ap.parse_args(argv)
-    names = [n for n in args.datasets.split(",") if n]
+    check_quant_args(args)
+    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    if not names:
+        raise UserError(f"--datasets selects no dataset: {args.datasets!r}")
+    if args.json:
+        check_output_file(args.json, "--json")
     for n in names:
         if not (Path(args.data_root) / n / "HR").is_dir():
             raise UserError(f"dataset {n} not found: expected {Path(args.data_root) / n / 'HR'}")
@@ -102,9 +120,8 @@ def main(argv=None):
         out = {"scale": args.scale, "method": args.method, "weights": str(args.weights), "results": results}
         if args.method not in ("fp", "bicubic"):
             out.update(act_bits=args.act_bits, weight_bits=args.weight_bits, words=args.words)
-        tmp = Path(args.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps(out, indent=2) + "\n")
-        os.replace(tmp, args.json)
+        with atomic_output(args.json) as tmp:
+            tmp.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Export the per-layer tensors of a DFSQ-quantized EDSR run (contract 2; docs/export-format.md).
 
     python -m dfsq.export --weights default --params PARAMS.npz --image PATH|sample [--crop Y,X,H,W] \
-        [--scale-bits 16] --out DIR
+        [--scale-bits 24] --out DIR
 
 The image (``sample`` = scikit-image's astronaut) is the network input (an LR image), optionally cropped first.
 The quantized network runs once; for each of the 32 quantized convs, in network order, ``NN_<name>.npz`` holds its
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import numpy as np
 import torch
 
 from golden.errors import UserError, cli_main
+from golden.files import atomic_output_dir, check_output_dir
 from golden.spec import DEFAULT_SCALE_BITS, DatapathSpec, SpecError
 
 from .calibrate import load_params, versions, weights_fingerprint
@@ -68,7 +67,7 @@ def collect_layers(qmodel, img: np.ndarray) -> list[dict]:
 
     handles = [m.register_forward_hook(hook) for m in convs]
     try:
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
+        x = torch.from_numpy(np.array(img, order="C")).permute(2, 0, 1)[None].float()  # a writable copy
         qmodel(x)
     finally:
         for h in handles:
@@ -105,30 +104,20 @@ def _is_export_dir(path: Path) -> bool:
 
 def write_export(layers: list[dict], manifest: dict, out: str | Path) -> Path:
     """Write the layer files and manifest into a temporary sibling of ``out``, then rename it to ``out``
-    (replacing a previous export there; refusing anything else)."""
-    out = Path(out)
-    if out.exists() and not _is_export_dir(out):
-        raise UserError(f"{out} exists and is not an export directory; choose another --out")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"output folder does not exist: {parent}")
-    tmp = parent / f".{out.name}.tmp-{os.getpid()}"
-    old = parent / f".{out.name}.old-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    (replacing a previous export there; refusing anything else). Nothing is left behind on failure or signal."""
+    out = check_export_out(out)
+    with atomic_output_dir(out, replace=_is_export_dir) as tmp:
         for f, entry in zip(layers, manifest["layers"]):
             _write_npz(tmp / entry["file"], f)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists():
-            shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def check_export_out(out: str | Path) -> Path:
+    """``out`` as a Path if an export can be written there (creates nothing); a one-line UserError otherwise."""
+    out = check_output_dir(out, "--out")
+    if out.exists() and not _is_export_dir(out):
+        raise UserError(f"{out} exists and is not an export directory; choose another --out")
     return out
 
 
@@ -179,6 +168,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", required=True, help="export directory to write")
     args = ap.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be a positive integer, got {args.threads}")
+    check_export_out(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     from .model import load_edsr

@@ -10,13 +10,13 @@ sample, and across samples of one channel (box plots of the raw full-precision a
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from golden.errors import UserError, cli_main
+from golden.files import atomic_output, check_output_file
 
 from .calibrate import calibration_images
 from .model import load_edsr, quantized_convs
@@ -59,7 +59,9 @@ def plot(name: str, acts: list[np.ndarray], sample: int, channel: int, channels:
         raise UserError(f"--sample must be in 0..{n - 1}, got {sample}")
     if not 0 <= channel < c:
         raise UserError(f"--channel must be in 0..{c - 1}, got {channel}")
-    chans = list(range(min(channels, c)))
+    if not 1 <= channels <= c:
+        raise UserError(f"--channels must be in 1..{c} (the layer has {c} input channels), got {channels}")
+    chans = list(range(channels))
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))
     a.boxplot([acts[sample][i].ravel() for i in chans], whis=(0, 100), showfliers=False)
     a.set_xticks(range(1, len(chans) + 1), [str(i) for i in chans], fontsize=7)
@@ -75,10 +77,11 @@ def plot(name: str, acts: list[np.ndarray], sample: int, channel: int, channels:
     fig.suptitle("Input activation ranges (whiskers: min..max, box: quartiles)")
     fig.tight_layout()
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with atomic_output(out, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
     return out
 
 
@@ -97,6 +100,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if not args.out.lower().endswith(".png"):
         raise UserError("--out must be a .png file")
+    check_output_file(args.out, "--out")
+    if args.channels < 1:
+        raise UserError(f"--channels must be >= 1, got {args.channels}")
     model = load_edsr(args.weights, args.scale)
     images = calibration_images(args.calib, args.images, args.scale)
     name, acts = layer_inputs(model, images, args.layer)

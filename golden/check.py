@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from .errors import UserError, cli_main
+from .files import atomic_output, check_output_file
 from .export_io import LayerData, load_export, load_manifest, spec_from_manifest
 from .layer import derive_codes, error_bound, run_layer
 from .spec import EPS, DatapathSpec
@@ -65,26 +64,22 @@ def check_layer(layer: LayerData, spec: DatapathSpec) -> dict:
 
 
 def _atomic_json(path: Path, obj) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
+    with atomic_output(path) as tmp:
+        with open(tmp, "w") as f:
             json.dump(obj, f, indent=2)
             f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _parse_layers(text: str | None):
     if text is None or text == "all":
         return None
     try:
-        return [int(t) for t in text.split(",") if t.strip()]
+        wanted = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise UserError(f"--layers must be 'all' or comma-separated indices, got {text!r}") from None
+    if not wanted:
+        raise UserError(f"--layers selects no layer: {text!r} (use 'all' or indices such as 0,5)")
+    return wanted
 
 
 def format_table(results: list[dict]) -> str:
@@ -111,13 +106,16 @@ def main(argv=None):
     ap.add_argument("--scale-bits", type=int, help="check with this de-normalization width (default: the export's)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
+    wanted = _parse_layers(args.layers)
+    if args.json:
+        check_output_file(args.json, "--json")
     manifest = load_manifest(args.export)
     method = (manifest.get("config") or {}).get("method", "dfsq")
     if method not in (None, "dfsq"):
         raise UserError(f"export method is {method!r}: the shift-add datapath needs DFSQ points")
     overrides = {} if args.scale_bits is None else {"scale_bits": args.scale_bits}
     spec = spec_from_manifest(manifest, **overrides)
-    _, layers = load_export(args.export, spec, _parse_layers(args.layers))
+    _, layers = load_export(args.export, spec, wanted)
     results = [check_layer(lay, spec) for lay in tqdm(layers, desc="golden.check", disable=args.quiet,
                                                          leave=False)]
     print(format_table(results))

@@ -7,8 +7,6 @@ The format is contract 2 of the project (docs/export-format.md): every array is 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
+from .files import atomic_output
 from .spec import ACT_BITS_RANGE, DatapathSpec, SpecError
 
 EXPORT_FORMAT = "dfsq-export"
@@ -176,8 +175,11 @@ def load_layer(path, spec: DatapathSpec | None = None) -> LayerData:
             d = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise UserError(f"layer file not found: {path}") from None
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise UserError(f"{path}: not a readable .npz file ({str(exc).splitlines()[0][:120]})") from None
+    except MemoryError:
+        raise UserError(f"{path}: an array claims more memory than there is (a corrupt header?)") from None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{path}: not a readable .npz file ({first[:120]})") from None
     unknown = sorted(set(d) - set(FIELDS))
     if unknown:
         _fail(str(path), f"unknown fields {unknown}")
@@ -223,7 +225,76 @@ def load_manifest(directory) -> dict:
         raise UserError(f"{mpath}: version {manifest.get('version')!r}, this reader knows {EXPORT_VERSION}")
     if not isinstance(manifest.get("layers"), list) or not manifest["layers"]:
         raise UserError(f"{mpath}: no layers listed")
+    validate_manifest(manifest, directory)
     return manifest
+
+
+def _shape4(v) -> bool:
+    return (isinstance(v, list) and len(v) == 4 and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
+                                                        for d in v))
+
+
+def validate_manifest(manifest: dict, directory=None) -> None:
+    """Check a manifest against itself and, with ``directory``, against the layer files there; UserError if not.
+
+    ``config`` and ``spec`` must be objects; each layer entry needs an integer ``index`` (strictly increasing),
+    a plain ``.npz`` file name, a ``name``, 4-element ``input_shape``/``output_shape`` that agree on N, H, W, and a
+    boolean ``relu_input``; no index, file or name twice. In ``directory`` every listed file must exist and every
+    ``.npz`` file must be listed (a trimmed manifest would silently check fewer layers). The contents of each file
+    are compared with its entry when it is loaded (:func:`check_entry`)."""
+    where = f"{Path(directory) / 'manifest.json'}" if directory is not None else "manifest"
+    for key in ("config", "spec"):
+        if not isinstance(manifest.get(key), dict):
+            raise UserError(f"{where}: {key!r} must be an object, got {type(manifest.get(key)).__name__}")
+    seen: dict[str, set] = {"index": set(), "file": set(), "name": set()}
+    last = None
+    for i, e in enumerate(manifest["layers"]):
+        def bad(msg):
+            raise UserError(f"{where}: layer entry {i}: {msg}")
+        if not isinstance(e, dict):
+            bad(f"must be an object, got {type(e).__name__}")
+        idx, fname, name = e.get("index"), e.get("file"), e.get("name")
+        if not isinstance(idx, int) or isinstance(idx, bool) or idx < 0:
+            bad(f"index must be a non-negative integer, got {idx!r}")
+        if not isinstance(fname, str) or Path(fname).name != fname or not fname.endswith(".npz"):
+            bad(f"file must be a plain .npz file name, got {fname!r}")
+        if not isinstance(name, str) or not name:
+            bad(f"name must be a non-empty string, got {name!r}")
+        for key, val in (("index", idx), ("file", fname), ("name", name)):
+            if val in seen[key]:
+                bad(f"{key} {val!r} is listed twice")
+            seen[key].add(val)
+        if last is not None and idx <= last:
+            bad(f"index {idx} after {last}: layers must be listed in increasing index order")
+        last = idx
+        ins, outs = e.get("input_shape"), e.get("output_shape")
+        if not _shape4(ins) or not _shape4(outs):
+            bad(f"input_shape/output_shape must be 4 positive integers, got {ins!r} / {outs!r}")
+        if (ins[0], ins[2], ins[3]) != (outs[0], outs[2], outs[3]):
+            bad(f"input_shape {ins} and output_shape {outs} disagree on N, H, W")
+        if not isinstance(e.get("relu_input"), bool):
+            bad(f"relu_input must be true or false, got {e.get('relu_input')!r}")
+    if directory is None:
+        return
+    directory = Path(directory)
+    absent = [f for f in sorted(seen["file"]) if not (directory / f).is_file()]
+    if absent:
+        raise UserError(f"{where}: listed layer file {absent[0]} is missing" +
+                        (f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""))
+    unlisted = sorted(p.name for p in directory.glob("*.npz") if p.name not in seen["file"])
+    if unlisted:
+        raise UserError(f"{where}: lists {len(seen['file'])} layers, but {len(unlisted)} more layer files are in "
+                        f"the folder ({unlisted[0]}{', ...' if len(unlisted) > 1 else ''}): a trimmed manifest?")
+
+
+def check_entry(layer: "LayerData", entry: dict, where: str) -> None:
+    """UserError if a loaded layer differs from its manifest entry (index, name, shapes, relu_input)."""
+    n, c, o, h, w = layer.shape
+    got = {"index": layer.index, "name": layer.name, "input_shape": [n, c, h, w], "output_shape": [n, o, h, w],
+           "relu_input": layer.relu_input}
+    for key, val in got.items():
+        if key in entry and entry[key] != val:
+            raise UserError(f"{where}: {key} is {val!r} in the file but {entry[key]!r} in the manifest")
 
 
 def load_export(directory, spec: DatapathSpec | None = None, layers=None):
@@ -250,6 +321,7 @@ def load_export(directory, spec: DatapathSpec | None = None, layers=None):
         if layer.index != idx or layer.name != entry.get("name", layer.name):
             raise UserError(f"{directory / fname}: index/name {layer.index}/{layer.name} differ from the manifest "
                             f"({idx}/{entry.get('name')})")
+        check_entry(layer, entry, str(directory / fname))
         out.append(layer)
     if wanted is not None and len(out) != len(wanted):
         missing = sorted(wanted - {lay.index for lay in out})
@@ -259,16 +331,8 @@ def load_export(directory, spec: DatapathSpec | None = None, layers=None):
 
 # --- writing (synthetic exports for tests and benches; dfsq.export writes the real ones) -------------------------
 def _atomic_write(path: Path, writer) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         writer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_layer(path, layer: LayerData | dict) -> None:
@@ -308,5 +372,6 @@ def write_export(directory, layers: list[LayerData], spec: DatapathSpec, config:
     return directory
 
 
-__all__ = ["LayerData", "load_layer", "load_export", "load_manifest", "spec_from_manifest", "layer_from_fields",
+__all__ = ["LayerData", "load_layer", "load_export", "load_manifest", "validate_manifest", "check_entry",
+           "spec_from_manifest", "layer_from_fields",
            "check_layer_spec", "save_layer", "write_export", "layer_file_name", "FIELDS"]

@@ -110,3 +110,73 @@ def atomic_output(path: str | Path, suffix: str = ""):
         if isinstance(exc, OSError):
             raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
+
+
+@contextlib.contextmanager
+def atomic_output_dir(path: str | Path, replace=None):
+    """Yield a new, uniquely named temporary folder beside ``path``; on success it becomes ``path``.
+
+    An existing ``path`` is replaced only when ``replace(path)`` is true (e.g. "it is a previous export"); otherwise
+    it is a one-line UserError before anything is written. On any failure (including Ctrl-C and, under
+    :func:`golden.errors.cli_main`, SIGTERM) the temporary folder and every parent folder created are removed.
+    """
+    import shutil
+
+    path = check_output_dir(path)
+    if path.name in ("", ".", ".."):
+        raise UserError(f"output folder {str(path)!r} is not a folder name")
+    if path.exists() and not (replace is not None and replace(path)):
+        raise UserError(f"{path} exists and cannot be replaced; choose another output folder")
+    created = _make_parents(path)
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    except OSError as exc:
+        _remove_dirs(created)
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the result gets the mode a plain mkdir() would give
+    old = None
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not path.exists():
+            with contextlib.suppress(OSError):
+                os.replace(old, path)
+        _remove_dirs(created)
+        if isinstance(exc, OSError):
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def remove_dir_on_failure(path: str | Path):
+    """For a command that fills the folder ``path`` step by step: if ``path`` did not exist before and the block
+    fails (an exception, Ctrl-C, SIGTERM under cli_main; not ``SystemExit``, a finished run's verdict), remove
+    ``path`` and every parent folder created for it, so a failed run leaves nothing behind."""
+    import shutil
+
+    path = check_output_dir(path)
+    existed = path.exists()
+    missing = []
+    p = path.parent
+    while not existed and not p.exists():
+        missing.append(p)
+        p = p.parent
+    try:
+        yield path
+    except SystemExit:
+        raise
+    except BaseException:
+        if not existed:
+            shutil.rmtree(path, ignore_errors=True)
+            _remove_dirs(missing)
+        raise

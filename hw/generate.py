@@ -1,19 +1,18 @@
 """Write the Verilog of the DFSQ MAC or conv engine, plus a JSON sidecar (contract 4).
 
-    python -m hw.generate --words 4 [--act-bits 4] [--weight-bits 4] [--scale-bits 16] [--channels 64]
+    python -m hw.generate --words 4 [--act-bits 4] [--weight-bits 4] [--scale-bits 24] [--channels 64]
         [--lanes 16] [--top mac|engine] [--fault NAME] [--variant registered|fold|deferred|naive] [--out rtl_out/]
 
 writes ``<out>/<stem>.v`` (`` `timescale 1ns/1ps`` first, top module ``dfsq_engine`` or ``dfsq_mac``, clock
 ``clk`` and synchronous active-high reset ``rst``) and ``<out>/<stem>.json`` (configuration, ``spec.widths()``,
-ports with direction, width, signedness and packing, latency). Stems: ``dfsq_engine_w4_a4_b4_s16_c64_l16`` and
-``dfsq_mac_w4_a4_b4_s16_c64``; a faulted variant adds ``_fault-NAME``, a non-default multiplier variant
+ports with direction, width, signedness and packing, latency). Stems: ``dfsq_engine_w4_a4_b4_s24_c64_l16`` and
+``dfsq_mac_w4_a4_b4_s24_c64``; a faulted variant adds ``_fault-NAME``, a non-default multiplier variant
 ``_v-NAME``. The same arguments always give the same bytes.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import amaranth
@@ -23,6 +22,7 @@ from amaranth.hdl import Shape
 from amaranth.lib import data
 
 from golden.errors import UserError, cli_main
+from golden.files import atomic_output, check_output_dir
 from golden.spec import DEFAULT_CHANNELS, DEFAULT_GAP, DEFAULT_SCALE_BITS, DEFAULT_WORDS, SPEC_VERSION, \
     DatapathSpec, SpecError
 
@@ -171,13 +171,8 @@ def render(top: str, spec: DatapathSpec, lanes: int = DEFAULT_LANES, fault=None,
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_output(path) as tmp:
         tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def generate(top: str = "engine", spec: DatapathSpec | None = None, lanes: int = DEFAULT_LANES, fault=None,
@@ -185,11 +180,7 @@ def generate(top: str = "engine", spec: DatapathSpec | None = None, lanes: int =
     """Write ``<out_dir>/<stem>.v`` and ``<out_dir>/<stem>.json``; return their paths."""
     spec = DatapathSpec() if spec is None else spec
     text, meta, name = render(top, spec, lanes, fault, variant)
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create output folder {out}: {exc.strerror}") from None
+    out = check_output_dir(out_dir, "output folder")
     v_path, j_path = out / f"{name}.v", out / f"{name}.json"
     _write_atomic(v_path, text)
     _write_atomic(j_path, json.dumps(meta, indent=2) + "\n")
@@ -201,10 +192,11 @@ def _parser():
     p.add_argument("--words", type=int, default=DEFAULT_WORDS, help="words per point (2..5, default 4)")
     p.add_argument("--act-bits", type=int, default=4, help="bits of a point index (default 4)")
     p.add_argument("--weight-bits", type=int, default=4, help="weight bits (default 4)")
-    p.add_argument("--scale-bits", type=int, default=DEFAULT_SCALE_BITS, help="sigma/mu bits (default 16)")
+    p.add_argument("--scale-bits", type=int, default=DEFAULT_SCALE_BITS, help=f"sigma/mu bits (default {DEFAULT_SCALE_BITS})")
     p.add_argument("--channels", type=int, default=DEFAULT_CHANNELS, help="input channels (default 64)")
     p.add_argument("--gap", type=int, default=DEFAULT_GAP, help="exponent gap of the word set (default 4)")
-    p.add_argument("--lanes", type=int, default=DEFAULT_LANES, help="engine lanes, divides channels (default 16)")
+    p.add_argument("--lanes", type=int, default=None,
+                   help=f"engine lanes, divides channels (default {DEFAULT_LANES}; engine only)")
     p.add_argument("--top", choices=sorted(TOPS), default="engine", help="which top to write (default engine)")
     p.add_argument("--fault", choices=sorted(FAULTS), default=None,
                    help="deliberately broken variant, for mutation tests only")
@@ -214,15 +206,29 @@ def _parser():
     return p
 
 
+def _quiet_unused_elaboratables() -> None:
+    """An interrupted or failed run leaves Amaranth elaboratables unused: no warning per object at exit."""
+    import warnings
+
+    from amaranth.hdl import UnusedElaboratable
+
+    warnings.filterwarnings("ignore", category=UnusedElaboratable)
+
+
 @cli_main
 def main(argv=None):
     args = _parser().parse_args(argv)
+    _quiet_unused_elaboratables()
+    if args.lanes is not None and args.top != "engine":
+        raise UserError(f"--lanes applies to --top engine only (the {args.top} has no lanes)")
+    lanes = DEFAULT_LANES if args.lanes is None else args.lanes
+    check_output_dir(args.out, "--out")
     try:
         spec = DatapathSpec(words=args.words, act_bits=args.act_bits, weight_bits=args.weight_bits,
                             scale_bits=args.scale_bits, channels=args.channels, gap=args.gap)
     except SpecError as exc:
         raise UserError(str(exc)) from None
-    v_path, j_path = generate(args.top, spec, args.lanes, args.fault, args.out, args.variant)
+    v_path, j_path = generate(args.top, spec, lanes, args.fault, args.out, args.variant)
     print(v_path)
     print(j_path)
     return 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from golden.errors import UserError, cli_main
+from golden.files import atomic_output, check_output_dir, check_output_file
 from golden.spec import DatapathSpec
 
 from .baselines import MultiplierMAC, baselines, equal_precision_name
@@ -150,13 +150,13 @@ _KEY = re.compile(r"^x(?P<scale>\d+)/dfsq/W(?P<wb>\d+)A(?P<ab>\d+)/words(?P<word
 def load_psnr(folder: Path) -> tuple[dict, list[str]]:
     """{(scale, words, weight_bits, act_bits, dataset): psnr} from the JSON files in ``folder`` (measured only)."""
     found, sources = {}, []
-    if not folder.is_dir():
-        return found, sources
-    for path in sorted(folder.glob("*.json")):
+    folder = check_results_path(folder)
+    single = folder.is_file()
+    for path in [folder] if single else sorted(folder.glob("*.json")):
         try:
             data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
+        except (OSError, ValueError) as exc:
+            raise UserError(f"--results: cannot read {path} as JSON ({str(exc).splitlines()[0][:120]})") from None
         records = []
         if isinstance(data, dict) and isinstance(data.get("results"), dict):
             for key, rec in data["results"].items():
@@ -178,7 +178,19 @@ def load_psnr(folder: Path) -> tuple[dict, list[str]]:
         if records:
             sources.append(str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path))
             found.update(records)
+    if not found:
+        raise UserError(f"--results {folder}: no PSNR results in {'it' if single else 'its .json files'}")
     return found, sources
+
+
+def check_results_path(path) -> Path:
+    """``--results``: an existing folder of result JSON files, or one such file; a one-line UserError otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"--results {path} does not exist")
+    if not (path.is_dir() or path.is_file()):
+        raise UserError(f"--results {path} is neither a folder nor a file")
+    return path
 
 
 # --- rendering ----------------------------------------------------------------------------------------------------
@@ -427,10 +439,8 @@ def render(summary: dict, psnr: dict, psnr_sources: list[str], versions: dict, a
 
 
 def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
 
 
 def _parser():
@@ -449,6 +459,11 @@ def _parser():
 @cli_main
 def main(argv=None):
     args = _parser().parse_args(argv)
+    # every output and input is checked before minutes of synthesis
+    check_output_file(args.out, "--out")
+    check_output_file(args.json, "--json")
+    check_output_dir(args.cache, "--cache")
+    psnr, sources = load_psnr(Path(args.results))
     tools = Tools()
     versions = tools.versions()
     jobs = plan(args.sweep, args.engine_sweep)
@@ -456,7 +471,6 @@ def main(argv=None):
     for job in tqdm(jobs, desc="synthesis", unit="design"):
         results.append(measure(job, Path(args.cache), tools))
     summary = summarize(jobs, results)
-    psnr, sources = load_psnr(Path(args.results))
     argv_line = "python -m hw.report" + (" " + " ".join(argv) if argv else "")
     text = render(summary, psnr, sources, versions, argv_line)
     _write(Path(args.out), text)

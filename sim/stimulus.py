@@ -28,14 +28,13 @@ the point's spec code; ``in_first`` on the first beat of each output. Every beat
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from golden.errors import UserError
+from golden.files import atomic_output
 from golden.spec import TAPS, DatapathSpec
 
 ENGINE_FORMAT = "dfsq-sim-engine-stimulus-1"
@@ -208,17 +207,9 @@ def engine_layer_stimulus(layer, ops, acc: np.ndarray, spec: DatapathSpec, lanes
 
 
 def _atomic_savez(path, arrays: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_stimulus(path, fmt: str, meta: dict, layer_arrays: list[dict]) -> None:

@@ -12,14 +12,14 @@ edge, so a sampled ``valid and ready`` is exactly the handshake of that edge.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+
+from golden.files import atomic_output
 
 CLOCK_PERIOD_NS = 10
 
@@ -148,17 +148,9 @@ def fmt_value(v: int, bits: int = 64) -> str:
 
 def write_result(path, **arrays) -> None:
     """Atomically write the testbench's result .npz (observed outputs, cycles, wall time, ...)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as f:
             np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class Stopwatch:

@@ -20,13 +20,13 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from golden.errors import UserError, cli_main
+from golden.files import atomic_output, check_output_dir, check_output_file
 from golden.spec import TAPS, DatapathSpec
 from sim import runner as simrun
 from sim import stimulus as st
@@ -145,15 +145,26 @@ def generate_rtl(spec: DatapathSpec, lanes: int, top: str, fault, out_dir: Path)
     if not (v_path.is_file() and json_path.is_file() and stamp.is_file() and stamp.read_text() == digest):
         v_path, json_path = generate(top=top, spec=spec, lanes=lanes, fault=fault, out_dir=str(out_dir))
         v_path, json_path = Path(v_path), Path(json_path)
-        tmp = stamp.with_suffix(".tmp")
-        tmp.write_text(digest)
-        os.replace(tmp, stamp)
+        with atomic_output(stamp) as tmp:
+            tmp.write_text(digest)
     sidecar = json.loads(json_path.read_text())
     widths = _port_widths(sidecar)
     for pname, width in expected_ports(spec, lanes, top).items():
         if pname in widths and widths[pname] != width:
             raise UserError(f"{json_path}: port {pname} is {widths[pname]} bits wide, contract 4 says {width}")
     return v_path, sidecar
+
+
+def check_selection(layers, tiles, tile_size: int, out_channels, top: str = "engine") -> None:
+    """UserError when a tile or output-channel count does not fit a chosen layer (instead of clamping it)."""
+    if top != "engine" or tiles == "all":
+        return
+    for lay in layers:
+        n, c, o, h, w = lay.shape
+        if tile_size > min(h, w):
+            raise UserError(f"--tile-size {tile_size} does not fit layer {lay.index} ({h}x{w} pixels)")
+        if out_channels is not None and out_channels > o:
+            raise UserError(f"--out-channels {out_channels} exceeds the {o} output channels of layer {lay.index}")
 
 
 def _layer_macs(layer, outputs: int) -> int:
@@ -295,7 +306,11 @@ def _simulate_shards(bld, top, run_dir, fmt, stim_meta, arrays, shards):
     if len(shards) == 1:
         return one(0, shards[0])
     with simrun.outside_pytest(), ThreadPoolExecutor(len(shards)) as pool:
-        outs = list(pool.map(lambda a: one(*a), enumerate(shards)))
+        try:
+            outs = list(pool.map(lambda a: one(*a), enumerate(shards)))
+        except BaseException:   # Ctrl-C / SIGTERM: stop the simulators now instead of waiting for them
+            simrun.kill_children()
+            raise
     seconds = time.perf_counter() - t0
     infos, results = zip(*outs)
     failed = [i for i in infos if not i["passed"]]
@@ -343,8 +358,13 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     lanes = choose_lanes(spec, lanes)
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise UserError(f"jobs must be a positive integer, got {jobs!r}")
-    work = Path(work_dir or "sim_build").resolve()
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise UserError(f"seed must be a non-negative integer, got {seed!r}")
+    if json_path:
+        check_output_file(json_path, "--json")
+    work = check_output_dir(Path(work_dir or "sim_build"), "--work-dir").resolve()
     _, lay_data = load_export(export_dir, spec, layers=chosen)
+    check_selection(lay_data, tiles, tile_size, out_channels, top)
 
     # RTL + build (cached per configuration)
     v_path, sidecar = generate_rtl(spec, lanes, top, fault, work / "rtl")
@@ -472,13 +492,10 @@ def _waveform_rerun(layer, spec, lanes, latency, where, bld, v_path, simulator, 
 
 
 def _write_json(path, report: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
 
 
 def format_report(r: dict) -> str:
@@ -536,6 +553,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.tile_size < 1:
         raise UserError("--tile-size must be >= 1")
+    if args.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
     out_channels = None
     if args.out_channels.strip().lower() != "all":
         try:

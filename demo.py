@@ -51,7 +51,7 @@ def main(argv=None):
                     help="simulator processes in parallel (default: up to 2)")
     ap.add_argument("--out", default="out/demo")
     args = ap.parse_args(argv)
-    with remove_dir_on_failure(args.out) as out:  # a failed demo leaves no (half-filled) --out folder behind
+    with remove_dir_on_failure(args.out, "--out") as out:  # a failed demo leaves no (half-filled) --out folder behind
         return _run(args, out)
 
 

@@ -352,7 +352,7 @@ def validate_params(meta, data: dict, where: str = "params") -> CalibParams:
     missing = [k for k in ARRAY_KEYS if k not in data]
     if missing:
         fail(f"lacks arrays {missing}")
-    dims = {"L": len(layers), "K": 1 << cfg["act_bits"]}
+    dims = {"L": len(layers), "K": 1 << cfg["act_bits"], "k": 3}
     for k, (kinds, names) in PARAM_ARRAYS.items():
         a = data[k]
         if a.dtype.kind not in kinds or a.ndim != len(names):
@@ -399,6 +399,8 @@ def load_params(path: str | Path) -> CalibParams:
         raise UserError(f"cannot read params file {path}: an array claims more memory than there is") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if "pickle" in first:  # np.load's advice to allow pickles is not for files from others
+            first = "not an .npz file (or one holding pickled objects, which are never loaded)"
         raise UserError(f"cannot read params file {path}: {first[:160]}") from None
     if "meta" not in data:
         raise UserError(f"{path} is not a dfsq params file (no 'meta')")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import warnings
 import time
 from pathlib import Path
 
@@ -97,7 +98,9 @@ def save_state(path: Path, meta: dict, model, opt, rng: np.random.Generator, ela
 def load_resume_state(path: Path, meta: dict, model, opt, rng: np.random.Generator):
     """Restore a snapshot written by :func:`save_state` for the same run; (elapsed, step, history)."""
     try:
-        st = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a refused file is one line, not a warning and a line
+            warnings.simplefilter("ignore")
+            st = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated, corrupted or planted: never unpickle code
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"cannot read resume file {path}: {first[:160]} (delete it to start afresh)") from None

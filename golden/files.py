@@ -158,13 +158,13 @@ def atomic_output_dir(path: str | Path, replace=None):
 
 
 @contextlib.contextmanager
-def remove_dir_on_failure(path: str | Path):
+def remove_dir_on_failure(path: str | Path, what: str = "output folder"):
     """For a command that fills the folder ``path`` step by step: if ``path`` did not exist before and the block
     fails (an exception, Ctrl-C, SIGTERM under cli_main; not ``SystemExit``, a finished run's verdict), remove
     ``path`` and every parent folder created for it, so a failed run leaves nothing behind."""
     import shutil
 
-    path = check_output_dir(path)
+    path = check_output_dir(path, what)
     existed = path.exists()
     missing = []
     p = path.parent

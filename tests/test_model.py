@@ -75,3 +75,12 @@ def test_cli_rejects_garbage_file_in_one_line(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: cannot read checkpoint")
     assert "Traceback" not in r.stderr
+
+
+def test_empty_checkpoint_file_is_one_line_user_error(tmp_path):
+    """An empty .pt used to end in an IndexError (the empty message of torch.load's error)."""
+    from dfsq.model import load_state
+
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(UserError, match="cannot read checkpoint"):
+        load_state(tmp_path / "empty.pt")

@@ -28,3 +28,117 @@ def test_train_runs_resumes_and_skips_small(tmp_path, capsys):
     main(args[:5] + ["0.06"] + args[6:])
     assert "resumed from" in capsys.readouterr().out
     assert torch.load(str(out) + ".state", weights_only=True)["step"] > steps
+
+
+# --- bad input: every case exits 2 with one line, runs no code from the resume file, and writes nothing ----------
+import pickle  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def _run(argv, capsys):
+    try:
+        rc = main(argv)
+    except SystemExit as exc:
+        rc = exc.code
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("error: "), err
+    return rc, lines[0]
+
+
+def _args(data, out, *extra):
+    return ["--data", str(data), "--minutes", "0.01", "--out", str(out), "--patch", "8", "--batch", "1",
+            "--val-every", "0", *extra]
+
+
+class _Planted:
+    """Unpickling this runs code: it creates the file named in ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path(self.marker).touch, ())
+
+
+@pytest.fixture
+def data(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    save_rgb(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8), d / "a.png")
+    return d
+
+
+def _snapshot(root):
+    return sorted(str(p) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("writer", ["pickle", "torch.save"])
+def test_planted_pickle_in_the_resume_file_is_refused_without_running_it(tmp_path, data, capsys, writer):
+    out = tmp_path / "m.pt"
+    marker = tmp_path / "PWNED"
+    planted = {"meta": _Planted(marker), "model": {}, "opt": {}, "rng": "", "torch_rng": "", "elapsed": 0.0,
+               "step": 0, "history": "[]"}
+    if writer == "pickle":
+        with open(str(out) + ".state", "wb") as f:
+            pickle.dump(planted, f)
+    else:
+        torch.save(planted, str(out) + ".state")
+    before = _snapshot(tmp_path)
+    rc, line = _run(_args(data, out), capsys)
+    assert rc == 2 and "cannot read resume file" in line
+    assert not marker.exists(), "the resume file ran code"
+    assert _snapshot(tmp_path) == before
+
+
+def test_stale_x2_state_is_refused_at_x4(tmp_path, data, capsys):
+    from dfsq.train import _meta, save_state
+
+    out = tmp_path / "m.pt"
+    model = EDSR(2)
+    opt = torch.optim.Adam(model.parameters())
+    save_state(Path(str(out) + ".state"), _meta("edsr", 2, model), model, opt, np.random.default_rng(0), 1.0, 3, [])
+    before = _snapshot(tmp_path)
+    rc, line = _run(_args(data, out, "--scale", "4"), capsys)
+    assert rc == 2 and "written by another run" in line and "scale 2" in line
+    assert _snapshot(tmp_path) == before
+
+
+def test_truncated_state_is_refused(tmp_path, data, capsys):
+    from dfsq.train import _meta, save_state
+
+    out = tmp_path / "m.pt"
+    model = EDSR(2)
+    state = Path(str(out) + ".state")
+    save_state(state, _meta("edsr", 2, model), model, torch.optim.Adam(model.parameters()),
+               np.random.default_rng(0), 1.0, 3, [])
+    state.write_bytes(state.read_bytes()[:20000])
+    before = _snapshot(tmp_path)
+    rc, line = _run(_args(data, out), capsys)
+    assert rc == 2 and "cannot read resume file" in line
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--minutes", "nan"], "--minutes"), (["--patch", "0"], "--patch"), (["--patch", "-4"], "--patch"),
+    (["--batch", "0"], "--batch"), (["--lr", "nan"], "--lr"), (["--threads", "-3"], "--threads"),
+    (["--save-every", "inf"], "--save-every"),
+])
+def test_bad_flags_are_refused(tmp_path, data, capsys, extra, needle):
+    before = _snapshot(tmp_path)
+    rc, line = _run(_args(data, tmp_path / "m.pt", *extra), capsys)
+    assert rc == 2 and needle in line
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("where", ["parent_is_file", "proc", "folder"])
+def test_unwritable_out_is_refused_before_training(tmp_path, data, capsys, where):
+    (tmp_path / "file").write_text("x")
+    out = {"parent_is_file": tmp_path / "file" / "m.pt", "proc": Path("/proc/no-such/m.pt"),
+           "folder": tmp_path}[where]
+    before = _snapshot(tmp_path)
+    rc, line = _run(_args(data, out), capsys)
+    assert rc == 2 and ("--out" in line or "resume file" in line)
+    assert _snapshot(tmp_path) == before

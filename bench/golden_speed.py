@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from golden.errors import UserError, cli_main
-from golden.files import atomic_output
+from golden.files import atomic_output, check_output_dir, check_output_file
 from golden.export_io import load_export
 from golden.layer import accumulate, derive_codes, operands, to_float
 from golden.spec import DatapathSpec
@@ -153,6 +153,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.repeat < 1:
         raise UserError("--repeat must be at least 1")
+    if args.threads < 0:
+        raise UserError(f"--threads must be 0 (default) or positive, got {args.threads}")
+    check_output_dir(args.out, "--out")
+    for suffix in (".json", ".md"):
+        check_output_file(Path(args.out) / f"{args.name}{suffix}", "--out/--name")
     if args.threads:
         torch.set_num_threads(args.threads)
     golden_threads = args.threads or 1

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from golden.errors import UserError, cli_main
-from golden.files import atomic_output
+from golden.files import atomic_output, check_output_dir, check_output_file
 from dfsq.calibrate import calibrate, calibration_images, load_params, save_params, weights_fingerprint
 from dfsq.data import BENCHMARK_ROOT, DATASETS
 from dfsq.evaluate import evaluate_dataset
@@ -206,6 +206,11 @@ def main(argv=None):
     datasets = parse_list(args.datasets, str, DATASETS, "datasets")
     bits_list = parse_list(args.bits, int, range(2, 9), "bits")
     methods = parse_list(args.methods, str, ("fp", "minmax", "dfsq"), "methods")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be a positive integer, got {args.threads}")
+    check_output_file(args.out, "--out")
+    check_output_file(args.cache, "--cache")
+    check_output_dir(args.params_dir, "--params-dir")
     if args.threads:
         torch.set_num_threads(args.threads)
     cache_path, out = Path(args.cache), Path(args.out)

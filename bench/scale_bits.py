@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from golden.errors import UserError, cli_main
-from golden.files import atomic_output
+from golden.files import atomic_output, check_output_dir, check_output_file
 from golden.spec import DEFAULT_SCALE_BITS, SCALE_BITS_RANGE, DatapathSpec
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -177,6 +177,9 @@ def main(argv=None):
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--name", default="scale_bits", help="output file stem")
     args = ap.parse_args(argv)
+    check_output_dir(args.out, "--out")
+    for suffix in (".json", ".md", ".png"):
+        check_output_file(Path(args.out) / f"{args.name}{suffix}", "--out/--name")
     if args.data_root is None:
         from dfsq.data import BENCHMARK_ROOT
         args.data_root = str(BENCHMARK_ROOT)

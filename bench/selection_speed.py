@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from golden.errors import UserError, cli_main
-from golden.files import atomic_output
+from golden.files import atomic_output, check_output_file
 from golden.spec import WordSet
 from dfsq.calibrate import calibrate, calibration_images, collect_histograms
 from dfsq.model import load_edsr, quantized_convs
@@ -186,13 +186,18 @@ def main(argv=None):
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "selection_speed"))
     ap.add_argument("--replot", action="store_true", help="only redraw <out>.md and <out>.png from <out>.json")
     args = ap.parse_args(argv)
+    for suffix in (".json", ".md", ".png"):
+        check_output_file(Path(args.out).with_suffix(suffix), "--out")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be a positive integer, got {args.threads}")
     if args.replot:
         out = Path(args.out)
         try:
             res = json.loads(out.with_suffix(".json").read_text())
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot read {out.with_suffix('.json')}: {exc}") from None
-        out.with_suffix(".md").write_text(markdown(res))
+        with atomic_output(out.with_suffix(".md")) as tmp:
+            tmp.write_text(markdown(res))
         plot(res["selection"], out.with_suffix(".png"))
         print(f"redrew {out.with_suffix('.md')} and .png")
         return

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from golden.errors import UserError, cli_main
-from golden.files import atomic_output
+from golden.files import atomic_output, check_output_dir
 from golden.spec import DatapathSpec
 from sim import runner as simrun
 from sim.verify import verify
@@ -95,6 +95,8 @@ def main(argv=None):
     ap.add_argument("--work-dir", default="sim_build", help="RTL, builds and runs (default sim_build/)")
     ap.add_argument("--out", default=str(RESULTS), help="folder for sim_speed.json / .md")
     args = ap.parse_args(argv)
+    check_output_dir(args.out, "--out")
+    check_output_dir(args.work_dir, "--work-dir")
     sims = [s.strip() for s in args.simulators.split(",") if s.strip()]
     for s in sims:
         simrun.check_simulator(s)

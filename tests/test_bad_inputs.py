@@ -647,3 +647,37 @@ def test_export_of_a_read_only_image_gives_no_writable_warning(tmp_path):
         warnings.simplefilter("error")
         layers = collect_layers(qmodel, img)
     assert len(layers) == 32
+
+
+def test_no_unsafe_loads_outside_tests():
+    """Files from other people are never unpickled: no weights_only=False, no allow_pickle=True in the sources."""
+    offenders = []
+    for path in sorted(ROOT.glob("*.py")) + sorted(p for d in ("dfsq", "golden", "hw", "sim", "bench", "scripts")
+                                                   for p in (ROOT / d).rglob("*.py")):
+        text = path.read_text().replace(" ", "")
+        if "weights_only=False" in text or "allow_pickle=True" in text:
+            offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (WEIGHTS.is_file() and PARAMS.is_file() and HAVE_ICARUS),
+                    reason="needs the embedded weights and params and Icarus")
+def test_demo_writes_rtl_under_out_and_a_failed_demo_leaves_no_out_folder(tmp_path, monkeypatch, capsys):
+    import hw.generate
+    from golden.errors import UserError
+
+    seen = []
+
+    def stop(*args, out_dir=None, **kw):
+        seen.append(Path(out_dir))
+        raise UserError("stopped by the test")
+
+    monkeypatch.setattr(hw.generate, "generate", stop)
+    out = tmp_path / "new" / "demo"
+    repo_before = _repo_top()
+    rc, _, err = run_cli("demo", ["--out", str(out), "--crop", "0,0,8,8"], capsys)
+    assert rc == 2 and err.strip() == "error: stopped by the test"
+    assert seen and seen[0] == out / "rtl"          # not the repository's rtl_out/
+    assert list(tmp_path.iterdir()) == []            # the half-filled --out (and its new parent) are gone
+    assert _repo_top() == repo_before

@@ -144,20 +144,32 @@ def _to_tensor(img: np.ndarray) -> torch.Tensor:
 class _Collector:
     """Forward pre-hooks on the quantized convs (from the model's adapter) of a full-precision network that
     accumulate the calibration statistics. Memory stays flat whatever the number of images: per layer one
-    histogram of C x bins counts (int32, widened to int64 only if a layer sees 2^31 pixels per channel), its
-    min/max and the per-channel max |x|; no activation is kept after its hook returns."""
+    histogram of C x bins counts (int32, widened to int64 only if a layer sees 2^31 pixels per channel) and the
+    per-channel min and max; no activation is kept after its hook returns. A layer whose input is a prefix of
+    another's (``QLayer.input_prefix_of``: RDN's RDB convs) is not hooked: its statistics are the first channels
+    of the other layer's."""
 
     def __init__(self, model, bins: int, norm: bool, static_scale: list[torch.Tensor] | None):
         self.qlayers = quantized_layers(model)
         self.convs = [(q.name, get_module(model, q.name)) for q in self.qlayers]
         L = len(self.convs)
+        index = {q.name: i for i, q in enumerate(self.qlayers)}
+        # source[i]: the layer whose hook records layer i's statistics (itself unless its input is a prefix)
+        self.source = []
+        for q in self.qlayers:
+            j = index.get(q.input_prefix_of, None) if q.input_prefix_of else None
+            ok = (j is not None and self.qlayers[j].input_prefix_of is None and self.qlayers[j].in_channels
+                  >= q.in_channels and self.qlayers[j].relu_input == q.relu_input
+                  and (static_scale is None or norm))
+            self.source.append(j if ok else index[q.name])
         self.bins, self.norm, self.static_scale = bins, norm, static_scale
-        self.hist = [torch.zeros(q.in_channels * bins, dtype=torch.int32) for q in self.qlayers]
+        self.hist = [torch.zeros(q.in_channels * bins, dtype=torch.int32) if self.source[i] == i else None
+                     for i, q in enumerate(self.qlayers)]
         self.pixels = [0] * L
-        self.act_min = torch.full((L,), float("inf"))
-        self.act_max = torch.full((L,), float("-inf"))
-        self.chan_max = [torch.zeros(q.in_channels) for q in self.qlayers]
-        self.handles = [conv.register_forward_pre_hook(self._hook(i)) for i, (_, conv) in enumerate(self.convs)]
+        self.chan_min = [torch.full((q.in_channels,), float("inf")) for q in self.qlayers]
+        self.chan_max = [torch.full((q.in_channels,), float("-inf")) for q in self.qlayers]
+        self.handles = [conv.register_forward_pre_hook(self._hook(i)) for i, (_, conv) in enumerate(self.convs)
+                        if self.source[i] == i]
         self.collect_hist = True
 
     def _hook(self, i):
@@ -165,33 +177,56 @@ class _Collector:
 
         def hook(module, inputs):
             x = inputs[0].detach().float()
-            if not torch.isfinite(x).all():
+            cmin, cmax = x.amin((0, 2, 3)), x.amax((0, 2, 3))  # NaN propagates: the finiteness check is free
+            if not (torch.isfinite(cmin).all() and torch.isfinite(cmax).all()):
                 raise UserError(f"activations at {self.convs[i][0]} are not finite (bad weights or input?)")
-            self.act_min[i] = min(self.act_min[i], x.min())
-            self.act_max[i] = max(self.act_max[i], x.max())
-            self.chan_max[i] = torch.maximum(self.chan_max[i], x.abs().amax((0, 2, 3)))
+            self.chan_min[i] = torch.minimum(self.chan_min[i], cmin)
+            self.chan_max[i] = torch.maximum(self.chan_max[i], cmax)
             if not self.collect_hist:
                 return
             n, c = x.shape[:2]
+            # the float32 ops of contract 1 in the same order (in place where that changes no rounding):
+            # xn = (x - mean) / (max|x - mean| + EPS); bin = floor((xn + 1) * bins / 2), clamped
             if self.norm:
                 mean = torch.zeros(n, c) if relu else x.mean((2, 3))
                 d = x - mean[:, :, None, None]
-                xn = d / (d.abs().amax((2, 3)) + EPS)[:, :, None, None]
+                maxabs = torch.maximum(d.amax((2, 3)), -d.amin((2, 3)))  # == d.abs().amax((2, 3)), exactly
+                d.div_((maxabs + EPS)[:, :, None, None])
             else:
-                xn = (x / self.static_scale[i][None, :, None, None]).clamp(-1.0, 1.0)
-            idx = ((xn + 1.0) * (self.bins / 2)).floor().clamp_(0, self.bins - 1).long()
-            idx = idx.permute(1, 0, 2, 3).reshape(c, -1) + (torch.arange(c) * self.bins)[:, None]
-            counts = torch.bincount(idx.reshape(-1), minlength=c * self.bins)
-            self.pixels[i] += idx.shape[1]
+                d = (x / self.static_scale[i][None, :, None, None]).clamp_(-1.0, 1.0)
+            d.add_(1.0).mul_(self.bins / 2).floor_().clamp_(0, self.bins - 1)
+            idx = d.long().add_((torch.arange(c) * self.bins)[None, :, None, None])
+            counts = torch.bincount(idx.view(-1), minlength=c * self.bins)
+            self.pixels[i] += n * x.shape[2] * x.shape[3]
             if self.pixels[i] > np.iinfo(np.int32).max and self.hist[i].dtype == torch.int32:
                 self.hist[i] = self.hist[i].long()
             self.hist[i] += counts.to(self.hist[i].dtype)
 
         return hook
 
+    def layer_stats(self):
+        """Per-layer (act_min (L,), act_max (L,), per-channel max |x| list): shared layers read their source's
+        first channels."""
+        L = len(self.qlayers)
+        act_min, act_max, absmax = torch.empty(L), torch.empty(L), []
+        for i, q in enumerate(self.qlayers):
+            s, c = self.source[i], q.in_channels
+            lo, hi = self.chan_min[s][:c], self.chan_max[s][:c]
+            act_min[i], act_max[i] = lo.min(), hi.max()
+            absmax.append(torch.maximum(-lo, hi))  # == x.abs().amax((0, 2, 3)), exactly
+        return act_min, act_max, absmax
+
+    def take_histogram(self, i: int) -> np.ndarray:
+        """Layer i's (C, bins) int64 counts; a source's counts are freed once no later layer needs them."""
+        s, c = self.source[i], self.qlayers[i].in_channels
+        h = self.hist[s][:c * self.bins].view(c, self.bins).numpy().astype(np.int64)
+        if all(self.source[j] != s for j in range(i + 1, len(self.qlayers))):
+            self.hist[s] = None
+        return h
+
     def histograms(self) -> list[np.ndarray]:
         """Per layer, (C, bins) int64 counts."""
-        return [h.view(q.in_channels, self.bins).numpy().astype(np.int64) for h, q in zip(self.hist, self.qlayers)]
+        return [self.take_histogram(i) for i in range(len(self.qlayers))]
 
     def close(self):
         for h in self.handles:
@@ -246,7 +281,7 @@ def calibrate(model, images, *, act_bits: int = 4, weight_bits: int = 4, words: 
             _run(model, inputs, col, progress, "calibration pass 1/2")
         finally:
             col.close()
-        static_scale = [m + EPS for m in col.chan_max]
+        static_scale = [m + EPS for m in col.layer_stats()[2]]
     col = _Collector(model, bins, norm, static_scale)
     try:
         _run(model, inputs, col, progress, "calibration" if norm else "calibration pass 2/2")
@@ -265,8 +300,7 @@ def calibrate(model, images, *, act_bits: int = 4, weight_bits: int = 4, words: 
     restart = [np.zeros(C, np.int16) for C in chans]
     for i in tqdm(range(L), desc="selecting points", disable=not progress, leave=False):
         C = chans[i]
-        hist = col.hist[i].view(C, bins).numpy().astype(np.int64)
-        col.hist[i] = None  # free the counts layer by layer (config-B RDN: 47k channels x bins)
+        hist = col.take_histogram(i)  # frees the counts as it goes (config-B RDN: 47k channels x bins)
         h = hist.sum(0, keepdims=True) if layerwise else hist
         r = kmeans_select(values, h, act_bits, ws, seed=np.random.SeedSequence([seed, i]).generate_state(1)[0],
                           restarts=restarts, refine=refine)
@@ -281,7 +315,8 @@ def calibrate(model, images, *, act_bits: int = 4, weight_bits: int = 4, words: 
     t_select = time.perf_counter() - t1
 
     wq, zp, sc = zip(*(quantize_weight(conv.weight, weight_bits) for _, conv in col.convs))
-    static = static_scale if static_scale is not None else [m + EPS for m in col.chan_max]
+    act_min, act_max, absmax = col.layer_stats()
+    static = static_scale if static_scale is not None else [m + EPS for m in absmax]
     arrays = {
         "point_ints": stack_if_uniform([p.astype(np.int32) for p in point_ints]),
         "points": stack_if_uniform([(p / ws.denom).astype(np.float32) for p in point_ints]),
@@ -291,8 +326,8 @@ def calibrate(model, images, *, act_bits: int = 4, weight_bits: int = 4, words: 
         "weight_q": stack_if_uniform([w.numpy().astype(np.uint8) for w in wq]),
         "zero_point": stack_if_uniform([z.numpy().astype(np.int32) for z in zp]),
         "weight_scale": stack_if_uniform([s_.numpy().astype(np.float32) for s_ in sc]),
-        "act_min": col.act_min.numpy().astype(np.float32),
-        "act_max": col.act_max.numpy().astype(np.float32),
+        "act_min": act_min.numpy().astype(np.float32),
+        "act_max": act_max.numpy().astype(np.float32),
         "static_scale": stack_if_uniform([m.numpy().astype(np.float32) for m in static]),
     }
     config = {**model_config(model),

@@ -19,16 +19,25 @@ from golden.errors import UserError
 
 @dataclass(frozen=True)
 class QLayer:
-    """One quantized conv: ``name`` is its module path in the model (``get_module(model, name)``)."""
+    """One quantized conv: ``name`` is its module path in the model (``get_module(model, name)``).
+
+    ``input_prefix_of`` (optional) names another quantized layer whose input starts with this layer's whole input
+    (RDN: an RDB conv's input is the first channels of the block's LFF input, a concatenation). Normalization is
+    per channel, so this layer's calibration statistics are that layer's first ``in_channels`` channels:
+    calibration hooks only the other layer. Purely an optimization; leaving it None is always correct."""
 
     name: str
     kernel: int
     in_channels: int
     out_channels: int
     relu_input: bool
+    input_prefix_of: str | None = None
 
     def describe(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["input_prefix_of"] is None:
+            del d["input_prefix_of"]
+        return d
 
 
 @dataclass(frozen=True)
@@ -43,7 +52,7 @@ class Adapter:
     config: Callable[[nn.Module], dict]
 
 
-def conv_layer(model: nn.Module, name: str, relu_input: bool) -> QLayer:
+def conv_layer(model: nn.Module, name: str, relu_input: bool, input_prefix_of: str | None = None) -> QLayer:
     """The :class:`QLayer` of the ``nn.Conv2d`` at ``name`` (square kernel, 'same' padding, no groups)."""
     conv = get_module(model, name)
     if not isinstance(conv, nn.Conv2d):
@@ -52,7 +61,7 @@ def conv_layer(model: nn.Module, name: str, relu_input: bool) -> QLayer:
     if conv.kernel_size != (k, k) or k not in (1, 3) or conv.padding != (k // 2, k // 2) or conv.groups != 1 \
             or conv.stride != (1, 1) or conv.dilation != (1, 1):
         raise UserError(f"{name}: only 1x1 and 3x3 'same' convs can be quantized, got {conv}")
-    return QLayer(name, k, conv.in_channels, conv.out_channels, bool(relu_input))
+    return QLayer(name, k, conv.in_channels, conv.out_channels, bool(relu_input), input_prefix_of)
 
 
 def get_module(model: nn.Module, name: str) -> nn.Module:

@@ -4,7 +4,8 @@ fusion ``LFF`` (1x1, G0 + C*G -> G0), and the global feature fusion ``GFF.0`` (1
 
 All inputs are normalized with mean subtraction, as in the official DFSQ code (``model/setq/rdn_setq.py``): the
 input of an RDB conv is a concatenation of the block input with earlier ReLU outputs, so none is purely
-post-ReLU."""
+post-ReLU. Because an RDB conv's input is the first channels of the block's LFF input, calibration reads its
+statistics from the LFF's (``input_prefix_of``): 5x fewer histogram updates for config B."""
 from __future__ import annotations
 
 from ..rdn import RDN
@@ -15,7 +16,8 @@ def layers(model: RDN) -> list[QLayer]:
     out = []
     for i, rdb in enumerate(model.RDBs):
         for j in range(len(rdb.convs)):
-            out.append(conv_layer(model, f"RDBs.{i}.convs.{j}.conv.0", relu_input=False))
+            out.append(conv_layer(model, f"RDBs.{i}.convs.{j}.conv.0", relu_input=False,
+                                  input_prefix_of=f"RDBs.{i}.LFF"))
         out.append(conv_layer(model, f"RDBs.{i}.LFF", relu_input=False))
     out.append(conv_layer(model, "GFF.0", relu_input=False))
     out.append(conv_layer(model, "GFF.1", relu_input=False))

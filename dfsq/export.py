@@ -114,6 +114,11 @@ def _write_npz(path: Path, fields: dict) -> None:
         np.savez(f, **fields)
 
 
+def _write_npz_compressed(path: Path, fields: dict) -> None:
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **fields)
+
+
 def _is_export_dir(path: Path) -> bool:
     if not path.is_dir():
         return False
@@ -125,7 +130,7 @@ def _is_export_dir(path: Path) -> bool:
         return False
 
 
-def write_export(layers: list[dict], manifest: dict, out: str | Path) -> Path:
+def write_export(layers: list[dict], manifest: dict, out: str | Path, compress: bool = False) -> Path:
     """Write the layer files and manifest into a temporary sibling of ``out``, then rename it to ``out``
     (replacing a previous export there; refusing anything else)."""
     out = Path(out)
@@ -141,7 +146,7 @@ def write_export(layers: list[dict], manifest: dict, out: str | Path) -> Path:
     tmp.mkdir()
     try:
         for f, entry in zip(layers, manifest["layers"]):
-            _write_npz(tmp / entry["file"], f)
+            (_write_npz_compressed if compress else _write_npz)(tmp / entry["file"], f)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():
             os.replace(out, old)
@@ -155,10 +160,12 @@ def write_export(layers: list[dict], manifest: dict, out: str | Path) -> Path:
 
 
 def export(model, params, img: np.ndarray, out: str | Path, *, scale_bits: int = DEFAULT_SCALE_BITS,
-           weights: str = "", params_path: str = "", image: str = "", crop=None, layers=None) -> dict:
+           weights: str = "", params_path: str = "", image: str = "", crop=None, layers=None,
+           compress: bool = False) -> dict:
     """Quantize ``model`` (full-precision EDSR or RDN) with ``params``, run it on ``img`` (network input, uint8
     HWC, already cropped) and write the export directory ``out`` (all quantized layers, or the indices in
-    ``layers``). Returns the manifest."""
+    ``layers``; ``compress``: zip-deflate the layer files, which ``np.load`` reads unchanged). Returns the
+    manifest."""
     cfg = params.config
     check_model_matches(cfg, model, str(params_path or "the params file"))
     if not cfg.get("norm", True):
@@ -197,7 +204,7 @@ def export(model, params, img: np.ndarray, out: str | Path, *, scale_bits: int =
         "layers": entries,
         "versions": versions(),
     }
-    write_export(fields, manifest, out)
+    write_export(fields, manifest, out, compress)
     return manifest
 
 
@@ -210,6 +217,7 @@ def main(argv=None):
     ap.add_argument("--image", required=True, help="network input image (LR), or 'sample'")
     ap.add_argument("--crop", help="Y,X,H,W crop of the image before running the network")
     ap.add_argument("--layers", default="all", help="'all' (default) or comma-separated layer indices to export")
+    ap.add_argument("--compress", action="store_true", help="deflate the layer files (smaller, slower to write)")
     ap.add_argument("--scale-bits", type=int, default=DEFAULT_SCALE_BITS, help="for the manifest's spec widths")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", required=True, help="export directory to write")
@@ -230,7 +238,7 @@ def main(argv=None):
     img = apply_crop(img, crop)
     model = load_model(args.model, args.weights, params.config["scale"])
     manifest = export(model, params, img, args.out, scale_bits=args.scale_bits, weights=args.weights,
-                      params_path=args.params, image=args.image, crop=crop, layers=layers)
+                      params_path=args.params, image=args.image, crop=crop, layers=layers, compress=args.compress)
     n = len(manifest["layers"])
     print(f"exported {n} layers of a {img.shape[0]}x{img.shape[1]} input to {args.out} "
           f"in {time.perf_counter() - t0:.1f} s wall ({time.process_time() - c0:.1f} s CPU)")

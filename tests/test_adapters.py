@@ -203,6 +203,13 @@ def test_rdn_export(tiny_rdn, tiny_params, tmp_path, one_thread):
     assert [e["index"] for e in sub["layers"]] == [2, 6]
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["02_RDBs.0.LFF.npz", "06_GFF.0.npz",
                                                                     "manifest.json"]
+    for e in sub["layers"]:  # a subset, compressed: the same arrays
+        with np.load(tmp_path / "sub" / e["file"], allow_pickle=False) as z:
+            assert all(np.array_equal(z[k], f[e["index"]][k]) for k in f[e["index"]])
+    comp = export(tiny_rdn, tiny_params, img, tmp_path / "comp", layers=[6], compress=True)
+    with np.load(tmp_path / "comp" / comp["layers"][0]["file"], allow_pickle=False) as z:
+        assert all(np.array_equal(z[k], f[6][k]) for k in f[6])
+    assert (tmp_path / "comp" / "06_GFF.0.npz").stat().st_size < (tmp_path / "sub" / "06_GFF.0.npz").stat().st_size
 
 
 def test_export_file_names_sort():

@@ -9,7 +9,7 @@
    for RDN: 4-bit activations and weights, 4 words), or, when it is absent, a quick calibration on images that
    ship with scikit-image;
 3. PSNR/SSIM (Y) of bicubic, FP and DFSQ on scikit-image's 'astronaut' (HR 512x512, x2);
-4. an export of all quantized layers (EDSR 32, RDN-S 37) for an LR crop of that image, checked by the golden
+4. an export of all quantized layers (EDSR 32, RDN-S 42) for an LR crop of that image, checked by the golden
    model;
 5. Verilog of the conv engine and the MAC for that configuration;
 6. Icarus simulation of tiles of every layer, every output compared bit for bit with the golden model;

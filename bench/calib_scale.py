@@ -4,7 +4,7 @@
 
 Cases (each runs in its own Python process, so its peak RSS is its own; ``resource.getrusage``):
 
-* ``S``: the embedded RDN (config S: D=8, C=4, G=32, G0=64; 37 quantized convs, inputs up to 512 channels),
+* ``S``: the embedded RDN (config S: D=8, C=4, G=32, G0=64; 42 quantized convs, inputs up to 512 channels),
   x2, W4A4, 4 words, on the default 32 calibration images (BSD200 LR, as ``python -m dfsq.calibrate``). The
   trained weights/rdn_s_x2.pt when present, else random weights (same cost).
 * ``B``: a config-B RDN (D=16, C=8, G=64, G0=64; 146 quantized convs, inputs up to 1024 channels) with random

@@ -67,7 +67,7 @@ def _model(case: str):
     return build_model("rdn", 2, CONFIGS[case]).eval(), "random"
 
 
-def run_case(case: str, threads: int | None) -> dict:
+def run_case(case: str, threads: int | None, forward: bool = True) -> dict:
     """One case in this process: calibrate, then time the bare forward passes."""
     import torch
 
@@ -82,10 +82,12 @@ def run_case(case: str, threads: int | None) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     p = calibrate(model, imgs, act_bits=4, weight_bits=4, words=4, seed=0, weights=weights)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    t1 = time.perf_counter()
-    for _, im in imgs:
-        upscale(model, im)
-    fwd = time.perf_counter() - t1
+    fwd = None
+    if forward:
+        t1 = time.perf_counter()
+        for _, im in imgs:
+            upscale(model, im)
+        fwd = round(time.perf_counter() - t1, 1)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     cfg = getattr(model, "config", None)
     return {
@@ -94,7 +96,7 @@ def run_case(case: str, threads: int | None) -> dict:
         "max_in_channels": int(max(q["in_channels"] for q in p.layer_info)), "images": len(imgs),
         "pixels": p.info["pixels"], "seconds_wall": round(wall, 1), "seconds_cpu": round(cpu, 1),
         "seconds_collect": p.info["seconds_collect"], "seconds_select": p.info["seconds_select"],
-        "seconds_forward_only": round(fwd, 1), "peak_rss_gb": round(rss, 3), "torch_threads": torch.get_num_threads(),
+        "seconds_forward_only": fwd, "peak_rss_gb": round(rss, 3), "torch_threads": torch.get_num_threads(),
         "loadavg_before": [round(v, 2) for v in load0], "loadavg_after": [round(v, 2) for v in os.getloadavg()],
         "mean_loss": p.info["mean_loss"],
     }
@@ -119,7 +121,7 @@ def markdown(rows: list[dict]) -> str:
                f"{r['weights']} weights)"
         lines.append(f"| {name} | {r['layers']} | {r['channels']} ({r['max_in_channels']}) | {r['images']} "
                      f"({r['pixels']:,} px) | {r['seconds_wall']} | {r['seconds_cpu']} | {r['seconds_collect']} | "
-                     f"{r['seconds_select']} | {r['seconds_forward_only']} | {r['peak_rss_gb']} | "
+                     f"{r['seconds_select']} | {r['seconds_forward_only'] or '-'} | {r['peak_rss_gb']} | "
                      f"{'; '.join(goal) or '-'} | {r['loadavg_before'][0]} / {r['loadavg_after'][0]} |")
     return "\n".join(lines) + "\n"
 
@@ -130,20 +132,32 @@ def main(argv=None):
     ap.add_argument("--cases", default="S,B", help="comma-separated: S, B, edsr (default S,B)")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "calib_scale"))
-    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one case, print its JSON row
+    ap.add_argument("--skip-forward", action="store_true", help="do not time the bare forward passes")
+    ap.add_argument("--from-rows", help="only write <out>.json/.md from the JSON rows (one per line) in this file, "
+                                        "e.g. cases run separately with --one")
+    ap.add_argument("--one", help="run one case in this process and print its JSON row")
     args = ap.parse_args(argv)
     if args.one:
-        print(json.dumps(run_case(args.one, args.threads)))
+        if args.one not in GOALS:
+            raise UserError(f"--one must be one of {', '.join(GOALS)}, got {args.one!r}")
+        print(json.dumps(run_case(args.one, args.threads, not args.skip_forward)))
         return 0
-    cases = [c for c in args.cases.split(",") if c]
-    bad = [c for c in cases if c not in GOALS]
-    if bad or not cases:
-        raise UserError(f"--cases must be a comma-separated subset of {', '.join(GOALS)}, got {args.cases!r}")
     rows = []
+    if args.from_rows:
+        rows = [json.loads(line) for line in Path(args.from_rows).read_text().splitlines()
+                if line.startswith("{")]
+        cases = []
+    else:
+        cases = [c for c in args.cases.split(",") if c]
+        bad = [c for c in cases if c not in GOALS]
+        if bad or not cases:
+            raise UserError(f"--cases must be a comma-separated subset of {', '.join(GOALS)}, got {args.cases!r}")
     for c in cases:
         cmd = [sys.executable, "-m", "bench.calib_scale", "--one", c]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
+        if args.skip_forward:
+            cmd += ["--skip-forward"]
         print(f"case {c} ...", flush=True)
         res = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         if res.returncode != 0:

@@ -150,6 +150,7 @@ def main(argv=None):
 
     rep = verify(export_dir, layers="all" if not skipped else ",".join(map(str, checked)), tiles=args.tiles,
                  simulator=args.simulator, out_channels=args.out_channels,
+                 lanes=None if args.model == "edsr" else 64,  # RDN: the spec is 512+ channels wide
                  work_dir=out / "sim", quiet=True, jobs=args.jobs)
     _done(t)
 

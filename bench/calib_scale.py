@@ -36,10 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 GOALS = {"S": {"seconds": 300, "rss_gb": None}, "B": {"seconds": 600, "rss_gb": 4.0}, "edsr": {}}
 
 
-def _images(case: str):
+def _images(case: str, n: int = 32):
     from dfsq.calibrate import calibration_images
 
-    imgs = calibration_images(None, 32, 2)
+    imgs = calibration_images(None, n, 2)
     if case == "B":
         out = []
         for name, im in imgs:
@@ -96,6 +96,7 @@ def run_case(case: str, threads: int | None, forward: bool = True) -> dict:
         "max_in_channels": int(max(q["in_channels"] for q in p.layer_info)), "images": len(imgs),
         "pixels": p.info["pixels"], "seconds_wall": round(wall, 1), "seconds_cpu": round(cpu, 1),
         "seconds_collect": p.info["seconds_collect"], "seconds_select": p.info["seconds_select"],
+        "cpu_seconds_collect": p.info.get("cpu_seconds_collect"), "cpu_seconds_select": p.info.get("cpu_seconds_select"),
         "seconds_forward_only": fwd, "peak_rss_gb": round(rss, 3), "torch_threads": torch.get_num_threads(),
         "loadavg_before": [round(v, 2) for v in load0], "loadavg_after": [round(v, 2) for v in os.getloadavg()],
         "mean_loss": p.info["mean_loss"],

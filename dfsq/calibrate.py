@@ -287,7 +287,7 @@ def calibrate(model, images, *, act_bits: int = 4, weight_bits: int = 4, words: 
         _run(model, inputs, col, progress, "calibration" if norm else "calibration pass 2/2")
     finally:
         col.close()
-    t_collect = time.perf_counter() - t0
+    t_collect, c_collect = time.perf_counter() - t0, time.process_time() - c0
 
     t1 = time.perf_counter()
     L = len(col.convs)
@@ -312,7 +312,7 @@ def calibrate(model, images, *, act_bits: int = 4, weight_bits: int = 4, words: 
         else:
             point_ints[i][:], loss[i][:], kloss[i][:], restart[i][:] = (r["point_ints"], r["loss"], r["kmeans_loss"],
                                                                         r["restart"])
-    t_select = time.perf_counter() - t1
+    t_select, c_select = time.perf_counter() - t1, time.process_time() - c0 - c_collect
 
     wq, zp, sc = zip(*(quantize_weight(conv.weight, weight_bits) for _, conv in col.convs))
     act_min, act_max, absmax = col.layer_stats()
@@ -339,7 +339,8 @@ def calibrate(model, images, *, act_bits: int = 4, weight_bits: int = 4, words: 
     info = {"images": [n for n, _ in inputs], "n_images": len(inputs),
             "pixels": int(sum(img.shape[0] * img.shape[1] for _, img in inputs)),
             "seconds_collect": round(t_collect, 3), "seconds_select": round(t_select, 3),
-            "cpu_seconds": round(time.process_time() - c0, 3), "torch_threads": torch.get_num_threads(),
+            "cpu_seconds": round(time.process_time() - c0, 3), "cpu_seconds_collect": round(c_collect, 3),
+            "cpu_seconds_select": round(c_select, 3), "torch_threads": torch.get_num_threads(),
             "universal_set_size": len(ws), "mean_loss": mean_loss,
             "versions": versions()}
     return CalibParams(config, [n for n, _ in col.convs], arrays, info, [q.describe() for q in col.qlayers])

@@ -163,7 +163,9 @@ def main(argv=None):
     exact = rep["mismatches"] == 0 and codes_ok and within
     summary = {
         "bit_exact": exact, "outputs_compared": rep["compared"], "mismatches": rep["mismatches"],
-        "model": args.model, "layers": len(rep["layers"]), "layers_skipped": {str(k): v for k, v in skipped.items()}, "simulated_cycles": rep.get("cycles"), "mac_per_s": rep.get("mac_per_s"),
+        "model": args.model, "layers": len(rep["layers"]),
+        "layers_skipped": {str(k): v for k, v in skipped.items()}, "simulated_cycles": rep.get("cycles"),
+        "mac_per_s": rep.get("mac_per_s"),
         "psnr": rows, "mac_area": area, "seconds": time.perf_counter() - t_all,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
@@ -171,7 +173,8 @@ def main(argv=None):
     print(f"bit-exact: {'YES' if exact else 'NO'}  ({rep['compared']:,} outputs of {len(rep['layers'])} "
           f"layers compared, {rep['mismatches']} mismatches; golden codes identical: {codes_ok})"
           + (f"; {len(skipped)} 1x1 layers not checked yet" if skipped else ""))
-    print(f"PSNR-Y on astronaut x2 ({model.label}): bicubic {rows['bicubic']['psnr']:.2f} dB, FP {rows['fp']['psnr']:.2f} dB, "
+    print(f"PSNR-Y on astronaut x2 ({model.label}): bicubic {rows['bicubic']['psnr']:.2f} dB, "
+          f"FP {rows['fp']['psnr']:.2f} dB, "
           f"DFSQ W4A4 {rows['dfsq W4A4']['psnr']:.2f} dB")
     print(f"MAC area (iCE40 LUT4): DFSQ shift-add {area['dfsq_lut4']} vs equal-precision multiplier "
           f"{area['baseline_lut4']} ({area['dfsq_lut4'] / area['baseline_lut4']:.2f}x)")

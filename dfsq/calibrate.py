@@ -487,7 +487,8 @@ def main(argv=None):
     save_params(params, args.out)
     i = params.info
     print(f"calibrated {args.model} x{args.scale} W{args.weight_bits}A{args.act_bits} words={args.words} on "
-          f"{i['n_images']} images ({len(params.layers)} layers): collect {i['seconds_collect']:.1f} s, select {i['seconds_select']:.1f} s, total "
+          f"{i['n_images']} images ({len(params.layers)} layers): collect {i['seconds_collect']:.1f} s, "
+          f"select {i['seconds_select']:.1f} s, total "
           f"{i['seconds_total']:.1f} s wall ({i['cpu_seconds']:.1f} s CPU, {i['torch_threads']} threads); "
           f"mean loss {i['mean_loss']:.3g} -> {args.out}")
 

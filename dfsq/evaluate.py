@@ -101,7 +101,8 @@ def main(argv=None):
     for n, r in results.items():
         print(f"{n:<10} {r['psnr']:8.3f} {r['ssim']:8.4f}")
     if args.json:
-        out = {"model": args.model, "scale": args.scale, "method": args.method, "weights": str(args.weights), "results": results}
+        out = {"model": args.model, "scale": args.scale, "method": args.method, "weights": str(args.weights),
+               "results": results}
         if args.method not in ("fp", "bicubic"):
             out.update(act_bits=args.act_bits, weight_bits=args.weight_bits, words=args.words)
         tmp = Path(args.json).with_suffix(".tmp")

@@ -196,7 +196,8 @@ def export(model, params, img: np.ndarray, out: str | Path, *, scale_bits: int =
                 "in_channels": int(f["x"].shape[1]), "out_channels": int(f["y"].shape[1])} for f in fields]
     manifest = {
         "format": FORMAT, "version": VERSION,
-        "config": {**model_config(model), "scale": cfg["scale"], "act_bits": cfg["act_bits"], "weight_bits": cfg["weight_bits"],
+        "config": {**model_config(model),
+                   "scale": cfg["scale"], "act_bits": cfg["act_bits"], "weight_bits": cfg["weight_bits"],
                    "words": cfg["words"], "gap": cfg["gap"], "method": "dfsq", "seed": cfg["seed"],
                    "weights": str(weights or cfg["weights"]), "params": str(params_path), "image": str(image),
                    "crop": list(crop) if crop is not None else None},

@@ -6,7 +6,8 @@ sample, and across samples of one channel (box plots of the raw full-precision a
 
 ``--layer`` is a quantized conv's name (EDSR ``body.N.body.0|2``, RDN ``RDBs.i.convs.j.conv.0``, ``RDBs.i.LFF``,
 ``GFF.0``, ``GFF.1``) or its index in network order (the model's adapter, :mod:`dfsq.adapters`, lists them);
-the default is ``body.4.body.0`` for EDSR and ``RDBs.4.convs.0.conv.0`` (or the last block's) for RDN. The samples are the LR versions of the first
+the default is ``body.4.body.0`` for EDSR and ``RDBs.4.convs.0.conv.0`` (or the last block's) for RDN. The
+samples are the LR versions of the first
 ``--images`` calibration images (default ../shared/data/train/BSD200, else scikit-image's pictures).
 """
 from __future__ import annotations

@@ -1,15 +1,22 @@
 """`make demo`: the whole flow on the embedded defaults, from a fresh clone, in a few minutes.
 
-    python -m demo [--weights default] [--params PATH] [--crop Y,X,H,W] [--tiles N] [--out out/demo]
+    python -m demo [--model edsr|rdn] [--weights default] [--params PATH] [--crop Y,X,H,W] [--tiles N] \
+        [--out out/demo]
 
-1. the embedded x2 EDSR-baseline checkpoint (weights/edsr_baseline_x2.pt);
-2. the embedded DFSQ calibration (weights/dfsq_x2_a4w4_words4.npz: 4-bit activations and weights, 4 words),
-   or, when it is absent, a quick calibration on images that ship with scikit-image;
+1. the embedded x2 checkpoint: EDSR-baseline (weights/edsr_baseline_x2.pt, the default) or, with
+   ``--model rdn``, the embedded RDN (config S, weights/rdn_s_x2.pt);
+2. the embedded DFSQ calibration (weights/dfsq_x2_a4w4_words4.npz for EDSR, weights/dfsq_rdn_s_x2_a4w4_words4.npz
+   for RDN: 4-bit activations and weights, 4 words), or, when it is absent, a quick calibration on images that
+   ship with scikit-image;
 3. PSNR/SSIM (Y) of bicubic, FP and DFSQ on scikit-image's 'astronaut' (HR 512x512, x2);
-4. an export of all 32 quantized layers for an LR crop of that image, checked by the golden model;
+4. an export of all quantized layers (EDSR 32, RDN-S 42) for an LR crop of that image, checked by the golden
+   model;
 5. Verilog of the conv engine and the MAC for that configuration (in <out>/rtl);
-6. Icarus simulation of tiles of all 32 layers, every output compared bit for bit with the golden model;
+6. Icarus simulation of tiles of every layer, every output compared bit for bit with the golden model;
 7. a summary: bit-exact yes/no with counts, the PSNR figures, and the MAC's area from Yosys.
+
+Until the golden model and the engine take 1x1 kernels (branch golden1x1), steps 4 and 6 check RDN's 3x3 layers
+and say which 1x1 layers (LFF, GFF.0) they skip; the summary counts only what was checked.
 """
 from __future__ import annotations
 
@@ -26,6 +33,16 @@ from golden.files import atomic_output, remove_dir_on_failure
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_PARAMS = ROOT / "weights" / "dfsq_x2_a4w4_words4.npz"
+DEFAULT_PARAMS_BY_MODEL = {"edsr": DEFAULT_PARAMS, "rdn": ROOT / "weights" / "dfsq_rdn_s_x2_a4w4_words4.npz"}
+
+
+def golden_supported(entry: dict) -> str | None:
+    """Why golden/sim cannot check this manifest layer yet (None: it can).
+
+    TODO(merge golden1x1): drop this once golden.layer and the engine take 1x1 kernels and any channel count."""
+    if int(entry.get("kernel", 3)) != 3:
+        return f"{entry['kernel']}x{entry['kernel']} kernel"
+    return None
 DEFAULT_CROP = (96, 96, 48, 48)   # LR pixels: the astronaut's face and helmet edge
 
 
@@ -41,8 +58,10 @@ def _done(t0: float, text: str = "") -> None:
 @cli_main
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m demo", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="edsr", choices=("edsr", "rdn"), help="network (default edsr)")
     ap.add_argument("--weights", default="default")
-    ap.add_argument("--params", default=None, help=f"calibration artifact (default: {DEFAULT_PARAMS.name})")
+    ap.add_argument("--params", default=None, help="calibration artifact (default: the embedded one of --model, "
+                                                   f"{DEFAULT_PARAMS.name} for EDSR)")
     ap.add_argument("--crop", default=",".join(map(str, DEFAULT_CROP)), help="LR crop Y,X,H,W to export")
     ap.add_argument("--tiles", default="1", help="tiles per layer to simulate (or 'all')")
     ap.add_argument("--out-channels", type=int, default=16, help="output channels simulated per tile")
@@ -67,7 +86,7 @@ def _run(args, out: Path):
     from dfsq.export import apply_crop, export, parse_crop
     from dfsq.imresize import imresize
     from dfsq.metrics import psnr_y, ssim_y
-    from dfsq.model import load_edsr
+    from dfsq.model import load_model
     from dfsq.quantize import quantize_model
     from sim.runner import check_simulator
 
@@ -75,12 +94,12 @@ def _run(args, out: Path):
     if args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {args.jobs}")
 
-    t = _step(1, f"EDSR-baseline x2, weights {args.weights}")
-    model = load_edsr(args.weights, 2)
-    _done(t, f"{sum(p.numel() for p in model.parameters()):,} parameters")
+    t = _step(1, f"{'EDSR-baseline' if args.model == 'edsr' else 'RDN'} x2, weights {args.weights}")
+    model = load_model(args.model, args.weights, 2)
+    _done(t, f"{model.label}, {sum(p.numel() for p in model.parameters()):,} parameters")
 
     t = _step(2, "DFSQ calibration (4-bit activations, 4-bit weights, 4 words)")
-    params_path = Path(args.params) if args.params else DEFAULT_PARAMS
+    params_path = Path(args.params) if args.params else DEFAULT_PARAMS_BY_MODEL[args.model]
     if params_path.is_file():
         params = load_params(params_path)
         how = f"loaded {params_path.relative_to(ROOT) if params_path.is_relative_to(ROOT) else params_path}"
@@ -97,14 +116,14 @@ def _run(args, out: Path):
     t = _step(3, "PSNR/SSIM on scikit-image's 'astronaut' (x2, Y channel, shave 2)")
     hr = modcrop(sample_image(), 2)
     lr = make_lr(hr, 2)
-    qmodel = quantize_model(load_edsr(args.weights, 2), params, "dfsq")
+    qmodel = quantize_model(load_model(args.model, args.weights, 2), params, "dfsq")
     rows = {}
     for name, sr in (("bicubic", imresize(lr, 2)), ("fp", upscale(model, lr)), ("dfsq W4A4", upscale(qmodel, lr))):
         rows[name] = {"psnr": psnr_y(sr, hr, 2), "ssim": ssim_y(sr, hr, 2)}
         print(f"      {name:<10} PSNR-Y {rows[name]['psnr']:6.2f} dB   SSIM-Y {rows[name]['ssim']:.4f}")
     _done(t)
 
-    t = _step(4, "export of all 32 quantized layers + golden check")
+    t = _step(4, f"export of all {len(params.layers)} quantized layers + golden check")
     crop = parse_crop(args.crop)
     export_dir = out / "export"
     manifest = export(model, params, apply_crop(lr, crop), export_dir, weights=str(args.weights),
@@ -113,11 +132,16 @@ def _run(args, out: Path):
     from golden.export_io import load_export, spec_from_manifest
 
     spec = spec_from_manifest(manifest)
-    gold = [check_layer(layer, spec) for layer in load_export(export_dir, spec)[1]]
+    skipped = {int(e["index"]): f"{e['name']} ({why})" for e in manifest["layers"] if (why := golden_supported(e))}
+    checked = [int(e["index"]) for e in manifest["layers"] if int(e["index"]) not in skipped]
+    if skipped:
+        print(f"      golden model and engine do not take these yet, skipped: "
+              + ", ".join(f"{i} {w}" for i, w in skipped.items()))
+    gold = [check_layer(layer, spec) for layer in load_export(export_dir, spec, checked)[1]]
     codes_ok = all(r["codes_equal"] for r in gold)
     within = all(r["within_bound"] for r in gold)
-    _done(t, f"{len(manifest['layers'])} layers -> {export_dir}; golden: codes identical {codes_ok}, "
-             f"errors within bounds {within}")
+    _done(t, f"{len(manifest['layers'])} layers -> {export_dir}; golden ({len(gold)} layers): codes identical "
+             f"{codes_ok}, errors within bounds {within}")
 
     t = _step(5, "Verilog generation (conv engine and MAC)")
     from hw.generate import generate
@@ -125,10 +149,13 @@ def _run(args, out: Path):
     paths = [generate(top=top, spec=spec, lanes=16, out_dir=out / "rtl")[0] for top in ("engine", "mac")]
     _done(t, ", ".join(str(p) for p in paths))
 
-    t = _step(6, f"{args.simulator} simulation of tiles of all 32 layers against the golden model")
+    t = _step(6, f"{args.simulator} simulation of tiles of {'all ' if not skipped else ''}{len(checked)} layers "
+                 f"against the golden model")
     from sim.verify import verify
 
-    rep = verify(export_dir, layers="all", tiles=args.tiles, simulator=args.simulator, out_channels=args.out_channels,
+    rep = verify(export_dir, layers="all" if not skipped else ",".join(map(str, checked)), tiles=args.tiles,
+                 simulator=args.simulator, out_channels=args.out_channels,
+                 lanes=None if args.model == "edsr" else 64,  # RDN: the spec is 512+ channels wide
                  work_dir=out / "sim", quiet=True, jobs=args.jobs)
     _done(t)
 
@@ -141,15 +168,19 @@ def _run(args, out: Path):
     exact = rep["mismatches"] == 0 and codes_ok and within
     summary = {
         "bit_exact": exact, "outputs_compared": rep["compared"], "mismatches": rep["mismatches"],
-        "layers": len(rep["layers"]), "simulated_cycles": rep.get("cycles"), "mac_per_s": rep.get("mac_per_s"),
+        "model": args.model, "layers": len(rep["layers"]),
+        "layers_skipped": {str(k): v for k, v in skipped.items()}, "simulated_cycles": rep.get("cycles"),
+        "mac_per_s": rep.get("mac_per_s"),
         "psnr": rows, "mac_area": area, "seconds": time.perf_counter() - t_all,
     }
     with atomic_output(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n")
     print("\n" + "=" * 72)
     print(f"bit-exact: {'YES' if exact else 'NO'}  ({rep['compared']:,} outputs of {len(rep['layers'])} "
-          f"layers compared, {rep['mismatches']} mismatches; golden codes identical: {codes_ok})")
-    print(f"PSNR-Y on astronaut x2: bicubic {rows['bicubic']['psnr']:.2f} dB, FP {rows['fp']['psnr']:.2f} dB, "
+          f"layers compared, {rep['mismatches']} mismatches; golden codes identical: {codes_ok})"
+          + (f"; {len(skipped)} 1x1 layers not checked yet" if skipped else ""))
+    print(f"PSNR-Y on astronaut x2 ({model.label}): bicubic {rows['bicubic']['psnr']:.2f} dB, "
+          f"FP {rows['fp']['psnr']:.2f} dB, "
           f"DFSQ W4A4 {rows['dfsq W4A4']['psnr']:.2f} dB")
     print(f"MAC area (iCE40 LUT4): DFSQ shift-add {area['dfsq_lut4']} vs equal-precision multiplier "
           f"{area['baseline_lut4']} ({area['dfsq_lut4'] / area['baseline_lut4']:.2f}x)")

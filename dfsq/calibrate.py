@@ -4,9 +4,10 @@
         [--calib DIR] [--images 32] [--seed S] [--no-norm] [--layerwise] [--restarts R] [--bins B] \
         [--no-refine] --out PARAMS.npz
 
-One forward pass of the full-precision network over the calibration images (the LR versions, MATLAB bicubic, of
-the first ``--images`` files of ``--calib`` in sorted order; default ../shared/data/train/BSD200, else images that
-ship with scikit-image) records, for the input of each of the 32 quantized convs:
+One forward pass of the full-precision network (``--model edsr|rdn``) over the calibration images (the LR
+versions, MATLAB bicubic, of the first ``--images`` files of ``--calib`` in sorted order; default
+../shared/data/train/BSD200, else images that ship with scikit-image) records, for the input of each quantized
+conv (the model's adapter, :mod:`dfsq.adapters`, lists them: EDSR's 32 body convs, RDN's 146 at config B):
 
 * a per-channel histogram (``--bins`` equal bins over [-1, 1]) of the normalized activations of every pixel of
   every image (normalized per sample and channel exactly as at inference), from which the points are selected
@@ -15,9 +16,11 @@ ship with scikit-image) records, for the input of each of the 32 quantized convs
 * the layer's min and max (the Min-Max baseline) and each channel's max |x| (the ``--no-norm`` ablation).
 
 The artifact (see docs/quantization.md) is one ``.npz`` (``np.load(..., allow_pickle=False)``) holding the arrays
-below and a ``meta`` JSON string, plus the same metadata as a ``.json`` sidecar for people:
+below and a ``meta`` JSON string, plus the same metadata as a ``.json`` sidecar for people (shapes for L layers
+of C inputs and O outputs, as EDSR's (L = 32, C = O = 64); when the layers' shapes differ, as in RDN, each
+per-layer array is stored flattened and concatenated, with the per-layer shapes in ``meta["packed"]``):
 ``point_ints`` (32, C, 2^b) int32, ``points`` (32, C, 2^b) float32, ``loss`` / ``kmeans_loss`` (32, C) float64,
-``restart`` (32, C) int16, ``weight_q`` (32, O, C, 3, 3) uint8, ``zero_point`` (32, O) int32, ``weight_scale``
+``restart`` (32, C) int16, ``weight_q`` (32, O, C, k, k) uint8, ``zero_point`` (32, O) int32, ``weight_scale``
 (32, O) float32, ``act_min`` / ``act_max`` (32,) float32, ``static_scale`` (32, C) float32.
 """
 from __future__ import annotations
@@ -40,7 +43,8 @@ from golden.spec import (ACT_BITS_RANGE, DEFAULT_GAP, EPS, SPEC_VERSION, WEIGHT_
                          WordSet)
 
 from .data import TRAIN_ROOT, list_images, load_rgb, make_lr, modcrop, sample_images
-from .model import quantized_convs
+from .adapters import get_module, model_config, quantized_layers
+from .model import ARCHS
 from .quantize import quantize_weight
 from .select import DEFAULT_RESTARTS, Prefix, histogram_values, kmeans_select
 
@@ -54,17 +58,30 @@ ARRAY_KEYS = ("point_ints", "points", "loss", "kmeans_loss", "restart", "weight_
 
 @dataclass
 class CalibParams:
-    """A calibration result: ``config`` (what it is valid for), ``layers`` (names in network order), ``arrays``
-    (see the module docstring) and ``info`` (images, timings, versions: informative only)."""
+    """A calibration result: ``config`` (what it is valid for, including ``model`` and, for RDN,
+    ``rdn_config``), ``layers`` (names in network order), ``arrays`` (see the module docstring; per-layer arrays
+    are stacked when every layer has the same shape, as for EDSR, else a list with one array per layer),
+    ``info`` (images, timings, versions: informative only) and ``layer_info`` (the adapter's description of each
+    layer: name, kernel, in_channels, out_channels, relu_input). ``arrays[key][i]`` is layer i's array either way."""
 
     config: dict
     layers: list[str]
-    arrays: dict[str, np.ndarray]
+    arrays: dict[str, np.ndarray | list[np.ndarray]]
     info: dict = field(default_factory=dict)
+    layer_info: list[dict] = field(default_factory=list)
+
+    @property
+    def packed(self) -> bool:
+        return any(isinstance(v, list) for v in self.arrays.values())
 
     def meta(self) -> dict:
-        return {"format": FORMAT, "version": VERSION, "config": self.config, "layers": self.layers,
-                "info": self.info}
+        m = {"format": FORMAT, "version": VERSION, "config": self.config, "layers": self.layers,
+             "info": self.info}
+        if self.layer_info:
+            m["layer_info"] = self.layer_info
+        if self.packed:
+            m["packed"] = {k: [list(a.shape) for a in v] for k, v in self.arrays.items() if isinstance(v, list)}
+        return m
 
 
 def check_bits(act_bits: int, weight_bits: int, words: int) -> None:
@@ -107,6 +124,14 @@ def calibration_images(calib: str | Path | None, n: int, scale: int = 2) -> list
     return out
 
 
+def stack_if_uniform(arrays: list[np.ndarray]):
+    """One stacked array when every layer's array has the same shape (EDSR: the original (32, ...) layout),
+    else the list itself (RDN: per-layer channel counts differ; saved packed, see :func:`save_params`)."""
+    if all(a.shape == arrays[0].shape for a in arrays):
+        return np.stack(arrays)
+    return list(arrays)
+
+
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
     img = np.asarray(img)
     if img.ndim != 3 or img.shape[2] != 3:
@@ -117,44 +142,91 @@ def _to_tensor(img: np.ndarray) -> torch.Tensor:
 
 
 class _Collector:
-    """Forward pre-hooks on the 32 convs of a full-precision EDSR that accumulate the calibration statistics."""
+    """Forward pre-hooks on the quantized convs (from the model's adapter) of a full-precision network that
+    accumulate the calibration statistics. Memory stays flat whatever the number of images: per layer one
+    histogram of C x bins counts (int32, widened to int64 only if a layer sees 2^31 pixels per channel) and the
+    per-channel min and max; no activation is kept after its hook returns. A layer whose input is a prefix of
+    another's (``QLayer.input_prefix_of``: RDN's RDB convs) is not hooked: its statistics are the first channels
+    of the other layer's."""
 
-    def __init__(self, model, bins: int, norm: bool, static_scale: torch.Tensor | None):
-        self.convs = quantized_convs(model)
+    def __init__(self, model, bins: int, norm: bool, static_scale: list[torch.Tensor] | None):
+        self.qlayers = quantized_layers(model)
+        self.convs = [(q.name, get_module(model, q.name)) for q in self.qlayers]
         L = len(self.convs)
-        C = self.convs[0][1].in_channels
+        index = {q.name: i for i, q in enumerate(self.qlayers)}
+        # source[i]: the layer whose hook records layer i's statistics (itself unless its input is a prefix)
+        self.source = []
+        for q in self.qlayers:
+            j = index.get(q.input_prefix_of, None) if q.input_prefix_of else None
+            ok = (j is not None and self.qlayers[j].input_prefix_of is None and self.qlayers[j].in_channels
+                  >= q.in_channels and self.qlayers[j].relu_input == q.relu_input
+                  and (static_scale is None or norm))
+            self.source.append(j if ok else index[q.name])
         self.bins, self.norm, self.static_scale = bins, norm, static_scale
-        self.hist = torch.zeros(L, C * bins, dtype=torch.int64)
-        self.act_min = torch.full((L,), float("inf"))
-        self.act_max = torch.full((L,), float("-inf"))
-        self.chan_max = torch.zeros(L, C)
-        self.handles = [conv.register_forward_pre_hook(self._hook(i)) for i, (_, conv) in enumerate(self.convs)]
+        self.hist = [torch.zeros(q.in_channels * bins, dtype=torch.int32) if self.source[i] == i else None
+                     for i, q in enumerate(self.qlayers)]
+        self.pixels = [0] * L
+        self.chan_min = [torch.full((q.in_channels,), float("inf")) for q in self.qlayers]
+        self.chan_max = [torch.full((q.in_channels,), float("-inf")) for q in self.qlayers]
+        self.handles = [conv.register_forward_pre_hook(self._hook(i)) for i, (_, conv) in enumerate(self.convs)
+                        if self.source[i] == i]
         self.collect_hist = True
 
     def _hook(self, i):
-        relu = self.convs[i][0].endswith(".2")
+        relu = self.qlayers[i].relu_input
 
         def hook(module, inputs):
             x = inputs[0].detach().float()
-            if not torch.isfinite(x).all():
+            cmin, cmax = x.amin((0, 2, 3)), x.amax((0, 2, 3))  # NaN propagates: the finiteness check is free
+            if not (torch.isfinite(cmin).all() and torch.isfinite(cmax).all()):
                 raise UserError(f"activations at {self.convs[i][0]} are not finite (bad weights or input?)")
-            self.act_min[i] = min(self.act_min[i], x.min())
-            self.act_max[i] = max(self.act_max[i], x.max())
-            self.chan_max[i] = torch.maximum(self.chan_max[i], x.abs().amax((0, 2, 3)))
+            self.chan_min[i] = torch.minimum(self.chan_min[i], cmin)
+            self.chan_max[i] = torch.maximum(self.chan_max[i], cmax)
             if not self.collect_hist:
                 return
             n, c = x.shape[:2]
+            # the float32 ops of contract 1 in the same order (in place where that changes no rounding):
+            # xn = (x - mean) / (max|x - mean| + EPS); bin = floor((xn + 1) * bins / 2), clamped
             if self.norm:
                 mean = torch.zeros(n, c) if relu else x.mean((2, 3))
                 d = x - mean[:, :, None, None]
-                xn = d / (d.abs().amax((2, 3)) + EPS)[:, :, None, None]
+                maxabs = torch.maximum(d.amax((2, 3)), -d.amin((2, 3)))  # == d.abs().amax((2, 3)), exactly
+                d.div_((maxabs + EPS)[:, :, None, None])
             else:
-                xn = (x / self.static_scale[i][None, :, None, None]).clamp(-1.0, 1.0)
-            idx = ((xn + 1.0) * (self.bins / 2)).floor().clamp_(0, self.bins - 1).long()
-            idx = idx.permute(1, 0, 2, 3).reshape(c, -1) + (torch.arange(c) * self.bins)[:, None]
-            self.hist[i] += torch.bincount(idx.reshape(-1), minlength=c * self.bins)
+                d = (x / self.static_scale[i][None, :, None, None]).clamp_(-1.0, 1.0)
+            d.add_(1.0).mul_(self.bins / 2).floor_().clamp_(0, self.bins - 1)
+            idx = d.long().add_((torch.arange(c) * self.bins)[None, :, None, None])
+            counts = torch.bincount(idx.view(-1), minlength=c * self.bins)
+            self.pixels[i] += n * x.shape[2] * x.shape[3]
+            if self.pixels[i] > np.iinfo(np.int32).max and self.hist[i].dtype == torch.int32:
+                self.hist[i] = self.hist[i].long()
+            self.hist[i] += counts.to(self.hist[i].dtype)
 
         return hook
+
+    def layer_stats(self):
+        """Per-layer (act_min (L,), act_max (L,), per-channel max |x| list): shared layers read their source's
+        first channels."""
+        L = len(self.qlayers)
+        act_min, act_max, absmax = torch.empty(L), torch.empty(L), []
+        for i, q in enumerate(self.qlayers):
+            s, c = self.source[i], q.in_channels
+            lo, hi = self.chan_min[s][:c], self.chan_max[s][:c]
+            act_min[i], act_max[i] = lo.min(), hi.max()
+            absmax.append(torch.maximum(-lo, hi))  # == x.abs().amax((0, 2, 3)), exactly
+        return act_min, act_max, absmax
+
+    def take_histogram(self, i: int) -> np.ndarray:
+        """Layer i's (C, bins) int64 counts; a source's counts are freed once no later layer needs them."""
+        s, c = self.source[i], self.qlayers[i].in_channels
+        h = self.hist[s][:c * self.bins].view(c, self.bins).numpy().astype(np.int64)
+        if all(self.source[j] != s for j in range(i + 1, len(self.qlayers))):
+            self.hist[s] = None
+        return h
+
+    def histograms(self) -> list[np.ndarray]:
+        """Per layer, (C, bins) int64 counts."""
+        return [self.take_histogram(i) for i in range(len(self.qlayers))]
 
     def close(self):
         for h in self.handles:
@@ -167,22 +239,23 @@ def _run(model, inputs, collector, progress, desc):
         model(_to_tensor(img))
 
 
-def collect_histograms(model, images, bins: int = DEFAULT_BINS, progress: bool = False) -> np.ndarray:
-    """(32, C, bins) int64 histograms over [-1, 1] of the per-sample, per-channel normalized inputs of the 32
-    quantized convs of ``model`` over ``images`` (network inputs), exactly as :func:`calibrate` collects them."""
+def collect_histograms(model, images, bins: int = DEFAULT_BINS, progress: bool = False):
+    """Histograms over [-1, 1] of the per-sample, per-channel normalized inputs of the quantized convs of
+    ``model`` over ``images`` (network inputs), exactly as :func:`calibrate` collects them: an (L, C, bins) int64
+    array when every layer has C input channels (EDSR: (32, 64, bins)), else a list of (C_i, bins) arrays."""
     inputs = [(it if isinstance(it, tuple) else (f"image{i}", it)) for i, it in enumerate(images)]
     col = _Collector(model.eval(), bins, True, None)
     try:
         _run(model, inputs, col, progress, "collecting")
     finally:
         col.close()
-    return col.hist.view(len(col.convs), -1, bins).numpy()
+    return stack_if_uniform(col.histograms())
 
 
 def calibrate(model, images, *, act_bits: int = 4, weight_bits: int = 4, words: int = 4, gap: int = DEFAULT_GAP,
               seed: int = 0, norm: bool = True, layerwise: bool = False, restarts: int = DEFAULT_RESTARTS,
               bins: int = DEFAULT_BINS, refine: bool = True, weights: str = "", progress: bool = False) -> CalibParams:
-    """Calibrate ``model`` (a full-precision EDSR, left unchanged) on ``images``: network inputs, a list of
+    """Calibrate ``model`` (a full-precision EDSR or RDN, left unchanged) on ``images``: network inputs, a list of
     uint8 (H, W, 3) arrays or (name, array) pairs. Deterministic for a seed."""
     check_bits(act_bits, weight_bits, words)
     try:
@@ -208,62 +281,69 @@ def calibrate(model, images, *, act_bits: int = 4, weight_bits: int = 4, words: 
             _run(model, inputs, col, progress, "calibration pass 1/2")
         finally:
             col.close()
-        static_scale = col.chan_max + EPS
+        static_scale = [m + EPS for m in col.layer_stats()[2]]
     col = _Collector(model, bins, norm, static_scale)
     try:
         _run(model, inputs, col, progress, "calibration" if norm else "calibration pass 2/2")
     finally:
         col.close()
-    t_collect = time.perf_counter() - t0
+    t_collect, c_collect = time.perf_counter() - t0, time.process_time() - c0
 
     t1 = time.perf_counter()
     L = len(col.convs)
-    C = col.convs[0][1].in_channels
     K = 1 << act_bits
     values = histogram_values(bins)
-    hist = col.hist.view(L, C, bins).numpy()
-    point_ints = np.zeros((L, C, K), np.int64)
-    loss = np.zeros((L, C))
-    kloss = np.zeros((L, C))
-    restart = np.zeros((L, C), np.int16)
+    chans = [q.in_channels for q in col.qlayers]
+    point_ints = [np.zeros((C, K), np.int64) for C in chans]
+    loss = [np.zeros(C) for C in chans]
+    kloss = [np.zeros(C) for C in chans]
+    restart = [np.zeros(C, np.int16) for C in chans]
     for i in tqdm(range(L), desc="selecting points", disable=not progress, leave=False):
-        h = hist[i].sum(0, keepdims=True) if layerwise else hist[i]
+        C = chans[i]
+        hist = col.take_histogram(i)  # frees the counts as it goes (config-B RDN: 47k channels x bins)
+        h = hist.sum(0, keepdims=True) if layerwise else hist
         r = kmeans_select(values, h, act_bits, ws, seed=np.random.SeedSequence([seed, i]).generate_state(1)[0],
                           restarts=restarts, refine=refine)
         if layerwise:
-            point_ints[i] = r["point_ints"][0]
-            loss[i] = Prefix(values, hist[i]).loss(np.broadcast_to(r["point_ints"][0] / ws.denom, (C, K)))
-            kloss[i] = r["kmeans_loss"][0]
-            restart[i] = r["restart"][0]
+            point_ints[i][:] = r["point_ints"][0]
+            loss[i][:] = Prefix(values, hist).loss(np.broadcast_to(r["point_ints"][0] / ws.denom, (C, K)))
+            kloss[i][:] = r["kmeans_loss"][0]
+            restart[i][:] = r["restart"][0]
         else:
-            point_ints[i], loss[i], kloss[i], restart[i] = r["point_ints"], r["loss"], r["kmeans_loss"], r["restart"]
-    t_select = time.perf_counter() - t1
+            point_ints[i][:], loss[i][:], kloss[i][:], restart[i][:] = (r["point_ints"], r["loss"], r["kmeans_loss"],
+                                                                        r["restart"])
+    t_select, c_select = time.perf_counter() - t1, time.process_time() - c0 - c_collect
 
     wq, zp, sc = zip(*(quantize_weight(conv.weight, weight_bits) for _, conv in col.convs))
+    act_min, act_max, absmax = col.layer_stats()
+    static = static_scale if static_scale is not None else [m + EPS for m in absmax]
     arrays = {
-        "point_ints": point_ints.astype(np.int32),
-        "points": (point_ints / ws.denom).astype(np.float32),
-        "loss": loss,
-        "kmeans_loss": kloss,
-        "restart": restart,
-        "weight_q": torch.stack(wq).numpy().astype(np.uint8),
-        "zero_point": torch.stack(zp).numpy().astype(np.int32),
-        "weight_scale": torch.stack(sc).numpy().astype(np.float32),
-        "act_min": col.act_min.numpy().astype(np.float32),
-        "act_max": col.act_max.numpy().astype(np.float32),
-        "static_scale": (static_scale if static_scale is not None else col.chan_max + EPS).numpy().astype(np.float32),
+        "point_ints": stack_if_uniform([p.astype(np.int32) for p in point_ints]),
+        "points": stack_if_uniform([(p / ws.denom).astype(np.float32) for p in point_ints]),
+        "loss": stack_if_uniform(loss),
+        "kmeans_loss": stack_if_uniform(kloss),
+        "restart": stack_if_uniform(restart),
+        "weight_q": stack_if_uniform([w.numpy().astype(np.uint8) for w in wq]),
+        "zero_point": stack_if_uniform([z.numpy().astype(np.int32) for z in zp]),
+        "weight_scale": stack_if_uniform([s_.numpy().astype(np.float32) for s_ in sc]),
+        "act_min": act_min.numpy().astype(np.float32),
+        "act_max": act_max.numpy().astype(np.float32),
+        "static_scale": stack_if_uniform([m.numpy().astype(np.float32) for m in static]),
     }
-    config = {"scale": int(model.scale), "act_bits": int(act_bits), "weight_bits": int(weight_bits),
+    config = {**model_config(model),
+              "scale": int(model.scale), "act_bits": int(act_bits), "weight_bits": int(weight_bits),
               "words": int(words), "gap": int(gap), "norm": bool(norm), "layerwise": bool(layerwise),
               "seed": int(seed), "restarts": int(restarts), "bins": int(bins), "refine": bool(refine),
               "weights": str(weights), "weights_fingerprint": weights_fingerprint(model)}
+    mean_loss = float(np.concatenate([np.ravel(v) for v in loss]).mean())
     info = {"images": [n for n, _ in inputs], "n_images": len(inputs),
             "pixels": int(sum(img.shape[0] * img.shape[1] for _, img in inputs)),
             "seconds_collect": round(t_collect, 3), "seconds_select": round(t_select, 3),
-            "cpu_seconds": round(time.process_time() - c0, 3), "torch_threads": torch.get_num_threads(),
-            "universal_set_size": len(ws), "mean_loss": float(loss.mean()),
+            "cpu_seconds": round(time.process_time() - c0, 3), "cpu_seconds_collect": round(c_collect, 3),
+            "cpu_seconds_select": round(c_select, 3), "torch_threads": torch.get_num_threads(),
+            "universal_set_size": len(ws), "mean_loss": mean_loss,
             "versions": versions()}
-    return CalibParams(config, [n for n, _ in col.convs], arrays, info)
+    return CalibParams(config, [n for n, _ in col.convs], arrays, info, [q.describe() for q in col.qlayers])
 
 
 def versions() -> dict:
@@ -282,6 +362,22 @@ def sidecar_path(path: str | Path) -> Path:
     return path.with_suffix(".json") if path.suffix == ".npz" else Path(str(path) + ".json")
 
 
+def _pack(v):
+    """A stacked array as is; a per-layer list flattened into one 1-D array (shapes in meta ``packed``)."""
+    return np.concatenate([a.ravel() for a in v]) if isinstance(v, list) else v
+
+
+def _unpack(flat: np.ndarray, shapes, key: str, path) -> list[np.ndarray]:
+    try:
+        sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+        if flat.ndim != 1 or sum(sizes) != flat.size:
+            raise ValueError
+        offs = np.cumsum([0] + sizes)
+        return [flat[offs[i]:offs[i + 1]].reshape(s) for i, s in enumerate(shapes)]
+    except (TypeError, ValueError):
+        raise UserError(f"{path}: packed array {key!r} does not match the shapes in its meta") from None
+
+
 def save_params(params: CalibParams, path: str | Path) -> Path:
     """Write the npz (with ``meta``) and the JSON sidecar, each atomically (nothing is left behind on failure)."""
     path = check_output_file(path, "params file")
@@ -289,7 +385,7 @@ def save_params(params: CalibParams, path: str | Path) -> Path:
     meta = json.dumps(params.meta(), sort_keys=True)
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, meta=np.array(meta), **{k: params.arrays[k] for k in ARRAY_KEYS})
+            np.savez(f, meta=np.array(meta), **{k: _pack(params.arrays[k]) for k in ARRAY_KEYS})
     with atomic_output(side) as tmp:
         tmp.write_text(json.dumps(params.meta(), indent=2, sort_keys=True) + "\n")
     return path
@@ -352,20 +448,45 @@ def validate_params(meta, data: dict, where: str = "params") -> CalibParams:
     missing = [k for k in ARRAY_KEYS if k not in data]
     if missing:
         fail(f"lacks arrays {missing}")
-    dims = {"L": len(layers), "K": 1 << cfg["act_bits"], "k": 3}
+    L, K = len(layers), 1 << cfg["act_bits"]
+    packed = meta.get("packed") or {}
+    if not isinstance(packed, dict) or any(k not in ARRAY_KEYS or not isinstance(v, list) or len(v) != L
+                                           for k, v in packed.items()):
+        fail(f"'packed' in meta must give {L} shapes per packed array")
+    arrays, dims = {}, [{"K": K} for _ in range(L)]
     for k, (kinds, names) in PARAM_ARRAYS.items():
         a = data[k]
-        if a.dtype.kind not in kinds or a.ndim != len(names):
-            fail(f"{k} has dtype {a.dtype} and shape {a.shape}, expected {len(names)} dimensions "
-                 f"({', '.join(names)}) of kind {kinds!r}")
-        for n, size in zip(names, a.shape):
-            want = dims.setdefault(n, size)
-            if size != want or size < 1:
-                expect = tuple(dims.get(m, m) for m in names)
-                fail(f"{k} has shape {a.shape}, expected {expect} ({len(layers)} layers, "
-                     f"{dims['K']} points for act_bits {cfg['act_bits']})")
+        if a.dtype.kind not in kinds:
+            fail(f"{k} has dtype {a.dtype}, expected kind {kinds!r}")
+        if k in packed:
+            arrays[k] = per_layer = _unpack(a, packed[k], k, where)
+        else:
+            if a.ndim != len(names) or a.shape[0] != L:
+                fail(f"{k} has shape {a.shape}, expected {len(names)} dimensions ({', '.join(names)}) "
+                     f"with {L} layers")
+            arrays[k] = per_layer = a
+        for i in range(L):
+            shape = per_layer[i].shape
+            ok = len(shape) == len(names) - 1
+            for n, size in zip(names[1:], shape if ok else ()):
+                want = dims[i].setdefault(n, size)
+                ok = ok and size == want and size >= 1
+            if not ok:
+                expect = tuple(dims[i].get(n, n) for n in names[1:])
+                fail(f"{k} of layer {i} ({layers[i]}) has shape {shape}, expected {expect} "
+                     f"({dims[i]['K']} points for act_bits {cfg['act_bits']})")
         if kinds == "f" and not np.all(np.isfinite(a)):
             fail(f"{k} holds NaN or infinite values")
+    layer_info = meta.get("layer_info") or []
+    if not isinstance(layer_info, list) or (layer_info and len(layer_info) != L):
+        fail(f"'layer_info' in meta must describe all {L} layers")
+    for i, d in enumerate(dims):
+        if d.get("k") not in (1, 3):
+            fail(f"weight_q of layer {i} ({layers[i]}) has a {d.get('k')}x{d.get('k')} kernel; 1x1 and 3x3 are "
+                 "supported")
+        info_i = layer_info[i] if layer_info else None
+        if info_i is not None and (not isinstance(info_i, dict) or info_i.get("kernel", d["k"]) != d["k"]):
+            fail(f"'layer_info' of layer {i} ({layers[i]}) does not match its {d['k']}x{d['k']} weights")
     wmax = (1 << cfg["weight_bits"]) - 1
     for k in ("weight_q", "zero_point"):
         a = data[k]
@@ -378,13 +499,15 @@ def validate_params(meta, data: dict, where: str = "params") -> CalibParams:
     pi = data["point_ints"]
     if not np.all(np.isin(pi, ws.ints)):
         fail(f"point_ints are not all in the {cfg['words']}-word universal set")
-    if np.any(np.diff(pi.astype(np.int64), axis=2) < 0):
-        fail("points are not ascending per channel")
-    if not np.allclose(data["points"], pi / ws.denom, rtol=2.0 ** -20, atol=0):
-        fail("points are not point_ints / the universal set's denominator")
-    arrays = {k: data[k] for k in ARRAY_KEYS}
+    for i in range(L):
+        p_int, p_val = arrays["point_ints"][i], arrays["points"][i]
+        if np.any(np.diff(p_int.astype(np.int64), axis=-1) < 0):
+            fail(f"points of layer {i} are not ascending per channel")
+        if not np.allclose(p_val, p_int / ws.denom, rtol=2.0 ** -20, atol=0):
+            fail(f"points of layer {i} are not point_ints / the universal set's denominator")
+    arrays = {k: arrays.get(k, data[k]) for k in ARRAY_KEYS}
     info = meta.get("info", {})
-    return CalibParams(cfg, list(layers), arrays, info if isinstance(info, dict) else {})
+    return CalibParams(cfg, list(layers), arrays, info if isinstance(info, dict) else {}, list(layer_info))
 
 
 def load_params(path: str | Path) -> CalibParams:
@@ -416,6 +539,7 @@ def load_params(path: str | Path) -> CalibParams:
 @cli_main
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m dfsq.calibrate", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="edsr", choices=ARCHS, help="network (default edsr)")
     ap.add_argument("--weights", default="default", help="checkpoint path, or 'default' for the embedded one")
     ap.add_argument("--scale", type=int, default=2, choices=(2, 4))
     ap.add_argument("--act-bits", type=int, default=4)
@@ -441,10 +565,10 @@ def main(argv=None):
     check_output_file(sidecar_path(args.out), "params sidecar")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from .model import load_edsr
+    from .model import load_model
 
     t0 = time.perf_counter()
-    model = load_edsr(args.weights, args.scale)
+    model = load_model(args.model, args.weights, args.scale)
     images = calibration_images(args.calib, args.images, args.scale)
     params = calibrate(model, images, act_bits=args.act_bits, weight_bits=args.weight_bits, words=args.words,
                        seed=args.seed, norm=not args.no_norm, layerwise=args.layerwise, restarts=args.restarts,
@@ -452,8 +576,9 @@ def main(argv=None):
     params.info["seconds_total"] = round(time.perf_counter() - t0, 3)
     save_params(params, args.out)
     i = params.info
-    print(f"calibrated x{args.scale} W{args.weight_bits}A{args.act_bits} words={args.words} on {i['n_images']} "
-          f"images: collect {i['seconds_collect']:.1f} s, select {i['seconds_select']:.1f} s, total "
+    print(f"calibrated {args.model} x{args.scale} W{args.weight_bits}A{args.act_bits} words={args.words} on "
+          f"{i['n_images']} images ({len(params.layers)} layers): collect {i['seconds_collect']:.1f} s, "
+          f"select {i['seconds_select']:.1f} s, total "
           f"{i['seconds_total']:.1f} s wall ({i['cpu_seconds']:.1f} s CPU, {i['torch_threads']} threads); "
           f"mean loss {i['mean_loss']:.3g} -> {args.out}")
 

@@ -1,6 +1,6 @@
-"""PSNR/SSIM (Y, shave = scale) of EDSR, quantized EDSR or bicubic on the benchmark sets.
+"""PSNR/SSIM (Y, shave = scale) of EDSR or RDN, quantized or not, or bicubic on the benchmark sets.
 
-    python -m dfsq.evaluate --weights PATH|default --scale 2 --datasets Set5,Set14,B100,Urban100 \
+    python -m dfsq.evaluate [--model edsr|rdn] --weights PATH|default --scale 2 --datasets Set5,Set14,B100,Urban100 \
         --method fp|bicubic|minmax|dfsq|dfsq-hw [--act-bits B --weight-bits B --words N --params PARAMS] \
         [--data-root DIR] [--json FILE]
 """
@@ -18,6 +18,7 @@ from .data import BENCHMARK_ROOT, DATASETS, benchmark_pairs
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_file
 from .imresize import imresize
+from .model import ARCHS
 from .metrics import psnr_y, ssim_y
 
 METHODS = ("fp", "bicubic", "minmax", "dfsq", "dfsq-hw")
@@ -46,9 +47,9 @@ def build_model(args):
     """The network for ``args.method`` (None for bicubic)."""
     if args.method == "bicubic":
         return None
-    from .model import load_edsr
+    from .model import load_model
 
-    model = load_edsr(args.weights, args.scale)
+    model = load_model(getattr(args, "model", "edsr"), args.weights, args.scale)
     if args.method == "fp":
         return model
     from .quantize import build_quantized  # noqa: PLC0415 - quantization is optional here
@@ -91,6 +92,7 @@ def check_quant_args(args) -> None:
 @cli_main
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m dfsq.evaluate", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="edsr", choices=ARCHS, help="network (default edsr)")
     ap.add_argument("--weights", default="default", help="checkpoint path, or 'default' for the embedded one")
     ap.add_argument("--scale", type=int, default=2, choices=(2, 4))
     ap.add_argument("--datasets", default=",".join(DATASETS))
@@ -113,11 +115,12 @@ def main(argv=None):
     for n in names:
         results[n] = evaluate_dataset(model, n, args.scale, args.data_root)
     label = args.method if args.method in ("fp", "bicubic") else f"{args.method} W{args.weight_bits}A{args.act_bits}"
-    print(f"{'dataset':<10} {'PSNR-Y':>8} {'SSIM-Y':>8}   x{args.scale} {label}")
+    print(f"{'dataset':<10} {'PSNR-Y':>8} {'SSIM-Y':>8}   {args.model} x{args.scale} {label}")
     for n, r in results.items():
         print(f"{n:<10} {r['psnr']:8.3f} {r['ssim']:8.4f}")
     if args.json:
-        out = {"scale": args.scale, "method": args.method, "weights": str(args.weights), "results": results}
+        out = {"model": args.model, "scale": args.scale, "method": args.method, "weights": str(args.weights),
+               "results": results}
         if args.method not in ("fp", "bicubic"):
             out.update(act_bits=args.act_bits, weight_bits=args.weight_bits, words=args.words)
         with atomic_output(args.json) as tmp:

@@ -1,10 +1,11 @@
-"""Export the per-layer tensors of a DFSQ-quantized EDSR run (contract 2; docs/export-format.md).
+"""Export the per-layer tensors of a DFSQ-quantized EDSR or RDN run (contract 2; docs/export-format.md).
 
-    python -m dfsq.export --weights default --params PARAMS.npz --image PATH|sample [--crop Y,X,H,W] \
-        [--scale-bits 24] --out DIR
+    python -m dfsq.export [--model edsr|rdn] --weights default --params PARAMS.npz --image PATH|sample \
+        [--crop Y,X,H,W] [--layers all|0,5,...] [--scale-bits 24] --out DIR
 
 The image (``sample`` = scikit-image's astronaut) is the network input (an LR image), optionally cropped first.
-The quantized network runs once; for each of the 32 quantized convs, in network order, ``NN_<name>.npz`` holds its
+The quantized network runs once; for each quantized conv (the model's adapter lists them; ``--layers`` keeps a
+subset), in network order, ``NN_<name>.npz`` holds its
 input, normalization, codes, point table, weight integers and fake-quant output, and ``manifest.json`` lists the
 configuration and layers. The directory is written under a temporary name and renamed at the end, so an
 interrupted export leaves no half-written output.
@@ -21,9 +22,11 @@ import torch
 
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output_dir, check_output_dir
-from golden.spec import DEFAULT_SCALE_BITS, DatapathSpec, SpecError
+from golden.spec import DEFAULT_CHANNELS, DEFAULT_SCALE_BITS, DatapathSpec, SpecError
 
+from .adapters import check_model_matches, model_config
 from .calibrate import load_params, versions, weights_fingerprint
+from .model import ARCHS
 from .data import load_rgb, sample_image
 from .quantize import QuantConv, quant_convs, quantize_model
 
@@ -53,13 +56,30 @@ def apply_crop(img: np.ndarray, crop) -> np.ndarray:
     return np.ascontiguousarray(img[y:y + h, x:x + w])
 
 
+def parse_layers(text: str | None, count: int) -> list[int] | None:
+    """``all`` (None) or comma-separated layer indices in 0..count-1."""
+    if text is None or text == "all":
+        return None
+    try:
+        idx = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise UserError(f"--layers must be 'all' or comma-separated indices, got {text!r}") from None
+    if not idx or idx[0] < 0 or idx[-1] >= count:
+        raise UserError(f"--layers must be indices in 0..{count - 1}, got {text!r}")
+    return idx
+
+
 @torch.no_grad()
-def collect_layers(qmodel, img: np.ndarray) -> list[dict]:
-    """Run ``qmodel`` once on uint8 (H, W, 3) ``img``; the export fields of every QuantConv, in network order.
-    Checks that each layer's recomputed output equals the output of the network's own forward pass."""
+def collect_layers(qmodel, img: np.ndarray, layers=None) -> list[dict]:
+    """Run ``qmodel`` once on uint8 (H, W, 3) ``img``; the export fields of every QuantConv (or of the indices in
+    ``layers``), in network order. Checks that each layer's recomputed output equals the output of the network's
+    own forward pass."""
     convs = quant_convs(qmodel)
-    if len(convs) != 32:
-        raise UserError(f"expected 32 quantized convs, found {len(convs)}")
+    if not convs:
+        raise UserError("the model has no quantized convs")
+    if layers is not None:
+        keep = set(int(i) for i in layers)
+        convs = [m for m in convs if m.index in keep]
     seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def hook(module: QuantConv, inputs, output):
@@ -82,13 +102,20 @@ def collect_layers(qmodel, img: np.ndarray) -> list[dict]:
     return out
 
 
-def layer_file(index: int, name: str) -> str:
-    return f"{index:02d}_{name}.npz"
+def layer_file(index: int, name: str, count: int = 100) -> str:
+    """``NN_<name>.npz``, the index zero-padded to the digits of ``count - 1`` (at least 2: EDSR's 00..31, RDN
+    config B's 000..145), so the files sort in network order."""
+    return f"{index:0{max(2, len(str(count - 1)))}d}_{name}.npz"
 
 
 def _write_npz(path: Path, fields: dict) -> None:
     with open(path, "wb") as f:
         np.savez(f, **fields)
+
+
+def _write_npz_compressed(path: Path, fields: dict) -> None:
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **fields)
 
 
 def _is_export_dir(path: Path) -> bool:
@@ -102,13 +129,13 @@ def _is_export_dir(path: Path) -> bool:
         return False
 
 
-def write_export(layers: list[dict], manifest: dict, out: str | Path) -> Path:
+def write_export(layers: list[dict], manifest: dict, out: str | Path, compress: bool = False) -> Path:
     """Write the layer files and manifest into a temporary sibling of ``out``, then rename it to ``out``
     (replacing a previous export there; refusing anything else). Nothing is left behind on failure or signal."""
     out = check_export_out(out)
     with atomic_output_dir(out, replace=_is_export_dir) as tmp:
         for f, entry in zip(layers, manifest["layers"]):
-            _write_npz(tmp / entry["file"], f)
+            (_write_npz_compressed if compress else _write_npz)(tmp / entry["file"], f)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return out
 
@@ -122,10 +149,14 @@ def check_export_out(out: str | Path) -> Path:
 
 
 def export(model, params, img: np.ndarray, out: str | Path, *, scale_bits: int = DEFAULT_SCALE_BITS,
-           weights: str = "", params_path: str = "", image: str = "", crop=None) -> dict:
-    """Quantize ``model`` (full-precision EDSR) with ``params``, run it on ``img`` (network input, uint8 HWC,
-    already cropped) and write the export directory ``out``. Returns the manifest."""
+           weights: str = "", params_path: str = "", image: str = "", crop=None, layers=None,
+           compress: bool = False) -> dict:
+    """Quantize ``model`` (full-precision EDSR or RDN) with ``params``, run it on ``img`` (network input, uint8
+    HWC, already cropped) and write the export directory ``out`` (all quantized layers, or the indices in
+    ``layers``; ``compress``: zip-deflate the layer files, which ``np.load`` reads unchanged). Returns the
+    manifest."""
     cfg = params.config
+    check_model_matches(cfg, model, str(params_path or "the params file"))
     if not cfg.get("norm", True):
         raise UserError("export needs a normalized dfsq calibration (this one was made with --no-norm)")
     if params.config["weights_fingerprint"] != weights_fingerprint(model):
@@ -133,19 +164,29 @@ def export(model, params, img: np.ndarray, out: str | Path, *, scale_bits: int =
     img = np.asarray(img)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise UserError(f"the image must be uint8 (H, W, 3), got {img.dtype} {img.shape}")
+    qmodel = quantize_model(model, params, "dfsq")
+    qconvs = quant_convs(qmodel)
+    count = len(qconvs)
+    if layers is not None and (not layers or min(layers) < 0 or max(layers) >= count):
+        raise UserError(f"layers must be indices in 0..{count - 1}, got {layers}")
+    # TODO(merge golden1x1): one spec for the widest layer; use the per-layer DatapathSpec (channels, kernel)
+    # from golden/spec.py once it exists. For EDSR this is exactly the previous DatapathSpec (channels 64).
     try:
         spec = DatapathSpec(words=cfg["words"], act_bits=cfg["act_bits"], weight_bits=cfg["weight_bits"],
-                            scale_bits=scale_bits, gap=cfg["gap"])
+                            scale_bits=scale_bits, gap=cfg["gap"],
+                            channels=max([DEFAULT_CHANNELS] + [m.in_channels for m in qconvs]))
     except SpecError as exc:
         raise UserError(str(exc)) from None
-    qmodel = quantize_model(model, params, "dfsq")
-    layers = collect_layers(qmodel, img)
-    entries = [{"index": int(f["index"]), "name": str(f["name"]), "file": layer_file(int(f["index"]), str(f["name"])),
+    fields = collect_layers(qmodel, img, layers)
+    entries = [{"index": int(f["index"]), "name": str(f["name"]),
+                "file": layer_file(int(f["index"]), str(f["name"]), count),
                 "input_shape": list(f["x"].shape), "output_shape": list(f["y"].shape),
-                "relu_input": bool(f["relu_input"])} for f in layers]
+                "relu_input": bool(f["relu_input"]), "kernel": int(f["weight_q"].shape[-1]),
+                "in_channels": int(f["x"].shape[1]), "out_channels": int(f["y"].shape[1])} for f in fields]
     manifest = {
         "format": FORMAT, "version": VERSION,
-        "config": {"scale": cfg["scale"], "act_bits": cfg["act_bits"], "weight_bits": cfg["weight_bits"],
+        "config": {**model_config(model),
+                   "scale": cfg["scale"], "act_bits": cfg["act_bits"], "weight_bits": cfg["weight_bits"],
                    "words": cfg["words"], "gap": cfg["gap"], "method": "dfsq", "seed": cfg["seed"],
                    "weights": str(weights or cfg["weights"]), "params": str(params_path), "image": str(image),
                    "crop": list(crop) if crop is not None else None},
@@ -153,17 +194,20 @@ def export(model, params, img: np.ndarray, out: str | Path, *, scale_bits: int =
         "layers": entries,
         "versions": versions(),
     }
-    write_export(layers, manifest, out)
+    write_export(fields, manifest, out, compress)
     return manifest
 
 
 @cli_main
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m dfsq.export", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="edsr", choices=ARCHS, help="network (default edsr)")
     ap.add_argument("--weights", default="default", help="checkpoint path, or 'default' for the embedded one")
     ap.add_argument("--params", required=True, help="params file from python -m dfsq.calibrate")
     ap.add_argument("--image", required=True, help="network input image (LR), or 'sample'")
     ap.add_argument("--crop", help="Y,X,H,W crop of the image before running the network")
+    ap.add_argument("--layers", default="all", help="'all' (default) or comma-separated layer indices to export")
+    ap.add_argument("--compress", action="store_true", help="deflate the layer files (smaller, slower to write)")
     ap.add_argument("--scale-bits", type=int, default=DEFAULT_SCALE_BITS, help="for the manifest's spec widths")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", required=True, help="export directory to write")
@@ -173,16 +217,21 @@ def main(argv=None):
     check_export_out(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from .model import load_edsr
+    from .adapters import describe_model
+    from .model import load_model
 
     t0, c0 = time.perf_counter(), time.process_time()
     crop = parse_crop(args.crop)
     params = load_params(args.params)
+    if params.config.get("model", "edsr") != args.model:
+        raise UserError(f"{args.params} was made for {describe_model(params.config)}, not {args.model}: "
+                        f"pass --model {params.config.get('model', 'edsr')}")
+    layers = parse_layers(args.layers, len(params.layers))
     img = sample_image() if args.image == "sample" else load_rgb(args.image)
     img = apply_crop(img, crop)
-    model = load_edsr(args.weights, params.config["scale"])
+    model = load_model(args.model, args.weights, params.config["scale"])
     manifest = export(model, params, img, args.out, scale_bits=args.scale_bits, weights=args.weights,
-                      params_path=args.params, image=args.image, crop=crop)
+                      params_path=args.params, image=args.image, crop=crop, layers=layers, compress=args.compress)
     n = len(manifest["layers"])
     print(f"exported {n} layers of a {img.shape[0]}x{img.shape[1]} input to {args.out} "
           f"in {time.perf_counter() - t0:.1f} s wall ({time.process_time() - c0:.1f} s CPU)")

@@ -1,4 +1,4 @@
-"""Hardware-exact mode: run the quantized body with the golden integer datapath in place of fake-quant.
+"""Hardware-exact mode: run the quantized layers with the golden integer datapath in place of fake-quant.
 
 ``apply_hw_mode(qmodel, scale_bits)`` replaces the forward of every :class:`dfsq.quantize.QuantConv` (DFSQ with
 per-sample normalization) of ``qmodel`` in place: the statistics (mean, max-abs, scale) and the codes are those
@@ -29,6 +29,14 @@ class _HwForward:
             raise UserError(f"{qc.name}: point codes do not decode to the layer's points")
         self.point_codes = spec.wordset.int_to_code(self.table)
         self.w = qc.weight_q.numpy().astype(np.int64) - qc.zero_point.numpy().astype(np.int64)[:, None, None, None]
+        if self.w.shape[-1] == 1:
+            # TODO(merge golden1x1): pass the (O, C, 1, 1) weights once golden.layer takes 1x1 kernels. Until then
+            # a 1x1 conv runs as a 3x3 one whose only non-zero tap is the centre: every off-centre product is
+            # w' = 0 times a point (and the masked mean terms of the padding are multiplied by 0 too), so the
+            # integer accumulator is exactly that of a 1x1 datapath, at 9x the work.
+            w3 = np.zeros(self.w.shape[:2] + (3, 3), np.int64)
+            w3[:, :, 1, 1] = self.w[:, :, 0, 0]
+            self.w = w3
         self.points = qc.points.numpy()
         self.bias = qc.bias.numpy()
         self.weight_scale = qc.weight_scale.numpy()

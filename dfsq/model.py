@@ -76,14 +76,12 @@ class EDSR(nn.Module):
         return f"EDSR-baseline x{self.scale}"
 
 
-def quantized_convs(model: EDSR) -> list[tuple[str, nn.Conv2d]]:
-    """The 32 convs DFSQ quantizes, in network order: (``body.N.body.0``, conv), (``body.N.body.2``, conv), ..."""
-    out = []
-    for i, block in enumerate(model.body):
-        if isinstance(block, ResBlock):
-            out.append((f"body.{i}.body.0", block.body[0]))
-            out.append((f"body.{i}.body.2", block.body[2]))
-    return out
+def quantized_convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    """The convs DFSQ quantizes, in network order, as (name, conv): for EDSR (``body.N.body.0``, conv),
+    (``body.N.body.2``, conv), ...; the list comes from the model's adapter (:mod:`dfsq.adapters`)."""
+    from .adapters import get_module, quantized_layers
+
+    return [(q.name, get_module(model, q.name)) for q in quantized_layers(model)]
 
 
 _IGNORED_PREFIXES = ("sub_mean.", "add_mean.")

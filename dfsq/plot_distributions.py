@@ -1,10 +1,13 @@
 """Draw the paper's Fig. 1 for one quantized conv: its input activation distributions across channels of one
 sample, and across samples of one channel (box plots of the raw full-precision activations), as a PNG.
 
-    python -m dfsq.plot_distributions --weights default --scale 2 --layer body.4.body.0 \
+    python -m dfsq.plot_distributions [--model edsr|rdn] --weights default --scale 2 --layer body.4.body.0 \
         [--sample 0] [--channel 0] [--channels 16] [--images 8] [--calib DIR] --out fig1.png
 
-``--layer`` is a name (``body.N.body.0|2``) or an index 0..31. The samples are the LR versions of the first
+``--layer`` is a quantized conv's name (EDSR ``body.N.body.0|2``, RDN ``RDBs.i.convs.j.conv.0``, ``RDBs.i.LFF``,
+``GFF.0``, ``GFF.1``) or its index in network order (the model's adapter, :mod:`dfsq.adapters`, lists them);
+the default is ``body.4.body.0`` for EDSR and ``RDBs.4.convs.0.conv.0`` (or the last block's) for RDN. The
+samples are the LR versions of the first
 ``--images`` calibration images (default ../shared/data/train/BSD200, else scikit-image's pictures).
 """
 from __future__ import annotations
@@ -19,7 +22,16 @@ from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_file
 
 from .calibrate import calibration_images
-from .model import load_edsr, quantized_convs
+from .model import ARCHS, load_model, quantized_convs
+
+
+def default_layer(model) -> str:
+    """``body.4.body.0`` (EDSR, the paper's Fig. 1), else the first conv of block 4 (or of the last block)."""
+    names = [n for n, _ in quantized_convs(model)]
+    for want in ("body.4.body.0", "RDBs.4.convs.0.conv.0"):
+        if want in names:
+            return want
+    return next((n for n in reversed(names) if n.endswith("convs.0.conv.0")), names[0])
 
 
 def layer_inputs(model, images, layer: str | int) -> tuple[str, list[np.ndarray]]:
@@ -35,7 +47,7 @@ def layer_inputs(model, images, layer: str | int) -> tuple[str, list[np.ndarray]
     elif layer in names:
         name, conv = convs[names.index(layer)]
     else:
-        raise UserError(f"unknown layer {layer!r}: use an index 0..31 or a name like body.4.body.0")
+        raise UserError(f"unknown layer {layer!r}: use an index 0..{len(convs) - 1} or a name like {names[0]}")
     acts = []
     h = conv.register_forward_pre_hook(lambda m, inp: acts.append(inp[0][0].detach().numpy().copy()))
     try:
@@ -88,9 +100,11 @@ def plot(name: str, acts: list[np.ndarray], sample: int, channel: int, channels:
 @cli_main
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m dfsq.plot_distributions", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="edsr", choices=ARCHS, help="network (default edsr)")
     ap.add_argument("--weights", default="default")
     ap.add_argument("--scale", type=int, default=2, choices=(2, 4))
-    ap.add_argument("--layer", default="body.4.body.0", help="layer name or index 0..31")
+    ap.add_argument("--layer", help="quantized layer name or index (default body.4.body.0 for EDSR, "
+                                    "RDBs.4.convs.0.conv.0 for RDN)")
     ap.add_argument("--sample", type=int, default=0, help="sample for the across-channels panel")
     ap.add_argument("--channel", type=int, default=0, help="channel for the across-samples panel")
     ap.add_argument("--channels", type=int, default=16, help="how many channels to show")
@@ -103,9 +117,10 @@ def main(argv=None):
     check_output_file(args.out, "--out")
     if args.channels < 1:
         raise UserError(f"--channels must be >= 1, got {args.channels}")
-    model = load_edsr(args.weights, args.scale)
+    model = load_model(args.model, args.weights, args.scale)
+    layer = args.layer if args.layer is not None else default_layer(model)
     images = calibration_images(args.calib, args.images, args.scale)
-    name, acts = layer_inputs(model, images, args.layer)
+    name, acts = layer_inputs(model, images, layer)
     plot(name, acts, args.sample, args.channel, args.channels, args.out, [n for n, _ in images])
     print(f"wrote {args.out} ({name}, {len(acts)} samples)")
 

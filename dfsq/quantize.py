@@ -1,6 +1,7 @@
-"""DFSQ and Min-Max fake quantization of EDSR's 32 residual-body convs (contract 1 of the brief).
+"""DFSQ and Min-Max fake quantization of the convs a model's adapter lists (contract 1 of the brief).
 
-:class:`QuantConv` replaces ``block.body[0]`` and ``block.body[2]`` of each residual block. Activations:
+:class:`QuantConv` replaces each conv that :mod:`dfsq.adapters` declares (EDSR: ``block.body[0]`` and
+``block.body[2]`` of each residual block; RDN: every RDB conv, each LFF, GFF.0 and GFF.1). Activations:
 
 * ``dfsq``: per sample n and input channel c, ``mean`` (zeros after a ReLU), ``maxabs = max |x - mean|``,
   ``scale = maxabs + 1e-8``, ``xn = (x - mean) / scale``; the code is ``searchsorted(mid[c], xn, side='left')``
@@ -19,8 +20,6 @@ EDSR, whose every output channel has weights of both signs).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -29,7 +28,7 @@ from torch import nn
 from golden.errors import UserError
 from golden.spec import EPS, WordSet
 
-from .model import quantized_convs
+from .adapters import check_model_matches, get_module, quantized_layers, set_module
 
 METHODS = ("dfsq", "minmax")
 
@@ -129,10 +128,10 @@ def gather_points(points: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
 
 
 class QuantConv(nn.Module):
-    """A fake-quantized 3x3 conv (see the module docstring and contract 1).
+    """A fake-quantized 3x3 or 1x1 conv ('same' padding; see the module docstring and contract 1).
 
-    Attributes: ``name``, ``index``, ``relu_input``, ``method``, ``act_bits``, ``weight_bits``, ``words``,
-    ``gap``, ``norm``; buffers ``bias`` (O,), ``weight_q`` (O,C,3,3) int32, ``zero_point`` (O,) int32,
+    Attributes: ``name``, ``index``, ``relu_input``, ``kernel``, ``method``, ``act_bits``, ``weight_bits``,
+    ``words``, ``gap``, ``norm``; buffers ``bias`` (O,), ``weight_q`` (O,C,k,k) int32, ``zero_point`` (O,) int32,
     ``weight_scale`` (O,) float32, ``points`` (C, 2^b) float32 (dfsq: universal-set values; minmax: the uniform
     levels of the layer), ``point_ints`` (C, 2^b) int32 (dfsq only), ``static_scale`` (C,) (dfsq, norm=False),
     ``act_range`` (2,) float32 (minmax).
@@ -148,6 +147,7 @@ class QuantConv(nn.Module):
         self.method, self.act_bits, self.weight_bits = method, int(act_bits), int(weight_bits)
         self.words, self.gap, self.norm = int(words), int(gap), bool(norm)
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.kernel = int(conv.kernel_size[0])
         k = 1 << self.act_bits
         self.register_buffer("bias", conv.bias.detach().float().clone())
         self.register_buffer("weight_q", torch.as_tensor(np.asarray(weight_q), dtype=torch.int32).clone())
@@ -212,7 +212,7 @@ class QuantConv(nn.Module):
         return gather_points(self.points, codes) * scale[:, :, None, None] + mean[:, :, None, None]
 
     def conv(self, xq: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(xq, self.weight_fq, self.bias, padding=1)
+        return F.conv2d(xq, self.weight_fq, self.bias, padding=self.kernel // 2)
 
     def forward(self, x):
         return self.conv(self.quantize_act(x))
@@ -255,37 +255,26 @@ class QuantConv(nn.Module):
 
 
 def quant_convs(model: nn.Module) -> list[QuantConv]:
-    """The QuantConv modules of a quantized EDSR, in network order."""
+    """The QuantConv modules of a quantized model, in network order."""
     return [m for m in model.modules() if isinstance(m, QuantConv)]
 
 
-@dataclass
-class _Slot:
-    block: nn.Module
-    pos: int
-
-
-def _slots(model) -> list[tuple[str, nn.Conv2d, _Slot]]:
-    out = []
-    for name, conv in quantized_convs(model):
-        i = int(name.split(".")[1])
-        pos = int(name.split(".")[3])
-        out.append((name, conv, _Slot(model.body[i].body, pos)))
-    return out
-
-
 def quantize_model(model: nn.Module, params, method: str = "dfsq") -> nn.Module:
-    """A copy of ``model`` with its 32 body convs replaced by :class:`QuantConv` configured from ``params``
-    (a :class:`dfsq.calibrate.CalibParams`)."""
+    """A copy of ``model`` with the convs its adapter lists replaced by :class:`QuantConv` configured from
+    ``params`` (a :class:`dfsq.calibrate.CalibParams` made for the same network)."""
     if method not in METHODS:
         raise UserError(f"method must be one of {METHODS}, got {method!r}")
     qmodel = copy.deepcopy(model).eval()
     cfg = params.config
-    for idx, (name, conv, slot) in enumerate(_slots(qmodel)):
+    check_model_matches(cfg, qmodel, "the params file")
+    qlayers = quantized_layers(qmodel)
+    if len(params.layers) != len(qlayers):
+        raise UserError(f"the params file lists {len(params.layers)} layers, the model quantizes {len(qlayers)}")
+    for idx, ql in enumerate(qlayers):
+        name, conv = ql.name, get_module(qmodel, ql.name)
         if params.layers[idx] != name:
             raise UserError(f"params layer {idx} is {params.layers[idx]!r}, the model has {name!r}")
-        relu = name.endswith(".2")
-        qc = QuantConv(conv, name=name, index=idx, relu_input=relu, method=method, act_bits=cfg["act_bits"],
+        qc = QuantConv(conv, name=name, index=idx, relu_input=ql.relu_input, method=method, act_bits=cfg["act_bits"],
                        weight_bits=cfg["weight_bits"], words=cfg["words"], gap=cfg["gap"],
                        weight_q=params.arrays["weight_q"][idx], zero_point=params.arrays["zero_point"][idx],
                        weight_scale=params.arrays["weight_scale"][idx],
@@ -293,7 +282,7 @@ def quantize_model(model: nn.Module, params, method: str = "dfsq") -> nn.Module:
                        act_range=(params.arrays["act_min"][idx], params.arrays["act_max"][idx]),
                        static_scale=None if cfg["norm"] else params.arrays["static_scale"][idx],
                        norm=cfg["norm"])
-        slot.block[slot.pos] = qc
+        set_module(qmodel, name, qc)
     return qmodel
 
 
@@ -307,6 +296,7 @@ def build_quantized(model: nn.Module, args) -> nn.Module:
             "words": int(args.words)}
     if getattr(args, "params", None):
         params = load_params(args.params)
+        check_model_matches(params.config, model, str(args.params))
         for k, v in want.items():
             if params.config[k] != v:
                 raise UserError(f"{args.params} was calibrated with {k}={params.config[k]}, not {v}: "

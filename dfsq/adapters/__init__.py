@@ -1,0 +1,143 @@
+"""Model adapters: which convs of a network DFSQ quantizes, declared once per architecture.
+
+Each architecture has one small module here (``edsr.py``, ``rdn.py``) defining an :class:`Adapter`: the model
+class it handles and a ``layers(model)`` function listing the quantized convs **in network order** as
+:class:`QLayer` entries (module name, kernel size, input/output channels, whether the input follows a ReLU, i.e.
+is normalized without mean subtraction). Calibration, fake quantization, hardware mode, export and the plotting
+tool read the layer description from here; none of them matches layer names. Adding a network is one new module
+with its ``ADAPTER`` and one line in :data:`REGISTRY` (docs/quantization.md, "Adding a network").
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from torch import nn
+
+from golden.errors import UserError
+
+
+@dataclass(frozen=True)
+class QLayer:
+    """One quantized conv: ``name`` is its module path in the model (``get_module(model, name)``).
+
+    ``input_prefix_of`` (optional) names another quantized layer whose input starts with this layer's whole input
+    (RDN: an RDB conv's input is the first channels of the block's LFF input, a concatenation). Normalization is
+    per channel, so this layer's calibration statistics are that layer's first ``in_channels`` channels:
+    calibration hooks only the other layer. Purely an optimization; leaving it None is always correct."""
+
+    name: str
+    kernel: int
+    in_channels: int
+    out_channels: int
+    relu_input: bool
+    input_prefix_of: str | None = None
+
+    def describe(self) -> dict:
+        d = asdict(self)
+        if d["input_prefix_of"] is None:
+            del d["input_prefix_of"]
+        return d
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """``arch``: the ``--model`` name; ``model_class``: the nn.Module it describes; ``layers(model)``: the quantized
+    convs in network order; ``config(model)``: extra JSON-able facts recorded in params files and manifests
+    (e.g. RDN's D, C, G, G0) so that a file made for one variant is refused for another."""
+
+    arch: str
+    model_class: type
+    layers: Callable[[nn.Module], list[QLayer]]
+    config: Callable[[nn.Module], dict]
+
+
+def conv_layer(model: nn.Module, name: str, relu_input: bool, input_prefix_of: str | None = None) -> QLayer:
+    """The :class:`QLayer` of the ``nn.Conv2d`` at ``name`` (square kernel, 'same' padding, no groups)."""
+    conv = get_module(model, name)
+    if not isinstance(conv, nn.Conv2d):
+        raise UserError(f"{name} is a {type(conv).__name__}, not a Conv2d")
+    k = conv.kernel_size[0]
+    if conv.kernel_size != (k, k) or k not in (1, 3) or conv.padding != (k // 2, k // 2) or conv.groups != 1 \
+            or conv.stride != (1, 1) or conv.dilation != (1, 1):
+        raise UserError(f"{name}: only 1x1 and 3x3 'same' convs can be quantized, got {conv}")
+    return QLayer(name, k, conv.in_channels, conv.out_channels, bool(relu_input), input_prefix_of)
+
+
+def get_module(model: nn.Module, name: str) -> nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise UserError(f"the model has no module {name!r}") from None
+
+
+def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Replace the submodule at dotted path ``name`` (works for Sequential/ModuleList children too)."""
+    parent, _, child = name.rpartition(".")
+    setattr(get_module(model, parent) if parent else model, child, module)
+
+
+def _registry() -> dict[str, Adapter]:
+    from . import edsr, rdn
+
+    return {a.arch: a for a in (edsr.ADAPTER, rdn.ADAPTER)}
+
+
+REGISTRY: dict[str, Adapter] = {}
+
+
+def adapters() -> dict[str, Adapter]:
+    if not REGISTRY:
+        REGISTRY.update(_registry())
+    return REGISTRY
+
+
+def get_adapter(arch: str) -> Adapter:
+    reg = adapters()
+    if arch not in reg:
+        raise UserError(f"model must be one of {', '.join(reg)}, got {arch!r}")
+    return reg[arch]
+
+
+def adapter_for(model: nn.Module) -> Adapter:
+    """The adapter of ``model`` (also of a quantized copy: its class is unchanged)."""
+    for a in adapters().values():
+        if isinstance(model, a.model_class):
+            return a
+    raise UserError(f"no model adapter for {type(model).__name__} (known: {', '.join(adapters())})")
+
+
+def quantized_layers(model: nn.Module) -> list[QLayer]:
+    """The convs DFSQ quantizes in ``model``, in network order."""
+    return adapter_for(model).layers(model)
+
+
+def model_config(model: nn.Module) -> dict:
+    """``{"model": arch, ...}``: what params files and export manifests record about the network."""
+    a = adapter_for(model)
+    return {"model": a.arch, **a.config(model)}
+
+
+def describe_model(cfg: dict) -> str:
+    """'edsr' or 'rdn (D=8, C=4, G=32, G0=64)' from a params/manifest config."""
+    arch = cfg.get("model", "edsr")
+    if cfg.get("rdn_config"):
+        d, c, g, g0 = cfg["rdn_config"]
+        return f"{arch} (D={d}, C={c}, G={g}, G0={g0})"
+    return str(arch)
+
+
+def check_model_matches(cfg: dict, model: nn.Module, what: str) -> None:
+    """UserError (one line) when ``cfg`` (a params or manifest config; files from before the adapters hold no
+    ``model`` and are EDSR) was made for another network than ``model``."""
+    have = model_config(model)
+    want = {"model": cfg.get("model", "edsr")}
+    if "rdn_config" in cfg:
+        want["rdn_config"] = list(cfg["rdn_config"])
+    if want != have:
+        raise UserError(f"{what} was made for {describe_model(want)}, not {describe_model(have)}: "
+                        f"pass --model {want['model']} (and its weights) or recalibrate")
+
+
+__all__ = ["QLayer", "Adapter", "conv_layer", "get_module", "set_module", "adapters", "get_adapter",
+           "adapter_for", "quantized_layers", "model_config", "describe_model", "check_model_matches"]

@@ -108,7 +108,7 @@ def test_icarus_wide_layers(wide_rdn, sim_work):
     """A 512-input 3x3 and the 1024-input 1x1 (GFF.0) on the RDN engine's geometry (1024 channels, 53-bit
     accumulator), 16 lanes (32 and 64 beats per output) to keep the netlist small: one pixel, two channels each."""
     r = verify(wide_rdn, tiles=1, tile_size=1, out_channels=2, lanes=16, simulator="icarus", work_dir=sim_work,
-               quiet=True, netlist="flat")
+               quiet=True)
     assert r["mismatches"] == 0 and r["bit_exact"], r["first_mismatch"]
     assert r["spec"]["channels"] == 1024 and r["spec"]["acc_bits"] == 53
     assert [(row["in_channels"], row["groups"], row["outputs"]) for row in r["layers"]] == [(512, 32, 2),

@@ -463,7 +463,7 @@ cut them to 18 beats (the whole network 1.24x faster) at the cost above. EDSR (3
 100% and exactly the same engine.
 
 Area: the EDSR configurations above are unchanged (same generated Verilog). The 1024-channel engine's lanes are
-the same except for 4 more accumulator bits (the final accumulator and output register, 53 instead of 49) and
+the same except for 4 more bits in the accumulator, output register and bias path (53 instead of 49) and
 16-row point tables per lane (1024 / 64) instead of 1; it was not synthesized here (it does not fit an iCE40,
 and the 64-lane EDSR engine was not synthesized either).
 """

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .errors import UserError, cli_main
 from .files import atomic_output, check_output_file
 from .export_io import LayerData, load_export, load_manifest, spec_from_manifest
-from .layer import derive_codes, error_bound, run_layer
+from .layer import derive_codes, error_bound, layer_spec, run_layer
 from .spec import EPS, DatapathSpec
 
 
@@ -41,6 +41,7 @@ def check_layer(layer: LayerData, spec: DatapathSpec) -> dict:
     scale_ref = layer.maxabs + np.float32(EPS)
     scale_ok = bool(np.all(np.abs(layer.scale - scale_ref) <= np.spacing(scale_ref)))
     ops, acc, y_hw = run_layer(layer, spec, codes)
+    lspec = layer_spec(spec, layer.x.shape[1], layer.kernel)
     y = layer.y.astype(np.float64)
     err = np.abs(y_hw - y)
     bound = error_bound(layer, ops, spec, y_hw)
@@ -51,10 +52,12 @@ def check_layer(layer: LayerData, spec: DatapathSpec) -> dict:
     within = bool(np.all(err <= total))
     passed = n_diff == 0 and maxabs_ok and scale_ok and within
     return {
-        "index": layer.index, "name": layer.name, "shape": list(layer.shape), "relu_input": layer.relu_input,
+        "index": layer.index, "name": layer.name, "shape": list(layer.shape), "kernel": layer.kernel,
+        "relu_input": layer.relu_input,
         "codes_equal": n_diff == 0, "code_diffs": n_diff, "codes_total": int(codes.size), "first_code_diff": first,
         "maxabs_exact": maxabs_ok, "scale_ok": scale_ok,
-        "E": [int(e) for e in ops.E], "acc_max_abs": int(np.max(np.abs(acc))), "acc_bits": spec.acc_bits,
+        "E": [int(e) for e in ops.E], "acc_max_abs": int(np.max(np.abs(acc))), "acc_bits": lspec.acc_bits,
+        "acc_bound": lspec.acc_max,
         "max_abs_err": float(err.max()), "max_rel_err": float(err.max()) / ymax if ymax else 0.0,
         "y_max_abs": ymax, "bound_max": float(total.max()), "rel_bound_max": float(total.max()) / ymax if ymax else 0.0,
         "bound_fixed_max": float(bound["fixed"].max()), "bound_float32_max": float(bound["float32"].max()),
@@ -83,7 +86,8 @@ def _parse_layers(text: str | None):
 
 
 def format_table(results: list[dict]) -> str:
-    head = (f"{'#':>2} {'layer':<14} {'codes':>12} {'stats':>5} {'max|err|':>9} {'rel err':>9} {'bound':>9} "
+    nw = max([14] + [len(r["name"]) for r in results])
+    head = (f"{'#':>2} {'layer':<{nw}} {'k':>1} {'C':>4} {'acc':>3} {'codes':>12} {'stats':>5} {'max|err|':>9} {'rel err':>9} {'bound':>9} "
             f"{'rel bnd':>9} {'err/bnd':>7} {'E':>7}  verdict")
     lines = [head]
     for r in results:
@@ -91,7 +95,8 @@ def format_table(results: list[dict]) -> str:
         stats = "ok" if r["maxabs_exact"] and r["scale_ok"] else "BAD"
         es = r["E"]
         e = f"{min(es)}" if min(es) == max(es) else f"{min(es)}..{max(es)}"
-        lines.append(f"{r['index']:>2} {r['name']:<14} {codes:>12} {stats:>5} {r['max_abs_err']:9.2e} "
+        lines.append(f"{r['index']:>2} {r['name']:<{nw}} {r.get('kernel', 3):>1} {r['shape'][1]:>4} "
+                     f"{r['acc_bits']:>3} {codes:>12} {stats:>5} {r['max_abs_err']:9.2e} "
                      f"{r['max_rel_err']:9.2e} {r['bound_max']:9.2e} {r['rel_bound_max']:9.2e} "
                      f"{r['worst_err_over_bound']:7.3f} {e:>7}  {'PASS' if r['passed'] else 'FAIL'}")
     return "\n".join(lines)
@@ -122,7 +127,8 @@ def main(argv=None):
     failed = [r for r in results if not r["passed"]]
     print(f"{len(results) - len(failed)}/{len(results)} layers pass "
           f"(words {spec.words}, act_bits {spec.act_bits}, weight_bits {spec.weight_bits}, "
-          f"scale_bits {spec.scale_bits}, acc_bits {spec.acc_bits})")
+          f"scale_bits {spec.scale_bits}, acc_bits {spec.acc_bits} for the widest layer "
+          f"({spec.channels} channels, {spec.kernel}x{spec.kernel}))")
     for r in failed:
         why = []
         if not r["codes_equal"]:

@@ -121,9 +121,14 @@ def window(codes_c, h: int, w: int):
 def pixel_reference(ops, wordset: WordSet, n: int, o: int, h: int, w: int, spec: DatapathSpec | None = None) -> int:
     """acc[n, o, h, w] of :class:`golden.layer.Operands` ``ops``, computed by :func:`mac_reference`."""
     C = ops.codes.shape[1]
+    k = ops.w.shape[-1]
     idx, mask = [], None
     for c in range(C):
         i, mask = window(ops.codes[n, c], h, w)
         idx.append(i)
-    return mac_reference(ops.w[o].reshape(C, TAPS), idx, mask, ops.point_codes, ops.sigma_m[n], ops.mu_m[n],
+    wo = ops.w[o].reshape(C, k * k)
+    if k == 1:  # a 1x1 kernel is the centre tap of the 3x3 window, the other taps masked (as the engine runs it)
+        wo = [[int(v) if t == TAPS // 2 else 0 for t in range(TAPS)] for v in wo[:, 0]]
+        mask = [int(t == TAPS // 2) for t in range(TAPS)]
+    return mac_reference(wo, idx, mask, ops.point_codes, ops.sigma_m[n], ops.mu_m[n],
                          int(ops.bias_int[n, o]), wordset, spec)

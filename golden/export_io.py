@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import UserError
 from .files import atomic_output
-from .spec import ACT_BITS_RANGE, DatapathSpec, SpecError
+from .spec import ACT_BITS_RANGE, KERNELS, DatapathSpec, SpecError
 
 EXPORT_FORMAT = "dfsq-export"
 EXPORT_VERSION = 1
@@ -58,6 +58,11 @@ class LayerData:
         """(N, C, O, H, W)."""
         n, c, h, w = self.x.shape
         return n, c, self.weight_q.shape[0], h, w
+
+    @property
+    def kernel(self) -> int:
+        """k of the k x k kernel (3, or 1 for RDN's fusion convs), from ``weight_q``'s shape (O, C, k, k)."""
+        return int(self.weight_q.shape[-1])
 
     @property
     def act_bits(self) -> int:
@@ -103,9 +108,11 @@ def layer_from_fields(d: dict, where: str = "layer", spec: DatapathSpec | None =
     n, c, h, w = x.shape
     if min(x.shape) < 1:
         _fail(where, f"x has an empty dimension: {x.shape}")
-    o = vals["weight_q"].shape[0]
+    o, k = vals["weight_q"].shape[0], vals["weight_q"].shape[-1]
+    if k not in KERNELS:
+        _fail(where, f"field 'weight_q' has shape {vals['weight_q'].shape}: kernels {KERNELS} are supported")
     expect = {"mean": (n, c), "maxabs": (n, c), "scale": (n, c), "codes": (n, c, h, w),
-              "weight_q": (o, c, 3, 3), "zero_point": (o,), "weight_scale": (o,), "bias": (o,)}
+              "weight_q": (o, c, k, k), "zero_point": (o,), "weight_scale": (o,), "bias": (o,)}
     if vals["y"] is not None:
         expect["y"] = (n, o, h, w)
     npts = vals["points"].shape[1] if vals["points"].ndim == 2 else -1
@@ -149,6 +156,8 @@ def check_layer_spec(layer: LayerData, spec: DatapathSpec, where: str = "layer")
         _fail(where, f"{layer.points.shape[1]} points per channel, but act_bits = {spec.act_bits}")
     if layer.x.shape[1] > spec.channels:
         _fail(where, f"{layer.x.shape[1]} input channels, spec allows at most {spec.channels}")
+    if not spec.covers(layer.x.shape[1], layer.kernel):
+        _fail(where, f"{layer.kernel}x{layer.kernel} kernel, spec allows at most {spec.kernel}x{spec.kernel}")
     wmax = spec.w_max
     if int(layer.weight_q.max(initial=0)) > wmax or int(layer.zero_point.max(initial=0)) > wmax:
         _fail(where, f"weight_q or zero_point exceed {wmax} (weight_bits = {spec.weight_bits})")
@@ -186,13 +195,37 @@ def load_layer(path, spec: DatapathSpec | None = None) -> LayerData:
     return layer_from_fields(d, str(path), spec)
 
 
+def manifest_geometry(manifest: dict) -> list[tuple[int, int]]:
+    """(input channels C, kernel k) of every layer entry of a manifest: ``in_channels`` / ``kernel`` when present
+    (exports with per-layer geometry), else C from ``input_shape`` and k = 3 (older EDSR exports). Entries without
+    either are skipped (the layer file's own shape is checked when it is loaded)."""
+    out = []
+    for entry in manifest.get("layers") or []:
+        if not isinstance(entry, dict):
+            continue
+        try:
+            if entry.get("in_channels") is not None:
+                c = int(entry["in_channels"])
+            elif isinstance(entry.get("input_shape"), list) and len(entry["input_shape"]) == 4:
+                c = int(entry["input_shape"][1])
+            else:
+                continue
+            k = int(entry["kernel"]) if entry.get("kernel") is not None else 3
+        except (TypeError, ValueError):
+            raise UserError(f"manifest: bad geometry in layer entry {entry!r}") from None
+        out.append((c, k))
+    return out
+
+
 def spec_from_manifest(manifest: dict, **overrides) -> DatapathSpec:
-    """The DatapathSpec of an export (its ``spec`` entry; ``config`` fills words/gap/bits if absent)."""
+    """The DatapathSpec of an export: its ``spec`` entry (``config`` fills words/gap/bits if absent), widened when
+    needed to the widest layer geometry the manifest lists (the largest input channel count and kernel), so that
+    it covers every layer; each layer then runs with its own geometry (``golden.layer.layer_spec``)."""
     try:
         sp = dict(manifest.get("spec") or {})
         cfg = manifest.get("config") or {}
         kw = {}
-        for key in ("words", "gap", "act_bits", "weight_bits", "scale_bits", "channels"):
+        for key in ("words", "gap", "act_bits", "weight_bits", "scale_bits", "channels", "kernel"):
             if key in sp:
                 kw[key] = int(sp[key])
             elif key in cfg and cfg[key] is not None:
@@ -200,6 +233,10 @@ def spec_from_manifest(manifest: dict, **overrides) -> DatapathSpec:
         for key in ("words", "gap", "act_bits", "weight_bits"):
             if key in sp and key in cfg and cfg[key] is not None and int(cfg[key]) != int(sp[key]):
                 raise UserError(f"manifest: config {key} = {cfg[key]} but spec {key} = {sp[key]}")
+        geometry = manifest_geometry(manifest)
+        if geometry:
+            kw["channels"] = max([kw.get("channels", 0)] + [c for c, _ in geometry])
+            kw["kernel"] = max([kw.get("kernel", 1)] + [k for _, k in geometry])
         kw.update(overrides)
         return DatapathSpec(**kw)
     except SpecError as exc:
@@ -322,11 +359,24 @@ def load_export(directory, spec: DatapathSpec | None = None, layers=None):
             raise UserError(f"{directory / fname}: index/name {layer.index}/{layer.name} differ from the manifest "
                             f"({idx}/{entry.get('name')})")
         check_entry(layer, entry, str(directory / fname))
+        _check_entry_geometry(entry, layer, directory / fname)
         out.append(layer)
     if wanted is not None and len(out) != len(wanted):
         missing = sorted(wanted - {lay.index for lay in out})
         raise UserError(f"{directory}: no layer with index {missing}")
     return manifest, out
+
+
+def _check_entry_geometry(entry: dict, layer: LayerData, where) -> None:
+    """UserError when the manifest entry's optional geometry fields disagree with the layer file."""
+    n, c, o, h, w = layer.shape
+    have = {"kernel": layer.kernel, "in_channels": c, "out_channels": o, "relu_input": layer.relu_input}
+    for key, value in have.items():
+        if entry.get(key) is None:
+            continue
+        got = entry[key]
+        if (bool(got) != value) if key == "relu_input" else (not isinstance(got, int) or got != value):
+            raise UserError(f"{where}: manifest says {key} = {got!r}, the layer file has {value!r}")
 
 
 # --- writing (synthetic exports for tests and benches; dfsq.export writes the real ones) -------------------------
@@ -360,8 +410,12 @@ def write_export(directory, layers: list[LayerData], spec: DatapathSpec, config:
         save_layer(directory / fname, lay)
         n, c, o, h, w = lay.shape
         entries.append({"index": lay.index, "name": lay.name, "file": fname, "input_shape": [n, c, h, w],
-                        "output_shape": [n, o, h, w], "relu_input": lay.relu_input})
-    cfg = {"scale": None, "act_bits": spec.act_bits, "weight_bits": spec.weight_bits, "words": spec.words,
+                        "output_shape": [n, o, h, w], "relu_input": lay.relu_input, "kernel": lay.kernel,
+                        "in_channels": c, "out_channels": o})
+    if layers:  # the spec entry is the widest layer's geometry (each layer runs with its own: for_layer)
+        spec = spec.for_layer(max([spec.channels] + [lay.shape[1] for lay in layers]),
+                              max([spec.kernel] + [lay.kernel for lay in layers]))
+    cfg = {"model": None, "scale": None, "act_bits": spec.act_bits, "weight_bits": spec.weight_bits, "words": spec.words,
            "gap": spec.gap, "method": "dfsq", "seed": None, "weights": None, "params": None, "image": None,
            "crop": None}
     cfg.update(config or {})
@@ -373,5 +427,5 @@ def write_export(directory, layers: list[LayerData], spec: DatapathSpec, config:
 
 
 __all__ = ["LayerData", "load_layer", "load_export", "load_manifest", "validate_manifest", "check_entry",
-           "spec_from_manifest", "layer_from_fields",
-           "check_layer_spec", "save_layer", "write_export", "layer_file_name", "FIELDS"]
+           "spec_from_manifest", "layer_from_fields", "check_layer_spec", "save_layer", "write_export",
+           "layer_file_name", "FIELDS", "manifest_geometry"]

@@ -22,6 +22,12 @@ float64 (exact while ``spec.acc_max < 2^53``, :attr:`DatapathSpec.float64_exact`
 ``scale_bits = 32``) Z is split into base-2^s digits small enough for each digit's product to be exact, and the
 digits' results are recombined in int64.
 :func:`golden.datapath.pixel_reference` is the per-pixel reference these functions are tested against.
+
+1x1 layers (RDN's local and global feature fusion) have no padding and no taps: ``acc = bias_int + w' Z`` is one
+(O x C) by (C x H W) float64 BLAS product per sample, exact while every partial sum stays below 2^53 (the layer's
+``acc_max``: 2^47.91 for the 1024-input 1x1 conv at the default configuration), else the same base-2^s digits.
+Every layer runs with its own geometry (``DatapathSpec.for_layer``: C input channels, k x k kernel): the bias cap
+of E, the bounds and the exact path are the layer's (:func:`layer_spec`).
 """
 from __future__ import annotations
 
@@ -35,7 +41,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from .errors import UserError
 from .export_io import LayerData, check_layer_spec
-from .spec import TAPS, DatapathSpec, SpecError
+from .spec import KERNELS, TAPS, DatapathSpec, SpecError
 
 F32_U = 2.0 ** -24          # unit roundoff of float32
 F64_U = 2.0 ** -53
@@ -71,7 +77,7 @@ def derive_codes(x, mean, scale, points) -> np.ndarray:
 class Operands:
     """The integer operands of one layer (contract 3). All int64 except ``codes`` (uint8), ``point_codes``."""
 
-    w: np.ndarray            # (O, C, 3, 3)  w' = q - zero_point
+    w: np.ndarray            # (O, C, k, k)  w' = q - zero_point (k = 3, or 1 for a 1x1 conv)
     P: np.ndarray            # (N, C, H, W)  point integers of the codes (value * denom)
     sigma_m: np.ndarray      # (N, C)        round(scale / denom * 2^E)
     mu_m: np.ndarray         # (N, C)        round(mean * 2^E)
@@ -116,9 +122,27 @@ def fixed_point_params(scale, mean, bias, weight_scale, spec: DatapathSpec):
     return sig, mu, E, bias_int
 
 
+def layer_spec(spec: DatapathSpec, channels: int, kernel: int) -> DatapathSpec:
+    """``spec`` with the geometry of one layer (C input channels, a k x k kernel): its bounds, widths and the bias
+    cap of E are that layer's. SpecError unless ``spec`` covers the layer (C <= channels, k x k <= taps)."""
+    if kernel not in KERNELS:
+        raise SpecError(f"kernel {kernel}x{kernel} is not supported (kernels {KERNELS})")
+    if not spec.covers(channels, kernel):
+        raise SpecError(f"a {kernel}x{kernel} layer with {channels} input channels exceeds the spec "
+                        f"({spec.kernel}x{spec.kernel}, {spec.channels} channels)")
+    return spec.for_layer(channels, kernel)
+
+
 def operands(layer: LayerData, spec: DatapathSpec, codes=None) -> Operands:
-    """The integer operands of ``layer`` (``codes`` default: the exported ones)."""
+    """The integer operands of ``layer`` (``codes`` default: the exported ones).
+
+    ``spec`` is the export's configuration (it must cover the layer); the fixed-point parameters use the layer's
+    own geometry (:func:`layer_spec`)."""
     check_layer_spec(layer, spec, layer.path or layer.name)
+    try:
+        lspec = layer_spec(spec, layer.x.shape[1], layer.kernel)
+    except SpecError as exc:
+        raise UserError(f"{layer.name}: {exc}") from None
     codes = layer.codes if codes is None else np.asarray(codes)
     if codes.shape != layer.x.shape:
         raise UserError(f"codes have shape {codes.shape}, expected {layer.x.shape}")
@@ -126,7 +150,7 @@ def operands(layer: LayerData, spec: DatapathSpec, codes=None) -> Operands:
     if not np.array_equal(table, layer.point_ints):
         raise UserError(f"{layer.name}: decoded point codes differ from point_ints")
     w = layer.weight_q.astype(np.int64) - layer.zero_point.astype(np.int64)[:, None, None, None]
-    sig, mu, E, bias_int = fixed_point_params(layer.scale, layer.mean, layer.bias, layer.weight_scale, spec)
+    sig, mu, E, bias_int = fixed_point_params(layer.scale, layer.mean, layer.bias, layer.weight_scale, lspec)
     return Operands(w=w, P=gather_points(table, codes), sigma_m=sig, mu_m=mu, E=E, bias_int=bias_int,
                     codes=codes.astype(np.uint8, copy=False), point_codes=layer.point_codes)
 
@@ -134,9 +158,10 @@ def operands(layer: LayerData, spec: DatapathSpec, codes=None) -> Operands:
 def _check_bounds(ops: Operands, spec: DatapathSpec) -> None:
     """SpecError unless every operand is within the spec's bounds (which make the accumulator exact)."""
     N, C, H, W = ops.P.shape
-    if ops.w.shape[1:] != (C, 3, 3):
-        raise SpecError(f"weights {ops.w.shape} do not match P {ops.P.shape}")
-    checks = (("input channels", C, spec.channels), ("|w'|", _amax(ops.w), spec.w_max),
+    k = ops.w.shape[-1] if ops.w.ndim == 4 else 0
+    if ops.w.ndim != 4 or ops.w.shape[1:] != (C, k, k) or k not in KERNELS:
+        raise SpecError(f"weights {ops.w.shape} do not match P {ops.P.shape} (kernels {KERNELS})")
+    checks = (("input channels", C, spec.channels), ("kernel taps", k * k, spec.taps), ("|w'|", _amax(ops.w), spec.w_max),
               ("|P|", _amax_minmax(ops.P), spec.wordset.p_max), ("|sigma_m|", _amax(ops.sigma_m), spec.mant_max),
               ("|mu_m|", _amax(ops.mu_m), spec.mant_max), ("|bias_int|", _amax(ops.bias_int), spec.bias_max))
     for what, value, limit in checks:
@@ -338,18 +363,40 @@ def mu_border(acc: np.ndarray, S: np.ndarray) -> None:
             acc[:, 1:H - 1, x] += (Sx @ cv[:, x] - K)[:, None]
 
 
-def _digit_bits(C: int, w_max: int) -> int:
-    """Largest s with C * 9 * w_max * 2^s <= 2^53: digits below 2^s keep every partial sum exact."""
-    return 53 - math.ceil(math.log2(C * TAPS * max(w_max, 1) + 1))
+def _digit_bits(C: int, w_max: int, taps: int = TAPS) -> int:
+    """Largest s with C * taps * w_max * 2^s <= 2^53: digits below 2^s keep every partial sum exact."""
+    return 53 - math.ceil(math.log2(C * taps * max(w_max, 1) + 1))
+
+
+def conv1x1(Z: np.ndarray, wmat: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """1x1 conv of Z (N, C, H, W) with wmat (O, C): one (O x C) by (C x H W) product per sample, in ``dtype``."""
+    N, C, H, W = Z.shape
+    wmat = np.asarray(wmat, dtype=dtype)
+    out = np.empty((N, wmat.shape[0], H, W), dtype=dtype)
+    for n in range(N):
+        np.matmul(wmat, np.asarray(Z[n], dtype=dtype).reshape(C, H * W), out=out[n].reshape(-1, H * W))
+    return out
+
+
+def conv_kxk(Z: np.ndarray, wmat: np.ndarray, kernel: int, dtype=np.float64) -> np.ndarray:
+    """Zero-padded k x k correlation (k = 3 or 1) of Z (N, C, H, W) with wmat (O, C * k * k)."""
+    return conv3x3(Z, wmat, dtype) if kernel == 3 else conv1x1(Z, wmat, dtype)
 
 
 def accumulate(ops: Operands, spec: DatapathSpec, threads: int = 1) -> np.ndarray:
-    """The exact accumulator of spec.py's datapath, int64 (N, O, H, W); ``threads`` workers for the fast path."""
+    """The exact accumulator of spec.py's datapath, int64 (N, O, H, W); ``threads`` workers for the fast path.
+
+    ``spec`` bounds the operands (it must cover the layer's geometry: the export's spec or the layer's own); the
+    exact path is chosen from the layer's real C and kernel, with |bias_int| <= ``spec.bias_max``."""
     _check_bounds(ops, spec)
     N, C, H, W = ops.P.shape
-    O = ops.w.shape[0]
-    const_max = spec.bias_max + TAPS * spec.channels * spec.w_max * spec.mant_max  # |bias_int + sum mu_m w'|
-    if winograd_bound(spec.channels, spec.w_max, spec.mant_max, spec.wordset.p_max, const_max) < 2 ** 53:
+    O, k = ops.w.shape[0], ops.w.shape[-1]
+    taps = k * k
+    # |sum_c,t w' Z| <= C taps w_max mant_max (p_max + 1); with the bias: the layer's bound of |acc| (acc_max when
+    # spec is the layer's own)
+    acc_bound = C * taps * spec.w_max * spec.mant_max * (spec.wordset.p_max + 1) + spec.bias_max
+    const_max = spec.bias_max + taps * C * spec.w_max * spec.mant_max  # |bias_int + sum mu_m w'|
+    if k == 3 and winograd_bound(C, spec.w_max, spec.mant_max, spec.wordset.p_max, const_max) < 2 ** 53:
         V = winograd_weights(ops.w)
         th, tw = (H + 1) // 2, (W + 1) // 2
         full = np.empty((N, O, 2 * th, 2 * tw), dtype=np.int64)
@@ -359,24 +406,24 @@ def accumulate(ops: Operands, spec: DatapathSpec, threads: int = 1) -> np.ndarra
             conv3x3_winograd_sigma(ops.P[n], V, ops.sigma_m[n], const, full[n], threads)
             mu_border(full[n, :, :H, :W], S)
         return full if (2 * th, 2 * tw) == (H, W) else np.ascontiguousarray(full[:, :, :H, :W])
-    wmat = ops.w.reshape(O, C * TAPS).astype(np.float64)
+    wmat = ops.w.reshape(O, C * taps).astype(np.float64)
     sig = ops.sigma_m[:, :, None, None]
     mu = ops.mu_m[:, :, None, None]
-    if spec.float64_exact:
+    if acc_bound < (1 << 53) and spec.float64_exact:
         Z = ops.P.astype(np.float64)
         Z *= sig
         Z += mu
-        acc = conv3x3(Z, wmat).astype(np.int64)
+        acc = conv_kxk(Z, wmat, k).astype(np.int64)
     else:
         Z = ops.P * sig + mu  # int64: |Z| <= mant_max * (p_max + 1) < 2^63
-        s = _digit_bits(C, spec.w_max)
+        s = _digit_bits(C, spec.w_max, taps)
         acc = np.zeros((N, O, H, W), np.int64)
         shift = 0
         while not np.all(np.abs(Z) < (1 << s)):
-            acc += conv3x3((Z & ((1 << s) - 1)).astype(np.float64), wmat).astype(np.int64) << shift
+            acc += conv_kxk((Z & ((1 << s) - 1)).astype(np.float64), wmat, k).astype(np.int64) << shift
             Z = Z >> s  # floor division: Z = (Z >> s) * 2^s + (Z & (2^s - 1))
             shift += s
-        acc += conv3x3(Z.astype(np.float64), wmat).astype(np.int64) << shift
+        acc += conv_kxk(Z.astype(np.float64), wmat, k).astype(np.int64) << shift
     acc += ops.bias_int[:, :, None, None]
     return acc
 
@@ -388,10 +435,11 @@ def to_float(acc: np.ndarray, ops: Operands, weight_scale) -> np.ndarray:
 
 
 def run_layer(layer: LayerData, spec: DatapathSpec, codes=None, threads: int = 1):
-    """(ops, acc, y_hw) of one layer (``threads``: worker threads of :func:`accumulate`)."""
+    """(ops, acc, y_hw) of one layer (``threads``: worker threads of :func:`accumulate`), on the layer's own
+    geometry (:func:`layer_spec`)."""
     ops = operands(layer, spec, codes)
     try:
-        acc = accumulate(ops, spec, threads)
+        acc = accumulate(ops, layer_spec(spec, layer.x.shape[1], layer.kernel), threads)
     except SpecError as exc:
         raise UserError(f"{layer.name}: {exc}") from None
     return ops, acc, to_float(acc, ops, layer.weight_scale)
@@ -402,22 +450,22 @@ def error_bound(layer: LayerData, ops: Operands, spec: DatapathSpec, y_hw: np.nd
 
     ``fixed``: the fixed-point format's rounding, s_w 2^-E (1/2 + 1/2 sum_c,t |w'| (|P| + valid)), since
     bias_int, sigma_m and mu_m are each within 1/2 of their exact values. ``float32``: the reference's own
-    float32 rounding, (4.02 u + 1.0001 gamma_n) S with u = 2^-24, n = 9C + 1 products, gamma_n = n u / (1 - n u)
+    float32 rounding, (4.02 u + 1.0001 gamma_n) S with u = 2^-24, n = C k^2 + 1 products, gamma_n = n u / (1 - n u)
     and S = |bias| + s_w sum |w'| (|P| scale/denom + |mean|) (points, point*scale, +mean, weight, then any
     summation order). ``float64``: this model's own float64 rounding. ``total`` = their sum.
     """
     N, C, H, W = ops.P.shape
-    O = ops.w.shape[0]
-    absw = np.abs(ops.w).reshape(O, C * TAPS).astype(np.float64)
+    O, k = ops.w.shape[0], ops.w.shape[-1]
+    absw = np.abs(ops.w).reshape(O, C * k * k).astype(np.float64)
     ws = layer.weight_scale.astype(np.float64)[None, :, None, None]
     step = np.ldexp(ws, -ops.E[:, None, None, None])  # s_w 2^-E: one accumulator unit
     absP = np.abs(ops.P).astype(np.float64)
-    R = conv3x3(absP + 1.0, absw)  # sum |w'| (|P| + valid), exact
+    R = conv_kxk(absP + 1.0, absw, k)  # sum |w'| (|P| + valid), exact
     fixed = step * (0.5 + 0.5 * R)
     sig = layer.scale.astype(np.float64) / spec.wordset.denom
     m = absP * sig[:, :, None, None] + np.abs(layer.mean.astype(np.float64))[:, :, None, None]
-    S = np.abs(layer.bias.astype(np.float64))[None, :, None, None] + ws * conv3x3(m, absw)
-    n = C * TAPS + 1
+    S = np.abs(layer.bias.astype(np.float64))[None, :, None, None] + ws * conv_kxk(m, absw, k)
+    n = C * k * k + 1
     gamma = n * F32_U / (1 - n * F32_U)
     float32 = (4.02 * F32_U + 1.0001 * gamma) * S
     float64 = 8 * F64_U * (S + np.abs(y_hw))

@@ -23,7 +23,8 @@ combinations gets the numerically smallest code (:func:`value_to_code` is a fixe
 
 Integer datapath of one quantized conv (see docs/datapath.md)
 ------------------------------------------------------------
-Per input channel c and output pixel, over the 3x3 taps t (``valid_t`` is 0 for zero padding):
+Per input channel c and output pixel, over the k x k taps t of the kernel (k = 3 or 1; ``valid_t`` is 0 for zero
+padding, always 1 for k = 1):
 
     A_c = sum_t w'[o,c,t] * P[c, p+t]            (P = 0 on padding)
     B_c = sum_t w'[o,c,t] * valid_t
@@ -34,9 +35,18 @@ Per input channel c and output pixel, over the 3x3 taps t (``valid_t`` is 0 for 
 (layer, sample) (E is lowered, in degenerate cases only, so that bias_int fits: ``bias_exponent_limit``);
 ``bias_int = round(bias[o] / s_w[o] * 2^E)``; round = half up (``floor(x + 0.5)``).
 The layer output is ``y = s_w[o] * 2^-E * acc``. Every width below is derived from worst-case bounds.
+
+Layer geometry
+--------------
+A :class:`DatapathSpec` describes one configuration *and* a geometry: ``channels`` input channels C and a
+``kernel`` k (3 or 1), so ``taps = k * k`` and ``terms = C * taps`` products per output. The bounds of A_c and
+B_c grow with ``taps``, the channel sum with C: so every width and the bias cap of E are those of the layer.
+``spec.for_layer(C, k)`` is the spec of one layer of an export whose ``spec`` entry is the widest layer's (EDSR:
+C = 64, k = 3, the defaults, so nothing changes there; RDN: C = 1024, k = 3 covers every layer).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -55,7 +65,11 @@ DEFAULT_WORDS = 4
 DEFAULT_GAP = 4
 DEFAULT_SCALE_BITS = 24    # chosen by measured PSNR: docs/datapath.md, bench/results/scale_bits_set5.md, _set14.md
 DEFAULT_CHANNELS = 64     # max input channels of a layer (EDSR-baseline: 64); sizes accumulators
-TAPS = 9                  # 3x3 kernels
+MAX_CHANNELS = 4096       # largest input channel count a spec accepts
+KERNELS = (1, 3)          # supported square kernel sizes (EDSR: 3x3; RDN: 3x3 and the 1x1 fusion convs)
+DEFAULT_KERNEL = 3
+TAPS = 9                  # taps of a 3x3 kernel: the engine's multipliers per lane (a 1x1 layer uses the centre one)
+CENTRE_TAP = 4            # tap t = 3 (dy + 1) + (dx + 1) of offset (0, 0): where a 1x1 kernel sits in a 3x3 window
 EPS = 1e-8                # added to max-abs before normalizing (float32), as the DFSQ code does
 
 # selector values of one word (2 bits)
@@ -236,6 +250,7 @@ class DatapathSpec:
     scale_bits: int = DEFAULT_SCALE_BITS
     channels: int = DEFAULT_CHANNELS
     gap: int = DEFAULT_GAP
+    kernel: int = DEFAULT_KERNEL
 
     def __post_init__(self):
         WordSet(self.words, self.gap)  # validates words/gap
@@ -244,14 +259,37 @@ class DatapathSpec:
             v = getattr(self, name)
             if not (isinstance(v, int) and lo <= v <= hi):
                 raise SpecError(f"{name} must be an integer in {lo}..{hi}, got {v!r}")
-        if not (isinstance(self.channels, int) and 1 <= self.channels <= 4096):
-            raise SpecError(f"channels must be an integer in 1..4096, got {self.channels!r}")
+        if not (isinstance(self.channels, int) and 1 <= self.channels <= MAX_CHANNELS):
+            raise SpecError(f"channels must be an integer in 1..{MAX_CHANNELS}, got {self.channels!r}")
+        if self.kernel not in KERNELS or isinstance(self.kernel, bool):
+            raise SpecError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
         if self.acc_bits > 63:
             raise SpecError(f"accumulator needs {self.acc_bits} bits (> 63): lower scale_bits or channels")
 
     @property
     def wordset(self) -> WordSet:
         return _wordset(self.words, self.gap)
+
+    # --- geometry ---------------------------------------------------------------------------------------------
+    @property
+    def taps(self) -> int:
+        """Taps of the kernel, k * k (9 for 3x3, 1 for 1x1)."""
+        return self.kernel * self.kernel
+
+    @property
+    def terms(self) -> int:
+        """Products summed into one output: channels x taps."""
+        return self.channels * self.taps
+
+    def for_layer(self, channels: int, kernel: int) -> "DatapathSpec":
+        """This configuration with the geometry of one layer (C input channels, a k x k kernel)."""
+        if channels == self.channels and kernel == self.kernel:
+            return self
+        return dataclasses.replace(self, channels=int(channels), kernel=int(kernel))
+
+    def covers(self, channels: int, kernel: int) -> bool:
+        """Every bound of a layer with this geometry is within this spec's (so its widths hold that layer)."""
+        return channels <= self.channels and kernel * kernel <= self.taps
 
     # --- operand widths -------------------------------------------------------------------------------------
     @property
@@ -288,8 +326,8 @@ class DatapathSpec:
 
     @property
     def a_max(self) -> int:
-        """Bound of the 3x3 partial sum A_c."""
-        return TAPS * self.product_max
+        """Bound of the per-channel partial sum A_c over the kernel's taps."""
+        return self.taps * self.product_max
 
     @property
     def a_bits(self) -> int:
@@ -298,7 +336,7 @@ class DatapathSpec:
     @property
     def b_max(self) -> int:
         """Bound of the valid-tap weight sum B_c."""
-        return TAPS * self.w_max
+        return self.taps * self.w_max
 
     @property
     def b_bits(self) -> int:
@@ -352,7 +390,7 @@ class DatapathSpec:
 
     def widths(self) -> dict:
         """All widths and bounds, for reports and sidecars."""
-        keys = ("words", "gap", "act_bits", "weight_bits", "scale_bits", "channels", "points", "code_bits",
+        keys = ("words", "gap", "act_bits", "weight_bits", "scale_bits", "channels", "kernel", "points", "code_bits",
                 "w_bits", "p_bits", "product_bits", "a_bits", "b_bits", "term_bits", "sum_bits", "bias_bits",
                 "acc_bits")
         d = {k: getattr(self, k) for k in keys}

@@ -6,6 +6,14 @@ the tap's weight with a shift-add multiplier, sums the masked taps into ``A`` (p
 and scales them with the channel's fixed-point ``sigma_m * A + mu_m * B``. A balanced tree adds the lanes; the
 accumulator adds the groups and the bias (golden.spec, "Integer datapath of one quantized conv").
 
+Layers of any geometry (docs/hardware.md, "Layers of any geometry"): ``spec.channels`` is the largest input channel
+count the engine serves (its point-table rows; 1024 for RDN); a layer with C <= channels input channels takes
+``ceil(C / lanes)`` beats per output (``in_first`` / ``in_last`` frame them; channels past C in the last group get
+weight 0). A 1x1 layer runs on the centre tap: ``in_mask`` has only bit 4 set, the weight and index sit in tap 4
+and the other 8 taps are masked, so A = w' P and B = w' exactly as golden.layer computes them. The accumulator is
+``spec.acc_bits`` wide, derived for the widest layer the engine serves (``channels`` inputs, 3x3), so every
+layer it can run is overflow-free.
+
 Pipeline (one beat per cycle, every stage enabled by ``en = !out_valid | out_ready``, so back-pressure stalls
 the whole pipeline and ``in_ready = en``):
 
@@ -37,7 +45,11 @@ __all__ = ["ConvEngine", "check_lanes"]
 
 
 def check_lanes(spec: DatapathSpec, lanes) -> int:
-    """Validate ``lanes`` for ``spec``: a positive integer dividing ``spec.channels``."""
+    """Validate ``lanes`` for ``spec``: a positive integer dividing ``spec.channels``; ``spec`` must be a 3x3
+    geometry (the lanes hold 3x3 windows; a 1x1 layer runs on the centre tap)."""
+    if spec.kernel != 3:
+        raise ValueError(f"the engine's lanes hold 3x3 windows: pass spec.for_layer({spec.channels}, 3), not a "
+                         f"{spec.kernel}x{spec.kernel} spec")
     if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
         raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
     if spec.channels % lanes:
@@ -56,7 +68,9 @@ class ConvEngine(wiring.Component):
     Parameters
     ----------
     spec : golden.spec.DatapathSpec
-        Every width; ``spec.channels`` is the number of input channels (table rows).
+        Every width; ``spec.channels`` is the largest number of input channels of a layer (table rows), and
+        ``spec.kernel`` must be 3 (the accumulator is sized for ``channels`` inputs with 3x3 kernels, which covers
+        every 1x1 layer of at most ``channels`` inputs too).
     lanes : int
         Parallel lanes L; must divide ``spec.channels``. Groups G = channels / L.
     fault : str or None

@@ -193,7 +193,9 @@ def _parser():
     p.add_argument("--act-bits", type=int, default=4, help="bits of a point index (default 4)")
     p.add_argument("--weight-bits", type=int, default=4, help="weight bits (default 4)")
     p.add_argument("--scale-bits", type=int, default=DEFAULT_SCALE_BITS, help=f"sigma/mu bits (default {DEFAULT_SCALE_BITS})")
-    p.add_argument("--channels", type=int, default=DEFAULT_CHANNELS, help="input channels (default 64)")
+    p.add_argument("--channels", type=int, default=DEFAULT_CHANNELS,
+                   help="largest input channel count of a layer: point-table rows, accumulator width (default 64; "
+                        "RDN: 1024; 1x1 layers run on the centre tap)")
     p.add_argument("--gap", type=int, default=DEFAULT_GAP, help="exponent gap of the word set (default 4)")
     p.add_argument("--lanes", type=int, default=None,
                    help=f"engine lanes, divides channels (default {DEFAULT_LANES}; engine only)")

@@ -421,6 +421,7 @@ def render(summary: dict, psnr: dict, psnr_sources: list[str], versions: dict, a
             lines += ["", f"fmax \"does not fit\": nextpnr-ice40 could not place the design on the "
                           f"{ICE40_DEVICE[0].lstrip('-').upper()} (more logic cells than the device has), so it has "
                           "no fmax on this device."]
+    lines += ["", GEOMETRY_SECTION.rstrip("\n")]
     lines += [
         "",
         "## Reproduce",
@@ -436,6 +437,48 @@ def render(summary: dict, psnr: dict, psnr_sources: list[str], versions: dict, a
         "",
     ]
     return "\n".join(lines)
+
+
+GEOMETRY_SECTION = """## Layers of any geometry (RDN): 1x1 kernels and up to 1024 input channels
+
+The engine is generated for the widest layer it must run: `spec.channels` input channels (point-table rows, 1024
+for RDN config B) with 3x3 lanes, and its accumulator is `spec.acc_bits` of that geometry (53 bits for 1024 inputs
+at the default configuration, against 49 for EDSR's 64), so every layer it can run is overflow-free by the same
+bounds as before (docs/datapath.md, "Per-layer widths"). A layer with C <= channels input channels takes
+ceil(C / L) beats per output (`in_first` / `in_last` frame them, `in_group` selects the table rows); the lanes of a
+last, partly used group get weight 0.
+
+**1x1 mapping: the centre tap.** A 1x1 conv runs on the same lanes with `in_mask` = bit 4 only: lane l of group g
+serves input channel g L + l, its index and weight sit in tap 4 and the other 8 taps are masked (weight 0), so
+A = w' P and B = w', exactly the golden 1x1 accumulator. Nothing in the RTL changes (EDSR's engine is the same
+Verilog); the host (`sim.stimulus`, `hw.stream.engine_beats`) drives the mode.
+
+Why not let the 9 multipliers of a lane serve 9 input channels of a 1x1 conv: sigma_m and mu_m are per input
+channel, so each of the 9 products would need its own `sigma_m x A` and `mu_m x B` multipliers (scale_bits x
+a_bits and scale_bits x b_bits, the largest blocks of a lane without DSPs), 9 times the lane's fixed-point
+multipliers for layers that hold 3% of RDN's MACs. With the centre tap the fixed-point multipliers are busy on
+every beat of every layer; only the shift-add multipliers idle during 1x1 layers.
+
+Utilization of the shift-add multipliers (L = 64 lanes, 576 multipliers; beats per output pixel and output
+channel):
+
+| layers (RDN config B) | count | C | beats each | MACs each | multiplier utilization |
+|---|---:|---|---:|---:|---:|
+| RDB 3x3 convs | 128 | 64 .. 512 | C / 64 = 1 .. 8 | 9 C | 100% |
+| LFF 1x1 | 16 | 576 | 9 | 576 | 11.1% (1/9) |
+| GFF.0 1x1 | 1 | 1024 | 16 | 1024 | 11.1% |
+| GFF.1 3x3 | 1 | 64 | 1 | 576 | 100% |
+| whole network | 146 | | 737 | 342,592 | 80.7% (342,592 / (737 x 576)) |
+
+The 1x1 layers take 160 of the 737 beats (21.7% of the time) for 3.0% of the MACs. The 9-channel mapping would
+cut them to 18 beats (the whole network 1.24x faster) at the cost above. EDSR (32 layers of 64 -> 64, 3x3) keeps
+100% and exactly the same engine.
+
+Area: the EDSR configurations above are unchanged (same generated Verilog). The 1024-channel engine's lanes are
+the same except for 4 more bits in the accumulator, output register and bias path (53 instead of 49) and
+16-row point tables per lane (1024 / 64) instead of 1; it was not synthesized here (it does not fit an iCE40,
+and the 64-lane EDSR engine was not synthesized either).
+"""
 
 
 def _write(path: Path, text: str) -> None:

@@ -10,9 +10,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from golden.spec import TAPS, DatapathSpec
+from golden.spec import CENTRE_TAP, TAPS, DatapathSpec
 
-__all__ = ["Beat", "pack", "window", "engine_beats", "table_writes"]
+__all__ = ["Beat", "pack", "window", "engine_beats", "table_writes", "kernel_taps"]
+
+
+def kernel_taps(w: np.ndarray) -> np.ndarray:
+    """(O, C, 9): the weights of (O, C, k, k) in the engine's 3x3 tap order; a 1x1 kernel sits in the centre tap
+    (:data:`golden.spec.CENTRE_TAP`), the other 8 taps 0."""
+    w = np.asarray(w, np.int64)
+    O, C, k = w.shape[0], w.shape[1], w.shape[-1]
+    if k == 3:
+        return w.reshape(O, C, TAPS)
+    if k != 1:
+        raise ValueError(f"kernel {k}x{k} is not supported")
+    out = np.zeros((O, C, TAPS), np.int64)
+    out[:, :, CENTRE_TAP] = w[:, :, 0, 0]
+    return out
 
 
 def pack(values, width: int) -> int:
@@ -58,20 +72,32 @@ def window(codes_c: np.ndarray, h: int, w: int):
 def engine_beats(ops, spec: DatapathSpec, lanes: int, outputs):
     """Yield ``(key, beats)`` for each ``key = (n, o, h, w)`` in ``outputs``: the G beats of that output.
 
-    ``ops`` is a :class:`golden.layer.Operands` with ``C == spec.channels`` input channels.
+    ``ops`` is a :class:`golden.layer.Operands` with ``C <= spec.channels`` input channels and a 3x3 or 1x1 kernel:
+    G = ceil(C / lanes) beats, the channels past C in the last group with weight 0 (sigma, mu and index 0); a 1x1
+    layer uses only the centre tap (mask bit 4, weight and index in tap 4).
     """
     N, C, H, W = ops.codes.shape
-    if C != spec.channels:
-        raise ValueError(f"the layer has {C} input channels, the spec {spec.channels}")
-    G = C // lanes
-    w = ops.w.reshape(ops.w.shape[0], C, TAPS)
+    if C > spec.channels:
+        raise ValueError(f"the layer has {C} input channels, the engine at most {spec.channels}")
+    k = ops.w.shape[-1]
+    G = -(-C // lanes)
+    pad = G * lanes - C
+    w = np.pad(kernel_taps(ops.w), ((0, 0), (0, pad), (0, 0)))
+    sig = np.pad(np.asarray(ops.sigma_m, np.int64), ((0, 0), (0, pad)))
+    mu = np.pad(np.asarray(ops.mu_m, np.int64), ((0, 0), (0, pad)))
     for n, o, h, x in outputs:
-        idx, mask = window(ops.codes[n], h, x)
+        if k == 3:
+            idx, mask = window(ops.codes[n], h, x)
+        else:
+            idx = np.zeros((C, TAPS), np.int64)
+            idx[:, CENTRE_TAP] = ops.codes[n, :, h, x]
+            mask = 1 << CENTRE_TAP
+        idx = np.pad(idx, ((0, pad), (0, 0)))
         beats = []
         for g in range(G):
             ch = slice(g * lanes, (g + 1) * lanes)
             beats.append(Beat(first=g == 0, last=g == G - 1, group=g, mask=mask, idx=idx[ch], weight=w[o, ch],
-                              sigma=ops.sigma_m[n, ch], mu=ops.mu_m[n, ch], bias=int(ops.bias_int[n, o])))
+                              sigma=sig[n, ch], mu=mu[n, ch], bias=int(ops.bias_int[n, o])))
         yield (n, o, h, x), beats
 
 

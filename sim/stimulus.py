@@ -7,7 +7,9 @@ simulator through one ``.npz`` file whose path is passed in an environment varia
 Engine stimulus (``dfsq_engine``)
 ---------------------------------
 Per layer: the point-table writes, the selected output pixels (n, y, x), and per output (pixel, output channel)
-``G = channels / lanes`` beats. Port values are stored factored, so a full 48x48 layer stays small:
+``G = ceil(C / lanes)`` beats (``groups``, per layer: C is the layer's input channel count, at most the engine's
+``channels``; the channels past C in the last group get weight, sigma, mu and index 0). A 1x1 layer drives the
+centre tap only (mask bit 4; index and weight in tap 4, the other taps index 0 and weight 0). Port values are stored factored, so a full 48x48 layer stays small:
 
 * per (pixel, group): ``in_idx`` (lane l, tap t at bits ``[(l*9+t)*act_bits, ...)``) and ``in_mask`` (per pixel);
 * per (output channel, group): ``in_weight`` (``w' = q - zero_point``, two's complement ``w_bits``);
@@ -16,7 +18,7 @@ Per layer: the point-table writes, the selected output pixels (n, y, x), and per
 
 Outputs are scheduled sample-major, then output channel, then pixel, then group, so with ``lanes = channels`` only
 ``in_idx`` and ``in_mask`` change from one beat to the next (the testbench writes a port only when it changes).
-Padding taps get ``mask = 0`` and index 0; input channels beyond the layer's C (when C < channels) get weight 0.
+Padding taps get ``mask = 0`` and index 0.
 The table writes cover every (channel, index) any selected tap reads, plus index 0 of every channel.
 
 MAC stimulus (``dfsq_mac``)
@@ -35,7 +37,7 @@ import numpy as np
 
 from golden.errors import UserError
 from golden.files import atomic_output
-from golden.spec import TAPS, DatapathSpec
+from golden.spec import CENTRE_TAP, TAPS, DatapathSpec
 
 ENGINE_FORMAT = "dfsq-sim-engine-stimulus-1"
 MAC_FORMAT = "dfsq-sim-mac-stimulus-1"
@@ -118,10 +120,20 @@ def select_pixels(n: int, h: int, w: int, tiles, tile_size: int = 2, seed: int =
     return pix
 
 
-def gather_taps(codes: np.ndarray, pixels: np.ndarray):
-    """Point indices (K, C, 9) of the 3x3 windows around ``pixels`` (padding -> 0) and the mask (K, 9) bool."""
+def gather_taps(codes: np.ndarray, pixels: np.ndarray, kernel: int = 3):
+    """Point indices (K, C, 9) of the 3x3 windows around ``pixels`` (padding -> 0) and the mask (K, 9) bool.
+
+    ``kernel = 1``: only the centre tap is set (index of the pixel itself, mask bit 4)."""
     n_, c_, h, w = codes.shape
     pn, py, px = pixels[:, 0], pixels[:, 1], pixels[:, 2]
+    if kernel == 1:
+        idx = np.zeros((len(pixels), c_, TAPS), np.int64)
+        idx[:, :, CENTRE_TAP] = codes[pn[:, None], np.arange(c_)[None, :], py[:, None], px[:, None]]
+        mask = np.zeros((len(pixels), TAPS), bool)
+        mask[:, CENTRE_TAP] = True
+        return idx, mask
+    if kernel != 3:
+        raise UserError(f"kernel {kernel}x{kernel} is not supported")
     ty = py[:, None] + TAP_DY[None, :]
     tx = px[:, None] + TAP_DX[None, :]
     mask = (ty >= 0) & (ty < h) & (tx >= 0) & (tx < w)
@@ -161,17 +173,19 @@ def engine_layer_stimulus(layer, ops, acc: np.ndarray, spec: DatapathSpec, lanes
                           out_channels=None) -> dict:
     """Arrays of one layer's engine stimulus (see the module docstring). ``acc``: golden accumulators (N,O,H,W);
     ``out_channels``: the output channels to compute (default all)."""
-    ch = spec.channels
-    if ch % lanes:
-        raise UserError(f"lanes ({lanes}) must divide channels ({ch})")
-    groups = ch // lanes
+    from hw.stream import kernel_taps
+
+    if spec.channels % lanes:
+        raise UserError(f"lanes ({lanes}) must divide channels ({spec.channels})")
     n_, c_, o_, h, w = layer.shape
-    if c_ > ch:
-        raise UserError(f"layer {layer.index} has {c_} input channels, the engine has {ch}")
-    idx, mask = gather_taps(np.asarray(ops.codes), pixels)                     # (K, C, 9)
-    idx = _pad_channels(idx, 1, ch)                                              # (K, channels, 9)
+    if c_ > spec.channels:
+        raise UserError(f"layer {layer.index} has {c_} input channels, the engine has {spec.channels}")
+    groups = -(-c_ // lanes)                   # beats per output of this layer
+    ch = groups * lanes                        # the layer's channels, padded to whole groups
+    idx, mask = gather_taps(np.asarray(ops.codes), pixels, layer.kernel)       # (K, C, 9)
+    idx = _pad_channels(idx, 1, ch)                                              # (K, ch, 9)
     k = len(pixels)
-    wq = _pad_channels(np.asarray(ops.w, np.int64).reshape(o_, c_, TAPS), 1, ch).reshape(o_, groups, lanes * TAPS)
+    wq = _pad_channels(kernel_taps(ops.w), 1, ch).reshape(o_, groups, lanes * TAPS)
     sigma = _pad_channels(np.asarray(ops.sigma_m, np.int64), 1, ch).reshape(n_, groups, lanes)
     mu = _pad_channels(np.asarray(ops.mu_m, np.int64), 1, ch).reshape(n_, groups, lanes)
     # point-table writes: every (channel, index) a selected tap reads; index 0 is read by padded taps
@@ -193,6 +207,7 @@ def engine_layer_stimulus(layer, ops, acc: np.ndarray, spec: DatapathSpec, lanes
     expected = np.asarray(acc, dtype=np.int64)[pn, out_o, py, px]
     bias = np.asarray(ops.bias_int, np.int64)
     return {
+        "groups": np.int64(groups), "kernel": np.int64(layer.kernel),
         "table_chan": tc.astype(np.int64), "table_idx": ti.astype(np.int64), "table_code": table[tc, ti],
         "pixels": pixels.astype(np.int64),
         "pix_idx": pack_fields(idx.reshape(k, groups, lanes * TAPS), spec.act_bits),
@@ -243,6 +258,8 @@ def load_stimulus(path, fmt: str | None = None) -> Stimulus:
 
 
 def engine_meta(spec: DatapathSpec, lanes: int, latency: int | None, layer_meta: list[dict]) -> dict:
+    """``groups``: the engine's largest beat count per output (channels / lanes); each layer's own is its
+    ``groups`` array."""
     return {"spec": spec.widths(), "lanes": lanes, "groups": spec.channels // lanes, "latency": latency,
             "layer_meta": layer_meta}
 
@@ -252,13 +269,18 @@ def mac_layer_stimulus(layer, ops, spec: DatapathSpec, outputs: np.ndarray) -> d
     """Beats of the MAC top for ``outputs`` (M, 4) = (n, o, y, x): every valid tap, channel-major."""
     codes = np.asarray(ops.codes)
     P = np.asarray(ops.P, np.int64)
-    wq = np.asarray(ops.w, np.int64).reshape(ops.w.shape[0], ops.w.shape[1], TAPS)
+    from hw.stream import kernel_taps
+
+    wq = kernel_taps(ops.w)
+    kernel = np.asarray(ops.w).shape[-1]
     table = np.asarray(ops.point_codes, np.int64)
     n_, c_, h, w = codes.shape
     weights, cods, prods, first, out_id = [], [], [], [], []
     for m, (n, o, y, x) in enumerate(np.asarray(outputs, np.int64)):
         ty, tx = y + TAP_DY, x + TAP_DX
         valid = (ty >= 0) & (ty < h) & (tx >= 0) & (tx < w)
+        if kernel == 1:  # a 1x1 kernel: the centre tap only
+            valid &= np.arange(TAPS) == CENTRE_TAP
         t = np.nonzero(valid)[0]
         cc, tt = np.meshgrid(np.arange(c_), t, indexing="ij")
         cc, tt = cc.ravel(), tt.ravel()

@@ -53,9 +53,10 @@ class EngineDriver:
         await drive_beats(self.clk, dut.tbl_we, (dut.tbl_chan, dut.tbl_idx, dut.tbl_code), (chans, idxs, codes))
 
     async def stream(self, layer: dict) -> None:
-        """All beats of one layer, in schedule order (sample, output channel, pixel, group)."""
+        """All beats of one layer, in schedule order (sample, output channel, pixel, group): the layer's own
+        ``groups`` beats per output (ceil(C / lanes); a layer narrower than the engine takes fewer)."""
         dut = self.dut
-        G = self.groups
+        G = int(layer["groups"]) if "groups" in layer else self.groups
         pix_idx = unpack_ints(layer["pix_idx"])          # index pixel * G + g
         pix_mask = [int(v) for v in layer["pix_mask"]]
         weight = unpack_ints(layer["weight"])            # index o * G + g

@@ -11,6 +11,10 @@ compared, mismatches, simulated cycles and MAC/s; on a mismatch it names the fir
 channel, y, x) with expected and actual values in hex and decimal, and re-runs that single output with waves on to
 give the path of a waveform file. Exit code: 0 bit-exact, 1 any mismatch, 2 bad input or a missing simulator.
 
+Layers of any geometry (RDN): the engine is generated for the export's widest layer (``spec.channels`` inputs,
+3x3 lanes: ``engine_spec``); each layer streams its own ``ceil(C / lanes)`` beats per output, a 1x1 layer on the
+centre tap, and is compared with the golden model run on its own geometry.
+
 Python API: :func:`verify` returns the report dict (what ``--json`` writes).
 """
 from __future__ import annotations
@@ -77,10 +81,20 @@ def parse_tiles(arg):
     return int(arg)
 
 
+MAX_DEFAULT_LANES = 64
+
+
+def engine_spec(spec: DatapathSpec) -> DatapathSpec:
+    """The engine's spec for an export's spec: the same configuration and channels, 3x3 lanes (a 1x1 layer runs on
+    the centre tap), so its accumulator covers every layer of the export."""
+    return spec.for_layer(spec.channels, 3)
+
+
 def choose_lanes(spec: DatapathSpec, lanes) -> int:
-    """Default: lanes = channels (one beat per output: the most MACs per simulated cycle)."""
+    """Default: lanes = channels up to 64 (EDSR: one beat per output, the most MACs per simulated cycle), else the
+    largest divisor of channels not above 64 (RDN, 1024 channels: 64 lanes, 1 to 16 beats per output)."""
     if lanes is None:
-        return spec.channels
+        return max(d for d in range(1, min(spec.channels, MAX_DEFAULT_LANES) + 1) if spec.channels % d == 0)
     lanes = int(lanes)
     if lanes < 1 or spec.channels % lanes:
         raise UserError(f"--lanes must divide the channel count {spec.channels}, got {lanes}")
@@ -168,14 +182,16 @@ def check_selection(layers, tiles, tile_size: int, out_channels, top: str = "eng
 
 
 def _layer_macs(layer, outputs: int) -> int:
-    return int(outputs) * int(layer.shape[1]) * TAPS
+    """Weight x activation products of ``outputs`` outputs: C x k x k each (padding taps counted, as before)."""
+    return int(outputs) * int(layer.shape[1]) * int(layer.kernel) ** 2
 
 
 def _operands(layer, spec):
-    from golden.layer import accumulate, operands
+    """Golden operands and accumulators of ``layer`` on its own geometry."""
+    from golden.layer import accumulate, layer_spec, operands
 
     ops = operands(layer, spec)
-    return ops, accumulate(ops, spec)
+    return ops, accumulate(ops, layer_spec(spec, layer.shape[1], layer.kernel))
 
 
 def prepare_engine(layers, spec, lanes, tiles, tile_size, seed, quiet=True, only=None, out_channels=None):
@@ -197,6 +213,7 @@ def prepare_engine(layers, spec, lanes, tiles, tile_size, seed, quiet=True, only
         d = st.engine_layer_stimulus(layer, ops, acc, spec, lanes, pixels, ochs)
         arrays.append(d)
         meta.append({"index": layer.index, "name": layer.name, "outputs": int(len(d["expected"])),
+                     "kernel": int(layer.kernel), "in_channels": int(layer.shape[1]), "groups": int(d["groups"]),
                      "pixels": int(len(pixels)), "macs": _layer_macs(layer, len(d["expected"])),
                      "table_writes": int(len(d["table_chan"]))})
     return arrays, meta
@@ -351,7 +368,7 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     simrun.check_simulator(simulator)                     # fail fast, before any heavy work
     export_dir = Path(export_dir)
     manifest = load_manifest(export_dir)
-    spec = spec_from_manifest(manifest)
+    spec = engine_spec(spec_from_manifest(manifest))
     available = [int(e["index"]) for e in manifest["layers"]]
     chosen = parse_layers(layers, available)
     tiles = parse_tiles(tiles)
@@ -415,7 +432,8 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
         lo, hi = bounds[j], bounds[j + 1]
         got = actual[lo:min(hi, len(actual))]
         bad = int(np.count_nonzero(got != expected[lo:lo + len(got)])) + int(hi - lo - len(got))
-        row = {"index": m["index"], "name": m["name"], "outputs": m["outputs"], "compared": int(len(got)),
+        row = {"index": m["index"], "name": m["name"], "kernel": m.get("kernel", 3), "in_channels": m.get("in_channels"),
+               "groups": m.get("groups"), "outputs": m["outputs"], "compared": int(len(got)),
                "mismatches": bad, "macs": m["macs"]}
         if "layer_cycles" in res and j < len(res["layer_cycles"]):
             row["cycles"] = int(res["layer_cycles"][j])
@@ -501,10 +519,12 @@ def _write_json(path, report: dict) -> None:
 def format_report(r: dict) -> str:
     lines = [f"{r['top']} under {r['simulator']} ({r['lanes']} lanes{', fault ' + r['fault'] if r['fault'] else ''})"
              f", RTL {r['rtl']}" + ("" if r["netlist"] == "generated" else f" (simulated as {r['netlist']})")]
-    lines.append(f"{'layer':>5}  {'name':<16} {'outputs':>8} {'mismatches':>10} {'cycles':>8}")
+    nw = max([16] + [len(row["name"]) for row in r["layers"]])
+    lines.append(f"{'layer':>5}  {'name':<{nw}} {'k':>1} {'C':>4} {'beats':>5} {'outputs':>8} {'mismatches':>10} "
+                 f"{'cycles':>8}")
     for row in r["layers"]:
-        lines.append(f"{row['index']:>5}  {row['name']:<16} {row['outputs']:>8} {row['mismatches']:>10} "
-                     f"{row.get('cycles', ''):>8}")
+        lines.append(f"{row['index']:>5}  {row['name']:<{nw}} {row.get('kernel', 3):>1} {row.get('in_channels', ''):>4} "
+                     f"{row.get('groups', ''):>5} {row['outputs']:>8} {row['mismatches']:>10} {row.get('cycles', ''):>8}")
     lines.append(f"layers: {len(r['layers'])}, outputs compared: {r['compared']} of {r['outputs']}, "
                  f"mismatches: {r['mismatches']}")
     stream = f", {r['stream_mac_per_s']:,.0f} MAC/s while streaming" if r.get("stream_mac_per_s") else ""

@@ -122,3 +122,55 @@ def test_engine_validates_parameters():
     assert members["in_bias"].shape.width == spec.bias_bits
     assert members["out_acc"].shape.width == spec.acc_bits
     assert Shape.cast(members["in_group"].shape).width == 1 and Shape.cast(members["tbl_chan"].shape).width == 3
+
+
+def _geometry_layer(spec, seed, C, kernel, N=1, O=2, H=3, W=4):
+    layer = synthetic_layer(np.random.default_rng(seed), spec, N=N, C=C, O=O, H=H, W=W, kernel=kernel)
+    ops = operands(layer, spec)
+    return ops, accumulate(ops, spec.for_layer(C, kernel))
+
+
+@pytest.mark.parametrize("C,kernel,channels,lanes", [
+    (8, 1, 8, 2),     # 1x1 on the centre tap, G = 4
+    (5, 1, 8, 2),     # 1x1, C not a multiple of the lanes: the last group padded with zero weights
+    (3, 3, 8, 2),     # a narrower 3x3 layer on a wider engine: 2 beats instead of 4
+    (7, 1, 8, 4),     # 1x1, 2 beats, last group 3/4 full
+])
+def test_engine_any_geometry(C, kernel, channels, lanes):
+    """Layers narrower than the engine and 1x1 layers (centre tap only), with back-pressure, against golden."""
+    spec = DatapathSpec(channels=channels)
+    ops, acc = _geometry_layer(spec, seed=C * 10 + kernel, C=C, kernel=kernel)
+    outputs = _all_outputs(acc)
+    run = run_engine(ConvEngine(spec=spec, lanes=lanes), ops, spec, outputs, acc, valid_prob=0.8, ready_prob=0.7,
+                     seed=C)
+    assert run.ok, run.mismatches[:5]
+    assert [key for key, _ in run.outputs] == outputs
+
+
+def test_engine_1x1_fault_is_caught():
+    spec = DatapathSpec(channels=4)
+    ops, acc = _geometry_layer(spec, seed=5, C=4, kernel=1)
+    run = run_engine(ConvEngine(spec=spec, lanes=2, fault="shift"), ops, spec, _all_outputs(acc), acc)
+    assert run.mismatches and not run.missing
+
+
+def test_engine_1x1_extreme_operands():
+    """A 1x1 layer at its bounds: |w'|, |P|, sigma_m, mu_m at their maxima, bias at the 1x1 layer's bias_max."""
+    spec = DatapathSpec(channels=4)
+    ops, _ = _geometry_layer(spec, seed=13, C=4, kernel=1, H=2, W=2)
+    ws = spec.wordset
+    ops.point_codes[:] = ws.int_to_code(np.full(spec.points, ws.p_max))[None, :]
+    ops.w[:] = spec.w_max
+    ops.sigma_m[:] = ops.mu_m[:] = spec.mant_max
+    lspec = spec.for_layer(4, 1)
+    ops.bias_int[:] = lspec.bias_max
+    ops.P[:] = gather_points(point_table(ops.point_codes, spec), ops.codes)
+    acc = accumulate(ops, lspec)
+    assert acc.max() == lspec.acc_max
+    run = run_engine(ConvEngine(spec=spec, lanes=2), ops, spec, _all_outputs(acc), acc)
+    assert run.ok, run.mismatches[:5]
+
+
+def test_engine_needs_a_3x3_spec():
+    with pytest.raises(ValueError, match="3x3"):
+        ConvEngine(spec=DatapathSpec(channels=4, kernel=1), lanes=2)

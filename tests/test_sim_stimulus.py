@@ -79,10 +79,11 @@ def test_engine_beats_reproduce_golden(words, act_bits, lanes):
     acc = accumulate(ops, spec)
     pixels = st.select_pixels(2, 4, 5, tiles=3, tile_size=2)
     d = st.engine_layer_stimulus(layer, ops, acc, spec, lanes, pixels)
-    G = spec.channels // lanes
+    G = -(-6 // lanes)                                            # the layer's beats: ceil(C / lanes), C = 6
+    assert int(d["groups"]) == G
     table = np.zeros((spec.channels, spec.points), np.int64)
     table[d["table_chan"], d["table_idx"]] = d["table_code"]
-    assert (d["table_idx"] == 0).sum() == spec.channels          # index 0 of every channel is written
+    assert (d["table_idx"] == 0).sum() == G * lanes               # index 0 of every channel the beats read
     pix_idx = np.array(st.unpack_ints(d["pix_idx"]), dtype=object).reshape(len(pixels), G)
     weight = np.array(st.unpack_ints(d["weight"]), dtype=object).reshape(3, G)
     sigma = np.array(st.unpack_ints(d["sigma"]), dtype=object).reshape(2, G)

@@ -14,9 +14,6 @@
 5. Verilog of the conv engine and the MAC for that configuration (in <out>/rtl);
 6. Icarus simulation of tiles of every layer, every output compared bit for bit with the golden model;
 7. a summary: bit-exact yes/no with counts, the PSNR figures, and the MAC's area from Yosys.
-
-Until the golden model and the engine take 1x1 kernels (branch golden1x1), steps 4 and 6 check RDN's 3x3 layers
-and say which 1x1 layers (LFF, GFF.0) they skip; the summary counts only what was checked.
 """
 from __future__ import annotations
 
@@ -36,13 +33,6 @@ DEFAULT_PARAMS = ROOT / "weights" / "dfsq_x2_a4w4_words4.npz"
 DEFAULT_PARAMS_BY_MODEL = {"edsr": DEFAULT_PARAMS, "rdn": ROOT / "weights" / "dfsq_rdn_s_x2_a4w4_words4.npz"}
 
 
-def golden_supported(entry: dict) -> str | None:
-    """Why golden/sim cannot check this manifest layer yet (None: it can).
-
-    TODO(merge golden1x1): drop this once golden.layer and the engine take 1x1 kernels and any channel count."""
-    if int(entry.get("kernel", 3)) != 3:
-        return f"{entry['kernel']}x{entry['kernel']} kernel"
-    return None
 DEFAULT_CROP = (96, 96, 48, 48)   # LR pixels: the astronaut's face and helmet edge
 
 
@@ -132,12 +122,7 @@ def _run(args, out: Path):
     from golden.export_io import load_export, spec_from_manifest
 
     spec = spec_from_manifest(manifest)
-    skipped = {int(e["index"]): f"{e['name']} ({why})" for e in manifest["layers"] if (why := golden_supported(e))}
-    checked = [int(e["index"]) for e in manifest["layers"] if int(e["index"]) not in skipped]
-    if skipped:
-        print(f"      golden model and engine do not take these yet, skipped: "
-              + ", ".join(f"{i} {w}" for i, w in skipped.items()))
-    gold = [check_layer(layer, spec) for layer in load_export(export_dir, spec, checked)[1]]
+    gold = [check_layer(layer, spec) for layer in load_export(export_dir, spec)[1]]
     codes_ok = all(r["codes_equal"] for r in gold)
     within = all(r["within_bound"] for r in gold)
     _done(t, f"{len(manifest['layers'])} layers -> {export_dir}; golden ({len(gold)} layers): codes identical "
@@ -149,11 +134,11 @@ def _run(args, out: Path):
     paths = [generate(top=top, spec=spec, lanes=16, out_dir=out / "rtl")[0] for top in ("engine", "mac")]
     _done(t, ", ".join(str(p) for p in paths))
 
-    t = _step(6, f"{args.simulator} simulation of tiles of {'all ' if not skipped else ''}{len(checked)} layers "
+    t = _step(6, f"{args.simulator} simulation of tiles of all {len(manifest['layers'])} layers "
                  f"against the golden model")
     from sim.verify import verify
 
-    rep = verify(export_dir, layers="all" if not skipped else ",".join(map(str, checked)), tiles=args.tiles,
+    rep = verify(export_dir, layers="all", tiles=args.tiles,
                  simulator=args.simulator, out_channels=args.out_channels,
                  lanes=None if args.model == "edsr" else 64,  # RDN: the spec is 512+ channels wide
                  work_dir=out / "sim", quiet=True, jobs=args.jobs)
@@ -169,7 +154,7 @@ def _run(args, out: Path):
     summary = {
         "bit_exact": exact, "outputs_compared": rep["compared"], "mismatches": rep["mismatches"],
         "model": args.model, "layers": len(rep["layers"]),
-        "layers_skipped": {str(k): v for k, v in skipped.items()}, "simulated_cycles": rep.get("cycles"),
+        "simulated_cycles": rep.get("cycles"),
         "mac_per_s": rep.get("mac_per_s"),
         "psnr": rows, "mac_area": area, "seconds": time.perf_counter() - t_all,
     }
@@ -177,8 +162,7 @@ def _run(args, out: Path):
         tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n")
     print("\n" + "=" * 72)
     print(f"bit-exact: {'YES' if exact else 'NO'}  ({rep['compared']:,} outputs of {len(rep['layers'])} "
-          f"layers compared, {rep['mismatches']} mismatches; golden codes identical: {codes_ok})"
-          + (f"; {len(skipped)} 1x1 layers not checked yet" if skipped else ""))
+          f"layers compared, {rep['mismatches']} mismatches; golden codes identical: {codes_ok})")
     print(f"PSNR-Y on astronaut x2 ({model.label}): bicubic {rows['bicubic']['psnr']:.2f} dB, "
           f"FP {rows['fp']['psnr']:.2f} dB, "
           f"DFSQ W4A4 {rows['dfsq W4A4']['psnr']:.2f} dB")

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from golden.errors import UserError
-from golden.layer import Operands, accumulate, derive_codes, fixed_point_params, gather_points, to_float
+from golden.layer import Operands, accumulate, derive_codes, fixed_point_params, gather_points, layer_spec, to_float
 from golden.spec import DEFAULT_CHANNELS, DEFAULT_SCALE_BITS, DatapathSpec, SpecError
 
 
@@ -23,20 +23,16 @@ class _HwForward:
 
     def __init__(self, qc, spec: DatapathSpec):
         self.qc = qc
-        self.spec = spec
+        # the layer's own geometry (C inputs, k x k kernel): the golden model's per-layer widths and bias cap of E
+        try:
+            self.spec = spec = layer_spec(spec, int(qc.in_channels), int(qc.weight_q.shape[-1]))
+        except SpecError as exc:
+            raise UserError(f"{qc.name}: {exc}") from None
         self.table = spec.wordset.code_to_int(spec.wordset.int_to_code(qc.point_ints.numpy().astype(np.int64)))
         if not np.array_equal(self.table, qc.point_ints.numpy()):
             raise UserError(f"{qc.name}: point codes do not decode to the layer's points")
         self.point_codes = spec.wordset.int_to_code(self.table)
         self.w = qc.weight_q.numpy().astype(np.int64) - qc.zero_point.numpy().astype(np.int64)[:, None, None, None]
-        if self.w.shape[-1] == 1:
-            # TODO(merge golden1x1): pass the (O, C, 1, 1) weights once golden.layer takes 1x1 kernels. Until then
-            # a 1x1 conv runs as a 3x3 one whose only non-zero tap is the centre: every off-centre product is
-            # w' = 0 times a point (and the masked mean terms of the padding are multiplied by 0 too), so the
-            # integer accumulator is exactly that of a 1x1 datapath, at 9x the work.
-            w3 = np.zeros(self.w.shape[:2] + (3, 3), np.int64)
-            w3[:, :, 1, 1] = self.w[:, :, 0, 0]
-            self.w = w3
         self.points = qc.points.numpy()
         self.bias = qc.bias.numpy()
         self.weight_scale = qc.weight_scale.numpy()

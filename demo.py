@@ -37,6 +37,25 @@ def _done(t0: float, text: str = "") -> None:
     print(f"      {text}{' ' if text else ''}({time.perf_counter() - t0:.1f} s)", flush=True)
 
 
+def parse_crop_arg(text: str) -> tuple[int, int, int, int]:
+    from dfsq.export import parse_crop
+
+    return tuple(int(v) for v in parse_crop(text))
+
+
+def write_comparison(model, qmodel, hr, lr, crop, path: Path) -> Path:
+    """The five-panel picture of ``crop`` (LR y, x, h, w): HR, bicubic, FP, DFSQ fake-quant, DFSQ hardware-exact
+    (the golden integer datapath), each labelled with its PSNR-Y on the crop (:mod:`dfsq.compare`)."""
+    import copy
+
+    from dfsq.compare import comparison_png
+    from dfsq.hw_mode import apply_hw_mode
+
+    hw = apply_hw_mode(copy.deepcopy(qmodel))
+    comparison_png(hr, lr, 2, {"FP": model, "DFSQ fake-quant": qmodel, "DFSQ hardware-exact": hw}, crop, path)
+    return path
+
+
 @cli_main
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m demo", description=__doc__.split("\n")[0])
@@ -97,6 +116,8 @@ def main(argv=None):
     for name, sr in (("bicubic", imresize(lr, 2)), ("fp", upscale(model, lr)), ("dfsq W4A4", upscale(qmodel, lr))):
         rows[name] = {"psnr": psnr_y(sr, hr, 2), "ssim": ssim_y(sr, hr, 2)}
         print(f"      {name:<10} PSNR-Y {rows[name]['psnr']:6.2f} dB   SSIM-Y {rows[name]['ssim']:.4f}")
+    comparison = write_comparison(model, qmodel, hr, lr, parse_crop_arg(args.crop), out / "comparison.png")
+    print(f"      comparison of the crop (HR, bicubic, FP, DFSQ fake-quant, DFSQ hardware-exact) -> {comparison}")
     _done(t)
 
     t = _step(4, "export of all 32 quantized layers + golden check")
@@ -137,7 +158,7 @@ def main(argv=None):
     summary = {
         "bit_exact": exact, "outputs_compared": rep["compared"], "mismatches": rep["mismatches"],
         "layers": len(rep["layers"]), "simulated_cycles": rep.get("cycles"), "mac_per_s": rep.get("mac_per_s"),
-        "psnr": rows, "mac_area": area, "seconds": time.perf_counter() - t_all,
+        "psnr": rows, "mac_area": area, "seconds": time.perf_counter() - t_all, "comparison_png": str(comparison),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     print("\n" + "=" * 72)
@@ -147,6 +168,7 @@ def main(argv=None):
           f"DFSQ W4A4 {rows['dfsq W4A4']['psnr']:.2f} dB")
     print(f"MAC area (iCE40 LUT4): DFSQ shift-add {area['dfsq_lut4']} vs equal-precision multiplier "
           f"{area['baseline_lut4']} ({area['dfsq_lut4'] / area['baseline_lut4']:.2f}x)")
+    print(f"comparison picture (same crop, five methods, PSNR-Y of the crop): {comparison}")
     print(f"total {summary['seconds']:.0f} s; details in {out / 'summary.json'}")
     if not exact:
         raise SystemExit(1)

@@ -25,7 +25,7 @@ from golden.errors import UserError, cli_main
 from dfsq.calibrate import calibrate, calibration_images, load_params, save_params, weights_fingerprint
 from dfsq.data import BENCHMARK_ROOT, DATASETS
 from dfsq.evaluate import evaluate_dataset
-from dfsq.model import load_edsr
+from dfsq.model import load_model
 from dfsq.quantize import quantize_model
 from dfsq.weights import resolve_weights
 
@@ -35,27 +35,12 @@ DEFAULT_OUT = ROOT / "docs" / "results.md"
 DEFAULT_PARAMS = ROOT / "out" / "params"
 BITS = (8, 6, 4, 3)
 
-# The paper's EDSR-baseline numbers (PSNR, SSIM). Only the full-precision row is known to this project; the
-# quantized rows of the paper's tables could not be retrieved here, so they are shown as n/a (never invented).
-PAPER = {
-    (2, "fp", None): {"Set5": (37.99, 0.9604), "Set14": (33.57, 0.9175), "B100": (32.16, 0.8994),
-                      "Urban100": (31.98, 0.9272)},
-}
-# What the paper states in words (its abstract), for cells whose numbers are not available: the drop from FP.
-PAPER_CLAIMS = {
-    (2, "dfsq", 8, "Urban100"): "≈0 (abstract)",
-    (2, "dfsq", 6, "Urban100"): "≈0 (abstract)",
-    (2, "dfsq", 4, "Urban100"): "≈-0.1 (abstract)",
-}
-PAPER_SOURCE = ("arXiv 2305.05888, abstract: \"when quantizing EDSRx2 on the Urban benchmark, DFSQ achieves "
-                "comparable performance to full-precision counterparts on 6- and 8-bit quantization, and incurs "
-                "only a 0.1 dB PSNR drop on 4-bit quantization\"")
-
-
-def key(scale: int, method: str, bits: int | None, words: int, dataset: str) -> str:
+def key(scale: int, method: str, bits: int | None, words: int, dataset: str, model: str = "edsr") -> str:
+    """The cache key of one result. EDSR keys have no model prefix (the cache predates RDN); other models'
+    keys start with the model name, e.g. ``rdn/x2/dfsq/W4A4/words4/Set5``."""
     b = "-" if bits is None else f"W{bits}A{bits}"
     w = "" if method == "fp" else f"/words{words}"
-    return f"x{scale}/{method}/{b}{w}/{dataset}"
+    return ("" if model == "edsr" else f"{model}/") + f"x{scale}/{method}/{b}{w}/{dataset}"
 
 
 def load_cache(path: Path) -> dict:
@@ -94,8 +79,11 @@ def store_result(path: Path, k: str, result: dict) -> dict:
     return cache
 
 
-def get_params(model, scale: int, bits: int, words: int, images: int, seed: int, params_dir: Path, weights: str):
-    path = params_dir / f"x{scale}_w{bits}a{bits}_words{words}_n{images}_seed{seed}.npz"
+def get_params(model, scale: int, bits: int, words: int, images: int, seed: int, params_dir: Path, weights: str,
+               norm: bool = True, layerwise: bool = False, arch: str = "edsr"):
+    variant = ("" if norm else "_nonorm") + ("_layerwise" if layerwise else "")
+    prefix = "" if arch == "edsr" else f"{arch}_"
+    path = params_dir / f"{prefix}x{scale}_w{bits}a{bits}_words{words}_n{images}_seed{seed}{variant}.npz"
     fp = weights_fingerprint(model)
     if path.is_file():
         p = load_params(path)
@@ -104,73 +92,38 @@ def get_params(model, scale: int, bits: int, words: int, images: int, seed: int,
     params_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     p = calibrate(model, calibration_images(None, images, scale), act_bits=bits, weight_bits=bits, words=words,
-                  seed=seed, weights=weights, progress=True)
+                  seed=seed, weights=weights, norm=norm, layerwise=layerwise, progress=True)
     p.info["seconds_total"] = round(time.perf_counter() - t0, 3)
     save_params(p, path)
-    print(f"  calibrated x{scale} W{bits}A{bits} words{words} in {p.info['seconds_total']:.0f} s -> {path}")
+    print(f"  calibrated x{scale} W{bits}A{bits} words{words}{variant} in {p.info['seconds_total']:.0f} s -> {path}")
     return p, path
 
 
-def fmt(r) -> str:
-    return "…" if r is None else f"{r['psnr']:.2f} / {r['ssim']:.4f}"
+# Methods this bench measures: the network for each is built by build_net.
+METHODS = ("fp", "minmax", "uniform", "dfsq", "dfsq-nonorm", "dfsq-layerwise")
+UNIFORM = ("channel", "mse")   # the uniform baseline's range rule (dfsq.uniform): per-channel, MSE-optimal clip
 
 
-def drop(r, fp) -> str:
-    return "" if r is None or fp is None else f"{r['psnr'] - fp['psnr']:+.2f}"
+def build_net(model, m: str, scale: int, bits: int | None, args, weights: str, arch: str, stats: dict):
+    """(network, params path or None, extra result fields) for method ``m``."""
+    if m == "fp":
+        return model, None, {}
+    if m == "uniform":
+        from dfsq.uniform import collect_stats, minmax_params, quantize_uniform, uniform_ranges
+
+        if "stats" not in stats:
+            stats["stats"] = collect_stats(model, calibration_images(None, args.images, scale), seed=args.seed)
+        st = stats["stats"]
+        lo, hi = uniform_ranges(st, bits, *UNIFORM)
+        net = quantize_uniform(model, minmax_params(model, bits, st, weights), lo, hi)
+        return net, None, {"granularity": UNIFORM[0], "clip": UNIFORM[1]}
+    norm, layerwise = m != "dfsq-nonorm", m == "dfsq-layerwise"
+    params, ppath = get_params(model, scale, bits, args.words, args.images, args.seed, Path(args.params_dir),
+                               weights, norm=norm, layerwise=layerwise, arch=arch)
+    return quantize_model(model, params, "minmax" if m == "minmax" else "dfsq"), ppath, {}
 
 
-def render(cache: dict, words: int, scales, datasets, bits_list) -> str:
-    res = cache["results"]
-    lines = ["# Results: PSNR / SSIM (Y channel, shave = scale) of quantized EDSR-baseline", "",
-             "Produced by `python -m bench.psnr_table` from `bench/results/psnr_table.json` (do not edit by hand).",
-             f"Our side: the project's own EDSR-baseline weights (`weights/edsr_baseline_x{{2,4}}.pt`), "
-             f"W = A bits, the 32 residual-body convs quantized, DFSQ with the {words}-word universal set, "
-             "calibrated on the first 32 BSD200 images (LR). Min-Max: per-layer activation range from the same "
-             "calibration, per-channel weights. Drops are from our FP (ours) and the paper's FP (paper).",
-             "Paper side: the DFSQ paper's EDSR-baseline tables. Only the FP row is available to this project; "
-             "the paper's quantized numbers could not be retrieved here and are shown as n/a (not invented), "
-             f"except the drops its abstract states in words ({PAPER_SOURCE}).",
-             "`…` = not measured yet (run the bench with the matching --scales/--datasets/--bits).", ""]
-    checks = []
-    for scale in scales:
-        fps = {d: res.get(key(scale, "fp", None, words, d)) for d in datasets}
-        if not any(fps.values()) and not any(k.startswith(f"x{scale}/") for k in res):
-            continue
-        lines += [f"## x{scale}", "",
-                  "| dataset | method | W/A bits | ours PSNR / SSIM | ours drop (dB) | paper PSNR / SSIM | "
-                  "paper drop (dB) |", "|---|---|---|---|---|---|---|"]
-        rows = [("fp", None)] + [(m, b) for b in bits_list for m in ("minmax", "dfsq")]
-        for d in datasets:
-            for m, b in rows:
-                r = res.get(key(scale, m, b, words, d))
-                p = PAPER.get((scale, m, b), {}).get(d)
-                pfp = PAPER.get((scale, "fp", None), {}).get(d)
-                pcell = "n/a" if p is None else f"{p[0]:.2f} / {p[1]:.4f}"
-                pdrop = "" if m == "fp" else ("n/a" if p is None or pfp is None else f"{p[0] - pfp[0]:+.2f}")
-                pdrop = PAPER_CLAIMS.get((scale, m, b, d), pdrop)
-                label = {"fp": "FP", "minmax": "Min-Max", "dfsq": "DFSQ"}[m]
-                lines.append(f"| {d} | {label} | {'32' if b is None else b} | {fmt(r)} | "
-                             f"{'' if m == 'fp' else drop(r, fps[d])} | {pcell} | {pdrop} |")
-        lines.append("")
-        for d in datasets:
-            for b in (4, 3):
-                mm, dq = res.get(key(scale, "minmax", b, words, d)), res.get(key(scale, "dfsq", b, words, d))
-                if b in bits_list:
-                    checks.append(f"x{scale} {d} {b}-bit: DFSQ beats Min-Max: " +
-                                  ("not measured" if mm is None or dq is None else
-                                   f"{'yes' if dq['psnr'] > mm['psnr'] else 'NO'} "
-                                   f"({dq['psnr']:.2f} vs {mm['psnr']:.2f} dB)"))
-            dq8 = res.get(key(scale, "dfsq", 8, words, d))
-            if 8 in bits_list:
-                checks.append(f"x{scale} {d} 8-bit DFSQ within 0.02 dB of FP: " +
-                              ("not measured" if dq8 is None or fps[d] is None else
-                               f"{'yes' if abs(dq8['psnr'] - fps[d]['psnr']) <= 0.02 else 'NO'} "
-                               f"({dq8['psnr'] - fps[d]['psnr']:+.3f} dB)"))
-    lines += ["## Checks (issue 3)", ""] + [f"- {c}" for c in checks] + [""]
-    lines += ["## Timing", "", "| result | seconds | measured |", "|---|---|---|"]
-    for k in sorted(res):
-        lines.append(f"| {k} | {res[k].get('seconds', 0):.0f} | {res[k].get('when', '')} |")
-    return "\n".join(lines) + "\n"
+from bench.results_md import fmt, render  # noqa: E402  (the Markdown lives in its own module)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -205,19 +158,27 @@ def main(argv=None):
     ap.add_argument("--params-dir", default=str(DEFAULT_PARAMS))
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--render-only", action="store_true", help="only rewrite --out from the cache")
+    ap.add_argument("--models", default="edsr", help="edsr and/or rdn (cache keys of rdn start with 'rdn/')")
     args = ap.parse_args(argv)
     scales = parse_list(args.scales, int, (2, 4), "scales")
     datasets = parse_list(args.datasets, str, DATASETS, "datasets")
     bits_list = parse_list(args.bits, int, range(2, 9), "bits")
-    methods = parse_list(args.methods, str, ("fp", "minmax", "dfsq"), "methods")
+    methods = parse_list(args.methods, str, METHODS, "methods")
+    models = parse_list(args.models, str, ("edsr", "rdn"), "models")
     if args.threads:
         torch.set_num_threads(args.threads)
     cache_path, out = Path(args.cache), Path(args.out)
     cache = load_cache(cache_path)
     all_bits = sorted(set(BITS) | set(bits_list), reverse=True)
 
+    from bench.paper import load_paper
+    from bench.plots import write_plots
+
+    paper = load_paper()
+
     def publish():
-        write_text(out, render(cache, args.words, (2, 4), list(DATASETS), all_bits))
+        plots = write_plots(cache, paper, args.words, (2, 4), list(DATASETS), all_bits, out)
+        write_text(out, render(cache, args.words, (2, 4), list(DATASETS), all_bits, paper=paper, plots=plots))
 
     if args.render_only:
         publish()
@@ -226,21 +187,22 @@ def main(argv=None):
     for d in datasets:
         if not (Path(args.data_root) / d / "HR").is_dir():
             raise UserError(f"dataset {d} not found under {args.data_root}")
-    for scale in scales:
+    for arch, scale in [(a, s) for a in models for s in scales]:
         weights = args.weights.replace("{scale}", str(scale))
         try:
-            resolve_weights(weights, scale).resolve(strict=True)
+            resolve_weights(weights, scale, arch).resolve(strict=True)
         except (UserError, FileNotFoundError):
-            print(f"x{scale}: no weights ({weights}), skipped")
+            print(f"{arch} x{scale}: no weights ({weights}), skipped")
             continue
-        model = load_edsr(weights, scale)
+        model = load_model(arch, weights, scale)
         fp = weights_fingerprint(model)
         configs = [("fp", None)] if "fp" in methods else []
-        configs += [(m, b) for b in bits_list for m in ("minmax", "dfsq") if m in methods]
+        configs += [(m, b) for b in bits_list for m in METHODS[1:] if m in methods]
+        stats: dict = {}
         for m, b in configs:
             todo = []
             for d in datasets:
-                k = key(scale, m, b, args.words, d)
+                k = key(scale, m, b, args.words, d, arch)
                 hit = cache["results"].get(k)
                 if hit and hit.get("weights_fingerprint") == fp and (m == "fp" or hit.get("calib") == args.images):
                     print(f"{k}: cached {fmt(hit)}")
@@ -248,20 +210,15 @@ def main(argv=None):
                     todo.append(d)
             if not todo:
                 continue
-            if m == "fp":
-                net, ppath = model, None
-            else:
-                params, ppath = get_params(model, scale, b, args.words, args.images, args.seed,
-                                           Path(args.params_dir), weights)
-                net = quantize_model(model, params, m)
+            net, ppath, extra = build_net(model, m, scale, b, args, weights, arch, stats)
             for d in todo:
                 t0 = time.perf_counter()
                 r = evaluate_dataset(net, d, scale, args.data_root)
                 r.update(seconds=round(time.perf_counter() - t0, 1), weights=weights, weights_fingerprint=fp,
-                         when=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+                         when=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **extra)
                 if m != "fp":
-                    r.update(calib=args.images, seed=args.seed, params=str(ppath))
-                k = key(scale, m, b, args.words, d)
+                    r.update(calib=args.images, seed=args.seed, params=None if ppath is None else str(ppath))
+                k = key(scale, m, b, args.words, d, arch)
                 cache = store_result(cache_path, k, r)
                 publish()
                 print(f"{k}: {fmt(r)} ({r['seconds']:.0f} s)")

@@ -50,23 +50,15 @@ CONFIGS = {
 
 def build(model, scale: int, bits: int, cfg: str, stats_cache: dict):
     from dfsq.calibrate import calibration_images
-    from dfsq.uniform import collect_stats, minmax_params, patch_images, quantize_uniform, uniform_ranges
+    from dfsq.uniform import minmax_params, patch_images, quantize_uniform, uniform_ranges
 
     data, gran, clip, what, _ = CONFIGS[cfg]
     if data not in stats_cache:
-        saved = ROOT / "out" / "minmax_study" / f"stats_x{scale}_{data}.npz"
-        if saved.is_file():
-            with np.load(saved, allow_pickle=False) as z:
-                names = [str(n) for n in z["names"]]
-                stats_cache[data] = [{"name": n, "relu_input": n.endswith(".2"), "min": z["min"][i],
-                                      "max": z["max"][i], "sample": z["sample"][i]} for i, n in enumerate(names)]
-        else:
-            imgs = calibration_images(None, 32, scale) if data == "images" else patch_images(32, scale)
-            st = collect_stats(model, imgs)
-            with atomic_output(saved, ".npz") as tmp:
-                np.savez(tmp, names=np.array([s["name"] for s in st]), min=np.stack([s["min"] for s in st]),
-                         max=np.stack([s["max"] for s in st]), sample=np.stack([s["sample"] for s in st]))
-            stats_cache[data] = st
+        from dfsq.uniform import cached_stats
+
+        stats_cache[data] = cached_stats(
+            model, lambda: calibration_images(None, 32, scale) if data == "images" else patch_images(32, scale),
+            ROOT / "out" / "minmax_study" / f"stats_x{scale}_{data}.npz")
     stats = stats_cache[data]
     params = minmax_params(model, bits, stats)
     lo, hi = uniform_ranges(stats, bits, gran, clip)

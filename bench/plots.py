@@ -59,8 +59,8 @@ def plot_drops(res: dict, paper, model: str, scale: int, words: int, datasets, b
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("PSNR drop from FP (dB)")
     h, lab = axes[0][0].get_legend_handles_labels()
-    fig.legend(h, lab, loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.12), fontsize=8)
-    fig.suptitle(f"{model.upper()} x{scale}: PSNR drop against bits (ours solid, paper dashed)")
+    fig.legend(h, lab, loc="upper center", ncol=4, bbox_to_anchor=(0.5, -0.06), fontsize=8)
+    fig.suptitle(f"{model.upper()} x{scale}: PSNR drop against bits (ours solid, paper dashed)", y=1.04)
     if any_line:
         _save(fig, path)
     plt.close(fig)

@@ -109,10 +109,13 @@ def build_net(model, m: str, scale: int, bits: int | None, args, weights: str, a
     if m == "fp":
         return model, None, {}
     if m == "uniform":
-        from dfsq.uniform import collect_stats, minmax_params, quantize_uniform, uniform_ranges
+        from dfsq.uniform import cached_stats, minmax_params, quantize_uniform, uniform_ranges
 
         if "stats" not in stats:
-            stats["stats"] = collect_stats(model, calibration_images(None, args.images, scale), seed=args.seed)
+            prefix = "" if arch == "edsr" else f"{arch}_"
+            stats["stats"] = cached_stats(
+                model, lambda: calibration_images(None, args.images, scale),
+                Path(args.params_dir) / f"{prefix}stats_x{scale}_n{args.images}_seed{args.seed}.npz", seed=args.seed)
         st = stats["stats"]
         lo, hi = uniform_ranges(st, bits, *UNIFORM)
         net = quantize_uniform(model, minmax_params(model, bits, st, weights), lo, hi)

@@ -210,3 +210,27 @@ def minmax_params(model, bits: int, stats: list[dict] | None = None, weights: st
     config = {"scale": int(model.scale), "act_bits": bits, "weight_bits": bits, "words": 4, "gap": DEFAULT_GAP,
               "norm": True, "layerwise": False, "weights": weights, "weights_fingerprint": weights_fingerprint(model)}
     return CalibParams(config, [n for n, _ in convs], arrays, {})
+
+
+def cached_stats(model, images, path, samples_per_image: int = 1024, seed: int = 0) -> list[dict]:
+    """:func:`collect_stats`, saved to / loaded from ``path`` (.npz), tied to the weights' fingerprint and the
+    sampling settings (a stale file is recomputed). ``images`` is a list or a zero-argument callable."""
+    from pathlib import Path
+
+    from golden.files import atomic_output
+
+    from .calibrate import weights_fingerprint
+
+    path = Path(path)
+    tag = f"{weights_fingerprint(model)}/{samples_per_image}/{seed}"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            if "tag" in z.files and str(z["tag"]) == tag:
+                return [{"name": str(n), "relu_input": str(n).endswith(".2"), "min": z["min"][i],
+                         "max": z["max"][i], "sample": z["sample"][i]} for i, n in enumerate(z["names"])]
+    st = collect_stats(model, images() if callable(images) else images, samples_per_image, seed)
+    with atomic_output(path, ".npz") as tmp:
+        np.savez(tmp, tag=np.array(tag), names=np.array([s["name"] for s in st]),
+                 min=np.stack([s["min"] for s in st]), max=np.stack([s["max"] for s in st]),
+                 sample=np.stack([s["sample"] for s in st]))
+    return st

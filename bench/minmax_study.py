@@ -75,6 +75,53 @@ def build(model, scale: int, bits: int, cfg: str, stats_cache: dict):
     return q, stats
 
 
+def findings(res: dict, fps: dict, scale: int, bits: int, datasets, outliers) -> list[str]:
+    """Statements computed from the measurements (nothing typed by hand)."""
+    from bench.paper import load_paper, paper_drop
+
+    paper = load_paper()
+    out = ["Findings (computed from the table above):", ""]
+
+    def drop(cfg, d):
+        r = res.get(f"x{scale}/W{bits}A{bits}/{cfg}/{d}")
+        return None if r is None or fps.get(d) is None else r["psnr"] - fps[d]["psnr"]
+
+    for d in datasets:
+        base, w, a = drop("paper", d), drop("weights-only", d), drop("acts-only", d)
+        if base is None:
+            continue
+        items = []
+        if w is not None and a is not None:
+            items.append(f"weights alone cost {w:+.2f} dB, activations alone {a:+.2f} dB (both {base:+.2f}): the "
+                         "activation ranges, not the weight quantizer, make our Min-Max weak")
+        for cfg, what in (("layer-p99.99", "clipping the 0.01% most extreme values per side (per-layer)"),
+                          ("layer-mse", "MSE-optimal clipping (per-layer)"),
+                          ("channel-minmax", "per-channel [min, max] without clipping"),
+                          ("channel-mse", "per-channel ranges with MSE-optimal clipping"),
+                          ("patches-layer-minmax", "the paper's 96 x 96 LR calibration patches instead of whole "
+                                                   "images (per-layer [min, max])")):
+            v = drop(cfg, d)
+            if v is not None:
+                items.append(f"{what}: {v:+.2f} dB ({v - base:+.2f} dB vs the paper's rule)")
+        pd = paper_drop(paper, "edsr", scale, d, "minmax", bits)
+        if pd is not None:
+            items.append(f"the paper's own Min-Max drop here: {pd:+.2f} dB")
+        out.append(f"- {d}: " + "; ".join(items) + ".")
+    if outliers:
+        r = sorted(o["range_over_p99.99"] for o in outliers)
+        out.append(f"- Outliers: over the {len(r)} layers, the [min, max] range is {r[len(r) // 2]:.1f}x (median; "
+                   f"{r[0]:.1f}x to {r[-1]:.1f}x) the range that holds 99.98% of the values, so at {bits} bits the "
+                   f"bulk of the activations falls on only about {(2 ** bits - 1) / r[len(r) // 2]:.0f} of the "
+                   f"{2 ** bits - 1} steps of a typical layer.")
+        if "ties" in outliers[0]:
+            ties, n = sum(o["ties"] for o in outliers), sum(o["sampled"] for o in outliers)
+            out.append(f"- Rounding: half-to-even and half-away-from-zero differ only on exact ties; {ties} of {n:,} "
+                       "sampled activations sit on one, so the rounding rule cannot explain the gap. Clamping acts "
+                       "only on values outside the calibration [min, max] (none of the calibration values), so it "
+                       "cannot either; it is the width of the range (above) that costs the resolution.")
+    return out
+
+
 def render(cache: dict, table: dict, scale: int, bits: int, datasets, outliers) -> str:
     res = cache["results"]
     tres = table.get("results", {})
@@ -97,6 +144,7 @@ def render(cache: dict, table: dict, scale: int, bits: int, datasets, outliers) 
     for cfg, spec in CONFIGS.items():
         row(f"`{cfg}`: {spec[4]}", lambda d, cfg=cfg: res.get(f"x{scale}/W{bits}A{bits}/{cfg}/{d}"))
     row(f"DFSQ W{bits}A{bits} (psnr_table cache)", lambda d: tres.get(table_key(scale, "dfsq", bits, 4, d)))
+    lines += [""] + findings(res, fps, scale, bits, datasets, outliers)
     if outliers:
         lines += ["", "Outliers: the layer's [min, max] range over the range between its 0.01th and 99.99th "
                   "percentiles (whole calibration images; post-ReLU inputs from 0). With 2^4 levels, a ratio r "
@@ -164,8 +212,8 @@ def main(argv=None):
         if not todo:
             continue
         net, stats = build(model, args.scale, args.bits, cfg, stats_cache)
-        if outliers is None and CONFIGS[cfg][0] == "images":
-            outliers = outlier_table(stats)
+        if (outliers is None or "ties" not in outliers[0]) and CONFIGS[cfg][0] == "images":
+            outliers = outlier_table(stats, args.bits)
             cache = store_result(cache_path, f"outliers/x{args.scale}", {"rows": outliers})
         for d in todo:
             t0 = time.perf_counter()

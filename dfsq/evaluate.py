@@ -1,7 +1,7 @@
 """PSNR/SSIM (Y, shave = scale) of EDSR, quantized EDSR or bicubic on the benchmark sets.
 
     python -m dfsq.evaluate --weights PATH|default --scale 2 --datasets Set5,Set14,B100,Urban100 \
-        --method fp|bicubic|minmax|dfsq|dfsq-hw [--act-bits B --weight-bits B --words N --params PARAMS] \
+        --method fp|bicubic|minmax|dfsq|dfsq-hw|uniform [--act-bits B --weight-bits B --words N --params PARAMS] \
         [--data-root DIR] [--json FILE] [--save-images DIR]
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from golden.errors import UserError, cli_main
 from .imresize import imresize
 from .metrics import psnr_y, ssim_y
 
-METHODS = ("fp", "bicubic", "minmax", "dfsq", "dfsq-hw")
+METHODS = ("fp", "bicubic", "minmax", "dfsq", "dfsq-hw", "uniform")
 
 
 @torch.no_grad()
@@ -67,6 +67,10 @@ def build_model(args):
     model = load_edsr(args.weights, args.scale)
     if args.method == "fp":
         return model
+    if args.method == "uniform":
+        from .uniform import build_uniform  # noqa: PLC0415 - per-channel MSE-clipped uniform baseline
+
+        return build_uniform(model, args)
     from .quantize import build_quantized  # noqa: PLC0415 - quantization is optional here
 
     qmodel = build_quantized(model, args)

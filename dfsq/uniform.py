@@ -166,11 +166,18 @@ def quantize_uniform(model, params, lo: np.ndarray, hi: np.ndarray):
     return qmodel
 
 
-def outlier_table(stats: list[dict]) -> list[dict]:
+def outlier_table(stats: list[dict], bits: int = 4) -> list[dict]:
     """Per layer: range from min/max vs the 99.99th/99.9th percentile range of the sample; how much of the
-    range the bulk of the values uses."""
+    range the bulk of the values uses; how many sampled values sit exactly on a rounding tie of the layer's
+    ``bits``-bit Min-Max quantizer (where half-to-even and half-away-from-zero differ)."""
     rows = []
     for s in stats:
+        lo_l, hi_l = min(float(s["min"].min()), 0.0), max(float(s["max"].max()), 0.0)
+        if s["relu_input"]:
+            lo_l = 0.0
+        step = np.float32((hi_l - lo_l) / ((1 << bits) - 1))
+        t = s["sample"].astype(np.float32) / step
+        ties = int(np.count_nonzero(t - np.floor(t) == 0.5))
         smp = s["sample"].reshape(-1)
         lo, hi = float(s["min"].min()), float(s["max"].max())
         if s["relu_input"]:
@@ -182,9 +189,24 @@ def outlier_table(stats: list[dict]) -> list[dict]:
         rows.append({"layer": s["name"], "relu_input": s["relu_input"], "min": lo, "max": hi,
                      "range_over_p99.99": r / r9999 if r9999 > 0 else float("inf"),
                      "range_over_p99.9": r / r999 if r999 > 0 else float("inf"),
+                     "ties": ties, "sampled": int(t.size),
                      "chan_range_median_over_layer": float(np.median(s["max"] - (0 if s["relu_input"] else s["min"]))
                                                            / r)})
     return rows
+
+
+def build_uniform(model, args):
+    """The ``uniform`` network of ``python -m dfsq.evaluate --method uniform``: per-channel, MSE-clipped
+    activation ranges from the calibration images (``args.calib``, ``args.images``, ``args.seed``)."""
+    from .calibrate import calibration_images
+
+    if args.act_bits != args.weight_bits:
+        raise UserError("--method uniform needs --act-bits equal to --weight-bits")
+    images = calibration_images(getattr(args, "calib", None), getattr(args, "images", 32), int(model.scale))
+    stats = collect_stats(model, images, seed=getattr(args, "seed", 0))
+    lo, hi = uniform_ranges(stats, args.act_bits, "channel", "mse")
+    return quantize_uniform(model, minmax_params(model, args.act_bits, stats, str(getattr(args, "weights", ""))),
+                            lo, hi)
 
 
 def minmax_params(model, bits: int, stats: list[dict] | None = None, weights: str = ""):

@@ -229,3 +229,25 @@ def test_save_images(tmp_path, one_thread):
         main(["--method", "bicubic", "--datasets", "Tiny", "--data-root", str(root), "--save-images",
               str(tmp_path / "file")])
     assert exc.value.code == 2
+
+
+def test_evaluate_uniform_method(tmp_path, test_weights, one_thread, capsys):
+    from dfsq.data import sample_image
+    from dfsq.evaluate import main
+
+    img = sample_image()
+    calib, root = tmp_path / "calib", tmp_path / "data"
+    calib.mkdir()
+    (root / "Tiny" / "HR").mkdir(parents=True)
+    Image.fromarray(img[:48, :48]).save(calib / "c1.png")
+    Image.fromarray(img[200:248, 200:248]).save(calib / "c2.png")
+    Image.fromarray(img[100:140, 300:340]).save(root / "Tiny" / "HR" / "t.png")
+    main(["--weights", test_weights, "--method", "uniform", "--act-bits", "4", "--weight-bits", "4", "--calib",
+          str(calib), "--images", "2", "--datasets", "Tiny", "--data-root", str(root), "--json",
+          str(tmp_path / "r.json")])
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["method"] == "uniform" and 10 < r["results"]["Tiny"]["psnr"] < 60
+    with pytest.raises(SystemExit):
+        main(["--weights", test_weights, "--method", "uniform", "--act-bits", "4", "--weight-bits", "3",
+              "--calib", str(calib), "--images", "2", "--datasets", "Tiny", "--data-root", str(root)])
+    assert "act-bits equal" in capsys.readouterr().err

@@ -13,6 +13,7 @@ the whole cache after every result, marking what is missing. Scale 4 is skipped 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
@@ -34,6 +35,7 @@ DEFAULT_CACHE = ROOT / "bench" / "results" / "psnr_table.json"
 DEFAULT_OUT = ROOT / "docs" / "results.md"
 DEFAULT_PARAMS = ROOT / "out" / "params"
 BITS = (8, 6, 4, 3)
+DEFAULT_WORDS = 4   # the main tables' universal set; other word counts are the Appendix C ablation
 
 def key(scale: int, method: str, bits: int | None, words: int, dataset: str, model: str = "edsr") -> str:
     """The cache key of one result. EDSR keys have no model prefix (the cache predates RDN); other models'
@@ -99,6 +101,37 @@ def get_params(model, scale: int, bits: int, words: int, images: int, seed: int,
     return p, path
 
 
+_COLLECTED: dict = {}
+
+
+@contextlib.contextmanager
+def shared_collection():
+    """Within this block, :func:`dfsq.calibrate.calibrate` runs its (per-sample normalized) collection pass once
+    per weights, images and bins, and reuses the statistics for every other bit width and word count: they do not
+    depend on either, so the params are identical to separate runs, and a calibration after the first costs only
+    the point selection (seconds instead of minutes)."""
+    import dfsq.calibrate as cal
+
+    orig = cal._run
+
+    def run(model, inputs, collector, progress, desc):
+        if not (collector.norm and collector.collect_hist and collector.static_scale is None):
+            return orig(model, inputs, collector, progress, desc)
+        k = (weights_fingerprint(model), tuple(n for n, _ in inputs), collector.bins)
+        if k not in _COLLECTED:
+            orig(model, inputs, collector, progress, desc)
+            _COLLECTED[k] = {a: getattr(collector, a).clone() for a in ("hist", "act_min", "act_max", "chan_max")}
+        else:
+            for a, v in _COLLECTED[k].items():
+                getattr(collector, a).copy_(v)
+
+    cal._run = run
+    try:
+        yield
+    finally:
+        cal._run = orig
+
+
 # Methods this bench measures: the network for each is built by build_net.
 METHODS = ("fp", "minmax", "uniform", "dfsq", "dfsq-nonorm", "dfsq-layerwise")
 UNIFORM = ("channel", "mse")   # the uniform baseline's range rule (dfsq.uniform): per-channel, MSE-optimal clip
@@ -152,7 +185,7 @@ def main(argv=None):
     ap.add_argument("--bits", default=",".join(map(str, BITS)))
     ap.add_argument("--methods", default="fp,minmax,dfsq")
     ap.add_argument("--weights", default="default", help="'default' or a checkpoint path containing {scale}")
-    ap.add_argument("--words", type=int, default=4)
+    ap.add_argument("--words", default="4", help="universal-set words, or a list (2,3,5) to run each in turn")
     ap.add_argument("--images", type=int, default=32, help="calibration images")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, help="torch threads")
@@ -167,6 +200,7 @@ def main(argv=None):
     datasets = parse_list(args.datasets, str, DATASETS, "datasets")
     bits_list = parse_list(args.bits, int, range(2, 9), "bits")
     methods = parse_list(args.methods, str, METHODS, "methods")
+    words_list = parse_list(args.words, int, range(2, 6), "words")
     models = parse_list(args.models, str, ("edsr", "rdn"), "models")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -179,17 +213,27 @@ def main(argv=None):
 
     paper = load_paper()
 
-    def publish():
-        plots = write_plots(cache, paper, args.words, (2, 4), list(DATASETS), all_bits, out)
-        write_text(out, render(cache, args.words, (2, 4), list(DATASETS), all_bits, paper=paper, plots=plots))
+    def publish(cache):
+        plots = write_plots(cache, paper, DEFAULT_WORDS, (2, 4), list(DATASETS), all_bits, out)
+        write_text(out, render(cache, DEFAULT_WORDS, (2, 4), list(DATASETS), all_bits, paper=paper, plots=plots))
 
     if args.render_only:
-        publish()
+        publish(cache)
         print(f"wrote {out}")
         return
     for d in datasets:
         if not (Path(args.data_root) / d / "HR").is_dir():
             raise UserError(f"dataset {d} not found under {args.data_root}")
+    with shared_collection():
+        for words in words_list:
+            args.words = words
+            cache = run_all(args, cache, cache_path, models, scales, datasets, bits_list, methods, publish)
+    publish(cache)
+    print(f"wrote {out}")
+
+
+def run_all(args, cache, cache_path, models, scales, datasets, bits_list, methods, publish) -> dict:
+    """Measure every requested cell not in the cache (for ``args.words``); returns the updated cache."""
     for arch, scale in [(a, s) for a in models for s in scales]:
         weights = args.weights.replace("{scale}", str(scale))
         try:
@@ -223,10 +267,9 @@ def main(argv=None):
                     r.update(calib=args.images, seed=args.seed, params=None if ppath is None else str(ppath))
                 k = key(scale, m, b, args.words, d, arch)
                 cache = store_result(cache_path, k, r)
-                publish()
+                publish(cache)
                 print(f"{k}: {fmt(r)} ({r['seconds']:.0f} s)")
-    publish()
-    print(f"wrote {out}")
+    return cache
 
 
 if __name__ == "__main__":

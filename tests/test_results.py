@@ -251,3 +251,18 @@ def test_evaluate_uniform_method(tmp_path, test_weights, one_thread, capsys):
         main(["--weights", test_weights, "--method", "uniform", "--act-bits", "4", "--weight-bits", "3",
               "--calib", str(calib), "--images", "2", "--datasets", "Tiny", "--data-root", str(root)])
     assert "act-bits equal" in capsys.readouterr().err
+
+
+def test_shared_collection_gives_the_same_params(tiny_edsr, one_thread):
+    from bench.psnr_table import shared_collection
+    from dfsq.calibrate import calibrate
+
+    rng = np.random.default_rng(3)
+    imgs = [("a", rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)),
+            ("b", rng.integers(0, 256, (12, 12, 3), dtype=np.uint8))]
+    ref = {(b, w): calibrate(tiny_edsr, imgs, act_bits=b, weight_bits=b, words=w) for b, w in ((4, 4), (3, 2))}
+    with shared_collection():
+        got = {(b, w): calibrate(tiny_edsr, imgs, act_bits=b, weight_bits=b, words=w) for b, w in ((4, 4), (3, 2))}
+    for k in ref:
+        for a in ref[k].arrays:
+            assert np.array_equal(ref[k].arrays[a], got[k].arrays[a]), (k, a)

@@ -200,9 +200,9 @@ def test_demo_comparison_png(tmp_path, x2_model, one_thread):
     qmodel = quantize_model(x2_model, params, "dfsq")
     path = demo.write_comparison(x2_model, qmodel, hr, lr, (24, 24, 12, 14), tmp_path / "cmp" / "comparison.png")
     with Image.open(path) as im:
-        assert im.size == panel_size((24, 28), 2)
+        assert im.size == panel_size((24, 28), 3)
         arr = np.asarray(im)
-    w = 28 * 2
+    w = 28 * 3
     panels = [arr[34:, i * (w + 4):i * (w + 4) + w] for i in range(5)]
     assert not np.array_equal(panels[0], panels[1])            # HR vs bicubic differ
     assert np.any(arr[:34] < 128)                              # the label strip holds text

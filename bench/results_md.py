@@ -192,7 +192,8 @@ def table1_section(res, paper, words, datasets) -> list[str]:
             if r is None and m != "fp":
                 missing.append(d)
             row.append("…" if r is None else f"{r['psnr']:.2f} / {r['ssim']:.4f}")
-        row += [_fmt_paper(table1(paper, "layerwise_with_norm", d)), _fmt_paper(table1(paper, "channelwise_with_norm", d)),
+        row += [_fmt_paper(table1(paper, "layerwise_with_norm", d)),
+                _fmt_paper(table1(paper, "channelwise_with_norm", d)),
                 _fmt_paper(paper_cell(paper, "edsr", 4, d, "dfsq", 4))]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Drops (dB) from the FP of the same side (the paper's Table 1 taken against its EDSR x4 FP, an "

@@ -248,8 +248,9 @@ def cached_stats(model, images, path, samples_per_image: int = 1024, seed: int =
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
             if "tag" in z.files and str(z["tag"]) == tag:
-                return [{"name": str(n), "relu_input": str(n).endswith(".2"), "min": z["min"][i],
-                         "max": z["max"][i], "sample": z["sample"][i]} for i, n in enumerate(z["names"])]
+                names, lo, hi, sample = z["names"], z["min"], z["max"], z["sample"]  # each read once
+                return [{"name": str(n), "relu_input": str(n).endswith(".2"), "min": lo[i], "max": hi[i],
+                         "sample": sample[i]} for i, n in enumerate(names)]
     st = collect_stats(model, images() if callable(images) else images, samples_per_image, seed)
     with atomic_output(path, ".npz") as tmp:
         np.savez(tmp, tag=np.array(tag), names=np.array([s["name"] for s in st]),

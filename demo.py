@@ -1,14 +1,16 @@
 """`make demo`: the whole flow on the embedded defaults, from a fresh clone, in a few minutes.
 
-    python -m demo [--model edsr|rdn] [--weights default] [--params PATH] [--crop Y,X,H,W] [--tiles N] \
-        [--out out/demo]
+    python -m demo [--model edsr|rdn] [--weights default] [--params PATH] [--crop Y,X,H,W]
+        [--compare-crop Y,X,H,W] [--tiles N] [--out out/demo]
 
 1. the embedded x2 checkpoint: EDSR-baseline (weights/edsr_baseline_x2.pt, the default) or, with
    ``--model rdn``, the embedded RDN (config S, weights/rdn_s_x2.pt);
 2. the embedded DFSQ calibration (weights/dfsq_x2_a4w4_words4.npz for EDSR, weights/dfsq_rdn_s_x2_a4w4_words4.npz
    for RDN: 4-bit activations and weights, 4 words), or, when it is absent, a quick calibration on images that
    ship with scikit-image;
-3. PSNR/SSIM (Y) of bicubic, FP and DFSQ on scikit-image's 'astronaut' (HR 512x512, x2);
+3. PSNR/SSIM (Y) of bicubic, FP and DFSQ on scikit-image's 'astronaut' (HR 512x512, x2), and
+   <out>/comparison.png: one crop as HR, bicubic, FP, DFSQ fake-quant and DFSQ hardware-exact, each labelled with
+   its PSNR-Y on the crop;
 4. an export of all quantized layers (EDSR 32, RDN-S 42) for an LR crop of that image, checked by the golden
    model;
 5. Verilog of the conv engine and the MAC for that configuration (in <out>/rtl);
@@ -23,8 +25,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, remove_dir_on_failure
 
@@ -34,6 +34,8 @@ DEFAULT_PARAMS_BY_MODEL = {"edsr": DEFAULT_PARAMS, "rdn": ROOT / "weights" / "df
 
 
 DEFAULT_CROP = (96, 96, 48, 48)   # LR pixels: the astronaut's face and helmet edge
+COMPARE_CROP = (104, 104, 32, 32)  # LR pixels of the comparison picture (inside DEFAULT_CROP; the hardware-exact
+                                   # model runs the golden integer datapath, about 15 ms of CPU per LR pixel)
 
 
 def _step(n: int, text: str) -> float:
@@ -45,6 +47,26 @@ def _done(t0: float, text: str = "") -> None:
     print(f"      {text}{' ' if text else ''}({time.perf_counter() - t0:.1f} s)", flush=True)
 
 
+def parse_crop_arg(text: str) -> tuple[int, int, int, int]:
+    from dfsq.export import parse_crop
+
+    return tuple(int(v) for v in parse_crop(text))
+
+
+def write_comparison(model, qmodel, hr, lr, crop, path: Path) -> Path:
+    """The five-panel picture of ``crop`` (LR y, x, h, w): HR, bicubic, FP, DFSQ fake-quant, DFSQ hardware-exact
+    (the golden integer datapath), each labelled with its PSNR-Y on the crop (:mod:`dfsq.compare`)."""
+    import copy
+
+    from dfsq.compare import comparison_png
+    from dfsq.hw_mode import apply_hw_mode
+
+    hw = apply_hw_mode(copy.deepcopy(qmodel))
+    comparison_png(hr, lr, 2, {"FP": model, "DFSQ fake-quant": qmodel, "DFSQ hardware-exact": hw}, crop, path,
+                   margin=6, zoom=3)
+    return path
+
+
 @cli_main
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m demo", description=__doc__.split("\n")[0])
@@ -53,6 +75,8 @@ def main(argv=None):
     ap.add_argument("--params", default=None, help="calibration artifact (default: the embedded one of --model, "
                                                    f"{DEFAULT_PARAMS.name} for EDSR)")
     ap.add_argument("--crop", default=",".join(map(str, DEFAULT_CROP)), help="LR crop Y,X,H,W to export")
+    ap.add_argument("--compare-crop", default=",".join(map(str, COMPARE_CROP)),
+                    help="LR crop Y,X,H,W of the comparison picture (out/comparison.png)")
     ap.add_argument("--tiles", default="1", help="tiles per layer to simulate (or 'all')")
     ap.add_argument("--out-channels", type=int, default=16, help="output channels simulated per tile")
     ap.add_argument("--simulator", default="icarus", choices=("icarus", "verilator"))
@@ -67,8 +91,6 @@ def main(argv=None):
 def _run(args, out: Path):
     t_all = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-
-    import torch
 
     from dfsq.calibrate import calibrate, load_params, save_params
     from dfsq.data import make_lr, modcrop, sample_image, sample_images
@@ -111,6 +133,8 @@ def _run(args, out: Path):
     for name, sr in (("bicubic", imresize(lr, 2)), ("fp", upscale(model, lr)), ("dfsq W4A4", upscale(qmodel, lr))):
         rows[name] = {"psnr": psnr_y(sr, hr, 2), "ssim": ssim_y(sr, hr, 2)}
         print(f"      {name:<10} PSNR-Y {rows[name]['psnr']:6.2f} dB   SSIM-Y {rows[name]['ssim']:.4f}")
+    comparison = write_comparison(model, qmodel, hr, lr, parse_crop_arg(args.compare_crop), out / "comparison.png")
+    print(f"      comparison of the crop (HR, bicubic, FP, DFSQ fake-quant, DFSQ hardware-exact) -> {comparison}")
     _done(t)
 
     t = _step(4, f"export of all {len(params.layers)} quantized layers + golden check")
@@ -153,10 +177,9 @@ def _run(args, out: Path):
     exact = rep["mismatches"] == 0 and codes_ok and within
     summary = {
         "bit_exact": exact, "outputs_compared": rep["compared"], "mismatches": rep["mismatches"],
-        "model": args.model, "layers": len(rep["layers"]),
-        "simulated_cycles": rep.get("cycles"),
-        "mac_per_s": rep.get("mac_per_s"),
-        "psnr": rows, "mac_area": area, "seconds": time.perf_counter() - t_all,
+        "model": args.model, "layers": len(rep["layers"]), "simulated_cycles": rep.get("cycles"),
+        "mac_per_s": rep.get("mac_per_s"), "psnr": rows, "mac_area": area, "seconds": time.perf_counter() - t_all,
+        "comparison_png": str(comparison),
     }
     with atomic_output(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n")
@@ -168,6 +191,7 @@ def _run(args, out: Path):
           f"DFSQ W4A4 {rows['dfsq W4A4']['psnr']:.2f} dB")
     print(f"MAC area (iCE40 LUT4): DFSQ shift-add {area['dfsq_lut4']} vs equal-precision multiplier "
           f"{area['baseline_lut4']} ({area['dfsq_lut4'] / area['baseline_lut4']:.2f}x)")
+    print(f"comparison picture (same crop, five methods, PSNR-Y of the crop): {comparison}")
     print(f"total {summary['seconds']:.0f} s; details in {out / 'summary.json'}")
     if not exact:
         raise SystemExit(1)

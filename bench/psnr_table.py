@@ -13,6 +13,7 @@ the whole cache after every result, marking what is missing. Scale 4 is skipped 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from datetime import datetime, timezone
@@ -25,7 +26,7 @@ from golden.files import atomic_output, check_output_dir, check_output_file
 from dfsq.calibrate import calibrate, calibration_images, load_params, save_params, weights_fingerprint
 from dfsq.data import BENCHMARK_ROOT, DATASETS
 from dfsq.evaluate import evaluate_dataset
-from dfsq.model import load_edsr
+from dfsq.model import load_model
 from dfsq.quantize import quantize_model
 from dfsq.weights import resolve_weights
 
@@ -34,28 +35,14 @@ DEFAULT_CACHE = ROOT / "bench" / "results" / "psnr_table.json"
 DEFAULT_OUT = ROOT / "docs" / "results.md"
 DEFAULT_PARAMS = ROOT / "out" / "params"
 BITS = (8, 6, 4, 3)
+DEFAULT_WORDS = 4   # the main tables' universal set; other word counts are the Appendix C ablation
 
-# The paper's EDSR-baseline numbers (PSNR, SSIM). Only the full-precision row is known to this project; the
-# quantized rows of the paper's tables could not be retrieved here, so they are shown as n/a (never invented).
-PAPER = {
-    (2, "fp", None): {"Set5": (37.99, 0.9604), "Set14": (33.57, 0.9175), "B100": (32.16, 0.8994),
-                      "Urban100": (31.98, 0.9272)},
-}
-# What the paper states in words (its abstract), for cells whose numbers are not available: the drop from FP.
-PAPER_CLAIMS = {
-    (2, "dfsq", 8, "Urban100"): "≈0 (abstract)",
-    (2, "dfsq", 6, "Urban100"): "≈0 (abstract)",
-    (2, "dfsq", 4, "Urban100"): "≈-0.1 (abstract)",
-}
-PAPER_SOURCE = ("arXiv 2305.05888, abstract: \"when quantizing EDSRx2 on the Urban benchmark, DFSQ achieves "
-                "comparable performance to full-precision counterparts on 6- and 8-bit quantization, and incurs "
-                "only a 0.1 dB PSNR drop on 4-bit quantization\"")
-
-
-def key(scale: int, method: str, bits: int | None, words: int, dataset: str) -> str:
+def key(scale: int, method: str, bits: int | None, words: int, dataset: str, model: str = "edsr") -> str:
+    """The cache key of one result. EDSR keys have no model prefix (the cache predates RDN); other models'
+    keys start with the model name, e.g. ``rdn/x2/dfsq/W4A4/words4/Set5``."""
     b = "-" if bits is None else f"W{bits}A{bits}"
     w = "" if method == "fp" else f"/words{words}"
-    return f"x{scale}/{method}/{b}{w}/{dataset}"
+    return ("" if model == "edsr" else f"{model}/") + f"x{scale}/{method}/{b}{w}/{dataset}"
 
 
 def load_cache(path: Path) -> dict:
@@ -92,8 +79,11 @@ def store_result(path: Path, k: str, result: dict) -> dict:
     return cache
 
 
-def get_params(model, scale: int, bits: int, words: int, images: int, seed: int, params_dir: Path, weights: str):
-    path = params_dir / f"x{scale}_w{bits}a{bits}_words{words}_n{images}_seed{seed}.npz"
+def get_params(model, scale: int, bits: int, words: int, images: int, seed: int, params_dir: Path, weights: str,
+               norm: bool = True, layerwise: bool = False, arch: str = "edsr"):
+    variant = ("" if norm else "_nonorm") + ("_layerwise" if layerwise else "")
+    prefix = "" if arch == "edsr" else f"{arch}_"
+    path = params_dir / f"{prefix}x{scale}_w{bits}a{bits}_words{words}_n{images}_seed{seed}{variant}.npz"
     fp = weights_fingerprint(model)
     if path.is_file():
         p = load_params(path)
@@ -102,73 +92,72 @@ def get_params(model, scale: int, bits: int, words: int, images: int, seed: int,
     params_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     p = calibrate(model, calibration_images(None, images, scale), act_bits=bits, weight_bits=bits, words=words,
-                  seed=seed, weights=weights, progress=True)
+                  seed=seed, weights=weights, norm=norm, layerwise=layerwise, progress=True)
     p.info["seconds_total"] = round(time.perf_counter() - t0, 3)
     save_params(p, path)
-    print(f"  calibrated x{scale} W{bits}A{bits} words{words} in {p.info['seconds_total']:.0f} s -> {path}")
+    print(f"  calibrated x{scale} W{bits}A{bits} words{words}{variant} in {p.info['seconds_total']:.0f} s -> {path}")
     return p, path
 
 
-def fmt(r) -> str:
-    return "…" if r is None else f"{r['psnr']:.2f} / {r['ssim']:.4f}"
+_COLLECTED: dict = {}
 
 
-def drop(r, fp) -> str:
-    return "" if r is None or fp is None else f"{r['psnr'] - fp['psnr']:+.2f}"
+@contextlib.contextmanager
+def shared_collection():
+    """Within this block, :func:`dfsq.calibrate.calibrate` runs its (per-sample normalized) collection pass once
+    per weights, images and bins, and reuses the statistics for every other bit width and word count: they do not
+    depend on either, so the params are identical to separate runs, and a calibration after the first costs only
+    the point selection (seconds instead of minutes)."""
+    import dfsq.calibrate as cal
+
+    orig = cal._run
+
+    def run(model, inputs, collector, progress, desc):
+        if not (collector.norm and collector.collect_hist and collector.static_scale is None):
+            return orig(model, inputs, collector, progress, desc)
+        k = (weights_fingerprint(model), tuple(n for n, _ in inputs), collector.bins)
+        if k not in _COLLECTED:
+            orig(model, inputs, collector, progress, desc)
+            _COLLECTED[k] = {a: getattr(collector, a).clone() for a in ("hist", "act_min", "act_max", "chan_max")}
+        else:
+            for a, v in _COLLECTED[k].items():
+                getattr(collector, a).copy_(v)
+
+    cal._run = run
+    try:
+        yield
+    finally:
+        cal._run = orig
 
 
-def render(cache: dict, words: int, scales, datasets, bits_list) -> str:
-    res = cache["results"]
-    lines = ["# Results: PSNR / SSIM (Y channel, shave = scale) of quantized EDSR-baseline", "",
-             "Produced by `python -m bench.psnr_table` from `bench/results/psnr_table.json` (do not edit by hand).",
-             f"Our side: the project's own EDSR-baseline weights (`weights/edsr_baseline_x{{2,4}}.pt`), "
-             f"W = A bits, the 32 residual-body convs quantized, DFSQ with the {words}-word universal set, "
-             "calibrated on the first 32 BSD200 images (LR). Min-Max: per-layer activation range from the same "
-             "calibration, per-channel weights. Drops are from our FP (ours) and the paper's FP (paper).",
-             "Paper side: the DFSQ paper's EDSR-baseline tables. Only the FP row is available to this project; "
-             "the paper's quantized numbers could not be retrieved here and are shown as n/a (not invented), "
-             f"except the drops its abstract states in words ({PAPER_SOURCE}).",
-             "`…` = not measured yet (run the bench with the matching --scales/--datasets/--bits).", ""]
-    checks = []
-    for scale in scales:
-        fps = {d: res.get(key(scale, "fp", None, words, d)) for d in datasets}
-        if not any(fps.values()) and not any(k.startswith(f"x{scale}/") for k in res):
-            continue
-        lines += [f"## x{scale}", "",
-                  "| dataset | method | W/A bits | ours PSNR / SSIM | ours drop (dB) | paper PSNR / SSIM | "
-                  "paper drop (dB) |", "|---|---|---|---|---|---|---|"]
-        rows = [("fp", None)] + [(m, b) for b in bits_list for m in ("minmax", "dfsq")]
-        for d in datasets:
-            for m, b in rows:
-                r = res.get(key(scale, m, b, words, d))
-                p = PAPER.get((scale, m, b), {}).get(d)
-                pfp = PAPER.get((scale, "fp", None), {}).get(d)
-                pcell = "n/a" if p is None else f"{p[0]:.2f} / {p[1]:.4f}"
-                pdrop = "" if m == "fp" else ("n/a" if p is None or pfp is None else f"{p[0] - pfp[0]:+.2f}")
-                pdrop = PAPER_CLAIMS.get((scale, m, b, d), pdrop)
-                label = {"fp": "FP", "minmax": "Min-Max", "dfsq": "DFSQ"}[m]
-                lines.append(f"| {d} | {label} | {'32' if b is None else b} | {fmt(r)} | "
-                             f"{'' if m == 'fp' else drop(r, fps[d])} | {pcell} | {pdrop} |")
-        lines.append("")
-        for d in datasets:
-            for b in (4, 3):
-                mm, dq = res.get(key(scale, "minmax", b, words, d)), res.get(key(scale, "dfsq", b, words, d))
-                if b in bits_list:
-                    checks.append(f"x{scale} {d} {b}-bit: DFSQ beats Min-Max: " +
-                                  ("not measured" if mm is None or dq is None else
-                                   f"{'yes' if dq['psnr'] > mm['psnr'] else 'NO'} "
-                                   f"({dq['psnr']:.2f} vs {mm['psnr']:.2f} dB)"))
-            dq8 = res.get(key(scale, "dfsq", 8, words, d))
-            if 8 in bits_list:
-                checks.append(f"x{scale} {d} 8-bit DFSQ within 0.02 dB of FP: " +
-                              ("not measured" if dq8 is None or fps[d] is None else
-                               f"{'yes' if abs(dq8['psnr'] - fps[d]['psnr']) <= 0.02 else 'NO'} "
-                               f"({dq8['psnr'] - fps[d]['psnr']:+.3f} dB)"))
-    lines += ["## Checks (issue 3)", ""] + [f"- {c}" for c in checks] + [""]
-    lines += ["## Timing", "", "| result | seconds | measured |", "|---|---|---|"]
-    for k in sorted(res):
-        lines.append(f"| {k} | {res[k].get('seconds', 0):.0f} | {res[k].get('when', '')} |")
-    return "\n".join(lines) + "\n"
+# Methods this bench measures: the network for each is built by build_net.
+METHODS = ("fp", "minmax", "uniform", "dfsq", "dfsq-nonorm", "dfsq-layerwise")
+UNIFORM = ("channel", "mse")   # the uniform baseline's range rule (dfsq.uniform): per-channel, MSE-optimal clip
+
+
+def build_net(model, m: str, scale: int, bits: int | None, args, weights: str, arch: str, stats: dict):
+    """(network, params path or None, extra result fields) for method ``m``."""
+    if m == "fp":
+        return model, None, {}
+    if m == "uniform":
+        from dfsq.uniform import cached_stats, minmax_params, quantize_uniform, uniform_ranges
+
+        if "stats" not in stats:
+            prefix = "" if arch == "edsr" else f"{arch}_"
+            stats["stats"] = cached_stats(
+                model, lambda: calibration_images(None, args.images, scale),
+                Path(args.params_dir) / f"{prefix}stats_x{scale}_n{args.images}_seed{args.seed}.npz", seed=args.seed)
+        st = stats["stats"]
+        lo, hi = uniform_ranges(st, bits, *UNIFORM)
+        net = quantize_uniform(model, minmax_params(model, bits, st, weights), lo, hi)
+        return net, None, {"granularity": UNIFORM[0], "clip": UNIFORM[1]}
+    norm, layerwise = m != "dfsq-nonorm", m == "dfsq-layerwise"
+    params, ppath = get_params(model, scale, bits, args.words, args.images, args.seed, Path(args.params_dir),
+                               weights, norm=norm, layerwise=layerwise, arch=arch)
+    return quantize_model(model, params, "minmax" if m == "minmax" else "dfsq"), ppath, {}
+
+
+from bench.results_md import fmt, render  # noqa: E402  (the Markdown lives in its own module)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -192,7 +181,7 @@ def main(argv=None):
     ap.add_argument("--bits", default=",".join(map(str, BITS)))
     ap.add_argument("--methods", default="fp,minmax,dfsq")
     ap.add_argument("--weights", default="default", help="'default' or a checkpoint path containing {scale}")
-    ap.add_argument("--words", type=int, default=4)
+    ap.add_argument("--words", default="4", help="universal-set words, or a list (2,3,5) to run each in turn")
     ap.add_argument("--images", type=int, default=32, help="calibration images")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, help="torch threads")
@@ -201,11 +190,14 @@ def main(argv=None):
     ap.add_argument("--params-dir", default=str(DEFAULT_PARAMS))
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--render-only", action="store_true", help="only rewrite --out from the cache")
+    ap.add_argument("--models", default="edsr", help="edsr and/or rdn (cache keys of rdn start with 'rdn/')")
     args = ap.parse_args(argv)
     scales = parse_list(args.scales, int, (2, 4), "scales")
     datasets = parse_list(args.datasets, str, DATASETS, "datasets")
     bits_list = parse_list(args.bits, int, range(2, 9), "bits")
-    methods = parse_list(args.methods, str, ("fp", "minmax", "dfsq"), "methods")
+    methods = parse_list(args.methods, str, METHODS, "methods")
+    words_list = parse_list(args.words, int, range(2, 6), "words")
+    models = parse_list(args.models, str, ("edsr", "rdn"), "models")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be a positive integer, got {args.threads}")
     check_output_file(args.out, "--out")
@@ -217,31 +209,48 @@ def main(argv=None):
     cache = load_cache(cache_path)
     all_bits = sorted(set(BITS) | set(bits_list), reverse=True)
 
-    def publish():
-        write_text(out, render(cache, args.words, (2, 4), list(DATASETS), all_bits))
+    from bench.paper import load_paper
+    from bench.plots import write_plots
+
+    paper = load_paper()
+
+    def publish(cache):
+        plots = write_plots(cache, paper, DEFAULT_WORDS, (2, 4), list(DATASETS), all_bits, out)
+        write_text(out, render(cache, DEFAULT_WORDS, (2, 4), list(DATASETS), all_bits, paper=paper, plots=plots))
 
     if args.render_only:
-        publish()
+        publish(cache)
         print(f"wrote {out}")
         return
     for d in datasets:
         if not (Path(args.data_root) / d / "HR").is_dir():
             raise UserError(f"dataset {d} not found under {args.data_root}")
-    for scale in scales:
+    with shared_collection():
+        for words in words_list:
+            args.words = words
+            cache = run_all(args, cache, cache_path, models, scales, datasets, bits_list, methods, publish)
+    publish(cache)
+    print(f"wrote {out}")
+
+
+def run_all(args, cache, cache_path, models, scales, datasets, bits_list, methods, publish) -> dict:
+    """Measure every requested cell not in the cache (for ``args.words``); returns the updated cache."""
+    for arch, scale in [(a, s) for a in models for s in scales]:
         weights = args.weights.replace("{scale}", str(scale))
         try:
-            resolve_weights(weights, scale).resolve(strict=True)
+            resolve_weights(weights, scale, arch).resolve(strict=True)
         except (UserError, FileNotFoundError):
-            print(f"x{scale}: no weights ({weights}), skipped")
+            print(f"{arch} x{scale}: no weights ({weights}), skipped")
             continue
-        model = load_edsr(weights, scale)
+        model = load_model(arch, weights, scale)
         fp = weights_fingerprint(model)
         configs = [("fp", None)] if "fp" in methods else []
-        configs += [(m, b) for b in bits_list for m in ("minmax", "dfsq") if m in methods]
+        configs += [(m, b) for b in bits_list for m in METHODS[1:] if m in methods]
+        stats: dict = {}
         for m, b in configs:
             todo = []
             for d in datasets:
-                k = key(scale, m, b, args.words, d)
+                k = key(scale, m, b, args.words, d, arch)
                 hit = cache["results"].get(k)
                 if hit and hit.get("weights_fingerprint") == fp and (m == "fp" or hit.get("calib") == args.images):
                     print(f"{k}: cached {fmt(hit)}")
@@ -249,25 +258,19 @@ def main(argv=None):
                     todo.append(d)
             if not todo:
                 continue
-            if m == "fp":
-                net, ppath = model, None
-            else:
-                params, ppath = get_params(model, scale, b, args.words, args.images, args.seed,
-                                           Path(args.params_dir), weights)
-                net = quantize_model(model, params, m)
+            net, ppath, extra = build_net(model, m, scale, b, args, weights, arch, stats)
             for d in todo:
                 t0 = time.perf_counter()
                 r = evaluate_dataset(net, d, scale, args.data_root)
                 r.update(seconds=round(time.perf_counter() - t0, 1), weights=weights, weights_fingerprint=fp,
-                         when=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+                         when=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **extra)
                 if m != "fp":
-                    r.update(calib=args.images, seed=args.seed, params=str(ppath))
-                k = key(scale, m, b, args.words, d)
+                    r.update(calib=args.images, seed=args.seed, params=None if ppath is None else str(ppath))
+                k = key(scale, m, b, args.words, d, arch)
                 cache = store_result(cache_path, k, r)
-                publish()
+                publish(cache)
                 print(f"{k}: {fmt(r)} ({r['seconds']:.0f} s)")
-    publish()
-    print(f"wrote {out}")
+    return cache
 
 
 if __name__ == "__main__":

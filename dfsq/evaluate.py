@@ -1,8 +1,8 @@
 """PSNR/SSIM (Y, shave = scale) of EDSR or RDN, quantized or not, or bicubic on the benchmark sets.
 
     python -m dfsq.evaluate [--model edsr|rdn] --weights PATH|default --scale 2 --datasets Set5,Set14,B100,Urban100 \
-        --method fp|bicubic|minmax|dfsq|dfsq-hw [--act-bits B --weight-bits B --words N --params PARAMS] \
-        [--data-root DIR] [--json FILE]
+        --method fp|bicubic|minmax|dfsq|dfsq-hw|uniform [--act-bits B --weight-bits B --words N --params PARAMS] \
+        [--data-root DIR] [--json FILE] [--save-images DIR]
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from .imresize import imresize
 from .model import ARCHS
 from .metrics import psnr_y, ssim_y
 
-METHODS = ("fp", "bicubic", "minmax", "dfsq", "dfsq-hw")
+METHODS = ("fp", "bicubic", "minmax", "dfsq", "dfsq-hw", "uniform")
 
 
 @torch.no_grad()
@@ -32,12 +32,28 @@ def upscale(model, lr: np.ndarray) -> np.ndarray:
     return y.numpy()
 
 
-def evaluate_dataset(model, name: str, scale: int, root=BENCHMARK_ROOT, progress: bool = True) -> dict:
-    """Mean PSNR-Y and SSIM-Y over a benchmark set; ``model`` None means bicubic upscaling."""
+def save_sr(sr: np.ndarray, save_dir, dataset: str, stem: str) -> Path:
+    """Write a super-resolved uint8 image to ``save_dir/dataset/stem.png`` atomically."""
+    from PIL import Image
+
+    from golden.files import atomic_output
+
+    path = Path(save_dir) / dataset / f"{stem}.png"
+    with atomic_output(path, ".png") as tmp:
+        Image.fromarray(np.ascontiguousarray(sr)).save(tmp, format="PNG")
+    return path
+
+
+def evaluate_dataset(model, name: str, scale: int, root=BENCHMARK_ROOT, progress: bool = True,
+                     save_dir=None) -> dict:
+    """Mean PSNR-Y and SSIM-Y over a benchmark set; ``model`` None means bicubic upscaling. With ``save_dir``,
+    every super-resolved image is also written to ``save_dir/<set>/<stem>.png``."""
     ps, ss = [], []
     items = list(benchmark_pairs(name, scale, root))
     for stem, hr, lr in tqdm(items, desc=f"{name} x{scale}", disable=not progress, leave=False):
         sr = imresize(lr, scale) if model is None else upscale(model, lr)
+        if save_dir is not None:
+            save_sr(sr, save_dir, name, stem)
         ps.append(psnr_y(sr, hr, scale))
         ss.append(ssim_y(sr, hr, scale))
     return {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "images": len(items)}
@@ -52,6 +68,10 @@ def build_model(args):
     model = load_model(getattr(args, "model", "edsr"), args.weights, args.scale)
     if args.method == "fp":
         return model
+    if args.method == "uniform":
+        from .uniform import build_uniform  # noqa: PLC0415 - per-channel MSE-clipped uniform baseline
+
+        return build_uniform(model, args)
     from .quantize import build_quantized  # noqa: PLC0415 - quantization is optional here
 
     qmodel = build_quantized(model, args)
@@ -99,6 +119,8 @@ def main(argv=None):
     ap.add_argument("--method", default="fp", choices=METHODS)
     ap.add_argument("--data-root", default=str(BENCHMARK_ROOT), help="folder holding Set5/, Set14/, B100/, Urban100/")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--save-images", metavar="DIR",
+                    help="also write every super-resolved image to DIR/<set>/<name>.png")
     add_quant_args(ap)
     args = ap.parse_args(argv)
     check_quant_args(args)
@@ -110,10 +132,14 @@ def main(argv=None):
     for n in names:
         if not (Path(args.data_root) / n / "HR").is_dir():
             raise UserError(f"dataset {n} not found: expected {Path(args.data_root) / n / 'HR'}")
+    if args.save_images:
+        from golden.files import check_output_dir
+
+        check_output_dir(args.save_images, "--save-images folder")
     model = build_model(args)
     results = {}
     for n in names:
-        results[n] = evaluate_dataset(model, n, args.scale, args.data_root)
+        results[n] = evaluate_dataset(model, n, args.scale, args.data_root, save_dir=args.save_images)
     label = args.method if args.method in ("fp", "bicubic") else f"{args.method} W{args.weight_bits}A{args.act_bits}"
     print(f"{'dataset':<10} {'PSNR-Y':>8} {'SSIM-Y':>8}   {args.model} x{args.scale} {label}")
     for n, r in results.items():

@@ -1,0 +1,268 @@
+"""The results page beside the paper (bench.paper, bench.results_md, bench.plots), the uniform baseline
+(dfsq.uniform), the demo's comparison picture (dfsq.compare) and ``dfsq.evaluate --save-images``."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from bench.paper import appendix_c, load_paper, paper_cell, paper_drop, table1
+from bench.psnr_table import key
+from golden.errors import UserError
+
+PAPER = {
+    "source": "test", "setting": "test setting",
+    "tables": {
+        "EDSRx2": {"Set5": {"FP": {"psnr": 38.0, "ssim": 0.96},
+                            "Min-Max": {"4": {"psnr": 37.5, "ssim": 0.955}},
+                            "DFSQ": {"4": {"psnr": 37.9, "ssim": 0.959}},
+                            "BRECQ": {"4": {"psnr": 37.61, "ssim": 0.956}},
+                            "QDROP": {"4": {"psnr": 37.42, "ssim": 0.957}}},
+                   "BSD100": {"FP": {"psnr": 32.0, "ssim": 0.9}, "DFSQ": {"4": {"psnr": 31.9, "ssim": 0.89}}}},
+        "RDNx2": {"Set5": {"FP": {"psnr": 38.2, "ssim": 0.961}, "DFSQ": {"4": {"psnr": 38.0, "ssim": 0.96}}}},
+    },
+    "ablation_table1": {"layerwise_with_norm": {"Set5": [31.5, 0.88]}, "channelwise_with_norm": {"Set5": [31.7, 0.88]}},
+    "universal_set_ablation_appendix_c": {"note": "x", "2x4_to_3x4_dB": 0.34, "3x4_to_4x4_dB": 0.002,
+                                          "4x4_to_5x4_dB": -0.051},
+}
+
+
+def _r(p, s=0.95):
+    return {"psnr": p, "ssim": s, "seconds": 1.0, "when": "now"}
+
+
+def _cache(rdn: bool = False) -> dict:
+    res = {key(2, "fp", None, 4, "Set5"): _r(37.26), key(2, "minmax", 4, 4, "Set5"): _r(35.50),
+           key(2, "dfsq", 4, 4, "Set5"): _r(37.14), key(2, "uniform", 4, 4, "Set5"): _r(36.90),
+           key(2, "dfsq", 4, 3, "Set5"): _r(37.10), key(2, "dfsq", 4, 2, "Set5"): _r(36.95)}
+    if rdn:
+        res[key(2, "fp", None, 4, "Set5", "rdn")] = _r(37.50)
+        res[key(2, "dfsq", 4, 4, "Set5", "rdn")] = _r(37.30)
+    return {"format": "dfsq-psnr-cache", "version": 1, "results": res}
+
+
+def test_cache_keys_keep_edsr_format_and_prefix_other_models():
+    assert key(2, "dfsq", 4, 4, "Set5") == "x2/dfsq/W4A4/words4/Set5"
+    assert key(2, "fp", None, 4, "Set5") == "x2/fp/-/Set5"
+    assert key(4, "dfsq", 3, 4, "B100", "rdn") == "rdn/x4/dfsq/W3A3/words4/B100"
+
+
+def test_paper_lookup(tmp_path):
+    p = tmp_path / "paper.json"
+    p.write_text(json.dumps(PAPER))
+    paper = load_paper(p)
+    assert paper_cell(paper, "edsr", 2, "Set5", "dfsq", 4) == (37.9, 0.959)
+    assert paper_cell(paper, "edsr", 2, "B100", "fp", None) == (32.0, 0.9)  # B100 is the paper's BSD100
+    assert paper_cell(paper, "edsr", 4, "Set5", "dfsq", 4) is None
+    assert paper_drop(paper, "edsr", 2, "Set5", "minmax", 4) == pytest.approx(-0.5)
+    assert table1(paper, "channelwise_with_norm", "Set5") == (31.7, 0.88)
+    assert appendix_c(paper) == {(2, 3): 0.34, (3, 4): 0.002, (4, 5): -0.051}
+    assert load_paper(tmp_path / "absent.json") is None
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(UserError):
+        load_paper(tmp_path / "bad.json")
+
+
+def test_render_shows_paper_beside_ours_with_both_drops():
+    from bench.results_md import render
+
+    md = render(_cache(), 4, (2, 4), ["Set5", "B100"], [8, 6, 4, 3], paper=PAPER)
+    row = next(line for line in md.splitlines() if line.startswith("| Set5 | DFSQ | 4 |"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[3] == "37.14 / 0.9500" and cells[4] == "-0.12"           # ours and our drop from our FP
+    assert cells[5] == "37.90 / 0.9590" and cells[6] == "-0.10"           # the paper's and its drop
+    assert cells[7] == "-0.02"
+    assert "| Set5 | BRECQ | 4 | not run by us |  | 37.61 / 0.9560 | -0.39 |" in md
+    assert "n/a" not in md
+    assert "within 0.05 dB of the paper's drop from its FP in 1 of 1 cells" in md
+    assert "| Set5 | Uniform-MSE (ours) | 4 | 36.90 / 0.9500 | -0.36 |" in md
+    # Appendix C: our word-count deltas beside the paper's stated ones, the missing cells with their command
+    assert "| Set5 | W4A4 | 36.950 | 37.100 | 37.140 | … | +0.150 (+0.340) | +0.040 (+0.002) | … (-0.051) |" in md
+    assert "python -m bench.psnr_table --scales 2 --methods dfsq --bits 4 --words 5 --datasets Set5" in md
+    assert "## RDN" not in md
+
+
+def test_render_adds_rdn_rows_when_the_cache_has_them():
+    from bench.results_md import render
+
+    md = render(_cache(rdn=True), 4, (2, 4), ["Set5"], [4], paper=PAPER)
+    assert "## RDN x2" in md
+    assert "| Set5 | DFSQ | 4 | 37.30 / 0.9500 | -0.20 | 38.00 / 0.9600 | -0.20 | +0.00 |" in md
+
+
+def test_render_without_paper():
+    from bench.results_md import render
+
+    md = render(_cache(), 4, (2,), ["Set5"], [4], paper={"tables": {}})
+    assert "| Set5 | DFSQ | 4 | 37.14 / 0.9500 | -0.12 | — | — |  |" in md
+
+
+def test_plots_are_written(tmp_path):
+    from bench.plots import write_plots
+
+    out = write_plots(_cache(), PAPER, 4, (2, 4), ["Set5"], [8, 6, 4, 3], tmp_path / "results.md")
+    assert set(out.values()) == {"results_drops_edsr_x2.png", "results_words.png"}
+    for name in out.values():
+        with Image.open(tmp_path / name) as im:
+            assert im.format == "PNG" and im.size[0] > 300
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+# --- the uniform baseline ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_edsr():
+    from dfsq.model import EDSR
+
+    torch.manual_seed(0)
+    return EDSR(2).eval()
+
+
+def test_uniform_layer_minmax_is_the_papers_minmax(tiny_edsr, one_thread):
+    from dfsq.quantize import quantize_model
+    from dfsq.uniform import collect_stats, minmax_params, quantize_uniform, uniform_ranges
+
+    rng = np.random.default_rng(0)
+    imgs = [("a", rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)),
+            ("b", rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))]
+    stats = collect_stats(tiny_edsr, imgs, samples_per_image=64)
+    params = minmax_params(tiny_edsr, 4, stats)
+    x = torch.from_numpy(rng.uniform(0, 255, (1, 3, 12, 12)).astype(np.float32))
+    with torch.no_grad():
+        ref = quantize_model(tiny_edsr, params, "minmax")(x)
+        lo, hi = uniform_ranges(stats, 4, "layer", "minmax")
+        got = quantize_uniform(tiny_edsr, params, lo, hi)(x)
+        assert torch.equal(ref, got)
+        lo_c, hi_c = uniform_ranges(stats, 4, "channel", "minmax")
+        assert np.all(hi_c <= hi + 1e-6) and np.any(hi_c < hi)
+        lo_m, hi_m = uniform_ranges(stats, 4, "channel", "mse")
+        assert np.all(hi_m <= hi_c + 1e-6)
+        assert not torch.equal(quantize_uniform(tiny_edsr, params, lo_m, hi_m)(x), ref)
+
+
+def test_mse_clip_never_worse_than_minmax_on_its_sample():
+    from dfsq.uniform import _fake_quant, _mse_scale
+
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(0, 1, (4000, 3)), [[40.0, -30.0, 5.0]]])   # one outlier per channel
+    lo, hi = x.min(0), x.max(0)
+    a = _mse_scale(x, lo, hi, 4)
+    err = lambda l, h: ((_fake_quant(x, l, h, 4) - x) ** 2).mean(0)  # noqa: E731
+    assert np.all(err(a * lo, a * hi) <= err(lo, hi) + 1e-12)
+    assert a[0] < 0.5                                                          # the outlier is clipped
+
+
+# --- pictures ------------------------------------------------------------------------------------------------------
+class _Nearest(nn.Module):
+    scale = 2
+
+    def forward(self, x):
+        return nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def test_comparison_png_has_five_labelled_panels(tmp_path):
+    from dfsq.compare import PANELS, comparison_png, panel_size
+    from dfsq.data import make_lr, modcrop, sample_image
+
+    hr = modcrop(sample_image()[:96, :96], 2)
+    lr = make_lr(hr, 2)
+    net = _Nearest()
+    psnrs = comparison_png(hr, lr, 2, {"FP": net, "DFSQ fake-quant": net, "DFSQ hardware-exact": net},
+                           (8, 8, 16, 20), tmp_path / "c.png", margin=4, zoom=2)
+    assert list(psnrs) == list(PANELS) and all(np.isfinite(v) for k, v in psnrs.items() if k != "HR")
+    with Image.open(tmp_path / "c.png") as im:
+        assert im.size == panel_size((32, 40), 2) == (5 * 80 + 4 * 4, 64 + 34)
+    with pytest.raises(UserError):
+        comparison_png(hr, lr, 2, {"FP": net}, (40, 40, 16, 16), tmp_path / "d.png")
+
+
+def test_demo_comparison_png(tmp_path, x2_model, one_thread):
+    """The picture ``make demo`` writes: the embedded DFSQ calibration, the real model, fake-quant and the
+    hardware-exact datapath, on a small crop of the demo image."""
+    import demo
+    from dfsq.calibrate import load_params
+    from dfsq.compare import panel_size
+    from dfsq.data import make_lr, modcrop, sample_image
+    from dfsq.quantize import quantize_model
+
+    if not demo.DEFAULT_PARAMS.is_file():
+        pytest.skip(f"{demo.DEFAULT_PARAMS} is absent")
+    params = load_params(demo.DEFAULT_PARAMS)
+    from dfsq.calibrate import weights_fingerprint
+
+    if params.config["weights_fingerprint"] != weights_fingerprint(x2_model):
+        pytest.skip("the embedded params belong to the default weights, not DFSQ_TEST_WEIGHTS")
+    hr = modcrop(sample_image()[160:288, 160:288], 2)
+    lr = make_lr(hr, 2)
+    qmodel = quantize_model(x2_model, params, "dfsq")
+    path = demo.write_comparison(x2_model, qmodel, hr, lr, (24, 24, 12, 14), tmp_path / "cmp" / "comparison.png")
+    with Image.open(path) as im:
+        assert im.size == panel_size((24, 28), 3)
+        arr = np.asarray(im)
+    w = 28 * 3
+    panels = [arr[34:, i * (w + 4):i * (w + 4) + w] for i in range(5)]
+    assert not np.array_equal(panels[0], panels[1])            # HR vs bicubic differ
+    assert np.any(arr[:34] < 128)                              # the label strip holds text
+
+
+def test_save_images(tmp_path, one_thread):
+    from dfsq.data import sample_image
+    from dfsq.evaluate import main
+
+    root = tmp_path / "data"
+    (root / "Tiny" / "HR").mkdir(parents=True)
+    img = sample_image()
+    Image.fromarray(img[:40, :44]).save(root / "Tiny" / "HR" / "a.png")
+    Image.fromarray(img[100:131, 200:250]).save(root / "Tiny" / "HR" / "b.png")
+    out = tmp_path / "sr"
+    main(["--method", "bicubic", "--scale", "2", "--datasets", "Tiny", "--data-root", str(root),
+          "--save-images", str(out)])
+    files = sorted(p.name for p in (out / "Tiny").iterdir())
+    assert files == ["a.png", "b.png"]
+    with Image.open(out / "Tiny" / "b.png") as im:
+        assert im.size == (50, 30)   # modcropped to the scale
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit) as exc:
+        main(["--method", "bicubic", "--datasets", "Tiny", "--data-root", str(root), "--save-images",
+              str(tmp_path / "file")])
+    assert exc.value.code == 2
+
+
+def test_evaluate_uniform_method(tmp_path, test_weights, one_thread, capsys):
+    from dfsq.data import sample_image
+    from dfsq.evaluate import main
+
+    img = sample_image()
+    calib, root = tmp_path / "calib", tmp_path / "data"
+    calib.mkdir()
+    (root / "Tiny" / "HR").mkdir(parents=True)
+    Image.fromarray(img[:48, :48]).save(calib / "c1.png")
+    Image.fromarray(img[200:248, 200:248]).save(calib / "c2.png")
+    Image.fromarray(img[100:140, 300:340]).save(root / "Tiny" / "HR" / "t.png")
+    main(["--weights", test_weights, "--method", "uniform", "--act-bits", "4", "--weight-bits", "4", "--calib",
+          str(calib), "--images", "2", "--datasets", "Tiny", "--data-root", str(root), "--json",
+          str(tmp_path / "r.json")])
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["method"] == "uniform" and 10 < r["results"]["Tiny"]["psnr"] < 60
+    with pytest.raises(SystemExit):
+        main(["--weights", test_weights, "--method", "uniform", "--act-bits", "4", "--weight-bits", "3",
+              "--calib", str(calib), "--images", "2", "--datasets", "Tiny", "--data-root", str(root)])
+    assert "act-bits equal" in capsys.readouterr().err
+
+
+def test_shared_collection_gives_the_same_params(tiny_edsr, one_thread):
+    from bench.psnr_table import shared_collection
+    from dfsq.calibrate import calibrate
+
+    rng = np.random.default_rng(3)
+    imgs = [("a", rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)),
+            ("b", rng.integers(0, 256, (12, 12, 3), dtype=np.uint8))]
+    ref = {(b, w): calibrate(tiny_edsr, imgs, act_bits=b, weight_bits=b, words=w) for b, w in ((4, 4), (3, 2))}
+    with shared_collection():
+        got = {(b, w): calibrate(tiny_edsr, imgs, act_bits=b, weight_bits=b, words=w) for b, w in ((4, 4), (3, 2))}
+    for k in ref:
+        for a in ref[k].arrays:
+            assert np.array_equal(ref[k].arrays[a], got[k].arrays[a]), (k, a)

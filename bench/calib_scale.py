@@ -140,6 +140,9 @@ def markdown(rows: list[dict]) -> str:
                      f"{r['seconds_collect']} | "
                      f"{r['seconds_select']} | {r['seconds_forward_only'] or '-'} | {r['peak_rss_gb']} | "
                      f"{'; '.join(goal) or '-'} | {r['loadavg_before'][0]} / {r['loadavg_after'][0]} |")
+    notes = [f"* {r['case']}: {r['note']}" for r in rows if r.get("note")]
+    if notes:
+        lines += ["", "Notes:", ""] + notes
     return "\n".join(lines) + "\n"
 
 

@@ -20,6 +20,7 @@ EDSR, whose every output channel has weights of both signs).
 from __future__ import annotations
 
 import copy
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -151,6 +152,9 @@ class QuantConv(nn.Module):
         k = 1 << self.act_bits
         self.register_buffer("bias", conv.bias.detach().float().clone())
         self.register_buffer("weight_q", torch.as_tensor(np.asarray(weight_q), dtype=torch.int32).clone())
+        if tuple(self.weight_q.shape) != tuple(conv.weight.shape):
+            raise UserError(f"{name}: weight_q has shape {tuple(self.weight_q.shape)}, the conv's weight "
+                            f"{tuple(conv.weight.shape)}")
         self.register_buffer("zero_point", torch.as_tensor(np.asarray(zero_point), dtype=torch.int32).clone())
         self.register_buffer("weight_scale", torch.as_tensor(np.asarray(weight_scale), dtype=torch.float32).clone())
         self.register_buffer("weight_fq", dequantize_weight(self.weight_q, self.zero_point, self.weight_scale),
@@ -274,7 +278,8 @@ def quantize_model(model: nn.Module, params, method: str = "dfsq") -> nn.Module:
         name, conv = ql.name, get_module(qmodel, ql.name)
         if params.layers[idx] != name:
             raise UserError(f"params layer {idx} is {params.layers[idx]!r}, the model has {name!r}")
-        qc = QuantConv(conv, name=name, index=idx, relu_input=ql.relu_input, method=method, act_bits=cfg["act_bits"],
+        qc = QuantConv(conv, name=name, index=idx, relu_input=ql.relu_input, method=method,
+                       act_bits=cfg["act_bits"],
                        weight_bits=cfg["weight_bits"], words=cfg["words"], gap=cfg["gap"],
                        weight_q=params.arrays["weight_q"][idx], zero_point=params.arrays["zero_point"][idx],
                        weight_scale=params.arrays["weight_scale"][idx],

@@ -330,3 +330,15 @@ def test_config_b_state_dict(scale, tmp_path, capsys, one_thread):
         assert {"missing": "missing keys", "extra": "unknown keys", "shape": "shape"}[what] in out.err, out.err
         assert "Traceback" not in out.err
     assert not (tmp_path / "never.npz").exists()
+
+
+def test_demo_rdn_without_weights(tmp_path, capsys, monkeypatch):
+    """`python -m demo --model rdn` without the embedded RDN file fails with one clear line (exit 2)."""
+    import demo
+    from dfsq import weights
+
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path / "no-weights")
+    monkeypatch.setattr("sim.runner.check_simulator", lambda name: None)
+    code, out = _cli(demo.main, ["--model", "rdn", "--out", str(tmp_path / "demo")], capsys)
+    assert code == 2 and out.err.count("\n") == 1 and "no embedded default rdn checkpoint" in out.err, out.err
+    assert "rdn_s_x2.pt" in out.err

@@ -100,6 +100,12 @@ def get_params(model, scale: int, bits: int, words: int, images: int, seed: int,
 
 
 _COLLECTED: dict = {}
+_COLLECTED_ATTRS = ("hist", "pixels", "chan_min", "chan_max")  # the statistics dfsq.calibrate._Collector gathers
+
+
+def _copy_stats(values: list) -> list:
+    """A per-layer list of tensors (or None / counts) copied, so that point selection can free its own copy."""
+    return [v.clone() if torch.is_tensor(v) else v for v in values]
 
 
 @contextlib.contextmanager
@@ -118,10 +124,10 @@ def shared_collection():
         k = (weights_fingerprint(model), tuple(n for n, _ in inputs), collector.bins)
         if k not in _COLLECTED:
             orig(model, inputs, collector, progress, desc)
-            _COLLECTED[k] = {a: getattr(collector, a).clone() for a in ("hist", "act_min", "act_max", "chan_max")}
+            _COLLECTED[k] = {a: _copy_stats(getattr(collector, a)) for a in _COLLECTED_ATTRS}
         else:
             for a, v in _COLLECTED[k].items():
-                getattr(collector, a).copy_(v)
+                setattr(collector, a, _copy_stats(v))
 
     cal._run = run
     try:

@@ -24,6 +24,16 @@ def _nearest_existing(path: Path) -> Path:
     return p
 
 
+def _probe(folder: Path, failure: str) -> None:
+    """Create and remove one temporary file in ``folder``: the only sure test of writability (root ignores modes)."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe-", suffix=".tmp")
+    except OSError as exc:
+        raise UserError(f"{failure}: {exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def check_output_file(path: str | Path, what: str = "output") -> Path:
     """``path`` as a Path if a file can be written there; a one-line UserError otherwise. Creates nothing."""
     path = Path(path)
@@ -34,12 +44,7 @@ def check_output_file(path: str | Path, what: str = "output") -> Path:
     base = _nearest_existing(path)
     if not base.is_dir():
         raise UserError(f"cannot write {what} {path}: {base} is not a folder")
-    try:
-        fd, probe = tempfile.mkstemp(dir=base, prefix=".probe-", suffix=".tmp")
-    except OSError as exc:
-        raise UserError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
-    os.close(fd)
-    os.unlink(probe)
+    _probe(base, f"cannot write {what} {path}")
     return path
 
 
@@ -51,12 +56,7 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
     base = path if path.is_dir() else _nearest_existing(path)
     if not base.is_dir():
         raise UserError(f"cannot create {what} {path}: {base} is not a folder")
-    try:
-        fd, probe = tempfile.mkstemp(dir=base, prefix=".probe-", suffix=".tmp")
-    except OSError as exc:
-        raise UserError(f"cannot write into {what} {path}: {exc.strerror or exc}") from None
-    os.close(fd)
-    os.unlink(probe)
+    _probe(base, f"cannot write into {what} {path}")
     return path
 
 

@@ -78,12 +78,13 @@ def build_model(args):
     if args.method == "dfsq-hw":
         from .hw_mode import apply_hw_mode  # noqa: PLC0415
 
-        apply_hw_mode(qmodel, scale_bits=args.scale_bits)
+        apply_hw_mode(qmodel, scale_bits=args.scale_bits, denorm=args.denorm, sigma_bits=args.sigma_bits,
+                      shift_bits=args.shift_bits)
     return qmodel
 
 
 def add_quant_args(ap: argparse.ArgumentParser) -> None:
-    from golden.spec import DEFAULT_SCALE_BITS  # noqa: PLC0415
+    from golden.spec import DEFAULT_SCALE_BITS, DEFAULT_SHIFT_BITS, DEFAULT_SIGMA_BITS, DENORMS  # noqa: PLC0415
 
     ap.add_argument("--act-bits", type=int, default=4)
     ap.add_argument("--weight-bits", type=int, default=4)
@@ -95,11 +96,20 @@ def add_quant_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--scale-bits", type=int, default=None,
                     help=f"fixed-point width of sigma/mu in the integer datapath (dfsq-hw only; default "
                          f"{DEFAULT_SCALE_BITS})")
+    ap.add_argument("--denorm", choices=DENORMS, default=None,
+                    help="de-normalization of the integer datapath (dfsq-hw only): fused (sigma and mean in every "
+                         "lane, the default) or split (mean term out of the lanes, low-bit sigma)")
+    ap.add_argument("--sigma-bits", type=int, default=None,
+                    help=f"split: bits of the sigma mantissa (default {DEFAULT_SIGMA_BITS})")
+    ap.add_argument("--shift-bits", type=int, default=None,
+                    help=f"split: bits of the per-channel alignment shift, 0 = one exponent per (layer, sample) "
+                         f"(default {DEFAULT_SHIFT_BITS})")
 
 
 def check_quant_args(args) -> None:
     """Reject flags the chosen ``--method`` would ignore or clamp (``--scale-bits`` is for dfsq-hw only)."""
-    from golden.spec import DEFAULT_SCALE_BITS, SCALE_BITS_RANGE  # noqa: PLC0415
+    from golden.spec import (DEFAULT_DENORM, DEFAULT_SCALE_BITS, DEFAULT_SHIFT_BITS, DEFAULT_SIGMA_BITS,  # noqa: PLC0415
+                             SCALE_BITS_RANGE, SHIFT_BITS_RANGE, SIGMA_BITS_RANGE)
 
     if args.scale_bits is None:
         args.scale_bits = DEFAULT_SCALE_BITS
@@ -107,6 +117,19 @@ def check_quant_args(args) -> None:
         raise UserError(f"--scale-bits applies to --method dfsq-hw only, not {args.method}")
     elif not SCALE_BITS_RANGE[0] <= args.scale_bits <= SCALE_BITS_RANGE[1]:
         raise UserError(f"--scale-bits must be in {SCALE_BITS_RANGE[0]}..{SCALE_BITS_RANGE[1]}, got {args.scale_bits}")
+    method = getattr(args, "method", "dfsq-hw")
+    if getattr(args, "denorm", None) is not None and method != "dfsq-hw":
+        raise UserError(f"--denorm applies to --method dfsq-hw only, not {method}")
+    args.denorm = getattr(args, "denorm", None) or DEFAULT_DENORM
+    for flag, name, default, (lo, hi) in (("--sigma-bits", "sigma_bits", DEFAULT_SIGMA_BITS, SIGMA_BITS_RANGE),
+                                          ("--shift-bits", "shift_bits", DEFAULT_SHIFT_BITS, SHIFT_BITS_RANGE)):
+        v = getattr(args, name, None)
+        if v is None:
+            setattr(args, name, default)
+        elif args.denorm != "split":
+            raise UserError(f"{flag} applies to --denorm split only")
+        elif not lo <= v <= hi:
+            raise UserError(f"{flag} must be in {lo}..{hi}, got {v}")
 
 
 @cli_main

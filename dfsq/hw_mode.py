@@ -15,7 +15,8 @@ import torch
 
 from golden.errors import UserError
 from golden.layer import Operands, accumulate, derive_codes, fixed_point_params, gather_points, layer_spec, to_float
-from golden.spec import DEFAULT_CHANNELS, DEFAULT_SCALE_BITS, DatapathSpec, SpecError
+from golden.spec import (DEFAULT_CHANNELS, DEFAULT_DENORM, DEFAULT_SCALE_BITS, DEFAULT_SHIFT_BITS, DEFAULT_SIGMA_BITS,
+                         DatapathSpec, SpecError)
 
 
 class _HwForward:
@@ -60,8 +61,12 @@ def _quant_convs(qmodel):
     return [m for m in qmodel.modules() if isinstance(m, QuantConv)]
 
 
-def apply_hw_mode(qmodel, scale_bits: int = DEFAULT_SCALE_BITS):
-    """Switch every DFSQ QuantConv of ``qmodel`` to the golden integer datapath (in place); returns ``qmodel``."""
+def apply_hw_mode(qmodel, scale_bits: int = DEFAULT_SCALE_BITS, denorm: str = DEFAULT_DENORM,
+                  sigma_bits: int = DEFAULT_SIGMA_BITS, shift_bits: int = DEFAULT_SHIFT_BITS):
+    """Switch every DFSQ QuantConv of ``qmodel`` to the golden integer datapath (in place); returns ``qmodel``.
+
+    ``denorm``, ``sigma_bits``, ``shift_bits``: the de-normalization format (golden.spec; the last two are used by
+    ``denorm="split"`` only)."""
     convs = _quant_convs(qmodel)
     if not convs:
         raise UserError("the model has no QuantConv layers: quantize it first (dfsq.quantize.quantize_model)")
@@ -71,7 +76,8 @@ def apply_hw_mode(qmodel, scale_bits: int = DEFAULT_SCALE_BITS):
                             f"(method {qc.method!r}, norm {getattr(qc, 'norm', True)})")
         try:
             spec = DatapathSpec(words=qc.words, gap=qc.gap, act_bits=qc.act_bits, weight_bits=qc.weight_bits,
-                                scale_bits=int(scale_bits), channels=max(qc.in_channels, DEFAULT_CHANNELS))
+                                scale_bits=int(scale_bits), channels=max(qc.in_channels, DEFAULT_CHANNELS),
+                                denorm=denorm, sigma_bits=int(sigma_bits), shift_bits=int(shift_bits))
         except SpecError as exc:
             raise UserError(f"hardware mode: {exc}") from None
         qc.forward = _HwForward(qc, spec)

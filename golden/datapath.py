@@ -132,3 +132,90 @@ def pixel_reference(ops, wordset: WordSet, n: int, o: int, h: int, w: int, spec:
         mask = [int(t == TAPS // 2) for t in range(TAPS)]
     return mac_reference(wo, idx, mask, ops.point_codes, ops.sigma_m[n], ops.mu_m[n],
                          int(ops.bias_int[n, o]), wordset, spec)
+
+
+def mac_reference_split(weights, idx, mask, table, sigma_s, sigma_d, start: int, wordset: WordSet,
+                        spec: DatapathSpec | None = None) -> int:
+    """The accumulator of one output pixel of one output channel on the "split" datapath (golden.spec):
+    ``acc = start + sum_c (s_c * A_c) << d_c`` with ``A_c = sum over valid taps of w' * P`` and ``start`` the
+    pixel's border-class start value (golden.mean_unit). Arguments as :func:`mac_reference`, with the sigma
+    mantissas ``sigma_s`` and shifts ``sigma_d`` per channel. With ``spec``, every product, A_c, s_c A_c, lane
+    term, running lane sum, the start value and the accumulator are checked against their widths."""
+    mask = [int(bool(m)) for m in _flat(mask)]
+    if len(mask) != TAPS:
+        raise ValueError(f"mask needs {TAPS} entries")
+    total = 0
+    for c, (wc, ic) in enumerate(zip(weights, idx)):
+        wc, ic = [int(v) for v in _flat(wc)], [int(v) for v in _flat(ic)]
+        a = 0
+        for t in range(TAPS):
+            if mask[t]:
+                p = product(wc[t], int(table[c][ic[t]]), wordset)
+                if spec is not None:
+                    _fits(p, spec.product_bits, f"product (channel {c}, tap {t})")
+                a += p
+        s, d = int(sigma_s[c]), int(sigma_d[c])
+        if spec is not None:
+            if not (0 <= s <= spec.sigma_max and 0 <= d <= spec.shift_max):
+                raise DatapathOverflow(f"sigma mantissa {s} or shift {d} of channel {c} out of range")
+            _fits(a, spec.a_bits, f"A_{c}")
+            _fits(s * a, spec.sa_bits, f"s_{c} * A_{c}")
+        term = (s * a) << d
+        total += term
+        if spec is not None:
+            _fits(term, spec.term_bits, f"term_{c}")
+            _fits(total, spec.sum_bits, f"lane sum after channel {c}")
+    acc = int(start) + total
+    if spec is not None:
+        _fits(int(start), spec.start_bits, "start")
+        _fits(acc, spec.acc_bits, "acc")
+    return acc
+
+
+def mean_unit_reference(mu_m, weights, bias_int: int, kernel: int = 3, spec: DatapathSpec | None = None) -> list[int]:
+    """The 16 border-class start values of one output channel, as the sequential mean unit computes them: the tap
+    constants ``K_t = sum_c mu_m[c] * w'[c, t]`` (one product at a time), then ``bias_int + sum of K_t`` over
+    each class's valid taps (golden.mean_unit.class_taps). ``weights``: C x taps. With ``spec``, every running
+    tap constant and every start value are checked against their widths."""
+    from .mean_unit import CLASSES, class_taps
+
+    taps = kernel * kernel
+    K = [0] * taps
+    for c, wc in enumerate(weights):
+        wc = [int(v) for v in _flat(wc)]
+        if spec is not None:
+            _fits(int(mu_m[c]), spec.scale_bits, f"mu_m[{c}]")
+        for t in range(taps):
+            K[t] += int(mu_m[c]) * wc[t]
+            if spec is not None:
+                _fits(K[t], spec.tap_const_bits, f"K_{t} after channel {c}")
+    out = []
+    for k in range(CLASSES):
+        v = int(bias_int) + sum(K[t] for t in class_taps(k, kernel))
+        if spec is not None:
+            _fits(v, spec.start_bits, f"start of class {k}")
+        out.append(v)
+    return out
+
+
+def pixel_reference_split(ops, wordset: WordSet, n: int, o: int, h: int, w: int,
+                          spec: DatapathSpec | None = None) -> int:
+    """acc[n, o, h, w] of "split" :class:`golden.layer.Operands` ``ops`` (sigma_s, sigma_d set), computed by
+    :func:`mean_unit_reference` (the pixel's border class) and :func:`mac_reference_split`."""
+    from .mean_unit import border_classes
+
+    if ops.sigma_s is None or ops.sigma_d is None:
+        raise SpecError("pixel_reference_split needs operands of a split spec (sigma_s, sigma_d)")
+    C, H, W = ops.codes.shape[1:]
+    k = ops.w.shape[-1]
+    idx, mask = [], None
+    for c in range(C):
+        i, mask = window(ops.codes[n, c], h, w)
+        idx.append(i)
+    wo = ops.w[o].reshape(C, k * k)
+    starts = mean_unit_reference(ops.mu_m[n], wo, int(ops.bias_int[n, o]), k, spec)
+    if k == 1:
+        wo = [[int(v) if t == TAPS // 2 else 0 for t in range(TAPS)] for v in wo[:, 0]]
+        mask = [int(t == TAPS // 2) for t in range(TAPS)]
+    start = starts[int(border_classes(H, W)[h, w])]
+    return mac_reference_split(wo, idx, mask, ops.point_codes, ops.sigma_s[n], ops.sigma_d[n], start, wordset, spec)

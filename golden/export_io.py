@@ -225,11 +225,14 @@ def spec_from_manifest(manifest: dict, **overrides) -> DatapathSpec:
         sp = dict(manifest.get("spec") or {})
         cfg = manifest.get("config") or {}
         kw = {}
-        for key in ("words", "gap", "act_bits", "weight_bits", "scale_bits", "channels", "kernel"):
+        for key in ("words", "gap", "act_bits", "weight_bits", "scale_bits", "channels", "kernel", "sigma_bits",
+                    "shift_bits"):
             if key in sp:
                 kw[key] = int(sp[key])
             elif key in cfg and cfg[key] is not None:
                 kw[key] = int(cfg[key])
+        if "denorm" in sp:
+            kw["denorm"] = str(sp["denorm"])
         for key in ("words", "gap", "act_bits", "weight_bits"):
             if key in sp and key in cfg and cfg[key] is not None and int(cfg[key]) != int(sp[key]):
                 raise UserError(f"manifest: config {key} = {cfg[key]} but spec {key} = {sp[key]}")

@@ -85,6 +85,8 @@ class Operands:
     bias_int: np.ndarray     # (N, O)        round(bias / s_w * 2^E)
     codes: np.ndarray        # (N, C, H, W)  point indices
     point_codes: np.ndarray  # (C, 2^b)      spec codes of each channel's points
+    sigma_s: np.ndarray | None = None  # (N, C) "split" only: sigma mantissa s_c (sigma_m = s_c << d_c)
+    sigma_d: np.ndarray | None = None  # (N, C) "split" only: alignment shift d_c
 
 
 def point_table(point_codes, spec: DatapathSpec) -> np.ndarray:
@@ -103,22 +105,33 @@ def gather_points(table: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return table.ravel()[flat]
 
 
-def fixed_point_params(scale, mean, bias, weight_scale, spec: DatapathSpec):
-    """(sigma_m (N, C), mu_m (N, C), E (N,), bias_int (N, O)) from the float32 statistics, per spec.py."""
+def fixed_point_params(scale, mean, bias, weight_scale, spec: DatapathSpec, parts: bool = False):
+    """(sigma_m (N, C), mu_m (N, C), E (N,), bias_int (N, O)) from the float32 statistics, per spec.py.
+
+    With ``parts`` (a "split" spec), also the sigma mantissas s (N, C) and shifts d (N, C): sigma_m = s << d."""
     scale = np.asarray(scale)
     mean = np.asarray(mean)
     N = scale.shape[0]
     sig = np.empty(scale.shape, np.int64)
     mu = np.empty(scale.shape, np.int64)
+    s_all = np.empty(scale.shape, np.int64)
+    d_all = np.zeros(scale.shape, np.int64)
     E = np.empty(N, np.int64)
     bias_int = np.empty((N, len(bias)), np.int64)
     try:
         cap = spec.bias_exponent_limit(bias, weight_scale)
         for n in range(N):  # one shared exponent per sample: a loop over samples, not pixels or channels
-            sig[n], mu[n], E[n] = spec.fixed_point(scale[n], mean[n], cap)
+            if spec.split:
+                s_all[n], d_all[n], mu[n], E[n] = spec.split_fixed_point(scale[n], mean[n], cap)
+                sig[n] = s_all[n] << d_all[n]
+            else:
+                sig[n], mu[n], E[n] = spec.fixed_point(scale[n], mean[n], cap)
+                s_all[n] = sig[n]
             bias_int[n] = spec.bias_int(bias, weight_scale, int(E[n]))
     except SpecError as exc:
         raise UserError(f"fixed-point format: {exc}") from None
+    if parts:
+        return sig, mu, E, bias_int, s_all, d_all
     return sig, mu, E, bias_int
 
 
@@ -150,9 +163,11 @@ def operands(layer: LayerData, spec: DatapathSpec, codes=None) -> Operands:
     if not np.array_equal(table, layer.point_ints):
         raise UserError(f"{layer.name}: decoded point codes differ from point_ints")
     w = layer.weight_q.astype(np.int64) - layer.zero_point.astype(np.int64)[:, None, None, None]
-    sig, mu, E, bias_int = fixed_point_params(layer.scale, layer.mean, layer.bias, layer.weight_scale, lspec)
+    sig, mu, E, bias_int, s, d = fixed_point_params(layer.scale, layer.mean, layer.bias, layer.weight_scale, lspec,
+                                                    parts=True)
     return Operands(w=w, P=gather_points(table, codes), sigma_m=sig, mu_m=mu, E=E, bias_int=bias_int,
-                    codes=codes.astype(np.uint8, copy=False), point_codes=layer.point_codes)
+                    codes=codes.astype(np.uint8, copy=False), point_codes=layer.point_codes,
+                    sigma_s=s if spec.split else None, sigma_d=d if spec.split else None)
 
 
 def _check_bounds(ops: Operands, spec: DatapathSpec) -> None:
@@ -162,7 +177,7 @@ def _check_bounds(ops: Operands, spec: DatapathSpec) -> None:
     if ops.w.ndim != 4 or ops.w.shape[1:] != (C, k, k) or k not in KERNELS:
         raise SpecError(f"weights {ops.w.shape} do not match P {ops.P.shape} (kernels {KERNELS})")
     checks = (("input channels", C, spec.channels), ("kernel taps", k * k, spec.taps), ("|w'|", _amax(ops.w), spec.w_max),
-              ("|P|", _amax_minmax(ops.P), spec.wordset.p_max), ("|sigma_m|", _amax(ops.sigma_m), spec.mant_max),
+              ("|P|", _amax_minmax(ops.P), spec.wordset.p_max), ("|sigma_m|", _amax(ops.sigma_m), spec.sigma_m_max),
               ("|mu_m|", _amax(ops.mu_m), spec.mant_max), ("|bias_int|", _amax(ops.bias_int), spec.bias_max))
     for what, value, limit in checks:
         if value > limit:
@@ -394,9 +409,9 @@ def accumulate(ops: Operands, spec: DatapathSpec, threads: int = 1) -> np.ndarra
     taps = k * k
     # |sum_c,t w' Z| <= C taps w_max mant_max (p_max + 1); with the bias: the layer's bound of |acc| (acc_max when
     # spec is the layer's own)
-    acc_bound = C * taps * spec.w_max * spec.mant_max * (spec.wordset.p_max + 1) + spec.bias_max
+    acc_bound = C * taps * spec.w_max * (spec.sigma_m_max * spec.wordset.p_max + spec.mant_max) + spec.bias_max
     const_max = spec.bias_max + taps * C * spec.w_max * spec.mant_max  # |bias_int + sum mu_m w'|
-    if k == 3 and winograd_bound(C, spec.w_max, spec.mant_max, spec.wordset.p_max, const_max) < 2 ** 53:
+    if k == 3 and winograd_bound(C, spec.w_max, spec.sigma_m_max, spec.wordset.p_max, const_max) < 2 ** 53:
         V = winograd_weights(ops.w)
         th, tw = (H + 1) // 2, (W + 1) // 2
         full = np.empty((N, O, 2 * th, 2 * tw), dtype=np.int64)
@@ -415,7 +430,7 @@ def accumulate(ops: Operands, spec: DatapathSpec, threads: int = 1) -> np.ndarra
         Z += mu
         acc = conv_kxk(Z, wmat, k).astype(np.int64)
     else:
-        Z = ops.P * sig + mu  # int64: |Z| <= mant_max * (p_max + 1) < 2^63
+        Z = ops.P * sig + mu  # int64: |Z| <= sigma_m_max p_max + mant_max < 2^63
         s = _digit_bits(C, spec.w_max, taps)
         acc = np.zeros((N, O, H, W), np.int64)
         shift = 0
@@ -449,7 +464,8 @@ def error_bound(layer: LayerData, ops: Operands, spec: DatapathSpec, y_hw: np.nd
     """Elementwise bound of |y_hw - y| for the fake-quant float32 output y of contract 1 (docs/datapath.md).
 
     ``fixed``: the fixed-point format's rounding, s_w 2^-E (1/2 + 1/2 sum_c,t |w'| (|P| + valid)), since
-    bias_int, sigma_m and mu_m are each within 1/2 of their exact values. ``float32``: the reference's own
+    bias_int, sigma_m and mu_m are each within 1/2 of their exact values ("split": sigma_m = s_c << d_c is within
+    2^d_c / 2, so |P| is weighted by 2^d_c there). ``float32``: the reference's own
     float32 rounding, (4.02 u + 1.0001 gamma_n) S with u = 2^-24, n = C k^2 + 1 products, gamma_n = n u / (1 - n u)
     and S = |bias| + s_w sum |w'| (|P| scale/denom + |mean|) (points, point*scale, +mean, weight, then any
     summation order). ``float64``: this model's own float64 rounding. ``total`` = their sum.
@@ -460,8 +476,10 @@ def error_bound(layer: LayerData, ops: Operands, spec: DatapathSpec, y_hw: np.nd
     ws = layer.weight_scale.astype(np.float64)[None, :, None, None]
     step = np.ldexp(ws, -ops.E[:, None, None, None])  # s_w 2^-E: one accumulator unit
     absP = np.abs(ops.P).astype(np.float64)
-    R = conv_kxk(absP + 1.0, absw, k)  # sum |w'| (|P| + valid), exact
-    fixed = step * (0.5 + 0.5 * R)
+    # sigma_m is within half its last unit of sigma 2^E: 1/2 ("fused"), 2^d_c / 2 ("split", shift d_c); mu_m within 1/2
+    half_ulp = 0.5 if ops.sigma_d is None else np.ldexp(0.5, ops.sigma_d)[:, :, None, None]
+    R = conv_kxk(absP * half_ulp + 0.5, absw, k)  # sum |w'| (|P| ulp_c / 2 + valid / 2), exact
+    fixed = step * (0.5 + R)
     sig = layer.scale.astype(np.float64) / spec.wordset.denom
     m = absP * sig[:, :, None, None] + np.abs(layer.mean.astype(np.float64))[:, :, None, None]
     S = np.abs(layer.bias.astype(np.float64))[None, :, None, None] + ws * conv_kxk(m, absw, k)

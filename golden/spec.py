@@ -64,6 +64,17 @@ SCALE_BITS_RANGE = (4, 32)
 DEFAULT_WORDS = 4
 DEFAULT_GAP = 4
 DEFAULT_SCALE_BITS = 24    # chosen by measured PSNR: docs/datapath.md, bench/results/scale_bits_set5.md, _set14.md
+# De-normalization structure (docs/datapath.md, "Split de-normalization"):
+#   "fused": every lane computes sigma_m * A_c + mu_m * B_c, both scale_bits wide, one exponent per (layer, sample);
+#   "split": the mean term sum_c mu_m B_c leaves the lanes (one start value per output channel and border class,
+#            computed once per layer and sample by the mean unit); each lane scales A_c by a low-bit mantissa
+#            s_c (sigma_bits, unsigned) and a left shift d_c (shift_bits: 0 = one exponent per (layer, sample)).
+DENORMS = ("fused", "split")
+DEFAULT_DENORM = "fused"
+SIGMA_BITS_RANGE = (1, 24)
+SHIFT_BITS_RANGE = (0, 5)
+DEFAULT_SIGMA_BITS = 8
+DEFAULT_SHIFT_BITS = 3
 DEFAULT_CHANNELS = 64     # max input channels of a layer (EDSR-baseline: 64); sizes accumulators
 MAX_CHANNELS = 4096       # largest input channel count a spec accepts
 KERNELS = (1, 3)          # supported square kernel sizes (EDSR: 3x3; RDN: 3x3 and the 1x1 fusion convs)
@@ -251,11 +262,15 @@ class DatapathSpec:
     channels: int = DEFAULT_CHANNELS
     gap: int = DEFAULT_GAP
     kernel: int = DEFAULT_KERNEL
+    denorm: str = DEFAULT_DENORM
+    sigma_bits: int = DEFAULT_SIGMA_BITS    # "split" only: bits of the unsigned sigma mantissa s_c
+    shift_bits: int = DEFAULT_SHIFT_BITS    # "split" only: bits of the per-channel alignment shift d_c
 
     def __post_init__(self):
         WordSet(self.words, self.gap)  # validates words/gap
         for name, (lo, hi) in (("act_bits", ACT_BITS_RANGE), ("weight_bits", WEIGHT_BITS_RANGE),
-                               ("scale_bits", SCALE_BITS_RANGE)):
+                               ("scale_bits", SCALE_BITS_RANGE), ("sigma_bits", SIGMA_BITS_RANGE),
+                               ("shift_bits", SHIFT_BITS_RANGE)):
             v = getattr(self, name)
             if not (isinstance(v, int) and lo <= v <= hi):
                 raise SpecError(f"{name} must be an integer in {lo}..{hi}, got {v!r}")
@@ -263,6 +278,8 @@ class DatapathSpec:
             raise SpecError(f"channels must be an integer in 1..{MAX_CHANNELS}, got {self.channels!r}")
         if self.kernel not in KERNELS or isinstance(self.kernel, bool):
             raise SpecError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
+        if self.denorm not in DENORMS:
+            raise SpecError(f"denorm must be one of {DENORMS}, got {self.denorm!r}")
         if self.acc_bits > 63:
             raise SpecError(f"accumulator needs {self.acc_bits} bits (> 63): lower scale_bits or channels")
 
@@ -344,12 +361,44 @@ class DatapathSpec:
 
     @property
     def mant_max(self) -> int:
-        """Largest |sigma_m|, |mu_m| (symmetric range of a scale_bits-bit signed integer)."""
+        """Largest |mu_m| (and, "fused", |sigma_m|): the symmetric range of a scale_bits-bit signed integer."""
         return (1 << (self.scale_bits - 1)) - 1
+
+    # --- split de-normalization ("split"; in "fused" these describe the fused lane) ------------------------------
+    @property
+    def split(self) -> bool:
+        """The mean term is out of the lanes and sigma is a low-bit mantissa with an alignment shift."""
+        return self.denorm == "split"
+
+    @property
+    def sigma_max(self) -> int:
+        """Largest sigma mantissa: "split" 2^sigma_bits - 1 (unsigned s_c), "fused" mant_max."""
+        return (1 << self.sigma_bits) - 1 if self.split else self.mant_max
+
+    @property
+    def shift_max(self) -> int:
+        """Largest alignment shift d_c ("split": 2^shift_bits - 1; "fused": 0)."""
+        return (1 << self.shift_bits) - 1 if self.split else 0
+
+    @property
+    def sigma_m_max(self) -> int:
+        """Largest effective sigma_m = s_c << d_c (the integer that multiplies A_c)."""
+        return self.sigma_max << self.shift_max
+
+    @property
+    def sa_max(self) -> int:
+        """"split": bound of s_c * A_c, before the shift."""
+        return self.sigma_max * self.a_max
+
+    @property
+    def sa_bits(self) -> int:
+        return signed_bits(self.sa_max)
 
     @property
     def term_max(self) -> int:
-        """Bound of sigma_m * A_c + mu_m * B_c (one input channel's contribution)."""
+        """Bound of one lane's contribution: "fused" sigma_m A_c + mu_m B_c, "split" (s_c A_c) << d_c."""
+        if self.split:
+            return self.sigma_m_max * self.a_max
         return self.mant_max * (self.a_max + self.b_max)
 
     @property
@@ -358,7 +407,7 @@ class DatapathSpec:
 
     @property
     def sum_max(self) -> int:
-        """Bound of the sum over all input channels (before the bias)."""
+        """Bound of the sum of the lanes' contributions over all input channels (before the bias / start)."""
         return self.channels * self.term_max
 
     @property
@@ -366,17 +415,40 @@ class DatapathSpec:
         return signed_bits(self.sum_max)
 
     @property
+    def tap_const_max(self) -> int:
+        """"split": bound of a tap constant K_t = sum_c mu_m[c] w'[o, c, t] (the mean unit's accumulators)."""
+        return self.channels * self.mant_max * self.w_max
+
+    @property
+    def tap_const_bits(self) -> int:
+        return signed_bits(self.tap_const_max)
+
+    @property
+    def mean_max(self) -> int:
+        """Bound of the mean term sum_c mu_m B_c ("split": out of the lanes; "fused": inside them, 0 here)."""
+        return self.channels * self.mant_max * self.b_max if self.split else 0
+
+    @property
     def bias_max(self) -> int:
-        """Largest |bias_int| accepted (same magnitude as the channel sum)."""
-        return self.sum_max
+        """Largest |bias_int| accepted (the magnitude of the whole channel sum)."""
+        return self.sum_max + self.mean_max
 
     @property
     def bias_bits(self) -> int:
         return signed_bits(self.bias_max)
 
     @property
+    def start_max(self) -> int:
+        """Bound of the accumulator's start value: "split" bias_int + mean term, "fused" bias_int."""
+        return self.bias_max + self.mean_max
+
+    @property
+    def start_bits(self) -> int:
+        return signed_bits(self.start_max)
+
+    @property
     def acc_max(self) -> int:
-        return self.sum_max + self.bias_max
+        return self.sum_max + self.start_max
 
     @property
     def acc_bits(self) -> int:
@@ -396,6 +468,9 @@ class DatapathSpec:
         d = {k: getattr(self, k) for k in keys}
         d.update(K=self.wordset.K, denom=self.wordset.denom, universal_set_size=len(self.wordset),
                  p_max=self.wordset.p_max, acc_max=self.acc_max)
+        if self.split:  # only then: a fused spec's widths (and export manifests) are unchanged
+            d.update(denorm=self.denorm, sigma_bits=self.sigma_bits, shift_bits=self.shift_bits,
+                     sa_bits=self.sa_bits, tap_const_bits=self.tap_const_bits, start_bits=self.start_bits)
         return d
 
     # --- fixed-point de-normalization --------------------------------------------------------------------------
@@ -428,13 +503,60 @@ class DatapathSpec:
     def fixed_point(self, scale: np.ndarray, mean: np.ndarray, max_exponent: int | None = None):
         """(sigma_m, mu_m, E) for per-channel float32 ``scale`` (= max-abs + EPS) and ``mean`` of one sample.
 
-        E = :meth:`exponent`, capped at ``max_exponent`` when given (see :meth:`bias_exponent_limit`)."""
+        "fused": E = :meth:`exponent`, capped at ``max_exponent`` when given (see :meth:`bias_exponent_limit`).
+        "split": sigma_m = s_c << d_c of :meth:`split_fixed_point` (the effective integer multiplying A_c)."""
+        if self.split:
+            s, d, mu, e = self.split_fixed_point(scale, mean, max_exponent)
+            return s << d, mu, e
         sigma = np.asarray(scale, dtype=np.float64) / self.wordset.denom
         mean = np.asarray(mean, dtype=np.float64)
         e = self.exponent(sigma, mean)
         if max_exponent is not None:
             e = min(e, int(max_exponent))
         return round_half_up(np.ldexp(sigma, e)), round_half_up(np.ldexp(mean, e)), e
+
+    def channel_exponents(self, sigma: np.ndarray) -> np.ndarray:
+        """Per channel, the largest e with ``round_half_up(sigma 2^e) <= sigma_max`` (int64; a huge value for a
+        zero sigma, which constrains nothing). Vectorized and exact: log2 seeds it, ldexp checks it."""
+        sigma = np.asarray(sigma, dtype=np.float64)
+        limit = self.sigma_max + 0.5  # round_half_up(v) <= sigma_max  <=>  v < sigma_max + 1/2
+        pos = sigma > 0
+        v = np.where(pos, sigma, 1.0)
+        e = np.floor(np.log2(limit / v)).astype(np.int64)
+        for _ in range(3):  # log2's rounding is off by at most one: settle to the largest e with v 2^e < limit
+            e += np.ldexp(v, e + 1) < limit
+            e -= np.ldexp(v, e) >= limit
+        return np.where(pos, e, np.iinfo(np.int64).max // 4)
+
+    def split_fixed_point(self, scale: np.ndarray, mean: np.ndarray, max_exponent: int | None = None):
+        """(s, d, mu_m, E) of the "split" format for one sample (docs/datapath.md, "Split de-normalization").
+
+        sigma_c = scale_c / denom. Each channel's own exponent e_c is the largest e with
+        ``round(sigma_c 2^e) <= sigma_max`` (an m-bit mantissa with its top bit set, m = sigma_bits). The
+        accumulator's exponent E of the (layer, sample) is the smallest of: min_c e_c + shift_max (the largest
+        channel shifted the furthest), the largest E with every |mean_c| 2^E <= mant_max, and ``max_exponent``
+        (the bias cap). Then d_c = max(0, E - e_c) <= shift_max and s_c = round(sigma_c 2^(E - d_c)) <= sigma_max;
+        a channel smaller than the largest by more than 2^shift_max (e_c > E) gets d_c = 0 and fewer significant
+        bits. With shift_bits = 0 every d_c is 0: one exponent per (layer, sample). mu_m = round(mean_c 2^E)."""
+        sigma = np.asarray(scale, dtype=np.float64) / self.wordset.denom
+        mean = np.asarray(mean, dtype=np.float64)
+        if not (np.all(np.isfinite(sigma)) and np.all(np.isfinite(mean))):
+            raise SpecError("scale or mean is not finite")
+        if np.any(sigma < 0):
+            raise SpecError("scale is negative")
+        e_c = self.channel_exponents(sigma)
+        caps = []
+        if np.any(sigma > 0):
+            caps.append(int(e_c.min()) + self.shift_max)
+        m = float(np.max(np.abs(mean), initial=0.0))
+        if m > 0:
+            caps.append(_largest_exponent(m, self.mant_max))
+        if max_exponent is not None:
+            caps.append(int(max_exponent))
+        e = min(caps) if caps else 0
+        d = np.where(e_c > e, 0, e - np.minimum(e_c, e)).astype(np.int64)
+        s = round_half_up(np.ldexp(sigma, e - d))
+        return s, d, round_half_up(np.ldexp(mean, e)), e
 
     def bias_int(self, bias: np.ndarray, weight_scale: np.ndarray, e: int) -> np.ndarray:
         """Bias in accumulator units (s_w * 2^-E); SpecError if it exceeds ``bias_max``."""

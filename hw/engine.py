@@ -24,14 +24,14 @@ stage  registered at the end of it
 2      per-tap products (shift-add) and masked weights
 3      per-lane ``A`` and ``B`` (balanced 9-input trees; the multipliers' deferred carries are their
        carry-ins)
-4      per-lane ``sigma_m * A`` and ``mu_m * B``
+4      per-lane ``sigma_m * A`` and ``mu_m * B`` ("split": ``(s_c * A) << d_c``)
 5      sum over lanes (balanced tree)
 6      accumulator over groups (bias on the first beat); on the last beat, the output register
 ====== =========================================================================================
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -41,7 +41,22 @@ from .arith import Carry, Term, add, balanced_sum, shape_for
 from .decoder import PointDecoder, check_spec, code_layout, index_bits
 from .shift_add import COMBINATIONAL_VARIANTS, ShiftAddMultiplier, check_fault, check_variant
 
-__all__ = ["ConvEngine", "check_lanes"]
+__all__ = ["ConvEngine", "check_lanes", "ENGINE_FAULTS"]
+
+#: Deliberately broken engines, for mutation tests only: the multiplier's faults (hw.shift_add.FAULTS) and, with
+#: a "split" spec, faults of the split de-normalization.
+ENGINE_FAULTS = {
+    "sigma_shift": "split: every lane shifts s_c A_c one bit further left than d_c",
+    "start_class": "split: the accumulator starts from 0 instead of in_start on the first beat",
+}
+
+
+def check_engine_fault(fault, spec: DatapathSpec):
+    if fault in ENGINE_FAULTS:
+        if not spec.split:
+            raise ValueError(f"fault {fault!r} needs a split de-normalization spec")
+        return fault
+    return check_fault(fault)
 
 
 def check_lanes(spec: DatapathSpec, lanes) -> int:
@@ -62,7 +77,10 @@ class ConvEngine(wiring.Component):
 
     ``out_acc`` = ``bias + sum over the G beats of one output, over lanes, of (sigma_m * A + mu_m * B)`` with
     ``A = sum_t mask_t * w'_t * P(table[c][idx_t])`` and ``B = sum_t mask_t * w'_t``, exactly as
-    ``golden.layer.accumulate``. Outputs leave in input order, ``latency`` cycles after the handshake of their
+    ``golden.layer.accumulate``. With a "split" spec (golden.spec: the mean term out of the lanes), each lane
+    computes only ``(s_c * A) << d_c`` (an m-bit multiplier and a shifter) and the accumulator starts from
+    ``in_start`` (bias_int plus the mean term of the pixel's border class, golden.mean_unit); the result is the
+    same integer as golden.layer.accumulate's for sigma_m = s_c << d_c. Outputs leave in input order, ``latency`` cycles after the handshake of their
     last beat when ``out_ready`` is held high.
 
     Parameters
@@ -106,12 +124,17 @@ class ConvEngine(wiring.Component):
         Point index of tap t of lane l (flat element l * 9 + t).
     in_weight : In(ArrayLayout(ArrayLayout(signed(w_bits), 9), L))
         Two's-complement weight w' of tap t of lane l (flat element l * 9 + t).
-    in_sigma : In(ArrayLayout(signed(scale_bits), L))
-        sigma_m of each lane's channel.
+    in_sigma : In(ArrayLayout(signed(scale_bits), L)) ("fused") or In(ArrayLayout(unsigned(sigma_bits), L)) ("split")
+        sigma_m ("fused") or the sigma mantissa s_c ("split") of each lane's channel.
     in_mu : In(ArrayLayout(signed(scale_bits), L))
-        mu_m of each lane's channel.
+        "fused" only: mu_m of each lane's channel.
     in_bias : In(signed(bias_bits))
-        bias_int of the output channel (used on the first beat).
+        "fused" only: bias_int of the output channel (used on the first beat).
+    in_shift : In(ArrayLayout(unsigned(shift_bits), L))
+        "split" with ``shift_bits`` > 0 only: the alignment shift d_c of each lane's channel.
+    in_start : In(signed(start_bits))
+        "split" only: the start value of the output (bias_int plus the mean term of the pixel's border class,
+        from the mean unit: golden.mean_unit), used on the first beat.
     out_valid : Out(1)
         ``out_acc`` holds a result.
     out_ready : In(1)
@@ -123,10 +146,10 @@ class ConvEngine(wiring.Component):
     def __init__(self, *, spec, lanes, fault=None, variant="deferred"):
         self._spec = check_spec(spec)
         self._lanes = check_lanes(spec, lanes)
-        self._fault = check_fault(fault)
+        self._fault = check_engine_fault(fault, spec)
         self._variant = check_variant(variant, COMBINATIONAL_VARIANTS)
         L = lanes
-        super().__init__({
+        members = {
             "tbl_we": In(1),
             "tbl_chan": In(index_bits(spec.channels)),
             "tbl_idx": In(spec.act_bits),
@@ -139,13 +162,22 @@ class ConvEngine(wiring.Component):
             "in_mask": In(TAPS),
             "in_idx": In(data.ArrayLayout(data.ArrayLayout(spec.act_bits, TAPS), L)),
             "in_weight": In(data.ArrayLayout(data.ArrayLayout(signed(spec.w_bits), TAPS), L)),
-            "in_sigma": In(data.ArrayLayout(signed(spec.scale_bits), L)),
-            "in_mu": In(data.ArrayLayout(signed(spec.scale_bits), L)),
-            "in_bias": In(signed(spec.bias_bits)),
+        }
+        if spec.split:
+            members["in_sigma"] = In(data.ArrayLayout(unsigned(spec.sigma_bits), L))
+            if spec.shift_bits:
+                members["in_shift"] = In(data.ArrayLayout(unsigned(spec.shift_bits), L))
+            members["in_start"] = In(signed(spec.start_bits))
+        else:
+            members["in_sigma"] = In(data.ArrayLayout(signed(spec.scale_bits), L))
+            members["in_mu"] = In(data.ArrayLayout(signed(spec.scale_bits), L))
+            members["in_bias"] = In(signed(spec.bias_bits))
+        members.update({
             "out_valid": Out(1),
             "out_ready": In(1),
             "out_acc": Out(signed(spec.acc_bits)),
         })
+        super().__init__(members)
 
     @property
     def spec(self) -> DatapathSpec:
@@ -192,7 +224,9 @@ class ConvEngine(wiring.Component):
         v1 = stage("v1", self.in_valid & en)
         first1, last1 = stage("first1", self.in_first), stage("last1", self.in_last)
         mask1 = stage("mask1", self.in_mask)
-        bias1 = stage("bias1", self.in_bias)
+        split = spec.split
+        # "bias" carries bias_int ("fused") or the start value of the pixel's border class ("split")
+        bias1 = stage("bias1", self.in_start if split else self.in_bias)
         lanes1 = []
         for l in range(L):
             dec = PointDecoder(spec=spec, channels=self.groups, read_ports=TAPS)
@@ -206,12 +240,13 @@ class ConvEngine(wiring.Component):
                 dec.r_chan.eq(self.in_group),
                 dec.r_idx.eq(self.in_idx[l]),
             ]
-            lanes1.append(dict(
-                code=dec.r_code,
-                weight=stage(f"weight1_{l}", self.in_weight[l]),
-                sigma=stage(f"sigma1_{l}", self.in_sigma[l]),
-                mu=stage(f"mu1_{l}", self.in_mu[l]),
-            ))
+            ln = dict(code=dec.r_code, weight=stage(f"weight1_{l}", self.in_weight[l]),
+                      sigma=stage(f"sigma1_{l}", self.in_sigma[l]))
+            if not split:
+                ln["mu"] = stage(f"mu1_{l}", self.in_mu[l])
+            elif spec.shift_bits:
+                ln["shift"] = stage(f"shift1_{l}", self.in_shift[l])
+            lanes1.append(ln)
 
         # stage 2: per-tap products and masked weights
         v2, first2, last2, bias2 = (stage("v2", v1), stage("first2", first1), stage("last2", last1),
@@ -220,7 +255,8 @@ class ConvEngine(wiring.Component):
         for l, ln in enumerate(lanes1):
             products, carries, weights = [], [], []
             for t in range(TAPS):
-                mul = ShiftAddMultiplier(spec=spec, fault=self._fault, variant=self._variant)
+                mul = ShiftAddMultiplier(spec=spec, fault=None if self._fault in ENGINE_FAULTS else self._fault,
+                                         variant=self._variant)
                 m.submodules[f"mul{l}_{t}"] = mul
                 wm = Signal(signed(spec.w_bits), name=f"wm{l}_{t}")
                 m.d.comb += [
@@ -230,9 +266,10 @@ class ConvEngine(wiring.Component):
                 ]
                 products.append(stage(f"p2_{l}_{t}", mul.product))
                 carries.append(stage(f"c2_{l}_{t}", mul.carry))
-                weights.append(stage(f"w2_{l}_{t}", wm))
+                if not split:  # the split datapath has no B_c in the lanes (the mean unit's start value has it)
+                    weights.append(stage(f"w2_{l}_{t}", wm))
             lanes2.append(dict(products=products, carries=carries, weights=weights,
-                               sigma=stage(f"sigma2_{l}", ln["sigma"]), mu=stage(f"mu2_{l}", ln["mu"])))
+                               **{k: stage(f"{k}2_{l}", ln[k]) for k in ("sigma", "mu", "shift") if k in ln}))
 
         # stage 3: A and B per lane
         v3, first3, last3, bias3 = (stage("v3", v2), stage("first3", first2), stage("last3", last2),
@@ -245,17 +282,29 @@ class ConvEngine(wiring.Component):
             a_total, leftover = balanced_sum(m, a_terms, [Carry(c) for c in a_carries], name=f"a{l}")
             for k, c in enumerate(leftover):
                 a_total = add(m, a_total, Term(c.bit, 0, 1), name=f"a{l}_c{k}")
-            b_total, _ = balanced_sum(m, [Term(w, -w_max, w_max) for w in ln["weights"]], name=f"b{l}")
             # |A| <= a_max, |B| <= b_max exactly (the trees' bounds are looser only by the deferred carries)
-            lanes3.append(dict(a=stage(f"a3_{l}", a_total.scaled(), signed(spec.a_bits)),
-                               b=stage(f"b3_{l}", b_total.scaled(), signed(spec.b_bits)),
-                               sigma=stage(f"sigma3_{l}", ln["sigma"]), mu=stage(f"mu3_{l}", ln["mu"])))
+            ln3 = dict(a=stage(f"a3_{l}", a_total.scaled(), signed(spec.a_bits)),
+                       **{k: stage(f"{k}3_{l}", ln[k]) for k in ("sigma", "mu", "shift") if k in ln})
+            if not split:
+                b_total, _ = balanced_sum(m, [Term(w, -w_max, w_max) for w in ln["weights"]], name=f"b{l}")
+                ln3["b"] = stage(f"b3_{l}", b_total.scaled(), signed(spec.b_bits))
+            lanes3.append(ln3)
 
         # stage 4: fixed-point scale and offset
         v4, first4, last4, bias4 = (stage("v4", v3), stage("first4", first3), stage("last4", last3),
                                     stage("bias4", bias3))
         scaled = []
         for l, ln in enumerate(lanes3):
+            if split:  # (s_c * A_c) << d_c: an m-bit multiplier and a barrel shifter
+                sa = Signal(shape_for(-spec.sa_max, spec.sa_max), name=f"sa{l}")
+                m.d.comb += sa.eq(ln["sigma"] * ln["a"])
+                shifted = sa << ln["shift"] if "shift" in ln else sa
+                if self._fault == "sigma_shift":
+                    shifted = shifted << 1
+                bound = spec.term_max
+                term = stage(f"term4_{l}", shifted, shape_for(-bound, bound))
+                scaled.append(Term(term, -bound, bound))
+                continue
             sa_bound, mb_bound = mant * spec.a_max, mant * spec.b_max
             sa = stage(f"sa4_{l}", ln["sigma"] * ln["a"], shape_for(-sa_bound, sa_bound))
             mb = stage(f"mb4_{l}", ln["mu"] * ln["b"], shape_for(-mb_bound, mb_bound))
@@ -270,7 +319,8 @@ class ConvEngine(wiring.Component):
         # stage 6: accumulate over groups; emit on the last beat
         acc = Signal(signed(spec.acc_bits))
         nxt = Signal(signed(spec.acc_bits))
-        m.d.comb += nxt.eq(Mux(first5, bias5, acc) + total5)
+        start5 = 0 if self._fault == "start_class" else bias5
+        m.d.comb += nxt.eq(Mux(first5, start5, acc) + total5)
         with m.If(en):
             m.d.sync += self.out_valid.eq(v5 & last5)
             with m.If(v5):

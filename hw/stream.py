@@ -54,6 +54,8 @@ class Beat:
     sigma: np.ndarray
     mu: np.ndarray
     bias: int
+    shift: np.ndarray | None = None   # "split": alignment shifts d_c (sigma holds the mantissas s_c)
+    start: int | None = None          # "split": the output's start value (bias + mean term of its border class)
 
 
 def window(codes_c: np.ndarray, h: int, w: int):
@@ -83,8 +85,17 @@ def engine_beats(ops, spec: DatapathSpec, lanes: int, outputs):
     G = -(-C // lanes)
     pad = G * lanes - C
     w = np.pad(kernel_taps(ops.w), ((0, 0), (0, pad), (0, 0)))
-    sig = np.pad(np.asarray(ops.sigma_m, np.int64), ((0, 0), (0, pad)))
+    split = spec.split
+    if split and (ops.sigma_s is None or ops.sigma_d is None):
+        raise ValueError("a split spec needs operands with sigma_s and sigma_d (golden.layer.operands of that spec)")
+    sig = np.pad(np.asarray(ops.sigma_s if split else ops.sigma_m, np.int64), ((0, 0), (0, pad)))
+    shift = np.pad(np.asarray(ops.sigma_d, np.int64), ((0, 0), (0, pad))) if split else None
     mu = np.pad(np.asarray(ops.mu_m, np.int64), ((0, 0), (0, pad)))
+    if split:
+        from golden.mean_unit import border_classes, starts
+
+        st = starts(ops)
+        cls = border_classes(H, W) if k == 3 else np.zeros((H, W), np.int64)
     for n, o, h, x in outputs:
         if k == 3:
             idx, mask = window(ops.codes[n], h, x)
@@ -97,7 +108,9 @@ def engine_beats(ops, spec: DatapathSpec, lanes: int, outputs):
         for g in range(G):
             ch = slice(g * lanes, (g + 1) * lanes)
             beats.append(Beat(first=g == 0, last=g == G - 1, group=g, mask=mask, idx=idx[ch], weight=w[o, ch],
-                              sigma=sig[n, ch], mu=mu[n, ch], bias=int(ops.bias_int[n, o])))
+                              sigma=sig[n, ch], mu=mu[n, ch], bias=int(ops.bias_int[n, o]),
+                              shift=shift[n, ch] if split else None,
+                              start=int(st[n, o, cls[h, x]]) if split else None))
         yield (n, o, h, x), beats
 
 

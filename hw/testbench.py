@@ -129,9 +129,15 @@ def run_engine(engine, ops, spec, outputs, expected, *, valid_prob=1.0, ready_pr
                 ctx.set(engine.in_mask, b.mask)
                 ctx.set(engine.in_idx.as_value(), pack(b.idx, spec.act_bits))
                 ctx.set(engine.in_weight.as_value(), pack(b.weight, spec.w_bits))
-                ctx.set(engine.in_sigma.as_value(), pack(b.sigma, spec.scale_bits))
-                ctx.set(engine.in_mu.as_value(), pack(b.mu, spec.scale_bits))
-                ctx.set(engine.in_bias, b.bias)
+                if spec.split:
+                    ctx.set(engine.in_sigma.as_value(), pack(b.sigma, spec.sigma_bits))
+                    if spec.shift_bits:
+                        ctx.set(engine.in_shift.as_value(), pack(b.shift, spec.shift_bits))
+                    ctx.set(engine.in_start, b.start)
+                else:
+                    ctx.set(engine.in_sigma.as_value(), pack(b.sigma, spec.scale_bits))
+                    ctx.set(engine.in_mu.as_value(), pack(b.mu, spec.scale_bits))
+                    ctx.set(engine.in_bias, b.bias)
                 if ctx.get(engine.in_ready):
                     i += 1
                     if b.last:

@@ -174,3 +174,60 @@ def test_engine_1x1_extreme_operands():
 def test_engine_needs_a_3x3_spec():
     with pytest.raises(ValueError, match="3x3"):
         ConvEngine(spec=DatapathSpec(channels=4, kernel=1), lanes=2)
+
+
+# --- the "split" de-normalization: mean term out of the lanes, low-bit sigma with an alignment shift ----------------
+
+SPLIT_FORMATS = [dict(sigma_bits=8, shift_bits=0), dict(sigma_bits=4, shift_bits=3), dict(sigma_bits=1, shift_bits=4),
+                 dict(sigma_bits=6, shift_bits=2)]
+
+
+@pytest.mark.parametrize("fmt", SPLIT_FORMATS, ids=lambda f: f"m{f['sigma_bits']}s{f['shift_bits']}")
+@pytest.mark.parametrize("C,kernel,lanes", [(4, 3, 2), (3, 3, 2), (5, 1, 2)])
+def test_split_engine_random_layer(fmt, C, kernel, lanes):
+    """The split engine (lanes: (s_c A_c) << d_c; accumulator from the border class's start value) against the
+    golden accumulator, with back-pressure, on 3x3 (every border class of a 3x4 image) and 1x1 layers."""
+    spec = DatapathSpec(channels=6, denorm="split", **fmt)
+    ops, acc = _geometry_layer(spec, seed=C * 7 + kernel + fmt["sigma_bits"], C=C, kernel=kernel, N=2)
+    assert ops.sigma_d is not None and (fmt["shift_bits"] == 0 or ops.sigma_d.any())
+    outputs = _all_outputs(acc)
+    engine = ConvEngine(spec=spec, lanes=lanes)
+    run = run_engine(engine, ops, spec, outputs, acc, valid_prob=0.8, ready_prob=0.7, seed=C)
+    assert run.ok, run.mismatches[:5]
+    assert [key for key, _ in run.outputs] == outputs
+    members = engine.signature.members
+    assert "in_mu" not in members and "in_bias" not in members
+    assert members["in_sigma"].shape.size == lanes * spec.sigma_bits
+    assert members["in_start"].shape.width == spec.start_bits and members["out_acc"].shape.width == spec.acc_bits
+    assert ("in_shift" in members) == (spec.shift_bits > 0)
+
+
+@pytest.mark.parametrize("fault", ["sigma_shift", "start_class", "shift"])
+def test_split_engine_faults_are_caught(fault):
+    spec = DatapathSpec(channels=4, denorm="split", sigma_bits=4, shift_bits=3)
+    ops, acc = _layer(spec, seed=21)
+    run = run_engine(ConvEngine(spec=spec, lanes=2, fault=fault), ops, spec, _all_outputs(acc), acc)
+    assert run.mismatches and not run.missing
+
+
+def test_split_engine_extreme_operands():
+    """s_c, d_c, |w'|, |P| at their maxima and the start value at +-start_max: the widths hold the result."""
+    spec = DatapathSpec(channels=4, denorm="split", sigma_bits=4, shift_bits=3)
+    ops, _ = _layer(spec, seed=17, N=1, O=2, H=3, W=3)
+    ws = spec.wordset
+    ops.point_codes[:] = ws.int_to_code(np.full(spec.points, ws.p_max))[None, :]
+    ops.w[0], ops.w[1] = spec.w_max, -spec.w_max
+    ops.sigma_s[:], ops.sigma_d[:] = spec.sigma_max, spec.shift_max
+    ops.sigma_m[:] = ops.sigma_s << ops.sigma_d
+    ops.mu_m[:] = spec.mant_max
+    ops.bias_int[0] = [spec.bias_max, -spec.bias_max]
+    ops.P[:] = gather_points(point_table(ops.point_codes, spec), ops.codes)
+    acc = accumulate(ops, spec)
+    assert acc[0, 0, 1, 1] == spec.acc_max and acc[0, 1, 1, 1] == -spec.acc_max
+    run = run_engine(ConvEngine(spec=spec, lanes=2), ops, spec, _all_outputs(acc), acc, ready_prob=0.5, seed=5)
+    assert run.ok, run.mismatches[:5]
+
+
+def test_split_faults_need_a_split_spec():
+    with pytest.raises(ValueError, match="split"):
+        ConvEngine(spec=DatapathSpec(channels=4), lanes=2, fault="sigma_shift")

@@ -1,0 +1,233 @@
+"""PSNR cost of the "split" de-normalization formats (low-bit sigma, mean term out of the lanes) against fake-quant.
+
+    python -m bench.denorm_format [--weights default] [--scale 2] [--params P] [--datasets Set5,Set14] \
+        [--formats fused,1:0,2:0,4:0,1:4,2:3,4:3,8:3] [--act-bits 4 --weight-bits 4 --words 4] [--name N]
+
+A format ``m:s`` is ``DatapathSpec(denorm="split", sigma_bits=m, shift_bits=s)``: an m-bit sigma mantissa per
+(sample, channel) and an s-bit alignment shift (s = 0: one exponent per (layer, sample)); ``fused`` is the
+datapath with 24-bit sigma_m and mu_m in every lane. Every image of every dataset runs through fake-quant DFSQ and
+through the golden integer datapath (``dfsq.hw_mode``) in each format; the table gives the mean PSNR-Y difference
+per dataset, the plot the PSNR loss against m. Also times fake-quant against hardware-exact (the same images, one
+after the other, in this process). Writes ``<out>/<name>.json``, ``.md`` and ``.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from golden.errors import UserError, cli_main
+from golden.files import atomic_output, check_output_dir, check_output_file
+from golden.spec import SHIFT_BITS_RANGE, SIGMA_BITS_RANGE, DatapathSpec, SpecError
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TOLERANCE_DB = 0.01
+
+
+def parse_formats(text: str) -> list[str]:
+    """``fused`` and ``m:s`` items, validated (UserError)."""
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        if item == "fused":
+            out.append(item)
+            continue
+        try:
+            m, s = (int(v) for v in item.split(":"))
+        except ValueError:
+            raise UserError(f"--formats: {item!r} is neither 'fused' nor 'm:s' (for example 4:3)") from None
+        if not (SIGMA_BITS_RANGE[0] <= m <= SIGMA_BITS_RANGE[1] and SHIFT_BITS_RANGE[0] <= s <= SHIFT_BITS_RANGE[1]):
+            raise UserError(f"--formats: {item!r}: sigma bits must be in {SIGMA_BITS_RANGE[0]}..{SIGMA_BITS_RANGE[1]}"
+                            f", shift bits in {SHIFT_BITS_RANGE[0]}..{SHIFT_BITS_RANGE[1]}")
+        out.append(f"{m}:{s}")
+    if not out:
+        raise UserError("--formats selects nothing")
+    return list(dict.fromkeys(out))
+
+
+def format_kwargs(fmt: str) -> dict:
+    if fmt == "fused":
+        return {"denorm": "fused"}
+    m, s = (int(v) for v in fmt.split(":"))
+    return {"denorm": "split", "sigma_bits": m, "shift_bits": s}
+
+
+def format_spec(fmt: str, args, channels: int = 64) -> DatapathSpec:
+    return DatapathSpec(words=args.words, act_bits=args.act_bits, weight_bits=args.weight_bits, channels=channels,
+                        **format_kwargs(fmt))
+
+
+def run(args) -> dict:
+    from dfsq.data import benchmark_pairs
+    from dfsq.evaluate import upscale
+    from dfsq.hw_mode import apply_hw_mode, remove_hw_mode
+    from dfsq.metrics import psnr_y, ssim_y
+    from dfsq.model import load_model
+    from dfsq.quantize import build_quantized
+
+    formats = parse_formats(args.formats)
+    for f in formats:
+        try:
+            format_spec(f, args)
+        except SpecError as exc:
+            raise UserError(f"--formats {f}: {exc}") from None
+    model = load_model(args.model, args.weights, args.scale)
+    ns = SimpleNamespace(method="dfsq", act_bits=args.act_bits, weight_bits=args.weight_bits, words=args.words,
+                         params=args.params, calib=args.calib, images=args.images, seed=0, weights=args.weights,
+                         model=args.model)
+    qmodel = build_quantized(model, ns)
+    images = []
+    for name in args.datasets.split(","):
+        items = list(benchmark_pairs(name, args.scale, args.data_root))
+        if args.limit:
+            items = items[: args.limit]
+        images += [(name, stem, hr, lr) for stem, hr, lr in items]
+    rows = []
+    t0 = time.perf_counter()
+    for ds, stem, hr, lr in tqdm(images, desc="fake-quant"):
+        sr = upscale(qmodel, lr)
+        rows.append({"dataset": ds, "image": stem, "psnr_fq": psnr_y(sr, hr, args.scale),
+                     "ssim_fq": ssim_y(sr, hr, args.scale), "hw": {}})
+    timings = {"fake_quant": time.perf_counter() - t0}
+    for f in formats:
+        apply_hw_mode(qmodel, **format_kwargs(f))
+        t0 = time.perf_counter()
+        for row, (ds, stem, hr, lr) in zip(rows, tqdm(images, desc=f"hw {f}")):
+            sr = upscale(qmodel, lr)
+            row["hw"][f] = {"psnr": psnr_y(sr, hr, args.scale), "ssim": ssim_y(sr, hr, args.scale)}
+        timings[f] = time.perf_counter() - t0
+    remove_hw_mode(qmodel)
+    summary = []
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    for f in formats:
+        spec = format_spec(f, args)
+        for ds in datasets:
+            rs = [r for r in rows if r["dataset"] == ds]
+            d = np.array([r["hw"][f]["psnr"] - r["psnr_fq"] for r in rs])
+            summary.append({"format": f, **format_kwargs(f), "dataset": ds, "images": len(rs),
+                            "psnr_fq": float(np.mean([r["psnr_fq"] for r in rs])),
+                            "psnr_hw": float(np.mean([r["hw"][f]["psnr"] for r in rs])),
+                            "delta_mean": float(d.mean()), "delta_max_abs_image": float(np.abs(d).max()),
+                            "ssim_delta": float(np.mean([r["hw"][f]["ssim"] - r["ssim_fq"] for r in rs])),
+                            "term_bits": spec.term_bits, "acc_bits": spec.acc_bits})
+    ok = [f for f in formats if f != "fused"
+          and all(abs(s["delta_mean"]) <= TOLERANCE_DB for s in summary if s["format"] == f)]
+    # cheapest: fewest mantissa bits (the lane multiplier), then fewest shift bits (the barrel shifter)
+    cheapest = min(ok, key=lambda f: tuple(int(v) for v in f.split(":"))) if ok else None
+    return {"config": {"model": args.model, "weights": str(args.weights), "scale": args.scale, "params": args.params,
+                       "act_bits": args.act_bits, "weight_bits": args.weight_bits, "words": args.words,
+                       "datasets": args.datasets, "limit": args.limit, "formats": formats},
+            "summary": summary, "within_tolerance": ok, "cheapest_within_tolerance": cheapest,
+            "tolerance_db": TOLERANCE_DB, "images": rows, "seconds": timings,
+            "torch_threads": torch.get_num_threads()}
+
+
+def markdown(res: dict) -> str:
+    c = res["config"]
+    out = ["# PSNR cost of the de-normalization format (split: m-bit sigma, s-bit shift)", "",
+           f"{c['model']} x{c['scale']}, W{c['weight_bits']}A{c['act_bits']}, words {c['words']}, weights "
+           f"`{c['weights']}`, params `{c['params']}`. Hardware-exact DFSQ (golden integer datapath) against "
+           f"fake-quant DFSQ with the same points; delta = hw - fake-quant (dB, Y channel). Format `m:s` = split "
+           f"de-normalization with an m-bit sigma mantissa and an s-bit per-channel alignment shift (s = 0: one "
+           f"exponent per layer and sample); `fused` = 24-bit sigma and mean in every lane.", "",
+           "| format | lane term bits | acc bits | dataset | images | PSNR fake-quant | PSNR hw | delta mean | "
+           "max abs delta (one image) | SSIM hw - fq |",
+           "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for s in res["summary"]:
+        out.append(f"| {s['format']} | {s['term_bits']} | {s['acc_bits']} | {s['dataset']} | {s['images']} | "
+                   f"{s['psnr_fq']:.4f} | {s['psnr_hw']:.4f} | {s['delta_mean']:+.4f} | "
+                   f"{s['delta_max_abs_image']:.4f} | {s['ssim_delta']:+.5f} |")
+    ch = res["cheapest_within_tolerance"]
+    out += ["", f"Within {res['tolerance_db']} dB of fake-quant on every dataset measured: "
+            f"{', '.join(res['within_tolerance']) or 'none'}; the cheapest (fewest mantissa bits, then shift bits): "
+            f"**{ch or 'none'}**.", "",
+            "Time (this process, same images): " + ", ".join(f"{k} {v:.1f} s" for k, v in res["seconds"].items())
+            + f" (torch threads {res['torch_threads']}).", "",
+            "Reproduce: `python -m bench.denorm_format " + res.get("argv", "") + "`", ""]
+    return "\n".join(out)
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    datasets = list(dict.fromkeys(s["dataset"] for s in res["summary"]))
+    shifts = sorted({s["shift_bits"] for s in res["summary"] if s["denorm"] == "split"})
+    styles = ["o-", "s--", "^-.", "d:", "v-", "x--"]
+    for i, ds in enumerate(datasets):
+        for j, sb in enumerate(shifts):
+            ss = sorted((s for s in res["summary"] if s["dataset"] == ds and s["denorm"] == "split"
+                         and s["shift_bits"] == sb), key=lambda s: s["sigma_bits"])
+            if ss:
+                ax.plot([s["sigma_bits"] for s in ss], [-s["delta_mean"] for s in ss], styles[j % len(styles)],
+                        color=f"C{i}", label=f"{ds}, shift bits {sb}")
+        fused = [s for s in res["summary"] if s["dataset"] == ds and s["denorm"] == "fused"]
+        if fused:
+            ax.axhline(-fused[0]["delta_mean"], color=f"C{i}", lw=0.8, ls=":", label=f"{ds}, fused (24-bit)")
+    ax.axhline(TOLERANCE_DB, color="grey", ls="--", lw=1, label=f"{TOLERANCE_DB} dB")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_xlabel("sigma mantissa bits m")
+    ax.set_ylabel("PSNR fake-quant - PSNR hw (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    try:
+        with atomic_output(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
+
+
+@cli_main
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench.denorm_format", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="edsr", choices=("edsr", "rdn"))
+    ap.add_argument("--weights", default="default")
+    ap.add_argument("--scale", type=int, default=2, choices=(2, 4))
+    ap.add_argument("--params", help="calibration artifact (dfsq.calibrate); calibrates now when absent")
+    ap.add_argument("--calib", help="calibration image folder when --params is not given")
+    ap.add_argument("--images", type=int, default=32, help="calibration images when --params is not given")
+    ap.add_argument("--datasets", default="Set5")
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--limit", type=int, default=0, help="at most this many images per dataset (0: all)")
+    ap.add_argument("--formats", default="fused,1:0,2:0,4:0,8:0,1:4,2:3,3:3,4:3,6:3,8:3")
+    ap.add_argument("--act-bits", type=int, default=4)
+    ap.add_argument("--weight-bits", type=int, default=4)
+    ap.add_argument("--words", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads")
+    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--name", default="denorm_format", help="output file stem")
+    args = ap.parse_args(argv)
+    parse_formats(args.formats)
+    check_output_dir(args.out, "--out")
+    for suffix in (".json", ".md", ".png"):
+        check_output_file(Path(args.out) / f"{args.name}{suffix}", "--out/--name")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.data_root is None:
+        from dfsq.data import BENCHMARK_ROOT
+        args.data_root = str(BENCHMARK_ROOT)
+    res = run(args)
+    res["argv"] = " ".join(argv) if argv is not None else " ".join(os.sys.argv[1:])
+    out = Path(args.out)
+    md = markdown(res)
+    with atomic_output(out / f"{args.name}.json") as tmp:
+        tmp.write_text(json.dumps(res, indent=2) + "\n")
+    with atomic_output(out / f"{args.name}.md") as tmp:
+        tmp.write_text(md)
+    plot(res, out / f"{args.name}.png")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -23,10 +23,10 @@ from amaranth.lib import data
 
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_dir
-from golden.spec import DEFAULT_CHANNELS, DEFAULT_GAP, DEFAULT_SCALE_BITS, DEFAULT_WORDS, SPEC_VERSION, \
-    DatapathSpec, SpecError
+from golden.spec import (DEFAULT_CHANNELS, DEFAULT_DENORM, DEFAULT_GAP, DEFAULT_SCALE_BITS, DEFAULT_SHIFT_BITS,
+                         DEFAULT_SIGMA_BITS, DEFAULT_WORDS, DENORMS, SPEC_VERSION, DatapathSpec, SpecError)
 
-from .engine import ConvEngine, check_lanes
+from .engine import ENGINE_FAULTS, ConvEngine, check_lanes
 from .mac import ShiftAddMAC
 from .shift_add import COMBINATIONAL_VARIANTS, FAULTS, VARIANTS
 
@@ -50,8 +50,9 @@ def _check_top(top):
 def build(top: str, spec: DatapathSpec, lanes: int = DEFAULT_LANES, fault=None, variant=None):
     """The Amaranth component for ``top``; bad combinations raise :class:`UserError` (one line)."""
     _check_top(top)
-    if fault is not None and fault not in FAULTS:
-        raise UserError(f"unknown fault {fault!r}; known: {', '.join(sorted(FAULTS))}")
+    known = {**FAULTS, **ENGINE_FAULTS} if top == "engine" and spec.split else FAULTS
+    if fault is not None and fault not in known:
+        raise UserError(f"unknown fault {fault!r} for this top and spec; known: {', '.join(sorted(known))}")
     variant = DEFAULT_VARIANTS[top] if variant is None else variant
     allowed = VARIANTS if top == "mac" else COMBINATIONAL_VARIANTS
     if variant not in allowed:
@@ -72,6 +73,8 @@ def stem(top: str, spec: DatapathSpec, lanes: int = DEFAULT_LANES, fault=None, v
         f"_c{spec.channels}"
     if spec.gap != DEFAULT_GAP:
         s += f"_g{spec.gap}"
+    if spec.split:
+        s += f"_split-m{spec.sigma_bits}s{spec.shift_bits}"
     if top == "engine":
         s += f"_l{lanes}"
     if variant is not None and variant != DEFAULT_VARIANTS[top]:
@@ -121,7 +124,10 @@ def sidecar(top: str, component, spec: DatapathSpec, lanes: int, fault, variant,
     """The JSON sidecar of a generated configuration."""
     config = {"top": top, "module": TOPS[top], "words": spec.words, "gap": spec.gap, "act_bits": spec.act_bits,
               "weight_bits": spec.weight_bits, "scale_bits": spec.scale_bits, "channels": spec.channels,
-              "fault": fault, "fault_description": FAULTS.get(fault) if fault else None, "variant": variant}
+              "fault": fault, "fault_description": {**FAULTS, **ENGINE_FAULTS}.get(fault) if fault else None,
+              "variant": variant, "denorm": spec.denorm}
+    if spec.split:
+        config.update(sigma_bits=spec.sigma_bits, shift_bits=spec.shift_bits)
     if top == "engine":
         config.update(lanes=lanes, groups=component.groups)
     else:
@@ -200,7 +206,15 @@ def _parser():
     p.add_argument("--lanes", type=int, default=None,
                    help=f"engine lanes, divides channels (default {DEFAULT_LANES}; engine only)")
     p.add_argument("--top", choices=sorted(TOPS), default="engine", help="which top to write (default engine)")
-    p.add_argument("--fault", choices=sorted(FAULTS), default=None,
+    p.add_argument("--denorm", choices=DENORMS, default=DEFAULT_DENORM,
+                   help="de-normalization: fused (sigma and mean in every lane) or split (mean term out of the lanes, "
+                        "low-bit sigma; docs/datapath.md)")
+    p.add_argument("--sigma-bits", type=int, default=None,
+                   help=f"split: bits of the sigma mantissa (default {DEFAULT_SIGMA_BITS})")
+    p.add_argument("--shift-bits", type=int, default=None,
+                   help=f"split: bits of the alignment shift, 0 = one exponent per layer and sample "
+                        f"(default {DEFAULT_SHIFT_BITS})")
+    p.add_argument("--fault", choices=sorted({**FAULTS, **ENGINE_FAULTS}), default=None,
                    help="deliberately broken variant, for mutation tests only")
     p.add_argument("--variant", choices=VARIANTS, default=None,
                    help="multiplier micro-architecture (default: deferred)")
@@ -224,10 +238,14 @@ def main(argv=None):
     if args.lanes is not None and args.top != "engine":
         raise UserError(f"--lanes applies to --top engine only (the {args.top} has no lanes)")
     lanes = DEFAULT_LANES if args.lanes is None else args.lanes
+    if args.denorm != "split" and (args.sigma_bits is not None or args.shift_bits is not None):
+        raise UserError("--sigma-bits and --shift-bits apply to --denorm split only")
     check_output_dir(args.out, "--out")
     try:
         spec = DatapathSpec(words=args.words, act_bits=args.act_bits, weight_bits=args.weight_bits,
-                            scale_bits=args.scale_bits, channels=args.channels, gap=args.gap)
+                            scale_bits=args.scale_bits, channels=args.channels, gap=args.gap, denorm=args.denorm,
+                            sigma_bits=DEFAULT_SIGMA_BITS if args.sigma_bits is None else args.sigma_bits,
+                            shift_bits=DEFAULT_SHIFT_BITS if args.shift_bits is None else args.shift_bits)
     except SpecError as exc:
         raise UserError(str(exc)) from None
     v_path, j_path = generate(args.top, spec, lanes, args.fault, args.out, args.variant)

@@ -15,6 +15,10 @@ centre tap only (mask bit 4; index and weight in tap 4, the other taps index 0 a
 * per (output channel, group): ``in_weight`` (``w' = q - zero_point``, two's complement ``w_bits``);
 * per (sample, group): ``in_sigma`` / ``in_mu`` (two's complement ``scale_bits`` per lane);
 * per (sample, output channel): ``in_bias``.
+* "split" de-normalization (golden.spec): ``in_sigma`` holds the sigma mantissas (``sigma_bits`` per lane),
+  ``in_shift`` the alignment shifts (``shift_bits`` per lane, when > 0), and ``in_start`` the start value of
+  the output's border class: ``start`` (sample, output channel, class) and ``pix_class`` (per pixel); no
+  ``in_mu`` / ``in_bias``.
 
 Outputs are scheduled sample-major, then output channel, then pixel, then group, so with ``lanes = channels`` only
 ``in_idx`` and ``in_mask`` change from one beat to the next (the testbench writes a port only when it changes).
@@ -206,19 +210,33 @@ def engine_layer_stimulus(layer, ops, acc: np.ndarray, spec: DatapathSpec, lanes
     pn, py, px = pixels[out_pix, 0], pixels[out_pix, 1], pixels[out_pix, 2]
     expected = np.asarray(acc, dtype=np.int64)[pn, out_o, py, px]
     bias = np.asarray(ops.bias_int, np.int64)
-    return {
+    d = {
         "groups": np.int64(groups), "kernel": np.int64(layer.kernel),
         "table_chan": tc.astype(np.int64), "table_idx": ti.astype(np.int64), "table_code": table[tc, ti],
         "pixels": pixels.astype(np.int64),
         "pix_idx": pack_fields(idx.reshape(k, groups, lanes * TAPS), spec.act_bits),
         "pix_mask": mask_bits(mask),
         "weight": pack_fields(wq, spec.w_bits),
-        "sigma": pack_fields(sigma, spec.scale_bits),
-        "mu": pack_fields(mu, spec.scale_bits),
-        "bias": to_unsigned(bias, spec.bias_bits),
         "out_pix": out_pix.astype(np.int64), "out_o": out_o.astype(np.int64),
         "expected": expected,
     }
+    if spec.split:  # sigma mantissas and shifts per lane; the start value per (sample, output channel, class)
+        from golden.mean_unit import border_classes, starts
+
+        if ops.sigma_s is None or ops.sigma_d is None:
+            raise UserError("a split spec needs operands computed with it (sigma_s, sigma_d)")
+        s_ = _pad_channels(np.asarray(ops.sigma_s, np.int64), 1, ch).reshape(n_, groups, lanes)
+        d_ = _pad_channels(np.asarray(ops.sigma_d, np.int64), 1, ch).reshape(n_, groups, lanes)
+        cls = border_classes(h, w) if layer.kernel == 3 else np.zeros((h, w), np.int64)
+        d.update(sigma=pack_fields(s_, spec.sigma_bits),
+                 start=to_unsigned(starts(ops, spec.for_layer(c_, layer.kernel)), spec.start_bits),
+                 pix_class=cls[pixels[:, 1], pixels[:, 2]].astype(np.int64))
+        if spec.shift_bits:
+            d["shift"] = pack_fields(d_, spec.shift_bits)
+    else:
+        d.update(sigma=pack_fields(sigma, spec.scale_bits), mu=pack_fields(mu, spec.scale_bits),
+                 bias=to_unsigned(bias, spec.bias_bits))
+    return d
 
 
 def _atomic_savez(path, arrays: dict) -> None:

@@ -61,13 +61,23 @@ class EngineDriver:
         pix_mask = [int(v) for v in layer["pix_mask"]]
         weight = unpack_ints(layer["weight"])            # index o * G + g
         sigma = unpack_ints(layer["sigma"])              # index n * G + g
-        mu = unpack_ints(layer["mu"])
-        bias = [[int(v) for v in row] for row in layer["bias"]]
+        split = "start" in layer                         # split de-normalization: start values, no mu / bias
+        if split:
+            shift = unpack_ints(layer["shift"]) if "shift" in layer else None
+            start = [[[int(v) for v in cl] for cl in row] for row in layer["start"]]   # [n][o][class]
+            pix_class = [int(v) for v in layer["pix_class"]]
+        else:
+            mu = unpack_ints(layer["mu"])
+            bias = [[int(v) for v in row] for row in layer["bias"]]
         pix_n = [int(v) for v in layer["pixels"][:, 0]]
         out_pix = [int(v) for v in layer["out_pix"]]
         out_o = [int(v) for v in layer["out_o"]]
-        p_idx, p_mask, p_weight, p_sigma, p_mu, p_bias = (dut.in_idx, dut.in_mask, dut.in_weight, dut.in_sigma,
-                                                          dut.in_mu, dut.in_bias)
+        p_idx, p_mask, p_weight, p_sigma = dut.in_idx, dut.in_mask, dut.in_weight, dut.in_sigma
+        if split:
+            p_start = dut.in_start
+            p_shift = dut.in_shift if shift is not None else None
+        else:
+            p_mu, p_bias = dut.in_mu, dut.in_bias
         p_first, p_last, p_group, in_ready = dut.in_first, dut.in_last, dut.in_group, dut.in_ready
         fe, ro = FallingEdge(self.clk), ReadOnly()
         cur = {}  # port -> value presented now
@@ -90,8 +100,13 @@ class EngineDriver:
                 put(p_mask, "mask", pix_mask[p])
                 put(p_weight, "w", weight[o * G + g])
                 put(p_sigma, "s", sigma[n * G + g])
-                put(p_mu, "mu", mu[n * G + g])
-                put(p_bias, "b", bias[n][o])
+                if split:
+                    if p_shift is not None:
+                        put(p_shift, "d", shift[n * G + g])
+                    put(p_start, "b", start[n][o][pix_class[p]])
+                else:
+                    put(p_mu, "mu", mu[n * G + g])
+                    put(p_bias, "b", bias[n][o])
                 put(p_group, "g", g)
                 put(p_first, "f", 1 if g == 0 else 0)
                 put(p_last, "l", 1 if g == G - 1 else 0)

@@ -109,7 +109,9 @@ def expected_ports(spec: DatapathSpec, lanes: int, top: str) -> dict:
     return {"tbl_we": 1, "tbl_chan": st.clog2(spec.channels), "tbl_idx": spec.act_bits, "tbl_code": spec.code_bits,
             "in_valid": 1, "in_ready": 1, "in_first": 1, "in_last": 1, "in_group": st.clog2(groups), "in_mask": TAPS,
             "in_idx": lanes * TAPS * spec.act_bits, "in_weight": lanes * TAPS * spec.w_bits,
-            "in_sigma": lanes * spec.scale_bits, "in_mu": lanes * spec.scale_bits, "in_bias": spec.bias_bits,
+            **({"in_sigma": lanes * spec.sigma_bits, "in_start": spec.start_bits,
+                **({"in_shift": lanes * spec.shift_bits} if spec.shift_bits else {})} if spec.split else
+               {"in_sigma": lanes * spec.scale_bits, "in_mu": lanes * spec.scale_bits, "in_bias": spec.bias_bits}),
             "out_valid": 1, "out_ready": 1, "out_acc": spec.acc_bits}
 
 
@@ -347,7 +349,8 @@ def _simulate_shards(bld, top, run_dir, fmt, stim_meta, arrays, shards):
 def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icarus", lanes=None, *,
            top: str = "engine", fault=None, tile_size: int = DEFAULT_TILE_SIZE, out_channels=None, seed: int = 0,
            work_dir=None, json_path=None, waves_on_mismatch: bool = True, netlist: str = "generated",
-           quiet: bool = False, jobs: int = 1) -> dict:
+           quiet: bool = False, jobs: int = 1, denorm: str = "fused", sigma_bits: int | None = None,
+           shift_bits: int | None = None) -> dict:
     """Verify the RTL of ``export_dir``'s configuration on its layers; returns the report dict.
 
     ``layers``: 'all' or indices; ``tiles``: tiles per layer (int) or 'all' (whole layers); ``out_channels``: output
@@ -368,7 +371,12 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     simrun.check_simulator(simulator)                     # fail fast, before any heavy work
     export_dir = Path(export_dir)
     manifest = load_manifest(export_dir)
-    spec = engine_spec(spec_from_manifest(manifest))
+    fmt = {"denorm": denorm}
+    if denorm == "split":
+        fmt.update({k: v for k, v in (("sigma_bits", sigma_bits), ("shift_bits", shift_bits)) if v is not None})
+    elif sigma_bits is not None or shift_bits is not None:
+        raise UserError("--sigma-bits and --shift-bits apply to --denorm split only")
+    spec = engine_spec(spec_from_manifest(manifest, **fmt))
     available = [int(e["index"]) for e in manifest["layers"]]
     chosen = parse_layers(layers, available)
     tiles = parse_tiles(tiles)
@@ -562,6 +570,11 @@ def main(argv=None):
     ap.add_argument("--lanes", type=int, default=None, help="engine lanes (default: channels, one beat per output)")
     ap.add_argument("--top", default="engine", choices=TOPS, help="RTL top to verify (default engine)")
     ap.add_argument("--fault", default=None, help="generate a deliberately broken variant (mutation testing)")
+    ap.add_argument("--denorm", default="fused", choices=("fused", "split"),
+                    help="de-normalization of the engine: fused (default) or split (mean term out of the lanes, "
+                         "low-bit sigma; the golden model runs the same format)")
+    ap.add_argument("--sigma-bits", type=int, default=None, help="split: sigma mantissa bits")
+    ap.add_argument("--shift-bits", type=int, default=None, help="split: alignment shift bits")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random tile positions")
     ap.add_argument("--work-dir", default="sim_build", help="RTL, builds and runs (default sim_build/)")
     ap.add_argument("--netlist", default="generated", choices=NETLISTS,
@@ -587,7 +600,8 @@ def main(argv=None):
                     top=args.top, fault=args.fault, tile_size=args.tile_size, out_channels=out_channels,
                     seed=args.seed,
                     work_dir=args.work_dir, json_path=args.json, waves_on_mismatch=not args.no_waves,
-                    netlist=args.netlist, jobs=args.jobs)
+                    netlist=args.netlist, jobs=args.jobs, denorm=args.denorm, sigma_bits=args.sigma_bits,
+                    shift_bits=args.shift_bits)
     print(format_report(report))
     return 0 if report["bit_exact"] else 1
 

@@ -253,3 +253,37 @@ def test_build_without_image_is_an_error(tmp_path, monkeypatch):
     with pytest.raises(simrun.SimulationFailed, match="no simulation image"):
         simrun.build(src, toplevel="t", simulator="icarus", build_dir=build_dir)
     assert not (build_dir / "sim.vvp").exists()
+
+
+# --- the split de-normalization engine (issue 14): mean term out of the lanes, low-bit sigma ------------------------
+
+@needs_icarus
+@pytest.mark.parametrize("sigma_bits,shift_bits,lanes", [(8, 0, 64), (4, 3, 16)])
+def test_icarus_split_engine_all_layers(default_export, sim_work, sigma_bits, shift_bits, lanes):
+    """The split engine on a tile of every layer of the default export (the corner tiles rotate, so every border
+    class's start value is used), against the golden model of the same format, bit for bit."""
+    r = verify(default_export, layers="all", tiles=ROUTINE_TILES, out_channels=ROUTINE_OUT_CHANNELS // 2,
+               simulator="icarus", work_dir=sim_work, quiet=True, lanes=lanes, denorm="split",
+               sigma_bits=sigma_bits, shift_bits=shift_bits, jobs=2)
+    _check_clean(r, 32)
+    assert r["spec"]["denorm"] == "split" and r["spec"]["sigma_bits"] == sigma_bits
+    assert r["spec"]["shift_bits"] == shift_bits and r["spec"]["acc_bits"] < DatapathSpec().acc_bits
+
+
+@needs_icarus
+@pytest.mark.parametrize("fault", ["sigma_shift", "start_class"])
+def test_icarus_split_engine_faults_are_caught(default_export, sim_work, tmp_path, fault):
+    report_path = tmp_path / "report.json"
+    rc = main(["--export", str(default_export), "--layers", "3", "--tiles", "1", "--out-channels", "2",
+               "--lanes", "16", "--simulator", "icarus", "--work-dir", str(sim_work), "--fault", fault,
+               "--denorm", "split", "--sigma-bits", "4", "--shift-bits", "3", "--no-waves",
+               "--json", str(report_path)])
+    assert rc == 1
+    r = json.loads(report_path.read_text())
+    assert r["fault"] == fault and not r["bit_exact"] and r["mismatches"] > 0
+
+
+def test_split_flags_need_split(default_export, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--export", str(default_export), "--sigma-bits", "4"])
+    assert exc.value.code == 2 and "split" in capsys.readouterr().err

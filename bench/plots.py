@@ -12,9 +12,11 @@ from pathlib import Path
 from bench.paper import appendix_c, paper_drop
 from golden.files import atomic_output
 
-COLORS = {"minmax": "tab:red", "uniform": "tab:orange", "dfsq": "tab:blue", "brecq": "tab:green",
-          "qdrop": "tab:purple"}
-LABELS = {"minmax": "Min-Max", "uniform": "Uniform-MSE", "dfsq": "DFSQ", "brecq": "BRECQ", "qdrop": "QDROP"}
+COLORS = {"minmax": "tab:red", "uniform": "tab:orange", "dfsq-uniform": "tab:brown", "dfsq": "tab:blue",
+          "brecq": "tab:green", "qdrop": "tab:purple"}
+LABELS = {"minmax": "Min-Max", "uniform": "Uniform-MSE", "dfsq-uniform": "DFSQ-norm uniform", "dfsq": "DFSQ",
+          "brecq": "BRECQ", "qdrop": "QDROP"}
+OURS_ONLY = ("uniform", "dfsq-uniform")
 
 
 def _plt():
@@ -40,14 +42,14 @@ def plot_drops(res: dict, paper, model: str, scale: int, words: int, datasets, b
     any_line = False
     bits = sorted(bits_list)
     for ax, d in zip(axes[0], datasets):
-        for m in ("minmax", "uniform", "dfsq", "brecq", "qdrop"):
-            if m in ("minmax", "uniform", "dfsq"):
+        for m in ("minmax", "uniform", "dfsq-uniform", "dfsq", "brecq", "qdrop"):
+            if m in ("minmax", "uniform", "dfsq-uniform", "dfsq"):
                 pts = [(b, _drop(res, model, scale, m, b, words, d)) for b in bits]
                 pts = [(b, v) for b, v in pts if v is not None]
                 if pts:
                     ax.plot(*zip(*pts), "-o", color=COLORS[m], label=f"{LABELS[m]} (ours)", ms=4)
                     any_line = True
-            if m != "uniform":
+            if m not in OURS_ONLY:
                 pts = [(b, paper_drop(paper, model, scale, d, m, b)) for b in bits]
                 pts = [(b, v) for b, v in pts if v is not None]
                 if pts:

@@ -137,7 +137,7 @@ def shared_collection():
 
 
 # Methods this bench measures: the network for each is built by build_net.
-METHODS = ("fp", "minmax", "uniform", "dfsq", "dfsq-nonorm", "dfsq-layerwise")
+METHODS = ("fp", "minmax", "uniform", "dfsq-uniform", "dfsq", "dfsq-nonorm", "dfsq-layerwise")
 UNIFORM = ("channel", "mse")   # the uniform baseline's range rule (dfsq.uniform): per-channel, MSE-optimal clip
 
 
@@ -157,6 +157,10 @@ def build_net(model, m: str, scale: int, bits: int | None, args, weights: str, a
         lo, hi = uniform_ranges(st, bits, *UNIFORM)
         net = quantize_uniform(model, minmax_params(model, bits, st, weights), lo, hi)
         return net, None, {"granularity": UNIFORM[0], "clip": UNIFORM[1]}
+    if m == "dfsq-uniform":
+        from dfsq.uniform import quantize_dfsq_uniform
+
+        return quantize_dfsq_uniform(model, bits, weights), None, {"points": "uniform"}
     norm, layerwise = m != "dfsq-nonorm", m == "dfsq-layerwise"
     params, ppath = get_params(model, scale, bits, args.words, args.images, args.seed, Path(args.params_dir),
                                weights, norm=norm, layerwise=layerwise, arch=arch)

@@ -8,9 +8,11 @@ from bench.paper import SOURCE, appendix_c, paper_cell, paper_drop, table1
 MODELS = ("edsr", "rdn")
 MODEL_LABEL = {"edsr": "EDSR-baseline", "rdn": "RDN"}
 # Methods we run, in table order, and the paper's methods we only show.
-OURS = ("minmax", "uniform", "dfsq")
+OURS = ("minmax", "uniform", "dfsq-uniform", "dfsq")
+OPTIONAL = ("uniform", "dfsq-uniform")   # our extra baselines: shown where measured, no paper column
 PAPER_ONLY = ("brecq", "qdrop")
-LABEL = {"fp": "FP", "minmax": "Min-Max", "uniform": "Uniform-MSE (ours)", "dfsq": "DFSQ", "brecq": "BRECQ",
+LABEL = {"fp": "FP", "minmax": "Min-Max", "uniform": "Uniform-MSE (ours)",
+         "dfsq-uniform": "DFSQ-norm uniform (ours)", "dfsq": "DFSQ", "brecq": "BRECQ",
          "qdrop": "QDROP", "dfsq-nonorm": "DFSQ, no normalization", "dfsq-layerwise": "DFSQ, layer-wise + norm"}
 MATCH_DB = 0.05
 UNIFORM_BITS = (4, 3)   # the bit widths the uniform baseline is measured at (the gap is at low bits)
@@ -122,12 +124,15 @@ def summary(res, paper, words, scales, datasets, bits_list) -> list[str]:
     return lines
 
 
+def _has(res, m, model, scale, words, datasets, bits_list) -> bool:
+    return any(res.get(_key(scale, m, b, words, d, model)) for d in datasets for b in bits_list)
+
+
 def drop_table(res, paper, model, scale, words, datasets, bits_list) -> list[str]:
-    has_uniform = any(res.get(_key(scale, "uniform", b, words, d, model)) for d in datasets for b in bits_list)
-    ours = [m for m in OURS if m != "uniform" or has_uniform]
+    ours = [m for m in OURS if m not in OPTIONAL or _has(res, m, model, scale, words, datasets, bits_list)]
     hdr = ["dataset", "bits"]
     for m in ours:
-        hdr += [f"{LABEL[m]} ours"] + ([f"{LABEL[m]} paper"] if m != "uniform" else [])
+        hdr += [f"{LABEL[m]} ours"] + ([f"{LABEL[m]} paper"] if m not in OPTIONAL else [])
     hdr += [f"{LABEL[m]} paper" for m in PAPER_ONLY]
     lines = [f"### Drops from FP (dB), x{scale}: ours (from our FP) and the paper's (from its FP)", "",
              "| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
@@ -136,9 +141,9 @@ def drop_table(res, paper, model, scale, words, datasets, bits_list) -> list[str
             row = [d, str(b)]
             for m in ours:
                 o = _drop(res, model, scale, m, b, words, d)
-                row.append("" if m == "uniform" and b not in UNIFORM_BITS and o is None else
+                row.append("" if m in OPTIONAL and b not in UNIFORM_BITS and o is None else
                            "…" if o is None else f"{o:+.2f}")
-                if m != "uniform":
+                if m not in OPTIONAL:
                     row.append(_d(paper_drop(paper, model, scale, d, m, b)))
             row += [_d(paper_drop(paper, model, scale, d, m, b)) for m in PAPER_ONLY]
             lines.append("| " + " | ".join(row) + " |")
@@ -149,16 +154,16 @@ def full_table(res, paper, model, scale, words, datasets, bits_list) -> list[str
     lines = [f"### PSNR / SSIM, x{scale}", "",
              "| dataset | method | W/A bits | ours PSNR / SSIM | ours drop | paper PSNR / SSIM | paper drop | "
              "ours - paper drop |", "|---|---|---|---|---|---|---|---|"]
-    has_uniform = any(res.get(_key(scale, "uniform", b, words, d, model)) for d in datasets for b in bits_list)
+    shown = {m: _has(res, m, model, scale, words, datasets, bits_list) for m in OPTIONAL}
     for d in datasets:
         fp = res.get(_key(scale, "fp", None, words, d, model))
         lines.append(f"| {d} | FP | 32 | {fmt(fp)} |  | {_fmt_paper(paper_cell(paper, model, scale, d, 'fp', None))}"
                      " |  |  |")
-        for m in ("minmax", "uniform", "dfsq") + PAPER_ONLY:
-            if m == "uniform" and not has_uniform:
+        for m in OURS + PAPER_ONLY:
+            if m in OPTIONAL and not shown[m]:
                 continue
             for b in bits_list:
-                if m == "uniform" and b not in UNIFORM_BITS and not res.get(_key(scale, m, b, words, d, model)):
+                if m in OPTIONAL and b not in UNIFORM_BITS and not res.get(_key(scale, m, b, words, d, model)):
                     continue
                 p = paper_cell(paper, model, scale, d, m, b)
                 pd = paper_drop(paper, model, scale, d, m, b)

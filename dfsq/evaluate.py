@@ -21,7 +21,7 @@ from .imresize import imresize
 from .model import ARCHS
 from .metrics import psnr_y, ssim_y
 
-METHODS = ("fp", "bicubic", "minmax", "dfsq", "dfsq-hw", "uniform")
+METHODS = ("fp", "bicubic", "minmax", "dfsq", "dfsq-hw", "uniform", "dfsq-uniform")
 
 
 @torch.no_grad()
@@ -68,6 +68,10 @@ def build_model(args):
     model = load_model(getattr(args, "model", "edsr"), args.weights, args.scale)
     if args.method == "fp":
         return model
+    if args.method == "dfsq-uniform":
+        from .uniform import build_dfsq_uniform  # noqa: PLC0415 - DFSQ normalization, uniform points
+
+        return build_dfsq_uniform(model, args)
     if args.method == "uniform":
         from .uniform import build_uniform  # noqa: PLC0415 - per-channel MSE-clipped uniform baseline
 

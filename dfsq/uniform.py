@@ -257,3 +257,34 @@ def cached_stats(model, images, path, samples_per_image: int = 1024, seed: int =
                  min=np.stack([s["min"] for s in st]), max=np.stack([s["max"] for s in st]),
                  sample=np.stack([s["sample"] for s in st]))
     return st
+
+
+def uniform_points(bits: int, relu_input: bool) -> np.ndarray:
+    """2^b uniform points of the ``dfsq-uniform`` baseline in the normalized range: [-1, 1], or [0, 1] for a
+    post-ReLU input (DFSQ normalizes those without subtracting the mean, so they lie in [0, 1])."""
+    lo = 0.0 if relu_input else -1.0
+    return np.linspace(lo, 1.0, 1 << bits).astype(np.float32)
+
+
+def quantize_dfsq_uniform(model, bits: int, weights: str = ""):
+    """A copy of ``model`` with DFSQ's per-(sample, channel) normalization and 2^b uniform points per channel
+    (``--method dfsq-uniform``): the quantizer of the normalized uniform engine. Weights as every method."""
+    from .quantize import CodeTable, midpoints, quant_convs, quantize_model
+
+    qmodel = quantize_model(model, minmax_params(model, bits, None, weights), "dfsq")
+    for qc in quant_convs(qmodel):
+        pts = torch.from_numpy(uniform_points(bits, qc.relu_input)).expand(qc.in_channels, -1).contiguous()
+        qc.method = "dfsq-uniform"      # fake-quant only: hw_mode and export refuse it (not universal-set points)
+        qc.points = pts
+        qc.mid = midpoints(pts)
+        qc.table = CodeTable(qc.mid)
+        del qc.point_ints
+    return qmodel
+
+
+def build_dfsq_uniform(model, args):
+    """The ``dfsq-uniform`` network of ``python -m dfsq.evaluate`` (no activation calibration: the normalization is
+    per sample)."""
+    if args.act_bits != args.weight_bits:
+        raise UserError("--method dfsq-uniform needs --act-bits equal to --weight-bits")
+    return quantize_dfsq_uniform(model, args.act_bits, str(getattr(args, "weights", "")))

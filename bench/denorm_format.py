@@ -66,7 +66,7 @@ def format_spec(fmt: str, args, channels: int = 64) -> DatapathSpec:
 
 
 def run(args) -> dict:
-    from dfsq.data import benchmark_pairs
+    from bench.scale_bits import fake_quant_rows, load_images
     from dfsq.evaluate import upscale
     from dfsq.hw_mode import apply_hw_mode, remove_hw_mode
     from dfsq.metrics import psnr_y, ssim_y
@@ -84,19 +84,9 @@ def run(args) -> dict:
                          params=args.params, calib=args.calib, images=args.images, seed=0, weights=args.weights,
                          model=args.model)
     qmodel = build_quantized(model, ns)
-    images = []
-    for name in args.datasets.split(","):
-        items = list(benchmark_pairs(name, args.scale, args.data_root))
-        if args.limit:
-            items = items[: args.limit]
-        images += [(name, stem, hr, lr) for stem, hr, lr in items]
-    rows = []
-    t0 = time.perf_counter()
-    for ds, stem, hr, lr in tqdm(images, desc="fake-quant"):
-        sr = upscale(qmodel, lr)
-        rows.append({"dataset": ds, "image": stem, "psnr_fq": psnr_y(sr, hr, args.scale),
-                     "ssim_fq": ssim_y(sr, hr, args.scale), "hw": {}})
-    timings = {"fake_quant": time.perf_counter() - t0}
+    images = load_images(args.datasets, args.scale, args.data_root, args.limit)
+    rows, t_fq = fake_quant_rows(qmodel, images, args.scale)
+    timings = {"fake_quant": t_fq}
     for f in formats:
         apply_hw_mode(qmodel, **format_kwargs(f))
         t0 = time.perf_counter()

@@ -43,8 +43,34 @@ def parse_bits(text: str) -> list[int]:
     return bits
 
 
-def run(args) -> dict:
+def load_images(datasets: str, scale: int, data_root, limit: int = 0) -> list[tuple]:
+    """(dataset, stem, hr, lr) of every image of the comma-separated ``datasets`` (at most ``limit`` each)."""
     from dfsq.data import benchmark_pairs
+
+    images = []
+    for name in datasets.split(","):
+        items = list(benchmark_pairs(name, scale, data_root))
+        if limit:
+            items = items[:limit]
+        images += [(name, stem, hr, lr) for stem, hr, lr in items]
+    return images
+
+
+def fake_quant_rows(qmodel, images, scale: int):
+    """(rows, seconds): one row per image with its fake-quant PSNR-Y / SSIM-Y and an empty ``hw`` dict."""
+    from dfsq.evaluate import upscale
+    from dfsq.metrics import psnr_y, ssim_y
+
+    rows = []
+    t0 = time.perf_counter()
+    for ds, stem, hr, lr in tqdm(images, desc="fake-quant"):
+        sr = upscale(qmodel, lr)
+        rows.append({"dataset": ds, "image": stem, "psnr_fq": psnr_y(sr, hr, scale),
+                     "ssim_fq": ssim_y(sr, hr, scale), "hw": {}})
+    return rows, time.perf_counter() - t0
+
+
+def run(args) -> dict:
     from dfsq.evaluate import upscale
     from dfsq.hw_mode import apply_hw_mode, remove_hw_mode
     from dfsq.metrics import psnr_y, ssim_y
@@ -56,19 +82,8 @@ def run(args) -> dict:
     ns = SimpleNamespace(method="dfsq", act_bits=args.act_bits, weight_bits=args.weight_bits, words=args.words,
                          params=args.params, calib=args.calib, images=args.images, seed=0, weights=args.weights)
     qmodel = build_quantized(model, ns)
-    images = []
-    for name in args.datasets.split(","):
-        items = list(benchmark_pairs(name, args.scale, args.data_root))
-        if args.limit:
-            items = items[: args.limit]
-        images += [(name, stem, hr, lr) for stem, hr, lr in items]
-    rows = []
-    t0 = time.perf_counter()
-    for ds, stem, hr, lr in tqdm(images, desc="fake-quant"):
-        sr = upscale(qmodel, lr)
-        rows.append({"dataset": ds, "image": stem, "psnr_fq": psnr_y(sr, hr, args.scale),
-                     "ssim_fq": ssim_y(sr, hr, args.scale), "hw": {}})
-    t_fq = time.perf_counter() - t0
+    images = load_images(args.datasets, args.scale, args.data_root, args.limit)
+    rows, t_fq = fake_quant_rows(qmodel, images, args.scale)
     timings = {}
     if args.noise_floor:
         # the same fake-quant network with its convs in float64: a perturbation at float32 rounding level, which

@@ -112,8 +112,7 @@ def add_quant_args(ap: argparse.ArgumentParser) -> None:
 
 def check_quant_args(args) -> None:
     """Reject flags the chosen ``--method`` would ignore or clamp (``--scale-bits`` is for dfsq-hw only)."""
-    from golden.spec import (DEFAULT_DENORM, DEFAULT_SCALE_BITS, DEFAULT_SHIFT_BITS, DEFAULT_SIGMA_BITS,  # noqa: PLC0415
-                             SCALE_BITS_RANGE, SHIFT_BITS_RANGE, SIGMA_BITS_RANGE)
+    from golden.spec import DEFAULT_SCALE_BITS, SCALE_BITS_RANGE, SpecError, denorm_format  # noqa: PLC0415
 
     if args.scale_bits is None:
         args.scale_bits = DEFAULT_SCALE_BITS
@@ -122,18 +121,14 @@ def check_quant_args(args) -> None:
     elif not SCALE_BITS_RANGE[0] <= args.scale_bits <= SCALE_BITS_RANGE[1]:
         raise UserError(f"--scale-bits must be in {SCALE_BITS_RANGE[0]}..{SCALE_BITS_RANGE[1]}, got {args.scale_bits}")
     method = getattr(args, "method", "dfsq-hw")
-    if getattr(args, "denorm", None) is not None and method != "dfsq-hw":
-        raise UserError(f"--denorm applies to --method dfsq-hw only, not {method}")
-    args.denorm = getattr(args, "denorm", None) or DEFAULT_DENORM
-    for flag, name, default, (lo, hi) in (("--sigma-bits", "sigma_bits", DEFAULT_SIGMA_BITS, SIGMA_BITS_RANGE),
-                                          ("--shift-bits", "shift_bits", DEFAULT_SHIFT_BITS, SHIFT_BITS_RANGE)):
-        v = getattr(args, name, None)
-        if v is None:
-            setattr(args, name, default)
-        elif args.denorm != "split":
-            raise UserError(f"{flag} applies to --denorm split only")
-        elif not lo <= v <= hi:
-            raise UserError(f"{flag} must be in {lo}..{hi}, got {v}")
+    given = [getattr(args, k, None) for k in ("denorm", "sigma_bits", "shift_bits")]
+    if any(v is not None for v in given) and method != "dfsq-hw":
+        raise UserError(f"--denorm, --sigma-bits and --shift-bits apply to --method dfsq-hw only, not {method}")
+    try:
+        fmt = denorm_format(*given)
+    except SpecError as exc:
+        raise UserError(str(exc)) from None
+    args.denorm, args.sigma_bits, args.shift_bits = fmt["denorm"], fmt["sigma_bits"], fmt["shift_bits"]
 
 
 @cli_main

@@ -60,33 +60,49 @@ def mac_reference(weights, idx, mask, table, sigma_m, mu_m, bias_int: int, words
     Taps are in raster order ``t = 3 * (dy + 1) + (dx + 1)``. With ``spec``, every product, A_c, B_c, term,
     running channel sum and the final accumulator is checked against its width.
     """
-    mask = [int(bool(m)) for m in _flat(mask)]
-    if len(mask) != TAPS:
-        raise ValueError(f"mask needs {TAPS} entries")
+    mask = _mask(mask)
     total = 0
     for c, (wc, ic) in enumerate(zip(weights, idx)):
-        wc, ic = [int(v) for v in _flat(wc)], [int(v) for v in _flat(ic)]
-        a = b = 0
-        for t in range(TAPS):
-            if not mask[t]:
-                continue
-            p = product(wc[t], int(table[c][ic[t]]), wordset)
-            if spec is not None:
-                _fits(p, spec.product_bits, f"product (channel {c}, tap {t})")
-            a += p
-            b += wc[t]
+        a, b = _channel_sums(wc, ic, mask, table[c], wordset, spec, c)
         term = int(sigma_m[c]) * a + int(mu_m[c]) * b
         total += term
         if spec is not None:
-            _fits(a, spec.a_bits, f"A_{c}")
             _fits(b, spec.b_bits, f"B_{c}")
             _fits(int(sigma_m[c]), spec.scale_bits, f"sigma_m[{c}]")
             _fits(int(mu_m[c]), spec.scale_bits, f"mu_m[{c}]")
             _fits(term, spec.term_bits, f"term_{c}")
             _fits(total, spec.sum_bits, f"channel sum after channel {c}")
-    acc = int(bias_int) + total
+    return _accumulator(bias_int, total, spec, "bias_int", "bias_bits")
+
+
+def _mask(mask) -> list[int]:
+    mask = [int(bool(m)) for m in _flat(mask)]
+    if len(mask) != TAPS:
+        raise ValueError(f"mask needs {TAPS} entries")
+    return mask
+
+
+def _channel_sums(wc, ic, mask, table_c, wordset: WordSet, spec, c: int) -> tuple[int, int]:
+    """(A_c, B_c) of one input channel: the shift-add products and the weights of the valid taps (checked)."""
+    wc, ic = [int(v) for v in _flat(wc)], [int(v) for v in _flat(ic)]
+    a = b = 0
+    for t in range(TAPS):
+        if mask[t]:
+            p = product(wc[t], int(table_c[ic[t]]), wordset)
+            if spec is not None:
+                _fits(p, spec.product_bits, f"product (channel {c}, tap {t})")
+            a += p
+            b += wc[t]
     if spec is not None:
-        _fits(int(bias_int), spec.bias_bits, "bias_int")
+        _fits(a, spec.a_bits, f"A_{c}")
+    return a, b
+
+
+def _accumulator(start: int, total: int, spec, name: str, bits: str) -> int:
+    """``start + total``, with the start value and the accumulator checked against their widths."""
+    acc = int(start) + total
+    if spec is not None:
+        _fits(int(start), getattr(spec, bits), name)
         _fits(acc, spec.acc_bits, "acc")
     return acc
 
@@ -141,35 +157,21 @@ def mac_reference_split(weights, idx, mask, table, sigma_s, sigma_d, start: int,
     pixel's border-class start value (golden.mean_unit). Arguments as :func:`mac_reference`, with the sigma
     mantissas ``sigma_s`` and shifts ``sigma_d`` per channel. With ``spec``, every product, A_c, s_c A_c, lane
     term, running lane sum, the start value and the accumulator are checked against their widths."""
-    mask = [int(bool(m)) for m in _flat(mask)]
-    if len(mask) != TAPS:
-        raise ValueError(f"mask needs {TAPS} entries")
+    mask = _mask(mask)
     total = 0
     for c, (wc, ic) in enumerate(zip(weights, idx)):
-        wc, ic = [int(v) for v in _flat(wc)], [int(v) for v in _flat(ic)]
-        a = 0
-        for t in range(TAPS):
-            if mask[t]:
-                p = product(wc[t], int(table[c][ic[t]]), wordset)
-                if spec is not None:
-                    _fits(p, spec.product_bits, f"product (channel {c}, tap {t})")
-                a += p
+        a, _ = _channel_sums(wc, ic, mask, table[c], wordset, spec, c)
         s, d = int(sigma_s[c]), int(sigma_d[c])
         if spec is not None:
             if not (0 <= s <= spec.sigma_max and 0 <= d <= spec.shift_max):
                 raise DatapathOverflow(f"sigma mantissa {s} or shift {d} of channel {c} out of range")
-            _fits(a, spec.a_bits, f"A_{c}")
             _fits(s * a, spec.sa_bits, f"s_{c} * A_{c}")
         term = (s * a) << d
         total += term
         if spec is not None:
             _fits(term, spec.term_bits, f"term_{c}")
             _fits(total, spec.sum_bits, f"lane sum after channel {c}")
-    acc = int(start) + total
-    if spec is not None:
-        _fits(int(start), spec.start_bits, "start")
-        _fits(acc, spec.acc_bits, "acc")
-    return acc
+    return _accumulator(start, total, spec, "start", "start_bits")
 
 
 def mean_unit_reference(mu_m, weights, bias_int: int, kernel: int = 3, spec: DatapathSpec | None = None) -> list[int]:

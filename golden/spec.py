@@ -245,6 +245,23 @@ class WordSet:
         return ints[np.searchsorted(mids, np.asarray(v, dtype=np.float64), side="left")]
 
 
+def denorm_format(denorm: str | None = None, sigma_bits: int | None = None, shift_bits: int | None = None) -> dict:
+    """DatapathSpec keyword arguments for a de-normalization format given as command-line flags (None: the
+    default). SpecError for an unknown ``denorm``, for sigma/shift bits without ``split`` or out of range."""
+    denorm = DEFAULT_DENORM if denorm is None else denorm
+    if denorm not in DENORMS:
+        raise SpecError(f"--denorm must be one of {', '.join(DENORMS)}, got {denorm!r}")
+    if denorm != "split" and (sigma_bits is not None or shift_bits is not None):
+        raise SpecError("--sigma-bits and --shift-bits apply to --denorm split only")
+    out = {"denorm": denorm,
+           "sigma_bits": DEFAULT_SIGMA_BITS if sigma_bits is None else sigma_bits,
+           "shift_bits": DEFAULT_SHIFT_BITS if shift_bits is None else shift_bits}
+    for flag, (lo, hi) in (("sigma_bits", SIGMA_BITS_RANGE), ("shift_bits", SHIFT_BITS_RANGE)):
+        if not (isinstance(out[flag], int) and lo <= out[flag] <= hi):
+            raise SpecError(f"--{flag.replace('_', '-')} must be in {lo}..{hi}, got {out[flag]}")
+    return out
+
+
 @functools.lru_cache(maxsize=None)
 def _wordset(words: int, gap: int) -> WordSet:
     """One shared WordSet per (words, gap), so its tables are built once."""

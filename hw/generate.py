@@ -24,7 +24,8 @@ from amaranth.lib import data
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_dir
 from golden.spec import (DEFAULT_CHANNELS, DEFAULT_DENORM, DEFAULT_GAP, DEFAULT_SCALE_BITS, DEFAULT_SHIFT_BITS,
-                         DEFAULT_SIGMA_BITS, DEFAULT_WORDS, DENORMS, SPEC_VERSION, DatapathSpec, SpecError)
+                         DEFAULT_SIGMA_BITS, DEFAULT_WORDS, DENORMS, SPEC_VERSION, DatapathSpec, SpecError,
+                         denorm_format)
 
 from .engine import ENGINE_FAULTS, ConvEngine, check_lanes
 from .mac import ShiftAddMAC
@@ -238,14 +239,11 @@ def main(argv=None):
     if args.lanes is not None and args.top != "engine":
         raise UserError(f"--lanes applies to --top engine only (the {args.top} has no lanes)")
     lanes = DEFAULT_LANES if args.lanes is None else args.lanes
-    if args.denorm != "split" and (args.sigma_bits is not None or args.shift_bits is not None):
-        raise UserError("--sigma-bits and --shift-bits apply to --denorm split only")
     check_output_dir(args.out, "--out")
     try:
         spec = DatapathSpec(words=args.words, act_bits=args.act_bits, weight_bits=args.weight_bits,
-                            scale_bits=args.scale_bits, channels=args.channels, gap=args.gap, denorm=args.denorm,
-                            sigma_bits=DEFAULT_SIGMA_BITS if args.sigma_bits is None else args.sigma_bits,
-                            shift_bits=DEFAULT_SHIFT_BITS if args.shift_bits is None else args.shift_bits)
+                            scale_bits=args.scale_bits, channels=args.channels, gap=args.gap,
+                            **denorm_format(args.denorm, args.sigma_bits, args.shift_bits))
     except SpecError as exc:
         raise UserError(str(exc)) from None
     v_path, j_path = generate(args.top, spec, lanes, args.fault, args.out, args.variant)

@@ -31,7 +31,7 @@ import numpy as np
 
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_dir, check_output_file
-from golden.spec import TAPS, DatapathSpec
+from golden.spec import TAPS, DatapathSpec, SpecError, denorm_format
 from sim import runner as simrun
 from sim import stimulus as st
 
@@ -371,11 +371,10 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     simrun.check_simulator(simulator)                     # fail fast, before any heavy work
     export_dir = Path(export_dir)
     manifest = load_manifest(export_dir)
-    fmt = {"denorm": denorm}
-    if denorm == "split":
-        fmt.update({k: v for k, v in (("sigma_bits", sigma_bits), ("shift_bits", shift_bits)) if v is not None})
-    elif sigma_bits is not None or shift_bits is not None:
-        raise UserError("--sigma-bits and --shift-bits apply to --denorm split only")
+    try:
+        fmt = denorm_format(denorm, sigma_bits, shift_bits)
+    except SpecError as exc:
+        raise UserError(str(exc)) from None
     spec = engine_spec(spec_from_manifest(manifest, **fmt))
     available = [int(e["index"]) for e in manifest["layers"]]
     chosen = parse_layers(layers, available)

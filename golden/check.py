@@ -23,7 +23,7 @@ from .errors import UserError, cli_main
 from .files import atomic_output, check_output_file
 from .export_io import LayerData, load_export, load_manifest, spec_from_manifest
 from .layer import derive_codes, error_bound, layer_spec, run_layer
-from .spec import EPS, DatapathSpec
+from .spec import DENORMS, EPS, DatapathSpec, SpecError, denorm_format
 
 
 def check_layer(layer: LayerData, spec: DatapathSpec) -> dict:
@@ -103,14 +103,26 @@ def format_table(results: list[dict]) -> str:
 
 
 @cli_main
+def _format_note(spec) -> str:
+    return f", split de-normalization m {spec.sigma_bits} s {spec.shift_bits}" if spec.split else ""
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m golden.check", description=__doc__.split("\n")[0])
     ap.add_argument("--export", required=True, help="export folder (python -m dfsq.export)")
     ap.add_argument("--json", help="write the per-layer report here")
     ap.add_argument("--layers", default="all", help="'all' or comma-separated layer indices")
     ap.add_argument("--scale-bits", type=int, help="check with this de-normalization width (default: the export's)")
+    ap.add_argument("--denorm", choices=DENORMS, default=None,
+                    help="de-normalization format to check: fused (default) or split (docs/datapath.md)")
+    ap.add_argument("--sigma-bits", type=int, default=None, help="split: sigma mantissa bits")
+    ap.add_argument("--shift-bits", type=int, default=None, help="split: alignment shift bits")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
+    try:
+        fmt = denorm_format(args.denorm, args.sigma_bits, args.shift_bits)
+    except SpecError as exc:
+        raise UserError(str(exc)) from None
     wanted = _parse_layers(args.layers)
     if args.json:
         check_output_file(args.json, "--json")
@@ -118,7 +130,7 @@ def main(argv=None):
     method = (manifest.get("config") or {}).get("method", "dfsq")
     if method not in (None, "dfsq"):
         raise UserError(f"export method is {method!r}: the shift-add datapath needs DFSQ points")
-    overrides = {} if args.scale_bits is None else {"scale_bits": args.scale_bits}
+    overrides = dict(fmt) if args.scale_bits is None else dict(fmt, scale_bits=args.scale_bits)
     spec = spec_from_manifest(manifest, **overrides)
     _, layers = load_export(args.export, spec, wanted)
     results = [check_layer(lay, spec) for lay in tqdm(layers, desc="golden.check", disable=args.quiet,
@@ -127,7 +139,7 @@ def main(argv=None):
     failed = [r for r in results if not r["passed"]]
     print(f"{len(results) - len(failed)}/{len(results)} layers pass "
           f"(words {spec.words}, act_bits {spec.act_bits}, weight_bits {spec.weight_bits}, "
-          f"scale_bits {spec.scale_bits}, acc_bits {spec.acc_bits} for the widest layer "
+          f"scale_bits {spec.scale_bits}{_format_note(spec)}, acc_bits {spec.acc_bits} for the widest layer "
           f"({spec.channels} channels, {spec.kernel}x{spec.kernel}))")
     for r in failed:
         why = []

@@ -625,6 +625,12 @@ def _ecp5_section(rows: list[dict]) -> list[str]:
             "goes to the per-lane de-normalization (two 24-bit fixed-point multipliers per lane) and the point "
             "tables (DPR16X4), which issue 14's redesign removes or shrinks.",
         ]
+    lines += [
+        "",
+        "Not measured yet: the normalized uniform engine (issue 14's `--normalized`: DFSQ's per-(sample, channel) "
+        "normalization and de-normalization with 2^b uniform points in [-1, 1]); it is to share the DFSQ engine's "
+        "new de-normalization, so it follows that redesign.",
+    ]
     return lines
 
 

@@ -538,6 +538,11 @@ def _ecp5_section(rows: list[dict]) -> list[str]:
             return ""
         return "yes" if not over else "**no** (" + ", ".join(over) + ")"
 
+    def lut_text(r, flow):
+        e = res(r, flow)
+        mark = " †" if str(e.get("mapper", "")).startswith("abc ") else ""
+        return f"{_fmt(e.get('lut4'))}{mark}"
+
     def fmax_text(r):
         f = res(r, "ecp5-fmax")
         if not f:
@@ -569,9 +574,13 @@ def _ecp5_section(rows: list[dict]) -> list[str]:
     ]
     for r in ecp:
         e = res(r, "ecp5")
-        lines.append(f"| {r['name']} | {_fmt(e.get('lut4'))} | {_fmt(e.get('carry'))} | {_fmt(e.get('dpram'))} "
+        lines.append(f"| {r['name']} | {lut_text(r, 'ecp5')} | {_fmt(e.get('carry'))} | {_fmt(e.get('dpram'))} "
                      f"| {_fmt(e.get('lut_eq'))} | {_fmt(e.get('ffs'))} | {_fmt(e.get('bram'))} "
                      f"| {fits_text(r, 'ecp5')} | {_fmt(e.get('synth_seconds'), 0)} |")
+    if any(str(res(r, f).get("mapper", "")).startswith("abc ") for r in ecp for f in ("ecp5", "ecp5-dsp")):
+        lines += ["", "†: YoWASP's ABC9 crashed on this netlist, so its LUTs were mapped by classic ABC "
+                      "(`synth_ecp5 -run :map_luts; abc -lut 4; synth_ecp5 -run map_cells:`); every other row is "
+                      "ABC9's mapping, so this row's LUT4 count is not exactly comparable with theirs."]
     lines += [
         "",
         "### With DSPs (`synth_ecp5`) and place and route (`nextpnr-ecp5`)",
@@ -582,19 +591,24 @@ def _ecp5_section(rows: list[dict]) -> list[str]:
     ]
     for r in ecp:
         e, f = res(r, "ecp5-dsp"), res(r, "ecp5-fmax")
-        lines.append(f"| {r['name']} | {_fmt(e.get('lut4'))} | {_fmt(e.get('carry'))} | {_fmt(e.get('lut_eq'))} "
+        lines.append(f"| {r['name']} | {lut_text(r, 'ecp5-dsp')} | {_fmt(e.get('carry'))} | {_fmt(e.get('lut_eq'))} "
                      f"| {_fmt(e.get('ffs'))} | {_fmt(e.get('mult18'))} | {_fmt(e.get('alu54'))} "
                      f"| {_fmt(e.get('bram'))} | {fits_text(r, 'ecp5-dsp')} | {fmax_text(r)} | {_fmt(f.get('comb'))} "
                      f"| {_fmt(e.get('synth_seconds'), 0)} | {_fmt(f.get('pnr_seconds'), 0)} |")
+    inst = next((r for r in ecp if r.get("fmax_lanes", r.get("lanes")) != r.get("lanes")
+                 and res(r, "ecp5-fmax").get("pnr_seconds")), None)
+    why = (f" (the {inst['fmax_lanes']}-lane instance of {inst['name']} alone took "
+           f"{_fmt(res(inst, 'ecp5-fmax')['pnr_seconds'], 0)} s of place and route)" if inst else "")
     lines += [
         "",
         f"fmax: nextpnr-ecp5's achieved clock of the scan harness around the design (every input and output "
         f"registered), synthesized with DSPs, target {ECP5_TARGET_MHZ} MHz, seed 1; a row marked with an instance "
-        "was placed and routed at fewer lanes (same lanes, a shallower lane tree), so its fmax is an optimistic "
-        f"estimate of the full engine's: nextpnr-ecp5 in WebAssembly on the 16-lane DFSQ engine would take longer "
-        f"than this report spends on one design. P&R TRELLIS_COMB: LUT4 sites after nextpnr's packing of that "
-        "harness (the instance placed, plus the harness's one mux LUT per output bit). Synthesis and P&R wall "
-        "times were measured on a 2-core machine shared with other jobs, and are 0 for figures read from the cache.",
+        "was placed and routed at fewer lanes (the same lanes, a shallower lane tree, shorter routes), so its fmax "
+        "is an optimistic estimate of the full engine's: nextpnr-ecp5 in WebAssembly on the 16-lane DFSQ engine "
+        f"would take longer than this report spends on one design{why}. P&R TRELLIS_COMB: LUT4 sites after "
+        "nextpnr's packing of that harness (the instance placed, plus the harness's one mux LUT per output bit). "
+        "Synthesis and P&R wall times are those of the run that filled the cache, on a 2-core machine shared with "
+        "other jobs.",
     ]
     dfsq = next((r for r in ecp if r["kind"] == "dfsq" and r["lanes"] == ECP5_LANES), None)
     uni = next((r for r in ecp if r["kind"] == "uniform" and r["lanes"] == ECP5_LANES
@@ -625,6 +639,17 @@ def _ecp5_section(rows: list[dict]) -> list[str]:
             "goes to the per-lane de-normalization (two 24-bit fixed-point multipliers per lane) and the point "
             "tables (DPR16X4), which issue 14's redesign removes or shrinks.",
         ]
+        dd, ud = res(dfsq, "ecp5-dsp"), res(uni, "ecp5-dsp")
+        if dd and ud:
+            lines += [
+                "",
+                f"With DSPs allowed the uniform engine puts its 144 multipliers in {_fmt(ud.get('mult18'))} "
+                f"MULT18X18D and keeps {_fmt(ud.get('lut_eq'))} LUT4 sites; the DFSQ engine uses "
+                f"{_fmt(dd.get('mult18'))} MULT18X18D (its sigma and mu multipliers) and keeps "
+                f"{_fmt(dd.get('lut_eq'))} LUT4 sites (shift-add multipliers, trees, point tables): "
+                f"{_fmt(_ratio(dd.get('lut_eq'), ud.get('lut_eq')), 2)}x the LUT4 sites and "
+                f"{_fmt(_ratio(dd.get('mult18'), ud.get('mult18')), 2)}x the DSPs.",
+            ]
     lines += [
         "",
         "Not measured yet: the normalized uniform engine (issue 14's `--normalized`: DFSQ's per-(sample, channel) "

@@ -117,6 +117,8 @@ def _fake_ecp5(jobs):
                                lut_eq=lut // 4 + 2000 + 6 * cells["dpram"])
         if "ecp5-fmax" in job["flows"]:
             res["ecp5-fmax"] = {"fmax_mhz": 77.7, "comb": 1234, "pnr_seconds": 99.0}
+        if job["kind"] == "uniform" and not big:
+            res["ecp5"]["mapper"] = "abc (abc9 failed)"
     return out
 
 
@@ -149,6 +151,7 @@ def test_ecp5_render_tables_ratio_and_fit():
     assert "**no** (LUT4 sites)" in row
     dsp_row = next(line for line in text.splitlines() if line.startswith("| DFSQ engine w4 a4 b4 c64 l16 | 22501"))
     assert "| yes |" in dsp_row and "77.7 (4-lane instance)" in dsp_row
+    assert "| 3006 † |" in text and "ABC9 crashed" in text  # the classic-ABC fallback is flagged
     assert "| 77.7 |" in next(line for line in text.splitlines()
                               if line.startswith("| uniform engine W6A6 c64 l16 | 7501"))
 

@@ -2,12 +2,18 @@
 
     python -m hw.generate --words 4 [--act-bits 4] [--weight-bits 4] [--scale-bits 24] [--channels 64]
         [--lanes 16] [--top mac|engine] [--fault NAME] [--variant registered|fold|deferred|naive] [--out rtl_out/]
+    python -m hw.generate --top uniform-engine --act-bits 6 --weight-bits 6 [--channels 64] [--lanes 16]
 
 writes ``<out>/<stem>.v`` (`` `timescale 1ns/1ps`` first, top module ``dfsq_engine`` or ``dfsq_mac``, clock
 ``clk`` and synchronous active-high reset ``rst``) and ``<out>/<stem>.json`` (configuration, ``spec.widths()``,
 ports with direction, width, signedness and packing, latency). Stems: ``dfsq_engine_w4_a4_b4_s24_c64_l16`` and
 ``dfsq_mac_w4_a4_b4_s24_c64``; a faulted variant adds ``_fault-NAME``, a non-default multiplier variant
 ``_v-NAME``. The same arguments always give the same bytes.
+
+``--top uniform-engine`` writes the uniform (Min-Max, static scale) baseline engine of :mod:`hw.uniform_engine`
+(top module ``uniform_engine``, stem ``uniform_engine_a6_b6_c64_l16``): int weights times int activations, widths
+from :class:`golden.uniform_spec.UniformSpec`; ``--words``, ``--scale-bits``, ``--gap`` and ``--variant`` do not
+apply to it.
 """
 from __future__ import annotations
 
@@ -23,18 +29,23 @@ from amaranth.lib import data
 
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_dir
-from golden.spec import (DEFAULT_CHANNELS, DEFAULT_DENORM, DEFAULT_GAP, DEFAULT_SCALE_BITS, DEFAULT_SHIFT_BITS,
+from golden.spec import (DEFAULT_CHANNELS, DEFAULT_GAP, DEFAULT_SCALE_BITS, DEFAULT_SHIFT_BITS,
                          DEFAULT_SIGMA_BITS, DEFAULT_WORDS, DENORMS, SPEC_VERSION, DatapathSpec, SpecError,
                          denorm_format)
+
+from golden.uniform_spec import DEFAULT_UNIFORM_BITS, UNIFORM_SPEC_VERSION, UniformSpec
 
 from .engine import ENGINE_FAULTS, ConvEngine, check_lanes
 from .mac import ShiftAddMAC
 from .shift_add import COMBINATIONAL_VARIANTS, FAULTS, VARIANTS
+from .uniform_engine import UNIFORM_FAULTS, UniformEngine, check_uniform_lanes
 
-__all__ = ["TOPS", "TIMESCALE", "DEFAULT_LANES", "DEFAULT_VARIANTS", "VERILOG_SCRIPT", "build", "stem", "port_map",
+__all__ = ["TOPS", "UNIFORM_TOPS", "TIMESCALE", "DEFAULT_LANES", "DEFAULT_VARIANTS", "VERILOG_SCRIPT", "build", "stem", "port_map",
            "sidecar", "to_verilog", "render", "generate", "main"]
 
-TOPS = {"engine": "dfsq_engine", "mac": "dfsq_mac"}
+TOPS = {"engine": "dfsq_engine", "mac": "dfsq_mac", "uniform-engine": "uniform_engine"}
+#: Tops built from a golden.uniform_spec.UniformSpec (no word set, no multiplier variant).
+UNIFORM_TOPS = ("uniform-engine",)
 TIMESCALE = "`timescale 1ns/1ps"
 DEFAULT_LANES = 16
 #: Multiplier micro-architecture per top (measured in docs/hardware.md).
@@ -48,9 +59,27 @@ def _check_top(top):
     return top
 
 
-def build(top: str, spec: DatapathSpec, lanes: int = DEFAULT_LANES, fault=None, variant=None):
+def _build_uniform(spec, lanes, fault, variant):
+    if not isinstance(spec, UniformSpec):
+        raise UserError(f"--top uniform-engine needs a golden.uniform_spec.UniformSpec, not {type(spec).__name__}")
+    if fault is not None and fault not in UNIFORM_FAULTS:
+        raise UserError(f"unknown fault {fault!r} for --top uniform-engine; known: {', '.join(sorted(UNIFORM_FAULTS))}")
+    if variant is not None:
+        raise UserError("--variant applies to the DFSQ tops only (the uniform engine has integer multipliers)")
+    try:
+        check_uniform_lanes(spec, lanes)
+    except (TypeError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    return UniformEngine(spec=spec, lanes=lanes, fault=fault)
+
+
+def build(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None):
     """The Amaranth component for ``top``; bad combinations raise :class:`UserError` (one line)."""
     _check_top(top)
+    if top in UNIFORM_TOPS:
+        return _build_uniform(spec, lanes, fault, variant)
+    if not isinstance(spec, DatapathSpec):
+        raise UserError(f"--top {top} needs a golden.spec.DatapathSpec, not {type(spec).__name__}")
     known = {**FAULTS, **ENGINE_FAULTS} if top == "engine" and spec.split else FAULTS
     if fault is not None and fault not in known:
         raise UserError(f"unknown fault {fault!r} for this top and spec; known: {', '.join(sorted(known))}")
@@ -68,8 +97,11 @@ def build(top: str, spec: DatapathSpec, lanes: int = DEFAULT_LANES, fault=None, 
     return ConvEngine(spec=spec, lanes=lanes, fault=fault, variant=variant)
 
 
-def stem(top: str, spec: DatapathSpec, lanes: int = DEFAULT_LANES, fault=None, variant=None) -> str:
+def stem(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None) -> str:
     """File stem of a configuration (contract 4)."""
+    if _check_top(top) in UNIFORM_TOPS:
+        s = f"{TOPS[top]}_a{spec.act_bits}_b{spec.weight_bits}_c{spec.channels}_l{lanes}"
+        return s + (f"_fault-{fault}" if fault is not None else "")
     s = f"{TOPS[_check_top(top)]}_w{spec.words}_a{spec.act_bits}_b{spec.weight_bits}_s{spec.scale_bits}" \
         f"_c{spec.channels}"
     if spec.gap != DEFAULT_GAP:
@@ -118,11 +150,28 @@ PACKING = {
                "taps in raster order t = 3*(dy+1) + (dx+1); lane l of group g serves input channel g*L + l; "
                "sigma/mu of lane l at [l*scale_bits, (l+1)*scale_bits); signed elements are two's complement"),
     "mac": "in_code is a point code (golden.spec layout: word i's selector at bits [2i-1:2i-2], sign at bit 2N)",
+    "uniform-engine": ("element e = l*9 + t occupies bits [e*element_width, (e+1)*element_width) of in_act/in_weight; "
+                       "taps in raster order t = 3*(dy+1) + (dx+1); lane l of group g serves input channel g*L + l; "
+                       "a' = q_a - zp_a and w' = q_w - zp_w, two's complement; a masked tap's a' is ignored"),
 }
 
 
-def sidecar(top: str, component, spec: DatapathSpec, lanes: int, fault, variant, name: str) -> dict:
+def sidecar(top: str, component, spec, lanes: int, fault, variant, name: str) -> dict:
     """The JSON sidecar of a generated configuration."""
+    if top in UNIFORM_TOPS:
+        config = {"top": top, "module": TOPS[top], "act_bits": spec.act_bits, "weight_bits": spec.weight_bits,
+                  "channels": spec.channels, "lanes": lanes, "groups": component.groups, "fault": fault,
+                  "fault_description": UNIFORM_FAULTS.get(fault) if fault else None}
+        return {
+            "format": "dfsq-hw", "version": FORMAT_VERSION, "stem": name, "verilog": f"{name}.v",
+            "module": TOPS[top], "timescale": TIMESCALE.split()[1],
+            "clock": {"name": "clk", "edge": "rising"},
+            "reset": {"name": "rst", "active": "high", "kind": "synchronous"},
+            "config": config, "spec": spec.widths(), "latency": component.latency,
+            "latency_definition": "cycles from the handshake of a last beat to its out_valid, out_ready held high",
+            "ports": port_map(component), "packing": PACKING[top],
+            "versions": {"amaranth": amaranth.__version__, "uniform_spec": UNIFORM_SPEC_VERSION},
+        }
     config = {"top": top, "module": TOPS[top], "words": spec.words, "gap": spec.gap, "act_bits": spec.act_bits,
               "weight_bits": spec.weight_bits, "scale_bits": spec.scale_bits, "channels": spec.channels,
               "fault": fault, "fault_description": {**FAULTS, **ENGINE_FAULTS}.get(fault) if fault else None,
@@ -165,9 +214,10 @@ def to_verilog(component, name: str) -> str:
     return verilog
 
 
-def render(top: str, spec: DatapathSpec, lanes: int = DEFAULT_LANES, fault=None, variant=None):
+def render(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None):
     """(verilog text, sidecar dict, stem) without writing anything."""
-    variant = DEFAULT_VARIANTS[_check_top(top)] if variant is None else variant
+    if _check_top(top) not in UNIFORM_TOPS:
+        variant = DEFAULT_VARIANTS[top] if variant is None else variant
     component = build(top, spec, lanes, fault, variant)
     name = stem(top, spec, lanes, fault, variant)
     text = to_verilog(component, TOPS[top])
@@ -182,10 +232,12 @@ def _write_atomic(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def generate(top: str = "engine", spec: DatapathSpec | None = None, lanes: int = DEFAULT_LANES, fault=None,
+def generate(top: str = "engine", spec=None, lanes: int = DEFAULT_LANES, fault=None,
              out_dir="rtl_out", variant=None):
-    """Write ``<out_dir>/<stem>.v`` and ``<out_dir>/<stem>.json``; return their paths."""
-    spec = DatapathSpec() if spec is None else spec
+    """Write ``<out_dir>/<stem>.v`` and ``<out_dir>/<stem>.json``; return their paths. ``spec``: a
+    :class:`DatapathSpec` (default ``DatapathSpec()``), or a :class:`UniformSpec` for ``uniform-engine``."""
+    if spec is None:
+        spec = UniformSpec() if top in UNIFORM_TOPS else DatapathSpec()
     text, meta, name = render(top, spec, lanes, fault, variant)
     out = check_output_dir(out_dir, "output folder")
     v_path, j_path = out / f"{name}.v", out / f"{name}.json"
@@ -196,26 +248,28 @@ def generate(top: str = "engine", spec: DatapathSpec | None = None, lanes: int =
 
 def _parser():
     p = argparse.ArgumentParser(prog="python -m hw.generate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--words", type=int, default=DEFAULT_WORDS, help="words per point (2..5, default 4)")
-    p.add_argument("--act-bits", type=int, default=4, help="bits of a point index (default 4)")
-    p.add_argument("--weight-bits", type=int, default=4, help="weight bits (default 4)")
-    p.add_argument("--scale-bits", type=int, default=DEFAULT_SCALE_BITS, help=f"sigma/mu bits (default {DEFAULT_SCALE_BITS})")
+    p.add_argument("--words", type=int, default=None, help="words per point (2..5, default 4; DFSQ tops only)")
+    p.add_argument("--act-bits", type=int, default=None,
+                   help="bits of a point index (default 4); uniform-engine: activation bits (default 6)")
+    p.add_argument("--weight-bits", type=int, default=None, help="weight bits (default 4; uniform-engine: 6)")
+    p.add_argument("--scale-bits", type=int, default=None,
+                   help=f"sigma/mu bits (default {DEFAULT_SCALE_BITS}; DFSQ tops only)")
     p.add_argument("--channels", type=int, default=DEFAULT_CHANNELS,
                    help="largest input channel count of a layer: point-table rows, accumulator width (default 64; "
                         "RDN: 1024; 1x1 layers run on the centre tap)")
-    p.add_argument("--gap", type=int, default=DEFAULT_GAP, help="exponent gap of the word set (default 4)")
+    p.add_argument("--gap", type=int, default=None, help="exponent gap of the word set (default 4; DFSQ tops only)")
     p.add_argument("--lanes", type=int, default=None,
-                   help=f"engine lanes, divides channels (default {DEFAULT_LANES}; engine only)")
+                   help=f"engine lanes, divides channels (default {DEFAULT_LANES}; engines only)")
     p.add_argument("--top", choices=sorted(TOPS), default="engine", help="which top to write (default engine)")
-    p.add_argument("--denorm", choices=DENORMS, default=DEFAULT_DENORM,
-                   help="de-normalization: fused (sigma and mean in every lane) or split (mean term out of the lanes, "
-                        "low-bit sigma; docs/datapath.md)")
+    p.add_argument("--denorm", choices=DENORMS, default=None,
+                   help="de-normalization: fused (sigma and mean in every lane, the default) or split (mean term "
+                        "out of the lanes, low-bit sigma; docs/datapath.md; DFSQ tops only)")
     p.add_argument("--sigma-bits", type=int, default=None,
                    help=f"split: bits of the sigma mantissa (default {DEFAULT_SIGMA_BITS})")
     p.add_argument("--shift-bits", type=int, default=None,
                    help=f"split: bits of the alignment shift, 0 = one exponent per layer and sample "
                         f"(default {DEFAULT_SHIFT_BITS})")
-    p.add_argument("--fault", choices=sorted({**FAULTS, **ENGINE_FAULTS}), default=None,
+    p.add_argument("--fault", choices=sorted(set(FAULTS) | set(UNIFORM_FAULTS) | set(ENGINE_FAULTS)), default=None,
                    help="deliberately broken variant, for mutation tests only")
     p.add_argument("--variant", choices=VARIANTS, default=None,
                    help="multiplier micro-architecture (default: deferred)")
@@ -232,18 +286,34 @@ def _quiet_unused_elaboratables() -> None:
     warnings.filterwarnings("ignore", category=UnusedElaboratable)
 
 
+def _given(value, default):
+    return default if value is None else value
+
+
 @cli_main
 def main(argv=None):
     args = _parser().parse_args(argv)
     _quiet_unused_elaboratables()
-    if args.lanes is not None and args.top != "engine":
-        raise UserError(f"--lanes applies to --top engine only (the {args.top} has no lanes)")
+    if args.lanes is not None and args.top == "mac":
+        raise UserError(f"--lanes applies to the engines only (the {args.top} has no lanes)")
     lanes = DEFAULT_LANES if args.lanes is None else args.lanes
     check_output_dir(args.out, "--out")
     try:
-        spec = DatapathSpec(words=args.words, act_bits=args.act_bits, weight_bits=args.weight_bits,
-                            scale_bits=args.scale_bits, channels=args.channels, gap=args.gap,
-                            **denorm_format(args.denorm, args.sigma_bits, args.shift_bits))
+        if args.top in UNIFORM_TOPS:
+            given = [f"--{n.replace('_', '-')}" for n in ("words", "scale_bits", "gap", "variant", "denorm",
+                                                           "sigma_bits", "shift_bits")
+                     if getattr(args, n) is not None]
+            if given:
+                raise UserError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to --top "
+                                f"{args.top} (no word set, no de-normalization, integer multipliers)")
+            spec = UniformSpec(act_bits=_given(args.act_bits, DEFAULT_UNIFORM_BITS),
+                               weight_bits=_given(args.weight_bits, DEFAULT_UNIFORM_BITS), channels=args.channels)
+        else:
+            spec = DatapathSpec(words=_given(args.words, DEFAULT_WORDS), act_bits=_given(args.act_bits, 4),
+                                weight_bits=_given(args.weight_bits, 4),
+                                scale_bits=_given(args.scale_bits, DEFAULT_SCALE_BITS), channels=args.channels,
+                                gap=_given(args.gap, DEFAULT_GAP),
+                                **denorm_format(args.denorm, args.sigma_bits, args.shift_bits))
     except SpecError as exc:
         raise UserError(str(exc)) from None
     v_path, j_path = generate(args.top, spec, lanes, args.fault, args.out, args.variant)

@@ -1,15 +1,17 @@
 """Area and timing of the DFSQ MAC and engine next to uniform multiplier MACs; writes docs/hardware.md.
 
-    python -m hw.report [--sweep none|words4|all] [--engine-sweep none|words4|all] [--cache build/hw_report]
-        [--results bench/results] [--out docs/hardware.md] [--json docs/hardware.json]
+    python -m hw.report [--sweep none|words4|all] [--engine-sweep none|words4|all] [--ecp5 none|engines]
+        [--cache build/hw_report] [--results bench/results] [--out docs/hardware.md] [--json docs/hardware.json]
 
 Yosys (YoWASP) synthesizes every design three ways (generic gates, iCE40, Xilinx 7-series without DSPs) and
 nextpnr-ice40 places and routes a scan harness around it for fmax (:mod:`hw.synth`). Results are cached, so a
 rerun only synthesizes what changed. The MAC comparison measures every multiplier variant of :mod:`hw.shift_add`
 and the equal-precision multiplier MAC at 4-bit (the default) and 8-bit weights, fmax included. The trade-off
 table covers words 2..5 x bits 3..8 (weights and activations at the same width, as in the paper's tables) with the
-PSNR of each configuration where ``bench.psnr_table`` has measured it (blank otherwise). Raw numbers go to the
-JSON file next to the Markdown.
+PSNR of each configuration where ``bench.psnr_table`` has measured it (blank otherwise). ``--ecp5 engines`` (the
+default) adds the engines at a real size on a Lattice ECP5 (LFE5U-85F): the 64-channel, 16-lane DFSQ engine and the
+uniform (Min-Max, static scale) engines of :mod:`hw.uniform_engine`, synthesized once without DSPs and once with,
+and placed and routed by nextpnr-ecp5 for fmax. Raw numbers go to the JSON file next to the Markdown.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from tqdm import tqdm
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_dir, check_output_file
 from golden.spec import DatapathSpec
+from golden.uniform_spec import UniformSpec
 
 from .baselines import MultiplierMAC, baselines, equal_precision_name
 from .engine import ConvEngine
@@ -31,7 +34,8 @@ from .generate import DEFAULT_VARIANTS, to_verilog
 from .harness import ScanHarness
 from .mac import ShiftAddMAC, mac_acc_bits
 from .shift_add import VARIANTS
-from .synth import ICE40_DEVICE, Tools, run_flow
+from .synth import ECP5_CAPACITY, ECP5_DEVICE, ECP5_TARGET_MHZ, ICE40_DEVICE, Tools, place_failure, run_flow
+from .uniform_engine import UniformEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = (2, 3, 4, 5)
@@ -45,6 +49,23 @@ GOAL = 0.45
 COMPARE_WEIGHT_BITS = (4, 8)
 #: The issue's reference figures (iCE40 LUT4): a naive shift-add MAC and the equal-precision multiplier MAC.
 ISSUE_NAIVE, ISSUE_BASELINE = 238, 453
+#: ECP5: the engines at a real size (EDSR's 64 input channels, 16 lanes) and the small DFSQ engine of the iCE40 table.
+ECP5_CHANNELS, ECP5_LANES = 64, 16
+ECP5_FLOWS = ("ecp5", "ecp5-dsp", "ecp5-fmax")
+#: Lanes of the instance placed and routed for the fmax of the 16-lane DFSQ engine: nextpnr-ecp5 (WebAssembly) on
+#: the 16-lane engine would take longer than the ~20 minutes a report run may spend on one design. The lanes are
+#: identical; the 16-lane engine's lane tree (stage 5) adds 32 terms instead of 8 and a larger design has longer
+#: routes, so the 4-lane fmax is an optimistic estimate of the 16-lane one.
+ECP5_DFSQ_FMAX_LANES = 4
+#: Weight and activation bits of the uniform engines measured on the ECP5; the comparison takes W6A6 (about DFSQ
+#: W4A4's PSNR on all four x2 sets in docs/results.md).
+UNIFORM_BITS = (4, 5, 6, 8)
+UNIFORM_COMPARE_BITS = 6
+#: Uniform engines placed and routed for fmax, and at how many lanes.
+UNIFORM_FMAX = {6: ECP5_LANES}
+#: The issue's figures (synth_ecp5 -nodsp, LUT4-equivalents): today's DFSQ engine and a plain datapath of 144
+#: int6 x int6 multipliers with an adder tree.
+ISSUE_ECP5_DFSQ, ISSUE_ECP5_UNIFORM = 70_000, 20_000
 
 
 def mac_group(weight_bits: int) -> str:
@@ -66,7 +87,40 @@ def _engine(spec, lanes):
     return lambda: ConvEngine(spec=spec, lanes=lanes)
 
 
-def plan(sweep: str, engine_sweep: str) -> list[dict]:
+def _uniform_engine(spec, lanes):
+    return lambda: UniformEngine(spec=spec, lanes=lanes)
+
+
+def ecp5_plan() -> list[dict]:
+    """The ECP5 jobs: the small and the 16-lane DFSQ engine, the uniform engines (``fmax_make``: the instance
+    placed and routed for fmax when it is not the design itself)."""
+    jobs = []
+    for ch, lanes in ((ENGINE_CHANNELS, ENGINE_LANES), (ECP5_CHANNELS, ECP5_LANES)):
+        spec = DatapathSpec(channels=ch)
+        job = dict(group="ecp5", name=f"DFSQ engine w4 a4 b4 c{ch} l{lanes}", kind="dfsq", words=4, bits=4,
+                   lanes=lanes, channels=ch, make=_engine(spec, lanes), flows=ECP5_FLOWS, fmax_lanes=lanes)
+        if lanes > ECP5_DFSQ_FMAX_LANES:
+            job.update(fmax_make=_engine(spec, ECP5_DFSQ_FMAX_LANES), fmax_lanes=ECP5_DFSQ_FMAX_LANES)
+        jobs.append(job)
+    small = UniformSpec(act_bits=UNIFORM_COMPARE_BITS, weight_bits=UNIFORM_COMPARE_BITS, channels=ENGINE_CHANNELS)
+    jobs.append(dict(group="ecp5", name=f"uniform engine W{UNIFORM_COMPARE_BITS}A{UNIFORM_COMPARE_BITS} "
+                                        f"c{ENGINE_CHANNELS} l{ENGINE_LANES}", kind="uniform",
+                     bits=UNIFORM_COMPARE_BITS, lanes=ENGINE_LANES, channels=ENGINE_CHANNELS,
+                     make=_uniform_engine(small, ENGINE_LANES), flows=ECP5_FLOWS, fmax_lanes=ENGINE_LANES))
+    for b in UNIFORM_BITS:
+        spec = UniformSpec(act_bits=b, weight_bits=b, channels=ECP5_CHANNELS)
+        job = dict(group="ecp5", name=f"uniform engine W{b}A{b} c{ECP5_CHANNELS} l{ECP5_LANES}", kind="uniform",
+                   bits=b, lanes=ECP5_LANES, channels=ECP5_CHANNELS, make=_uniform_engine(spec, ECP5_LANES),
+                   flows=("ecp5", "ecp5-dsp"))
+        if b in UNIFORM_FMAX:
+            job.update(flows=ECP5_FLOWS, fmax_lanes=UNIFORM_FMAX[b])
+            if UNIFORM_FMAX[b] != ECP5_LANES:
+                job["fmax_make"] = _uniform_engine(spec, UNIFORM_FMAX[b])
+        jobs.append(job)
+    return jobs
+
+
+def plan(sweep: str, engine_sweep: str, ecp5: str = "none") -> list[dict]:
     """Every design to measure: name, kind, configuration, factory, flows."""
     jobs = []
     for wb in COMPARE_WEIGHT_BITS:
@@ -103,6 +157,8 @@ def plan(sweep: str, engine_sweep: str) -> list[dict]:
                 jobs.append(dict(group="engine-sweep", name=f"engine w{words} b{bits}", words=words, bits=bits,
                                  lanes=ENGINE_LANES, channels=ENGINE_CHANNELS, make=_engine(s, ENGINE_LANES),
                                  flows=("ice40",)))
+    if ecp5 != "none":
+        jobs += ecp5_plan()
     return jobs
 
 
@@ -112,12 +168,12 @@ def measure(job: dict, cache: Path, tools: Tools) -> dict:
     top = "design"
     bare = to_verilog(job["make"](), top)
     for flow in job["flows"]:
-        if flow == "fmax":
-            text = to_verilog(ScanHarness(job["make"]()), "harness")
+        if flow in ("fmax", "ecp5-fmax"):
+            text = to_verilog(ScanHarness(job.get("fmax_make", job["make"])()), "harness")
             try:
                 out[flow] = run_flow(flow, text, "harness", cache, tools)
             except UserError as exc:  # a design larger than the device has no fmax; anything else is an error
-                if "Unable to place" not in str(exc):
+                if not place_failure(str(exc)):
                     raise
                 out[flow] = {"fmax_mhz": None, "fits": False, "error": str(exc)}
         else:
@@ -213,7 +269,7 @@ def _best(rows: dict, key: str, pick=min) -> str:
 def summarize(jobs: list[dict], results: list[dict]) -> dict:
     rows = []
     for job, res in zip(jobs, results):
-        row = {k: v for k, v in job.items() if k not in ("make", "flows")}
+        row = {k: v for k, v in job.items() if k not in ("make", "flows", "fmax_make")}
         ice, xil, gen, fmx = (res.get(f, {}) for f in ("ice40", "xilinx", "generic", "fmax"))
         row.update(lut4=ice.get("lut4"), lc=ice.get("lc"), carry=ice.get("carry"), ffs=ice.get("ffs"),
                    bram=ice.get("bram"), xilinx_luts=xil.get("luts"), xilinx_lutram=xil.get("lutram"),
@@ -248,8 +304,11 @@ def render(summary: dict, psnr: dict, psnr_sources: list[str], versions: dict, a
         "# Hardware: area and timing of the DFSQ datapath",
         "",
         f"Generated by `{argv_line}` (do not edit by hand; raw numbers in `docs/hardware.json`).",
-        f"Tools: {versions['yosys']}; {versions['nextpnr-ice40']}. Place and route: iCE40 "
-        f"{ICE40_DEVICE[0].lstrip('-').upper()} ({ICE40_DEVICE[1]}), seed 1.",
+        f"Tools: {versions['yosys']}; {versions['nextpnr-ice40']}"
+        + (f"; {versions['nextpnr-ecp5']}" if versions.get("nextpnr-ecp5") else "")
+        + f". Place and route: iCE40 {ICE40_DEVICE[0].lstrip('-').upper()} ({ICE40_DEVICE[1]}), seed 1"
+        + ("; ECP5 LFE5U-85F (" + ECP5_DEVICE[1] + "), seed 1, section \"ECP5\" below."
+           if any(r["group"] == "ecp5" for r in rows) else "."),
         "",
         "Columns: **LUT4** = `SB_LUT4` cells after `synth_ice40`; **carry** = `SB_CARRY` cells (the carry chain, "
         "free in an iCE40 logic cell next to its LUT4); **LC** = iCE40 logic cells after nextpnr packing "
@@ -405,7 +464,8 @@ def render(summary: dict, psnr: dict, psnr_sources: list[str], versions: dict, a
             "",
             "## The conv engine",
             "",
-            "A small instance (the full 64-channel, 16-lane engine does not fit an iCE40): per lane, 9 shift-add "
+            "A small instance (the full 64-channel, 16-lane engine does not fit an iCE40; it is measured on an ECP5 "
+            "below where the report includes it): per lane, 9 shift-add "
             "multipliers, a 9-read-port point table, two 9-input trees and two fixed-point multipliers "
             "(scale_bits x a_bits and scale_bits x b_bits, which dominate the area without DSPs).",
             "",
@@ -421,6 +481,7 @@ def render(summary: dict, psnr: dict, psnr_sources: list[str], versions: dict, a
             lines += ["", f"fmax \"does not fit\": nextpnr-ice40 could not place the design on the "
                           f"{ICE40_DEVICE[0].lstrip('-').upper()} (more logic cells than the device has), so it has "
                           "no fmax on this device."]
+    lines += _ecp5_section(rows)
     lines += ["", GEOMETRY_SECTION.rstrip("\n")]
     lines += [
         "",
@@ -434,9 +495,168 @@ def render(summary: dict, psnr: dict, psnr_sources: list[str], versions: dict, a
         "",
         "Each figure is one Yosys run (`synth_ice40`, `synth_xilinx -nodsp -flatten`, `synth -flatten`, then "
         "`stat`) and one `nextpnr-ice40 --hx8k --package ct256 --seed 1` run; `build/hw_report/` caches them.",
-        "",
     ]
+    if any(r["group"] == "ecp5" for r in rows):
+        lines += [
+            "",
+            "ECP5: `python -m hw.generate --top engine --lanes 16` and `python -m hw.generate --top uniform-engine "
+            "--act-bits 6 --weight-bits 6 --lanes 16` write the engines' Verilog; each ECP5 figure is `synth_ecp5 "
+            f"-nodsp` or `synth_ecp5` then `stat`, and `nextpnr-ecp5 {ECP5_DEVICE[0]} --package {ECP5_DEVICE[1]} "
+            f"--freq {ECP5_TARGET_MHZ} --seed 1 --timing-allow-fail` on the scan harness.",
+        ]
+    lines.append("")
     return "\n".join(lines)
+
+
+def _ecp5_fits(r: dict) -> dict:
+    """Whether each ECP5 synthesis of a row fits the LFE5U-85F, resource by resource."""
+    out = {}
+    for flow in ("ecp5", "ecp5-dsp"):
+        res = r["raw"].get(flow)
+        if not res:
+            continue
+        over = [name for name, used, cap in (("LUT4 sites", res["lut_eq"], ECP5_CAPACITY["lut4"]),
+                                             ("flip-flops", res["ffs"], ECP5_CAPACITY["ffs"]),
+                                             ("MULT18X18D", res["mult18"], ECP5_CAPACITY["mult18"]),
+                                             ("DP16KD", res["bram"], ECP5_CAPACITY["bram"])) if used > cap]
+        out[flow] = over
+    return out
+
+
+def _ecp5_section(rows: list[dict]) -> list[str]:
+    ecp = [r for r in rows if r["group"] == "ecp5"]
+    if not ecp:
+        return []
+    cap = ECP5_CAPACITY
+
+    def res(r, flow):
+        return r["raw"].get(flow, {})
+
+    def fits_text(r, flow):
+        over = _ecp5_fits(r).get(flow)
+        if over is None:
+            return ""
+        return "yes" if not over else "**no** (" + ", ".join(over) + ")"
+
+    def lut_text(r, flow):
+        e = res(r, flow)
+        mark = " †" if str(e.get("mapper", "")).startswith("abc ") else ""
+        return f"{_fmt(e.get('lut4'))}{mark}"
+
+    def fmax_text(r):
+        f = res(r, "ecp5-fmax")
+        if not f:
+            return ""
+        if f.get("fits") is False:
+            return "does not fit"
+        lanes = r.get("fmax_lanes", r.get("lanes"))
+        note = f" ({lanes}-lane instance)" if lanes != r.get("lanes") else ""
+        return f"{_fmt(f.get('fmax_mhz'), 1)}{note}"
+
+    lines = [
+        "",
+        "## ECP5 (LFE5U-85F): the engines at a real size",
+        "",
+        f"Lattice LFE5U-85F, package {ECP5_DEVICE[1]}, speed grade 6: {cap['lut4']:,} LUT4 sites, {cap['ffs']:,} "
+        f"flip-flops, {cap['mult18']} 18x18 multipliers (MULT18X18D), {cap['bram']} 18 kbit block RAMs (DP16KD). "
+        "**LUT4** = `LUT4` cells after `synth_ecp5`; **carry** = `CCU2C` cells (two LUT4 sites and a carry chain "
+        "each); **DPR16X4** = 16x4 distributed RAMs (the DFSQ engine's point tables; each takes four LUT4 sites "
+        "and the two of its write-port slice); **LUT4-eq** = LUT4 + 2 x carry + 6 x DPR16X4, the LUT4 sites the "
+        "netlist occupies (the issue's measure); **FF** = `TRELLIS_FF`; **fits** compares every count with the "
+        "device. The DFSQ engines are `hw.generate --top engine` (W4A4, 4 words, 24-bit sigma/mu); the uniform "
+        "engines are `hw.generate --top uniform-engine` (Min-Max static scale: w' and a' are (B+1)-bit signed "
+        "integers, Yosys maps each `w' * a'`). Same lanes, groups, pipeline and accumulator structure.",
+        "",
+        "### Without DSPs (`synth_ecp5 -nodsp`)",
+        "",
+        "| engine | LUT4 | carry | DPR16X4 | LUT4-eq | FF | BRAM | fits | synthesis (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in ecp:
+        e = res(r, "ecp5")
+        lines.append(f"| {r['name']} | {lut_text(r, 'ecp5')} | {_fmt(e.get('carry'))} | {_fmt(e.get('dpram'))} "
+                     f"| {_fmt(e.get('lut_eq'))} | {_fmt(e.get('ffs'))} | {_fmt(e.get('bram'))} "
+                     f"| {fits_text(r, 'ecp5')} | {_fmt(e.get('synth_seconds'), 0)} |")
+    if any(str(res(r, f).get("mapper", "")).startswith("abc ") for r in ecp for f in ("ecp5", "ecp5-dsp")):
+        lines += ["", "†: YoWASP's ABC9 crashed on this netlist, so its LUTs were mapped by classic ABC "
+                      "(`synth_ecp5 -run :map_luts; abc -lut 4; synth_ecp5 -run map_cells:`); every other row is "
+                      "ABC9's mapping, so this row's LUT4 count is not exactly comparable with theirs."]
+    lines += [
+        "",
+        "### With DSPs (`synth_ecp5`) and place and route (`nextpnr-ecp5`)",
+        "",
+        "| engine | LUT4 | carry | LUT4-eq | FF | MULT18X18D | ALU54B | BRAM | fits | fmax (MHz) "
+        "| P&R TRELLIS_COMB | synthesis (s) | P&R (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in ecp:
+        e, f = res(r, "ecp5-dsp"), res(r, "ecp5-fmax")
+        lines.append(f"| {r['name']} | {lut_text(r, 'ecp5-dsp')} | {_fmt(e.get('carry'))} | {_fmt(e.get('lut_eq'))} "
+                     f"| {_fmt(e.get('ffs'))} | {_fmt(e.get('mult18'))} | {_fmt(e.get('alu54'))} "
+                     f"| {_fmt(e.get('bram'))} | {fits_text(r, 'ecp5-dsp')} | {fmax_text(r)} | {_fmt(f.get('comb'))} "
+                     f"| {_fmt(e.get('synth_seconds'), 0)} | {_fmt(f.get('pnr_seconds'), 0)} |")
+    inst = next((r for r in ecp if r.get("fmax_lanes", r.get("lanes")) != r.get("lanes")
+                 and res(r, "ecp5-fmax").get("pnr_seconds")), None)
+    why = (f" (the {inst['fmax_lanes']}-lane instance of {inst['name']} alone took "
+           f"{_fmt(res(inst, 'ecp5-fmax')['pnr_seconds'], 0)} s of place and route)" if inst else "")
+    lines += [
+        "",
+        f"fmax: nextpnr-ecp5's achieved clock of the scan harness around the design (every input and output "
+        f"registered), synthesized with DSPs, target {ECP5_TARGET_MHZ} MHz, seed 1; a row marked with an instance "
+        "was placed and routed at fewer lanes (the same lanes, a shallower lane tree, shorter routes), so its fmax "
+        "is an optimistic estimate of the full engine's: nextpnr-ecp5 in WebAssembly on the 16-lane DFSQ engine "
+        f"would take longer than this report spends on one design{why}. P&R TRELLIS_COMB: LUT4 sites after "
+        "nextpnr's packing of that harness (the instance placed, plus the harness's one mux LUT per output bit). "
+        "Synthesis and P&R wall times are those of the run that filled the cache, on a 2-core machine shared with "
+        "other jobs.",
+    ]
+    dfsq = next((r for r in ecp if r["kind"] == "dfsq" and r["lanes"] == ECP5_LANES), None)
+    uni = next((r for r in ecp if r["kind"] == "uniform" and r["lanes"] == ECP5_LANES
+                and r["bits"] == UNIFORM_COMPARE_BITS), None)
+    if dfsq and uni and res(dfsq, "ecp5") and res(uni, "ecp5"):
+        d, u = res(dfsq, "ecp5"), res(uni, "ecp5")
+        b = UNIFORM_COMPARE_BITS
+        lines += [
+            "",
+            f"### DFSQ W4A4 against uniform W{b}A{b}, 16 lanes, without DSPs",
+            "",
+            "| | DFSQ W4A4 | uniform W{0}A{0} | ratio (DFSQ / uniform) |".format(b),
+            "|---|---:|---:|---:|",
+        ]
+        for label, key in (("LUT4", "lut4"), ("carry (CCU2C)", "carry"), ("LUT4-eq", "lut_eq"), ("FF", "ffs")):
+            lines.append(f"| {label} | {_fmt(d.get(key))} | {_fmt(u.get(key))} | {_fmt(_ratio(d.get(key), u.get(key)), 2)} |")
+        lines += [
+            "",
+            f"**Result.** At equal MACs per cycle (144 multipliers: 16 lanes x 9 taps), the DFSQ W4A4 engine takes "
+            f"{_fmt(d.get('lut_eq'))} LUT4 sites against {_fmt(u.get('lut_eq'))} for the uniform W{b}A{b} engine, "
+            f"**{_fmt(_ratio(d.get('lut_eq'), u.get('lut_eq')), 2)}x** ({_fmt(d.get('lut4'))} against "
+            f"{_fmt(u.get('lut4'))} LUT4 cells, {_fmt(_ratio(d.get('lut4'), u.get('lut4')), 2)}x). The issue quoted "
+            f"about {ISSUE_ECP5_DFSQ:,} LUT4-equivalents for this DFSQ engine against about {ISSUE_ECP5_UNIFORM:,} "
+            f"for a plain datapath of 144 int6 x int6 multipliers with an adder tree "
+            f"({ISSUE_ECP5_DFSQ / ISSUE_ECP5_UNIFORM:.1f}x). Here the uniform W{b}A{b} engine multiplies "
+            f"int{b + 1} x int{b + 1} (w' and a' carry their zero points) and has the engine's pipeline registers, "
+            f"lane tree and accumulator; the uniform W5A5 row is the int6 x int6 engine. The DFSQ engine's area "
+            "goes to the per-lane de-normalization (two 24-bit fixed-point multipliers per lane) and the point "
+            "tables (DPR16X4), which issue 14's redesign removes or shrinks.",
+        ]
+        dd, ud = res(dfsq, "ecp5-dsp"), res(uni, "ecp5-dsp")
+        if dd and ud:
+            lines += [
+                "",
+                f"With DSPs allowed the uniform engine puts its 144 multipliers in {_fmt(ud.get('mult18'))} "
+                f"MULT18X18D and keeps {_fmt(ud.get('lut_eq'))} LUT4 sites; the DFSQ engine uses "
+                f"{_fmt(dd.get('mult18'))} MULT18X18D (its sigma and mu multipliers) and keeps "
+                f"{_fmt(dd.get('lut_eq'))} LUT4 sites (shift-add multipliers, trees, point tables): "
+                f"{_fmt(_ratio(dd.get('lut_eq'), ud.get('lut_eq')), 2)}x the LUT4 sites and "
+                f"{_fmt(_ratio(dd.get('mult18'), ud.get('mult18')), 2)}x the DSPs.",
+            ]
+    lines += [
+        "",
+        "Not measured yet: the normalized uniform engine (issue 14's `--normalized`: DFSQ's per-(sample, channel) "
+        "normalization and de-normalization with 2^b uniform points in [-1, 1]); it is to share the DFSQ engine's "
+        "new de-normalization, so it follows that redesign.",
+    ]
+    return lines
 
 
 GEOMETRY_SECTION = """## Layers of any geometry (RDN): 1x1 kernels and up to 1024 input channels
@@ -492,6 +712,8 @@ def _parser():
                    help="MAC trade-off sweep over words x bits (default all)")
     p.add_argument("--engine-sweep", choices=("none", "words4", "all"), default="words4",
                    help="engine sweep (iCE40 only; default words4)")
+    p.add_argument("--ecp5", choices=("none", "engines"), default="engines",
+                   help="ECP5 (LFE5U-85F) synthesis and P&R of the engines at a real size (default engines)")
     p.add_argument("--cache", default=str(ROOT / "build" / "hw_report"), help="synthesis cache folder")
     p.add_argument("--results", default=str(ROOT / "bench" / "results"), help="folder of PSNR result JSON files")
     p.add_argument("--out", default=str(ROOT / "docs" / "hardware.md"), help="Markdown output")
@@ -509,7 +731,7 @@ def main(argv=None):
     psnr, sources = load_psnr(Path(args.results))
     tools = Tools()
     versions = tools.versions()
-    jobs = plan(args.sweep, args.engine_sweep)
+    jobs = plan(args.sweep, args.engine_sweep, args.ecp5)
     results = []
     for job in tqdm(jobs, desc="synthesis", unit="design"):
         results.append(measure(job, Path(args.cache), tools))
@@ -519,6 +741,8 @@ def main(argv=None):
     _write(Path(args.out), text)
     raw = {"format": "dfsq-hw-report", "version": 1, "tools": versions,
            "device": {"family": "iCE40", "device": ICE40_DEVICE[0].lstrip("-"), "package": ICE40_DEVICE[1]},
+           "ecp5_device": {"family": "ECP5", "device": "LFE5U-85F", "package": ECP5_DEVICE[1], "speed": 6,
+                           "capacity": ECP5_CAPACITY, "target_mhz": ECP5_TARGET_MHZ},
            "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "psnr_sources": sources, "rows": summary["rows"]}
     _write(Path(args.json), json.dumps(raw, indent=1) + "\n")

@@ -12,7 +12,7 @@ import numpy as np
 
 from golden.spec import CENTRE_TAP, TAPS, DatapathSpec
 
-__all__ = ["Beat", "pack", "window", "engine_beats", "table_writes", "kernel_taps"]
+__all__ = ["Beat", "UniformBeat", "pack", "window", "engine_beats", "uniform_beats", "table_writes", "kernel_taps"]
 
 
 def kernel_taps(w: np.ndarray) -> np.ndarray:
@@ -120,3 +120,44 @@ def table_writes(point_codes: np.ndarray):
     for c in range(C):
         for i in range(npts):
             yield c, i, int(point_codes[c, i])
+
+
+@dataclass(frozen=True)
+class UniformBeat:
+    """One beat of the uniform engine (:mod:`hw.uniform_engine`): lanes x 9 activations a' and weights w'."""
+
+    first: bool
+    last: bool
+    mask: int
+    act: np.ndarray
+    weight: np.ndarray
+    bias: int
+
+
+def uniform_beats(ops, lanes: int, outputs):
+    """Yield ``(key, beats)`` for each ``key = (n, o, h, w)`` in ``outputs``: the G beats of one output of the
+    uniform engine, for :class:`golden.uniform_layer.UniformOperands` ``ops`` (3x3 or 1x1 kernel).
+
+    The same schedule as :func:`engine_beats`: G = ceil(C / lanes) beats, lanes past C with weight 0, a 1x1 layer
+    on the centre tap; taps outside the image carry a' = 0 and a clear mask bit.
+    """
+    a = np.asarray(ops.a, np.int64)
+    N, C, H, W = a.shape
+    k = ops.w.shape[-1]
+    G = -(-C // lanes)
+    pad = G * lanes - C
+    w = np.pad(kernel_taps(ops.w), ((0, 0), (0, pad), (0, 0)))
+    for n, o, h, x in outputs:
+        if k == 3:
+            act, mask = window(a[n], h, x)
+        else:
+            act = np.zeros((C, TAPS), np.int64)
+            act[:, CENTRE_TAP] = a[n, :, h, x]
+            mask = 1 << CENTRE_TAP
+        act = np.pad(act, ((0, pad), (0, 0)))
+        beats = []
+        for g in range(G):
+            ch = slice(g * lanes, (g + 1) * lanes)
+            beats.append(UniformBeat(first=g == 0, last=g == G - 1, mask=mask, act=act[ch], weight=w[o, ch],
+                                     bias=int(ops.bias[o])))
+        yield (n, o, h, x), beats

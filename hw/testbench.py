@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from amaranth.sim import Simulator
 
-from .stream import engine_beats, pack, table_writes
+from .stream import engine_beats, pack, table_writes, uniform_beats
 
-__all__ = ["Run", "run_mac", "run_engine"]
+__all__ = ["Run", "run_mac", "run_engine", "run_uniform_engine"]
 
 
 @dataclass
@@ -145,6 +145,64 @@ def run_engine(engine, ops, spec, outputs, expected, *, valid_prob=1.0, ready_pr
             await ctx.tick()
             cycle += 1
             # latency: first cycle a result is visible, measured on the queue head
+            if ctx.get(engine.out_valid) and queue and queue[0][1] is not None:
+                key, start = queue[0]
+                run.latencies.add(cycle - start)
+                queue[0] = (key, None)
+        run.cycles = cycle
+        run.missing = len(queue) + (len(beats) - i)
+
+    sim.add_testbench(bench)
+    sim.run()
+    return run
+
+
+def run_uniform_engine(engine, ops, outputs, expected, *, valid_prob=1.0, ready_prob=1.0, seed=0, max_cycles=None,
+                       beats=None) -> Run:
+    """Stream the beats of ``outputs`` = [(n, o, h, w)] of :class:`golden.uniform_layer.UniformOperands` ``ops``
+    into a :class:`hw.uniform_engine.UniformEngine` and check each result against ``expected[(n, o, h, w)]``
+    (e.g. ``golden.uniform_layer.accumulate(ops, spec)``), with the same latency queue as :func:`run_engine`.
+    ``beats`` replaces the beats of :func:`hw.stream.uniform_beats` (a list of (key, beat)), e.g. with junk in
+    masked taps.
+    """
+    run = Run()
+    rng = random.Random(seed)
+    spec = engine.spec
+    sim = Simulator(engine)
+    sim.add_clock(1e-8)
+    if beats is None:
+        beats = [(key, beat) for key, group in uniform_beats(ops, engine.lanes, outputs) for beat in group]
+    limit = max_cycles or 8 * len(beats) + 64
+
+    async def bench(ctx):
+        queue = collections.deque()
+        i = cycle = 0
+        while (i < len(beats) or queue) and cycle < limit:
+            ready = rng.random() < ready_prob
+            ctx.set(engine.out_ready, ready)
+            if ctx.get(engine.out_valid) and ready:
+                key, start = queue.popleft()
+                got = ctx.get(engine.out_acc)
+                run.outputs.append((key, got))
+                want = int(expected[key])
+                if got != want:
+                    run.mismatches.append(_describe(f"output (n, o, h, w) = {key}", got, want))
+            offer = i < len(beats) and rng.random() < valid_prob
+            ctx.set(engine.in_valid, offer)
+            if offer:
+                key, b = beats[i]
+                ctx.set(engine.in_first, b.first)
+                ctx.set(engine.in_last, b.last)
+                ctx.set(engine.in_mask, b.mask)
+                ctx.set(engine.in_act.as_value(), pack(b.act, spec.a_bits))
+                ctx.set(engine.in_weight.as_value(), pack(b.weight, spec.w_bits))
+                ctx.set(engine.in_bias, b.bias)
+                if ctx.get(engine.in_ready):
+                    i += 1
+                    if b.last:
+                        queue.append((key, cycle))
+            await ctx.tick()
+            cycle += 1
             if ctx.get(engine.out_valid) and queue and queue[0][1] is not None:
                 key, start = queue[0]
                 run.latencies.add(cycle - start)

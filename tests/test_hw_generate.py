@@ -103,6 +103,13 @@ def test_fault_and_variant_stems():
     (["--gap", "0"], "gap must be an integer in 1..8"),
     (["--lanes", "0", "--channels", "4"], "lanes must be a positive integer"),
     (["--variant", "registered"], "unknown multiplier variant 'registered' for --top engine"),
+    (["--top", "uniform-engine", "--words", "4"], "--words does not apply to --top uniform-engine"),
+    (["--top", "uniform-engine", "--scale-bits", "8", "--variant", "naive"], "--scale-bits, --variant do not apply"),
+    (["--top", "uniform-engine", "--act-bits", "9"], "act_bits must be an integer in 2..8"),
+    (["--top", "uniform-engine", "--lanes", "5"], "lanes (5) must divide channels (64)"),
+    (["--top", "uniform-engine", "--fault", "shift"], "unknown fault 'shift' for --top uniform-engine"),
+    (["--top", "engine", "--fault", "mask"], "unknown fault 'mask'"),
+    (["--top", "mac", "--lanes", "2"], "--lanes applies to the engines only"),
 ])
 def test_invalid_combinations_fail_cleanly(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -117,3 +124,34 @@ def test_unknown_fault_is_rejected_by_the_parser(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--fault", "bogus"])
     assert exc.value.code == 2
+
+
+@needs_iverilog
+@pytest.mark.parametrize("bits,channels,lanes", [((6, 6), 64, 16), ((2, 8), 4, 1), ((8, 3), 8, 2)])
+def test_uniform_engine_cli_writes_verilog_and_sidecar(bits, channels, lanes, tmp_path, capsys):
+    """``--top uniform-engine``: stem, Verilog Icarus compiles, sidecar widths from golden.uniform_spec."""
+    from golden.uniform_spec import UniformSpec
+
+    ab, wb = bits
+    assert main(["--top", "uniform-engine", "--act-bits", str(ab), "--weight-bits", str(wb), "--channels",
+                 str(channels), "--lanes", str(lanes), "--out", str(tmp_path)]) == 0
+    name = f"uniform_engine_a{ab}_b{wb}_c{channels}_l{lanes}"
+    assert capsys.readouterr().out.split() == [str(tmp_path / f"{name}.v"), str(tmp_path / f"{name}.json")]
+    v_path = tmp_path / f"{name}.v"
+    assert v_path.read_text().splitlines()[0] == TIMESCALE and "module uniform_engine(" in v_path.read_text()
+    _iverilog(v_path, tmp_path)
+    meta = json.loads((tmp_path / f"{name}.json").read_text())
+    spec = UniformSpec(act_bits=ab, weight_bits=wb, channels=channels)
+    assert meta["spec"] == spec.widths() and meta["latency"] == 6 and meta["config"]["groups"] == channels // lanes
+    ports = {p["name"]: p for p in meta["ports"]}
+    assert ports["in_act"]["width"] == lanes * 9 * (ab + 1) and ports["in_act"]["element_signed"] is True
+    assert ports["in_weight"]["element_width"] == wb + 1
+    assert ports["out_acc"]["width"] == spec.acc_bits and "tbl_we" not in ports and "in_sigma" not in ports
+
+
+def test_uniform_engine_defaults_and_stem():
+    from golden.uniform_spec import UniformSpec
+
+    assert stem("uniform-engine", UniformSpec(), 16) == "uniform_engine_a6_b6_c64_l16"
+    assert stem("uniform-engine", UniformSpec(act_bits=4, channels=8), 2, fault="mask") == \
+        "uniform_engine_a4_b6_c8_l2_fault-mask"

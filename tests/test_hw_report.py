@@ -9,6 +9,8 @@ from hw.baselines import equal_precision_name
 from hw.generate import DEFAULT_VARIANTS
 from hw.shift_add import VARIANTS
 
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
 VERSIONS = {"yosys": "Yosys 0.test", "nextpnr-ice40": "nextpnr-ice40 test"}
 
 
@@ -98,3 +100,89 @@ def test_engine_that_does_not_fit_is_rendered_as_such():
             res["fmax"] = {"fmax_mhz": None, "fits": False}
     text = report.render(report.summarize(jobs, results), {}, [], VERSIONS, "python -m hw.report")
     assert "| does not fit |" in text and "could not place the design" in text
+
+
+def _fake_ecp5(jobs):
+    """Fake ECP5 figures: DFSQ engines 3x the uniform ones; the 16-lane DFSQ engine over the device without DSPs."""
+    out = _fake_results(jobs)
+    for job, res in zip(jobs, out):
+        if job["group"] != "ecp5":
+            continue
+        big = job["lanes"] == report.ECP5_LANES
+        lut = (30000 if big else 3000) * (3 if job["kind"] == "dfsq" else 1) + job["bits"]
+        cells = dict(lut4=lut, carry=1000, ffs=5000, dpram=100 if job["kind"] == "dfsq" else 0, bram=0, alu54=0,
+                     synth_seconds=12.0)
+        res["ecp5"] = dict(cells, mult18=0, lut_eq=lut + 2000 + 6 * cells["dpram"])
+        res["ecp5-dsp"] = dict(cells, lut4=lut // 4, mult18=96 if job["kind"] == "dfsq" else 144,
+                               lut_eq=lut // 4 + 2000 + 6 * cells["dpram"])
+        if "ecp5-fmax" in job["flows"]:
+            res["ecp5-fmax"] = {"fmax_mhz": 77.7, "comb": 1234, "pnr_seconds": 99.0}
+        if job["kind"] == "uniform" and not big:
+            res["ecp5"]["mapper"] = "abc (abc9 failed)"
+    return out
+
+
+def test_ecp5_plan_measures_the_16_lane_engines():
+    jobs = [j for j in report.plan("none", "none", "engines") if j["group"] == "ecp5"]
+    dfsq = {j["lanes"]: j for j in jobs if j["kind"] == "dfsq"}
+    assert set(dfsq) == {report.ENGINE_LANES, report.ECP5_LANES}
+    assert dfsq[16]["channels"] == 64 and dfsq[16]["flows"] == ("ecp5", "ecp5-dsp", "ecp5-fmax")
+    assert dfsq[16]["fmax_lanes"] == report.ECP5_DFSQ_FMAX_LANES and dfsq[16]["fmax_make"]().lanes == 4
+    assert dfsq[16]["make"]().lanes == 16
+    uniform = {j["bits"]: j for j in jobs if j["kind"] == "uniform" and j["lanes"] == 16}
+    assert set(uniform) == set(report.UNIFORM_BITS) and report.UNIFORM_COMPARE_BITS in uniform
+    eng = uniform[6]["make"]()
+    assert (eng.spec.act_bits, eng.spec.weight_bits, eng.spec.channels, eng.lanes) == (6, 6, 64, 16)
+    assert all(set(j["flows"]) >= {"ecp5", "ecp5-dsp"} for j in jobs)
+    assert not [j for j in report.plan("none", "none") if j["group"] == "ecp5"]  # --ecp5 none
+
+
+def test_ecp5_render_tables_ratio_and_fit():
+    jobs = report.plan("none", "none", "engines")
+    summary = report.summarize(jobs, _fake_ecp5(jobs))
+    text = report.render(summary, {}, [], dict(VERSIONS, **{"nextpnr-ecp5": "nextpnr-ecp5 test"}),
+                         "python -m hw.report")
+    assert "## ECP5 (LFE5U-85F): the engines at a real size" in text and "nextpnr-ecp5 test" in text
+    assert "### Without DSPs (`synth_ecp5 -nodsp`)" in text and "### With DSPs" in text
+    d_eq, u_eq = 90004 + 2000 + 600, 30006 + 2000
+    assert f"takes {d_eq} LUT4 sites against {u_eq} for the uniform W6A6 engine, **{d_eq / u_eq:.2f}x**" in text
+    # 92,604 LUT4 sites exceed the LFE5U-85F's 83,640 without DSPs; with DSPs the engine fits
+    row = next(line for line in text.splitlines() if line.startswith("| DFSQ engine w4 a4 b4 c64 l16 | 90004"))
+    assert "**no** (LUT4 sites)" in row
+    dsp_row = next(line for line in text.splitlines() if line.startswith("| DFSQ engine w4 a4 b4 c64 l16 | 22501"))
+    assert "| yes |" in dsp_row and "77.7 (4-lane instance)" in dsp_row
+    assert "| 3006 † |" in text and "ABC9 crashed" in text  # the classic-ABC fallback is flagged
+    assert "| 77.7 |" in next(line for line in text.splitlines()
+                              if line.startswith("| uniform engine W6A6 c64 l16 | 7501"))
+
+
+def test_ecp5_design_that_does_not_fit_has_no_fmax(monkeypatch):
+    from golden.errors import UserError
+
+    def fake_run_flow(flow, text, top, cache, tools):
+        if flow == "ecp5-fmax":
+            raise UserError("nextpnr-ecp5 (harness) failed: ERROR: Unable to place cell 'x', no BELs remaining")
+        return {"lut4": 1}
+
+    monkeypatch.setattr(report, "run_flow", fake_run_flow)
+    job = next(j for j in report.plan("none", "none", "engines") if j["group"] == "ecp5")
+    out = report.measure(dict(job, flows=("ecp5", "ecp5-fmax")), cache=None, tools=None)
+    assert out["ecp5-fmax"] == {"fmax_mhz": None, "fits": False, "error": out["ecp5-fmax"]["error"]}
+
+
+def test_ecp5_cell_counts_and_cache_keys():
+    from hw import synth
+
+    cells = {"LUT4": 100, "CCU2C": 10, "TRELLIS_DPR16X4": 3, "TRELLIS_FF": 40, "PFUMX": 7, "MULT18X18D": 2,
+             "DP16KD": 1}
+    assert synth.ecp5_lut_equivalents(cells) == 100 + 20 + 18
+    s = synth._summarize("ecp5-dsp", cells)
+    assert (s["lut4"], s["carry"], s["ffs"], s["lut_eq"], s["mult18"], s["bram"], s["dpram"]) == \
+        (100, 10, 40, 138, 2, 1, 3)
+    v = {"yosys": "y", "nextpnr-ice40": "i", "nextpnr-ecp5": "e"}
+    # the iCE40 flows' keys do not depend on nextpnr-ecp5 (caches written before ECP5 stay valid) ...
+    assert synth._key("ice40", "v", "t", v) == synth._key("ice40", "v", "t", dict(v, **{"nextpnr-ecp5": "f"}))
+    # ... and the ECP5 flows' keys do, and differ from each other
+    assert synth._key("ecp5", "v", "t", v) != synth._key("ecp5", "v", "t", dict(v, **{"nextpnr-ecp5": "f"}))
+    assert len({synth._key(f, "v", "t", v) for f in synth.FLOWS}) == len(synth.FLOWS)
+    assert synth.place_failure("ERROR: Unable to place cell 'x'") and not synth.place_failure("ERROR: syntax")

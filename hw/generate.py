@@ -37,13 +37,15 @@ from golden.uniform_spec import DEFAULT_UNIFORM_BITS, UNIFORM_SPEC_VERSION, Unif
 
 from .engine import ENGINE_FAULTS, ConvEngine, check_lanes
 from .mac import ShiftAddMAC
+from .mean_unit import MEAN_UNIT_FAULTS, MeanUnit
 from .shift_add import COMBINATIONAL_VARIANTS, FAULTS, VARIANTS
 from .uniform_engine import UNIFORM_FAULTS, UniformEngine, check_uniform_lanes
 
 __all__ = ["TOPS", "UNIFORM_TOPS", "TIMESCALE", "DEFAULT_LANES", "DEFAULT_VARIANTS", "VERILOG_SCRIPT", "build", "stem", "port_map",
            "sidecar", "to_verilog", "render", "generate", "main"]
 
-TOPS = {"engine": "dfsq_engine", "mac": "dfsq_mac", "uniform-engine": "uniform_engine"}
+TOPS = {"engine": "dfsq_engine", "mac": "dfsq_mac", "uniform-engine": "uniform_engine",
+        "mean-unit": "dfsq_mean_unit"}
 #: Tops built from a golden.uniform_spec.UniformSpec (no word set, no multiplier variant).
 UNIFORM_TOPS = ("uniform-engine",)
 TIMESCALE = "`timescale 1ns/1ps"
@@ -80,6 +82,14 @@ def build(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None):
         return _build_uniform(spec, lanes, fault, variant)
     if not isinstance(spec, DatapathSpec):
         raise UserError(f"--top {top} needs a golden.spec.DatapathSpec, not {type(spec).__name__}")
+    if top == "mean-unit":
+        if not spec.split:
+            raise UserError("--top mean-unit belongs to the split de-normalization: pass --denorm split")
+        if fault is not None and fault not in MEAN_UNIT_FAULTS:
+            raise UserError(f"unknown fault {fault!r} for --top mean-unit; known: {', '.join(sorted(MEAN_UNIT_FAULTS))}")
+        if variant is not None:
+            raise UserError("--variant does not apply to --top mean-unit (it has no shift-add multiplier)")
+        return MeanUnit(spec=spec, fault=fault)
     known = {**FAULTS, **ENGINE_FAULTS} if top == "engine" and spec.split else FAULTS
     if fault is not None and fault not in known:
         raise UserError(f"unknown fault {fault!r} for this top and spec; known: {', '.join(sorted(known))}")
@@ -110,7 +120,7 @@ def stem(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None) -
         s += f"_split-m{spec.sigma_bits}s{spec.shift_bits}"
     if top == "engine":
         s += f"_l{lanes}"
-    if variant is not None and variant != DEFAULT_VARIANTS[top]:
+    if variant is not None and variant != DEFAULT_VARIANTS.get(top):
         s += f"_v-{variant}"
     if fault is not None:
         s += f"_fault-{fault}"
@@ -150,6 +160,8 @@ PACKING = {
                "taps in raster order t = 3*(dy+1) + (dx+1); lane l of group g serves input channel g*L + l; "
                "sigma/mu of lane l at [l*scale_bits, (l+1)*scale_bits); signed elements are two's complement"),
     "mac": "in_code is a point code (golden.spec layout: word i's selector at bits [2i-1:2i-2], sign at bit 2N)",
+    "mean-unit": ("in_weight: tap t at bits [t*w_bits, (t+1)*w_bits), raster order, two's complement; one beat per "
+                  "input channel; out_class k = 4 r + q (golden.mean_unit), 16 outputs per output channel"),
     "uniform-engine": ("element e = l*9 + t occupies bits [e*element_width, (e+1)*element_width) of in_act/in_weight; "
                        "taps in raster order t = 3*(dy+1) + (dx+1); lane l of group g serves input channel g*L + l; "
                        "a' = q_a - zp_a and w' = q_w - zp_w, two's complement; a masked tap's a' is ignored"),
@@ -174,13 +186,14 @@ def sidecar(top: str, component, spec, lanes: int, fault, variant, name: str) ->
         }
     config = {"top": top, "module": TOPS[top], "words": spec.words, "gap": spec.gap, "act_bits": spec.act_bits,
               "weight_bits": spec.weight_bits, "scale_bits": spec.scale_bits, "channels": spec.channels,
-              "fault": fault, "fault_description": {**FAULTS, **ENGINE_FAULTS}.get(fault) if fault else None,
+              "fault": fault,
+              "fault_description": {**FAULTS, **ENGINE_FAULTS, **MEAN_UNIT_FAULTS}.get(fault) if fault else None,
               "variant": variant, "denorm": spec.denorm}
     if spec.split:
         config.update(sigma_bits=spec.sigma_bits, shift_bits=spec.shift_bits)
     if top == "engine":
         config.update(lanes=lanes, groups=component.groups)
-    else:
+    elif top == "mac":
         config.update(acc_bits=component.acc_bits)
     return {
         "format": "dfsq-hw", "version": FORMAT_VERSION, "stem": name, "verilog": f"{name}.v",
@@ -188,8 +201,9 @@ def sidecar(top: str, component, spec, lanes: int, fault, variant, name: str) ->
         "clock": {"name": "clk", "edge": "rising"},
         "reset": {"name": "rst", "active": "high", "kind": "synchronous"},
         "config": config, "spec": spec.widths(), "latency": component.latency,
-        "latency_definition": ("cycles from the handshake of a last beat to its out_valid, out_ready held high"
-                               if top == "engine" else "cycles from a beat's in_valid to its out_valid"),
+        "latency_definition": {"engine": "cycles from the handshake of a last beat to its out_valid, out_ready held high",
+                               "mean-unit": "cycles from the handshake of a last beat to its first out_valid"}.get(
+                                   top, "cycles from a beat's in_valid to its out_valid"),
         "ports": port_map(component), "packing": PACKING[top],
         "versions": {"amaranth": amaranth.__version__, "spec": SPEC_VERSION},
     }
@@ -216,7 +230,7 @@ def to_verilog(component, name: str) -> str:
 
 def render(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None):
     """(verilog text, sidecar dict, stem) without writing anything."""
-    if _check_top(top) not in UNIFORM_TOPS:
+    if _check_top(top) in DEFAULT_VARIANTS:
         variant = DEFAULT_VARIANTS[top] if variant is None else variant
     component = build(top, spec, lanes, fault, variant)
     name = stem(top, spec, lanes, fault, variant)
@@ -269,7 +283,8 @@ def _parser():
     p.add_argument("--shift-bits", type=int, default=None,
                    help=f"split: bits of the alignment shift, 0 = one exponent per layer and sample "
                         f"(default {DEFAULT_SHIFT_BITS})")
-    p.add_argument("--fault", choices=sorted(set(FAULTS) | set(UNIFORM_FAULTS) | set(ENGINE_FAULTS)), default=None,
+    p.add_argument("--fault", choices=sorted(set(FAULTS) | set(UNIFORM_FAULTS) | set(ENGINE_FAULTS)
+                                             | set(MEAN_UNIT_FAULTS)), default=None,
                    help="deliberately broken variant, for mutation tests only")
     p.add_argument("--variant", choices=VARIANTS, default=None,
                    help="multiplier micro-architecture (default: deferred)")
@@ -294,7 +309,7 @@ def _given(value, default):
 def main(argv=None):
     args = _parser().parse_args(argv)
     _quiet_unused_elaboratables()
-    if args.lanes is not None and args.top == "mac":
+    if args.lanes is not None and args.top in ("mac", "mean-unit"):
         raise UserError(f"--lanes applies to the engines only (the {args.top} has no lanes)")
     lanes = DEFAULT_LANES if args.lanes is None else args.lanes
     check_output_dir(args.out, "--out")

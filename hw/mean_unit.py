@@ -14,11 +14,11 @@ same output channel: 576 + 16 against 36,864 for a 64-channel layer on a 48 x 48
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.mean_unit import CLASSES, class_taps
+from golden.mean_unit import CLASSES
 from golden.spec import TAPS, DatapathSpec
 
 from .arith import Term, balanced_sum, shape_for
@@ -99,6 +99,11 @@ class MeanUnit(wiring.Component):
         return self._fault
 
     @property
+    def latency(self) -> int:
+        """Cycles from the handshake of a last beat to the first ``out_valid`` (its 9 products, then the output)."""
+        return TAPS + 1
+
+    @property
     def cycles_per_channel(self) -> int:
         """Cycles from taking an input beat to being ready for the next (9 products + the handshake)."""
         return TAPS + 1
@@ -118,48 +123,50 @@ class MeanUnit(wiring.Component):
         t = Signal(range(TAPS))
         k = Signal(4)
         K = [Signal(shape_for(-spec.tap_const_max, spec.tap_const_max), name=f"K{j}") for j in range(TAPS)]
-        Ka = Array(K)
+        ACCEPT, MUL, EMIT = 0, 1, 2
+        state = Signal(2)
 
-        # the multiplier: one mu_m x w' product per cycle
+        # the multiplier: one mu_m x w' product per cycle (the weight of tap t: a mux chain, no case block)
+        wsel = w[TAPS - 1]
+        for j in reversed(range(TAPS - 1)):
+            wsel = Mux(t == j, w[j], wsel)
         prod = Signal(shape_for(-prod_max, prod_max))
-        m.d.comb += prod.eq(mu * Array(w[j] for j in range(TAPS))[t])
+        m.d.comb += prod.eq(mu * wsel)
 
-        # the start value of class k: bias + the masked sum of the tap constants
-        masks = []
-        for c in range(CLASSES):
-            taps = set(class_taps(c))
-            if self._fault == "border" and c // 4 == 1:  # first-row classes wrongly keep tap 1
-                taps.add(1)
-            masks.append(Const(sum(1 << j for j in taps), unsigned(TAPS)))
-        mask = Signal(TAPS)
-        m.d.comb += mask.eq(Array(masks)[k])
-        terms = [Term(Mux(mask[j], K[j], 0), -spec.tap_const_max, spec.tap_const_max) for j in range(TAPS)]
+        # the start value of class k = 4 r + q: bias + the tap constants of the valid taps. Tap (ty, tx) is valid
+        # when row ty is inside for the row class r and column tx for the column class q (golden.mean_unit).
+        r, q = k[2:4], k[0:2]
+
+        def inside(edge, pos):  # INTERIOR 0, FIRST 1 (the row/column before is padding), LAST 2, BOTH 3
+            return [(edge == 0) | (edge == 2), Const(1, 1), (edge == 0) | (edge == 1)][pos]
+
+        terms = []
+        for j in range(TAPS):
+            valid = inside(r, j // 3) & inside(q, j % 3)
+            if self._fault == "border" and j == 1:  # first-row classes wrongly keep tap 1
+                valid = valid | (r == 1)
+            terms.append(Term(Mux(valid, K[j], 0), -spec.tap_const_max, spec.tap_const_max))
         terms.append(Term(bias, -spec.bias_max, spec.bias_max))
         total, _ = balanced_sum(m, terms, name="start")
-        m.d.comb += [self.out_class.eq(k), self.out_start.eq(total.scaled())]
+        m.d.comb += [self.out_class.eq(k), self.out_start.eq(total.scaled()),
+                     self.in_ready.eq(state == ACCEPT), self.out_valid.eq(state == EMIT)]
 
-        with m.FSM():
-            with m.State("ACCEPT"):
-                m.d.comb += self.in_ready.eq(1)
-                with m.If(self.in_valid):
-                    m.d.sync += [mu.eq(self.in_mu), w.eq(self.in_weight), first.eq(self.in_first),
-                                 last.eq(self.in_last), t.eq(0)]
-                    with m.If(self.in_last):
-                        m.d.sync += bias.eq(self.in_bias)
-                    m.next = "MUL"
-            with m.State("MUL"):
-                m.d.sync += Ka[t].eq(Mux(first, 0, Ka[t]) + prod)
-                m.d.sync += t.eq(t + 1)
-                with m.If(t == TAPS - 1):
-                    m.d.sync += k.eq(0)
-                    with m.If(last):
-                        m.next = "EMIT"
-                    with m.Else():
-                        m.next = "ACCEPT"
-            with m.State("EMIT"):
-                m.d.comb += self.out_valid.eq(1)
-                with m.If(self.out_ready):
-                    m.d.sync += k.eq(k + 1)
-                    with m.If(k == CLASSES - 1):
-                        m.next = "ACCEPT"
+        with m.If(state == ACCEPT):
+            with m.If(self.in_valid):
+                m.d.sync += [mu.eq(self.in_mu), w.eq(self.in_weight), first.eq(self.in_first),
+                             last.eq(self.in_last), t.eq(0), state.eq(MUL)]
+                with m.If(self.in_last):
+                    m.d.sync += bias.eq(self.in_bias)
+        with m.Elif(state == MUL):
+            for j in range(TAPS):
+                with m.If(t == j):
+                    m.d.sync += K[j].eq(Mux(first, 0, K[j]) + prod)
+            m.d.sync += t.eq(t + 1)
+            with m.If(t == TAPS - 1):
+                m.d.sync += [k.eq(0), state.eq(Mux(last, EMIT, ACCEPT))]
+        with m.Elif(state == EMIT):
+            with m.If(self.out_ready):
+                m.d.sync += k.eq(k + 1)
+                with m.If(k == CLASSES - 1):
+                    m.d.sync += state.eq(ACCEPT)
         return m

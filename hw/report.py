@@ -33,6 +33,7 @@ from .engine import ConvEngine
 from .generate import DEFAULT_VARIANTS, to_verilog
 from .harness import ScanHarness
 from .mac import ShiftAddMAC, mac_acc_bits
+from .mean_unit import MeanUnit
 from .shift_add import VARIANTS
 from .synth import ECP5_CAPACITY, ECP5_DEVICE, ECP5_TARGET_MHZ, ICE40_DEVICE, Tools, place_failure, run_flow
 from .uniform_engine import UniformEngine
@@ -63,6 +64,11 @@ UNIFORM_BITS = (4, 5, 6, 8)
 UNIFORM_COMPARE_BITS = 6
 #: Uniform engines placed and routed for fmax, and at how many lanes.
 UNIFORM_FMAX = {6: ECP5_LANES}
+#: Split de-normalization engines measured on the ECP5 (sigma bits, shift bits, flows): 8:0 is within 0.01 dB of
+#: fake-quant (bench/results/denorm_format_*.md); 1:0 has no sigma multiplier at all (an AND per bit of A), so the
+#: difference between the two is the lanes' de-normalization.
+SPLIT_FORMATS = ((8, 0, ECP5_FLOWS), (1, 0, ("ecp5",)))
+SPLIT_DEFAULT = (8, 0)
 #: The issue's figures (synth_ecp5 -nodsp, LUT4-equivalents): today's DFSQ engine and a plain datapath of 144
 #: int6 x int6 multipliers with an adder tree.
 ISSUE_ECP5_DFSQ, ISSUE_ECP5_UNIFORM = 70_000, 20_000
@@ -102,6 +108,18 @@ def ecp5_plan() -> list[dict]:
         if lanes > ECP5_DFSQ_FMAX_LANES:
             job.update(fmax_make=_engine(spec, ECP5_DFSQ_FMAX_LANES), fmax_lanes=ECP5_DFSQ_FMAX_LANES)
         jobs.append(job)
+    for m, sh, flows in SPLIT_FORMATS:  # the split de-normalization (issue 14): mean term out of the lanes
+        spec = DatapathSpec(channels=ECP5_CHANNELS, denorm="split", sigma_bits=m, shift_bits=sh)
+        job = dict(group="ecp5", name=f"DFSQ engine w4 a4 b4 c{ECP5_CHANNELS} l{ECP5_LANES} split {m}:{sh}",
+                   kind="dfsq", denorm="split", sigma_bits=m, shift_bits=sh, words=4, bits=4, lanes=ECP5_LANES,
+                   channels=ECP5_CHANNELS, make=_engine(spec, ECP5_LANES), flows=flows, fmax_lanes=ECP5_LANES)
+        if "ecp5-fmax" in flows:
+            job.update(fmax_make=_engine(spec, ECP5_DFSQ_FMAX_LANES), fmax_lanes=ECP5_DFSQ_FMAX_LANES)
+        jobs.append(job)
+    mspec = DatapathSpec(channels=ECP5_CHANNELS, denorm="split", sigma_bits=SPLIT_DEFAULT[0],
+                         shift_bits=SPLIT_DEFAULT[1])
+    jobs.append(dict(group="ecp5", name=f"mean unit (split) c{ECP5_CHANNELS}", kind="mean-unit", words=4, bits=4,
+                     lanes=None, channels=ECP5_CHANNELS, make=lambda: MeanUnit(spec=mspec), flows=("ecp5",)))
     small = UniformSpec(act_bits=UNIFORM_COMPARE_BITS, weight_bits=UNIFORM_COMPARE_BITS, channels=ENGINE_CHANNELS)
     jobs.append(dict(group="ecp5", name=f"uniform engine W{UNIFORM_COMPARE_BITS}A{UNIFORM_COMPARE_BITS} "
                                         f"c{ENGINE_CHANNELS} l{ENGINE_LANES}", kind="uniform",
@@ -482,6 +500,10 @@ def render(summary: dict, psnr: dict, psnr_sources: list[str], versions: dict, a
                           f"{ICE40_DEVICE[0].lstrip('-').upper()} (more logic cells than the device has), so it has "
                           "no fmax on this device."]
     lines += _ecp5_section(rows)
+    if any(r["group"] == "ecp5" for r in rows):
+        from .iso_psnr import section as iso_section
+
+        lines += iso_section(rows, [ROOT / "bench" / "results" / "psnr_table.json"])
     lines += ["", GEOMETRY_SECTION.rstrip("\n")]
     lines += [
         "",
@@ -610,7 +632,11 @@ def _ecp5_section(rows: list[dict]) -> list[str]:
         "Synthesis and P&R wall times are those of the run that filled the cache, on a 2-core machine shared with "
         "other jobs.",
     ]
-    dfsq = next((r for r in ecp if r["kind"] == "dfsq" and r["lanes"] == ECP5_LANES), None)
+    fused = next((r for r in ecp if r["kind"] == "dfsq" and r["lanes"] == ECP5_LANES
+                  and r.get("denorm", "fused") == "fused"), None)
+    split = next((r for r in ecp if r["kind"] == "dfsq" and r["lanes"] == ECP5_LANES and r.get("denorm") == "split"
+                  and (r["sigma_bits"], r["shift_bits"]) == SPLIT_DEFAULT), None)
+    dfsq = split if split and res(split, "ecp5") else fused
     uni = next((r for r in ecp if r["kind"] == "uniform" and r["lanes"] == ECP5_LANES
                 and r["bits"] == UNIFORM_COMPARE_BITS), None)
     if dfsq and uni and res(dfsq, "ecp5") and res(uni, "ecp5"):
@@ -620,11 +646,16 @@ def _ecp5_section(rows: list[dict]) -> list[str]:
             "",
             f"### DFSQ W4A4 against uniform W{b}A{b}, 16 lanes, without DSPs",
             "",
-            "| | DFSQ W4A4 | uniform W{0}A{0} | ratio (DFSQ / uniform) |".format(b),
-            "|---|---:|---:|---:|",
+            f"DFSQ: {dfsq['name']}" + (" (the split de-normalization; the fused engine of the first rows for "
+                                       "reference)" if dfsq is split else ""),
+            "",
+            "| | DFSQ W4A4 | uniform W{0}A{0} | ratio (DFSQ / uniform) | fused DFSQ W4A4 |".format(b),
+            "|---|---:|---:|---:|---:|",
         ]
+        fz = res(fused, "ecp5") if fused else {}
         for label, key in (("LUT4", "lut4"), ("carry (CCU2C)", "carry"), ("LUT4-eq", "lut_eq"), ("FF", "ffs")):
-            lines.append(f"| {label} | {_fmt(d.get(key))} | {_fmt(u.get(key))} | {_fmt(_ratio(d.get(key), u.get(key)), 2)} |")
+            lines.append(f"| {label} | {_fmt(d.get(key))} | {_fmt(u.get(key))} | "
+                         f"{_fmt(_ratio(d.get(key), u.get(key)), 2)} | {_fmt(fz.get(key))} |")
         lines += [
             "",
             f"**Result.** At equal MACs per cycle (144 multipliers: 16 lanes x 9 taps), the DFSQ W4A4 engine takes "
@@ -635,17 +666,30 @@ def _ecp5_section(rows: list[dict]) -> list[str]:
             f"for a plain datapath of 144 int6 x int6 multipliers with an adder tree "
             f"({ISSUE_ECP5_DFSQ / ISSUE_ECP5_UNIFORM:.1f}x). Here the uniform W{b}A{b} engine multiplies "
             f"int{b + 1} x int{b + 1} (w' and a' carry their zero points) and has the engine's pipeline registers, "
-            f"lane tree and accumulator; the uniform W5A5 row is the int6 x int6 engine. The DFSQ engine's area "
-            "goes to the per-lane de-normalization (two 24-bit fixed-point multipliers per lane) and the point "
-            "tables (DPR16X4), which issue 14's redesign removes or shrinks.",
+            f"lane tree and accumulator; the uniform W5A5 row is the int6 x int6 engine. The fused DFSQ engine's "
+            "area goes to the per-lane de-normalization (two 24-bit fixed-point multipliers per lane); the split "
+            "engine keeps one m-bit multiplier per lane and starts its accumulator from the mean unit's values.",
         ]
+        low = next((r for r in ecp if r.get("denorm") == "split" and r.get("sigma_bits") == 1
+                    and r.get("shift_bits") == 0 and res(r, "ecp5")), None)
+        if dfsq is split and low:
+            lo = res(low, "ecp5")
+            share = _ratio(d.get("lut_eq", 0) - lo.get("lut_eq", 0), d.get("lut_eq"))
+            lines += [
+                "",
+                f"De-normalization share: the same engine with a 1-bit sigma (no multiplier: an AND per bit of A) "
+                f"takes {_fmt(lo.get('lut_eq'))} LUT4 sites, so the {split['sigma_bits']}-bit sigma multipliers "
+                f"of the 16 lanes cost {_fmt(d.get('lut_eq', 0) - lo.get('lut_eq', 0))} LUT4 sites: "
+                f"**{100 * share:.1f}%** of the engine (goal: at most 25%). The mean unit is not in the engine "
+                "(one per layer pipeline, `hw/mean_unit.py`).",
+            ]
         dd, ud = res(dfsq, "ecp5-dsp"), res(uni, "ecp5-dsp")
         if dd and ud:
             lines += [
                 "",
                 f"With DSPs allowed the uniform engine puts its 144 multipliers in {_fmt(ud.get('mult18'))} "
                 f"MULT18X18D and keeps {_fmt(ud.get('lut_eq'))} LUT4 sites; the DFSQ engine uses "
-                f"{_fmt(dd.get('mult18'))} MULT18X18D (its sigma and mu multipliers) and keeps "
+                f"{_fmt(dd.get('mult18'))} MULT18X18D (its sigma multipliers) and keeps "
                 f"{_fmt(dd.get('lut_eq'))} LUT4 sites (shift-add multipliers, trees, point tables): "
                 f"{_fmt(_ratio(dd.get('lut_eq'), ud.get('lut_eq')), 2)}x the LUT4 sites and "
                 f"{_fmt(_ratio(dd.get('mult18'), ud.get('mult18')), 2)}x the DSPs.",

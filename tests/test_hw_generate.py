@@ -155,3 +155,19 @@ def test_uniform_engine_defaults_and_stem():
     assert stem("uniform-engine", UniformSpec(), 16) == "uniform_engine_a6_b6_c64_l16"
     assert stem("uniform-engine", UniformSpec(act_bits=4, channels=8), 2, fault="mask") == \
         "uniform_engine_a4_b6_c8_l2_fault-mask"
+
+
+def test_generate_mean_unit(tmp_path):
+    """--top mean-unit writes the split de-normalization's mean unit (a split spec is required)."""
+    from hw.generate import main
+
+    assert main(["--top", "mean-unit", "--denorm", "split", "--sigma-bits", "8", "--shift-bits", "0",
+                 "--out", str(tmp_path)]) == 0
+    (v,) = tmp_path.glob("dfsq_mean_unit_*.v")
+    meta = json.loads(v.with_suffix(".json").read_text())
+    assert meta["module"] == "dfsq_mean_unit" and meta["latency"] == 10 and meta["config"]["denorm"] == "split"
+    assert "module dfsq_mean_unit" in v.read_text()
+    with pytest.raises(SystemExit):
+        main(["--top", "mean-unit", "--out", str(tmp_path)])       # fused: no mean unit
+    with pytest.raises(SystemExit):
+        main(["--top", "mean-unit", "--denorm", "split", "--lanes", "4", "--out", str(tmp_path)])

@@ -1,0 +1,135 @@
+"""The iso-PSNR comparison: each DFSQ configuration against the uniform engines that reach its PSNR.
+
+For each DFSQ configuration (words, bits) measured by ``bench.psnr_table`` at x2, the uniform engine with the fewest
+bits whose PSNR is at least DFSQ's (minus ``TOLERANCE_DB``) on every one of the four sets: the static engine
+(Min-Max: one scale per tensor) and the normalized one (``dfsq-uniform``: DFSQ's per-(sample, channel)
+normalization with uniform points). Beside them: LUT4 sites and DSPs of the 16-lane ECP5 engines where
+``hw.report`` synthesized them (equal MACs per cycle: 144 multipliers), MACs per cycle per 1,000 LUT4 sites, and
+the memory each design moves per layer (weights, input activations, point tables, per-sample statistics) for a
+64 -> 64 3x3 layer at 640 x 360. Blank: not measured yet. ``hw.report`` appends :func:`section` to
+docs/hardware.md.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from golden.spec import DEFAULT_SCALE_BITS, DatapathSpec
+
+DATASETS = ("Set5", "Set14", "B100", "Urban100")
+TOLERANCE_DB = 0.01
+LANES, TAPS = 16, 9
+LAYER = dict(C=64, O=64, k=3, H=360, W=640)   # the layer whose memory traffic is tabulated
+_KEY = re.compile(r"^x(?P<scale>\d+)/(?P<method>[a-z-]+)/W(?P<wb>\d+)A(?P<ab>\d+)/words(?P<words>\d+)/(?P<ds>\w+)$")
+
+
+def load_cells(paths) -> dict:
+    """{(method, words, bits, dataset): psnr} of x2 cells with equal weight and activation bits (edsr only)."""
+    out = {}
+    for path in paths:
+        p = Path(path)
+        if not p.is_file():
+            continue
+        data = json.loads(p.read_text())
+        for key, rec in (data.get("results") or {}).items():
+            m = _KEY.match(key)
+            if m and m["scale"] == "2" and m["wb"] == m["ab"] and isinstance(rec.get("psnr"), (int, float)):
+                out[(m["method"], int(m["words"]), int(m["wb"]), m["ds"])] = float(rec["psnr"])
+    return out
+
+
+def _psnr_row(cells, method, words, bits):
+    vals = [cells.get((method, words, bits, d)) for d in DATASETS]
+    return None if any(v is None for v in vals) else vals
+
+
+def fewest_bits(cells, method: str, target: list[float]):
+    """(bits, psnrs) of the fewest-bit ``method`` cell reaching ``target`` on all four sets, or (None, reason)."""
+    measured = sorted({b for (m, w, b, d) in cells if m == method})
+    complete = [b for b in measured if _psnr_row(cells, method, 4, b)]
+    for b in complete:
+        row = _psnr_row(cells, method, 4, b)
+        if all(v >= t - TOLERANCE_DB for v, t in zip(row, target)):
+            return b, row
+    if not complete:
+        return None, "not measured on all four sets"
+    return None, f"none of {complete} bits reaches it"
+
+
+def memory_bits(kind: str, bits: int, spec: DatapathSpec | None = None) -> dict:
+    """Bits moved per layer (LAYER) by each design: weights, input activations, point tables, statistics."""
+    C, O, k, H, W = (LAYER[x] for x in "COkHW")
+    out = {"weights": O * C * k * k * bits + O * (bits + 32), "activations": H * W * C * bits}
+    if kind == "dfsq":
+        out["tables"] = C * (1 << bits) * spec.code_bits
+        out["statistics"] = C * (spec.sigma_bits + spec.shift_bits + spec.scale_bits) if spec.split else \
+            C * 2 * spec.scale_bits
+    elif kind == "normalized":
+        out["tables"] = 0
+        out["statistics"] = C * (2 * DEFAULT_SCALE_BITS)
+    else:
+        out["tables"] = 0
+        out["statistics"] = 64   # one scale and zero point per tensor
+    out["total"] = sum(out.values())
+    return out
+
+
+def _hw_row(rows, kind, bits, denorm=None):
+    for r in rows:
+        if r.get("group") != "ecp5" or r.get("lanes") != LANES or r.get("kind") != kind or r.get("bits") != bits:
+            continue
+        if kind == "dfsq" and r.get("denorm", "fused") != (denorm or "fused"):
+            continue
+        return r
+    return None
+
+
+def _cost(r) -> str:
+    if not r:
+        return "not synthesized"
+    e, d = r["raw"].get("ecp5", {}), r["raw"].get("ecp5-dsp", {})
+    f = r["raw"].get("ecp5-fmax", {})
+    parts = [f"{e['lut_eq']:,} LUT4-eq" if e.get("lut_eq") else "",
+             f"DSP build {d['lut_eq']:,} + {d.get('mult18', 0)} MULT18" if d.get("lut_eq") else "",
+             f"{f['fmax_mhz']:.0f} MHz" if f.get("fmax_mhz") else "",
+             f"{1000 * LANES * TAPS / e['lut_eq']:.2f} MAC/cycle/kLUT" if e.get("lut_eq") else ""]
+    return "; ".join(p for p in parts if p)
+
+
+def section(hw_rows: list[dict], psnr_paths, split_format=(8, 0)) -> list[str]:
+    cells = load_cells(psnr_paths)
+    m, s = split_format
+    lines = ["", "## Iso-PSNR: each DFSQ configuration against the uniform engines that reach its PSNR", "",
+             f"x2 EDSR (ours), PSNR-Y from `bench/results/psnr_table.json`; a uniform engine qualifies when its PSNR is "
+             f"at least DFSQ's minus {TOLERANCE_DB} dB on **all four** sets; the fewest such bits is shown. Static = "
+             "Min-Max (one scale per tensor); normalized = `dfsq-uniform` (DFSQ's per-(sample, channel) "
+             f"normalization, uniform points). Hardware: the 16-lane ECP5 engines of the section above (DFSQ: split "
+             f"{m}:{s}), LUT4-eq without DSPs, equal MACs per cycle (144). Memory: kbit moved per 64 -> 64 3x3 layer "
+             "at 640 x 360 (weights + input activations + point tables + per-sample statistics). Generated by "
+             "`hw.iso_psnr` from the measured files; blank or 'not ...' where a measurement is missing.", "",
+             "| DFSQ | DFSQ PSNR (Set5 / Set14 / B100 / Urban100) | DFSQ engine | static uniform | its engine | "
+             "normalized uniform | its engine | memory kbit (DFSQ / static / normalized) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for words in (3, 4):
+        for bits in (3, 4, 6):
+            target = _psnr_row(cells, "dfsq", words, bits)
+            ps = " / ".join("…" if cells.get(("dfsq", words, bits, d)) is None else
+                            f"{cells[('dfsq', words, bits, d)]:.2f}" for d in DATASETS)
+            if target is None:
+                lines.append(f"| words {words} W{bits}A{bits} | {ps} | | not all four sets measured | | | | |")
+                continue
+            spec = DatapathSpec(words=words, act_bits=bits, weight_bits=bits, denorm="split", sigma_bits=m,
+                                shift_bits=s)
+            dfsq_hw = _hw_row(hw_rows, "dfsq", bits, "split") if words == 4 else None
+            sb, srow = fewest_bits(cells, "minmax", target)
+            nb, nrow = fewest_bits(cells, "dfsq-uniform", target)
+            mem = [memory_bits("dfsq", bits, spec)["total"]]
+            mem.append(memory_bits("static", sb)["total"] if sb else None)
+            mem.append(memory_bits("normalized", nb)["total"] if nb else None)
+            memtxt = " / ".join("" if v is None else f"{v / 1000:,.0f}" for v in mem)
+            lines.append(
+                f"| words {words} W{bits}A{bits} | {ps} | {_cost(dfsq_hw)} | "
+                f"{f'W{sb}A{sb}' if sb else srow} | {_cost(_hw_row(hw_rows, 'uniform', sb)) if sb else ''} | "
+                f"{f'W{nb}A{nb}' if nb else nrow} | {'normalized engine not built yet' if nb else ''} | {memtxt} |")
+    return lines + [""]

@@ -674,7 +674,7 @@ def _ecp5_section(rows: list[dict]) -> list[str]:
                     and r.get("shift_bits") == 0 and res(r, "ecp5")), None)
         if dfsq is split and low:
             lo = res(low, "ecp5")
-            share = _ratio(d.get("lut_eq", 0) - lo.get("lut_eq", 0), d.get("lut_eq"))
+            share = (d.get("lut_eq", 0) - lo.get("lut_eq", 0)) / d["lut_eq"] if d.get("lut_eq") else float("nan")
             lines += [
                 "",
                 f"De-normalization share: the same engine with a 1-bit sigma (no multiplier: an AND per bit of A) "

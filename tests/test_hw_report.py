@@ -108,8 +108,10 @@ def _fake_ecp5(jobs):
     for job, res in zip(jobs, out):
         if job["group"] != "ecp5":
             continue
-        big = job["lanes"] == report.ECP5_LANES
-        lut = (30000 if big else 3000) * (3 if job["kind"] == "dfsq" else 1) + job["bits"]
+        big = job["lanes"] in (report.ECP5_LANES, None)
+        split = job.get("denorm") == "split"
+        factor = (0.6 if job.get("sigma_bits", 8) > 1 else 0.5) if split else 3 if job["kind"] == "dfsq" else 1
+        lut = int((30000 if big else 3000) * factor) + job["bits"]
         cells = dict(lut4=lut, carry=1000, ffs=5000, dpram=100 if job["kind"] == "dfsq" else 0, bram=0, alu54=0,
                      synth_seconds=12.0)
         res["ecp5"] = dict(cells, mult18=0, lut_eq=lut + 2000 + 6 * cells["dpram"])
@@ -124,7 +126,7 @@ def _fake_ecp5(jobs):
 
 def test_ecp5_plan_measures_the_16_lane_engines():
     jobs = [j for j in report.plan("none", "none", "engines") if j["group"] == "ecp5"]
-    dfsq = {j["lanes"]: j for j in jobs if j["kind"] == "dfsq"}
+    dfsq = {j["lanes"]: j for j in jobs if j["kind"] == "dfsq" and j.get("denorm", "fused") == "fused"}
     assert set(dfsq) == {report.ENGINE_LANES, report.ECP5_LANES}
     assert dfsq[16]["channels"] == 64 and dfsq[16]["flows"] == ("ecp5", "ecp5-dsp", "ecp5-fmax")
     assert dfsq[16]["fmax_lanes"] == report.ECP5_DFSQ_FMAX_LANES and dfsq[16]["fmax_make"]().lanes == 4
@@ -133,7 +135,12 @@ def test_ecp5_plan_measures_the_16_lane_engines():
     assert set(uniform) == set(report.UNIFORM_BITS) and report.UNIFORM_COMPARE_BITS in uniform
     eng = uniform[6]["make"]()
     assert (eng.spec.act_bits, eng.spec.weight_bits, eng.spec.channels, eng.lanes) == (6, 6, 64, 16)
-    assert all(set(j["flows"]) >= {"ecp5", "ecp5-dsp"} for j in jobs)
+    assert all(set(j["flows"]) >= {"ecp5", "ecp5-dsp"} for j in jobs if j["kind"] == "uniform" or
+               (j["kind"] == "dfsq" and j.get("denorm", "fused") == "fused"))
+    split = {(j["sigma_bits"], j["shift_bits"]): j for j in jobs if j.get("denorm") == "split"}
+    assert set(split) == {report.SPLIT_DEFAULT, (1, 0)} and split[report.SPLIT_DEFAULT]["make"]().spec.split
+    assert split[report.SPLIT_DEFAULT]["fmax_make"]().lanes == report.ECP5_DFSQ_FMAX_LANES
+    assert [j["make"]().spec.split for j in jobs if j["kind"] == "mean-unit"] == [True]
     assert not [j for j in report.plan("none", "none") if j["group"] == "ecp5"]  # --ecp5 none
 
 
@@ -144,8 +151,12 @@ def test_ecp5_render_tables_ratio_and_fit():
                          "python -m hw.report")
     assert "## ECP5 (LFE5U-85F): the engines at a real size" in text and "nextpnr-ecp5 test" in text
     assert "### Without DSPs (`synth_ecp5 -nodsp`)" in text and "### With DSPs" in text
-    d_eq, u_eq = 90004 + 2000 + 600, 30006 + 2000
+    # the comparison takes the split engine (8:0) as the DFSQ engine; the fused one is shown beside it
+    d_eq, u_eq = 18004 + 2000 + 600, 30006 + 2000
     assert f"takes {d_eq} LUT4 sites against {u_eq} for the uniform W6A6 engine, **{d_eq / u_eq:.2f}x**" in text
+    lo_eq = 15004 + 2000 + 600
+    assert f"**{100 * (d_eq - lo_eq) / d_eq:.1f}%** of the engine" in text  # the de-normalization share
+    assert "## Iso-PSNR" in text
     # 92,604 LUT4 sites exceed the LFE5U-85F's 83,640 without DSPs; with DSPs the engine fits
     row = next(line for line in text.splitlines() if line.startswith("| DFSQ engine w4 a4 b4 c64 l16 | 90004"))
     assert "**no** (LUT4 sites)" in row

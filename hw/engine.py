@@ -93,6 +93,11 @@ class ConvEngine(wiring.Component):
         Parallel lanes L; must divide ``spec.channels``. Groups G = channels / L.
     fault : str or None
         A key of :data:`hw.shift_add.FAULTS` for a deliberately broken variant, else ``None``.
+    tables : bool
+        True (default): each lane holds its channels' point tables (9 read ports, the ``tbl_*`` ports) and beats
+        carry point indices (``in_idx``). False: beats carry the 9 point codes per lane (``in_code``), decoded once
+        per activation where the activations enter (a line buffer with one table read port per lane), so the
+        engine has no tables: the 9 read ports of each lane are the largest block after the de-normalization.
     variant : str
         Multiplier micro-architecture, one of :data:`hw.shift_add.COMBINATIONAL_VARIANTS` (default
         ``"deferred"``: the tap trees take the deferred negation carries as carry-ins). ``"registered"`` is not
@@ -101,7 +106,7 @@ class ConvEngine(wiring.Component):
     Attributes
     ----------
     tbl_we : In(1)
-        Point table write strobe: ``table[tbl_chan][tbl_idx] = tbl_code``. Only while no beat is in flight.
+        (``tables`` only, like every ``tbl_*`` port.) Point table write strobe: ``table[tbl_chan][tbl_idx] = tbl_code``. Only while no beat is in flight.
     tbl_chan : In(index_bits(channels))
         Input channel written.
     tbl_idx : In(act_bits)
@@ -121,7 +126,9 @@ class ConvEngine(wiring.Component):
     in_mask : In(9)
         Bit t: tap t lies inside the image (taps in raster order, t = 3 * (dy + 1) + (dx + 1)).
     in_idx : In(ArrayLayout(ArrayLayout(act_bits, 9), L))
-        Point index of tap t of lane l (flat element l * 9 + t).
+        ``tables`` only: point index of tap t of lane l (flat element l * 9 + t).
+    in_code : In(ArrayLayout(ArrayLayout(code_layout(spec), 9), L))
+        Without ``tables``: the point code (golden.spec layout) of tap t of lane l (flat element l * 9 + t).
     in_weight : In(ArrayLayout(ArrayLayout(signed(w_bits), 9), L))
         Two's-complement weight w' of tap t of lane l (flat element l * 9 + t).
     in_sigma : In(ArrayLayout(signed(scale_bits), L)) ("fused") or In(ArrayLayout(unsigned(sigma_bits), L)) ("split")
@@ -143,26 +150,36 @@ class ConvEngine(wiring.Component):
         The accumulator of one output.
     """
 
-    def __init__(self, *, spec, lanes, fault=None, variant="deferred"):
+    def __init__(self, *, spec, lanes, fault=None, variant="deferred", tables=True):
         self._spec = check_spec(spec)
         self._lanes = check_lanes(spec, lanes)
         self._fault = check_engine_fault(fault, spec)
         self._variant = check_variant(variant, COMBINATIONAL_VARIANTS)
+        if not isinstance(tables, bool):
+            raise TypeError(f"tables must be a bool, not {tables!r}")
+        self._tables = tables
         L = lanes
-        members = {
-            "tbl_we": In(1),
-            "tbl_chan": In(index_bits(spec.channels)),
-            "tbl_idx": In(spec.act_bits),
-            "tbl_code": In(code_layout(spec)),
+        members = {}
+        if tables:
+            members.update({
+                "tbl_we": In(1),
+                "tbl_chan": In(index_bits(spec.channels)),
+                "tbl_idx": In(spec.act_bits),
+                "tbl_code": In(code_layout(spec)),
+            })
+        members.update({
             "in_valid": In(1),
             "in_ready": Out(1),
             "in_first": In(1),
             "in_last": In(1),
             "in_group": In(index_bits(self.groups)),
             "in_mask": In(TAPS),
-            "in_idx": In(data.ArrayLayout(data.ArrayLayout(spec.act_bits, TAPS), L)),
-            "in_weight": In(data.ArrayLayout(data.ArrayLayout(signed(spec.w_bits), TAPS), L)),
-        }
+        })
+        if tables:
+            members["in_idx"] = In(data.ArrayLayout(data.ArrayLayout(spec.act_bits, TAPS), L))
+        else:
+            members["in_code"] = In(data.ArrayLayout(data.ArrayLayout(code_layout(spec), TAPS), L))
+        members["in_weight"] = In(data.ArrayLayout(data.ArrayLayout(signed(spec.w_bits), TAPS), L))
         if spec.split:
             members["in_sigma"] = In(data.ArrayLayout(unsigned(spec.sigma_bits), L))
             if spec.shift_bits:
@@ -186,6 +203,11 @@ class ConvEngine(wiring.Component):
     @property
     def lanes(self) -> int:
         return self._lanes
+
+    @property
+    def tables(self) -> bool:
+        """The lanes hold point tables (beats carry point indices); False: beats carry point codes."""
+        return self._tables
 
     @property
     def groups(self) -> int:
@@ -229,18 +251,22 @@ class ConvEngine(wiring.Component):
         bias1 = stage("bias1", self.in_start if split else self.in_bias)
         lanes1 = []
         for l in range(L):
-            dec = PointDecoder(spec=spec, channels=self.groups, read_ports=TAPS)
-            m.submodules[f"table{l}"] = dec
-            m.d.comb += [
-                dec.w_en.eq(self.tbl_we & (self.tbl_chan % L == l)),
-                dec.w_chan.eq(self.tbl_chan // L),
-                dec.w_idx.eq(self.tbl_idx),
-                dec.w_code.eq(self.tbl_code),
-                dec.r_en.eq(en),
-                dec.r_chan.eq(self.in_group),
-                dec.r_idx.eq(self.in_idx[l]),
-            ]
-            ln = dict(code=dec.r_code, weight=stage(f"weight1_{l}", self.in_weight[l]),
+            if self._tables:
+                dec = PointDecoder(spec=spec, channels=self.groups, read_ports=TAPS)
+                m.submodules[f"table{l}"] = dec
+                m.d.comb += [
+                    dec.w_en.eq(self.tbl_we & (self.tbl_chan % L == l)),
+                    dec.w_chan.eq(self.tbl_chan // L),
+                    dec.w_idx.eq(self.tbl_idx),
+                    dec.w_code.eq(self.tbl_code),
+                    dec.r_en.eq(en),
+                    dec.r_chan.eq(self.in_group),
+                    dec.r_idx.eq(self.in_idx[l]),
+                ]
+                code = dec.r_code
+            else:  # point codes decoded where the activations enter (one lookup per activation, not per tap use)
+                code = stage(f"code1_{l}", self.in_code[l])
+            ln = dict(code=code, weight=stage(f"weight1_{l}", self.in_weight[l]),
                       sigma=stage(f"sigma1_{l}", self.in_sigma[l]))
             if not split:
                 ln["mu"] = stage(f"mu1_{l}", self.in_mu[l])

@@ -75,7 +75,7 @@ def _build_uniform(spec, lanes, fault, variant):
     return UniformEngine(spec=spec, lanes=lanes, fault=fault)
 
 
-def build(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None):
+def build(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None, tables: bool = True):
     """The Amaranth component for ``top``; bad combinations raise :class:`UserError` (one line)."""
     _check_top(top)
     if top in UNIFORM_TOPS:
@@ -104,10 +104,10 @@ def build(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None):
         raise UserError(str(exc)) from None
     if top == "mac":
         return ShiftAddMAC(spec=spec, fault=fault, variant=variant)
-    return ConvEngine(spec=spec, lanes=lanes, fault=fault, variant=variant)
+    return ConvEngine(spec=spec, lanes=lanes, fault=fault, variant=variant, tables=tables)
 
 
-def stem(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None) -> str:
+def stem(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None, tables: bool = True) -> str:
     """File stem of a configuration (contract 4)."""
     if _check_top(top) in UNIFORM_TOPS:
         s = f"{TOPS[top]}_a{spec.act_bits}_b{spec.weight_bits}_c{spec.channels}_l{lanes}"
@@ -119,7 +119,7 @@ def stem(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None) -
     if spec.split:
         s += f"_split-m{spec.sigma_bits}s{spec.shift_bits}"
     if top == "engine":
-        s += f"_l{lanes}"
+        s += f"_l{lanes}" + ("" if tables else "_codes-in")
     if variant is not None and variant != DEFAULT_VARIANTS.get(top):
         s += f"_v-{variant}"
     if fault is not None:
@@ -192,7 +192,7 @@ def sidecar(top: str, component, spec, lanes: int, fault, variant, name: str) ->
     if spec.split:
         config.update(sigma_bits=spec.sigma_bits, shift_bits=spec.shift_bits)
     if top == "engine":
-        config.update(lanes=lanes, groups=component.groups)
+        config.update(lanes=lanes, groups=component.groups, tables=component.tables)
     elif top == "mac":
         config.update(acc_bits=component.acc_bits)
     return {
@@ -228,12 +228,12 @@ def to_verilog(component, name: str) -> str:
     return verilog
 
 
-def render(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None):
+def render(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None, tables: bool = True):
     """(verilog text, sidecar dict, stem) without writing anything."""
     if _check_top(top) in DEFAULT_VARIANTS:
         variant = DEFAULT_VARIANTS[top] if variant is None else variant
-    component = build(top, spec, lanes, fault, variant)
-    name = stem(top, spec, lanes, fault, variant)
+    component = build(top, spec, lanes, fault, variant, tables)
+    name = stem(top, spec, lanes, fault, variant, tables)
     text = to_verilog(component, TOPS[top])
     if "always @*" in text or "function " in text:  # pragma: no cover - the datapath is written as muxes
         raise AssertionError(f"{name}: the Verilog has a case block; write that logic as muxes (see hw/shift_add.py)")
@@ -247,12 +247,12 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def generate(top: str = "engine", spec=None, lanes: int = DEFAULT_LANES, fault=None,
-             out_dir="rtl_out", variant=None):
+             out_dir="rtl_out", variant=None, tables: bool = True):
     """Write ``<out_dir>/<stem>.v`` and ``<out_dir>/<stem>.json``; return their paths. ``spec``: a
     :class:`DatapathSpec` (default ``DatapathSpec()``), or a :class:`UniformSpec` for ``uniform-engine``."""
     if spec is None:
         spec = UniformSpec() if top in UNIFORM_TOPS else DatapathSpec()
-    text, meta, name = render(top, spec, lanes, fault, variant)
+    text, meta, name = render(top, spec, lanes, fault, variant, tables)
     out = check_output_dir(out_dir, "output folder")
     v_path, j_path = out / f"{name}.v", out / f"{name}.json"
     _write_atomic(v_path, text)
@@ -288,6 +288,8 @@ def _parser():
                    help="deliberately broken variant, for mutation tests only")
     p.add_argument("--variant", choices=VARIANTS, default=None,
                    help="multiplier micro-architecture (default: deferred)")
+    p.add_argument("--codes-in", action="store_true",
+                   help="engine without point tables: beats carry point codes, decoded where activations enter")
     p.add_argument("--out", default="rtl_out", help="output folder (default rtl_out/)")
     return p
 
@@ -331,7 +333,9 @@ def main(argv=None):
                                 **denorm_format(args.denorm, args.sigma_bits, args.shift_bits))
     except SpecError as exc:
         raise UserError(str(exc)) from None
-    v_path, j_path = generate(args.top, spec, lanes, args.fault, args.out, args.variant)
+    if args.codes_in and args.top != "engine":
+        raise UserError("--codes-in applies to --top engine only")
+    v_path, j_path = generate(args.top, spec, lanes, args.fault, args.out, args.variant, tables=not args.codes_in)
     print(v_path)
     print(j_path)
     return 0

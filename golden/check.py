@@ -102,11 +102,11 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-@cli_main
 def _format_note(spec) -> str:
     return f", split de-normalization m {spec.sigma_bits} s {spec.shift_bits}" if spec.split else ""
 
 
+@cli_main
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m golden.check", description=__doc__.split("\n")[0])
     ap.add_argument("--export", required=True, help="export folder (python -m dfsq.export)")

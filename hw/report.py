@@ -67,7 +67,7 @@ UNIFORM_FMAX = {6: ECP5_LANES}
 #: Split de-normalization engines measured on the ECP5 (sigma bits, shift bits, flows): 8:0 is within 0.01 dB of
 #: fake-quant (bench/results/denorm_format_*.md); 1:0 has no sigma multiplier at all (an AND per bit of A), so the
 #: difference between the two is the lanes' de-normalization.
-SPLIT_FORMATS = ((8, 0, ECP5_FLOWS), (1, 0, ("ecp5",)))
+SPLIT_FORMATS = ((8, 0, ("ecp5", "ecp5-dsp")), (1, 0, ("ecp5",)))
 SPLIT_DEFAULT = (8, 0)
 #: The issue's figures (synth_ecp5 -nodsp, LUT4-equivalents): today's DFSQ engine and a plain datapath of 144
 #: int6 x int6 multipliers with an adder tree.

@@ -139,7 +139,7 @@ def test_ecp5_plan_measures_the_16_lane_engines():
                (j["kind"] == "dfsq" and j.get("denorm", "fused") == "fused"))
     split = {(j["sigma_bits"], j["shift_bits"]): j for j in jobs if j.get("denorm") == "split"}
     assert set(split) == {report.SPLIT_DEFAULT, (1, 0)} and split[report.SPLIT_DEFAULT]["make"]().spec.split
-    assert split[report.SPLIT_DEFAULT]["fmax_make"]().lanes == report.ECP5_DFSQ_FMAX_LANES
+    assert split[report.SPLIT_DEFAULT]["flows"] == ("ecp5", "ecp5-dsp")
     assert [j["make"]().spec.split for j in jobs if j["kind"] == "mean-unit"] == [True]
     assert not [j for j in report.plan("none", "none") if j["group"] == "ecp5"]  # --ecp5 none
 

@@ -271,8 +271,56 @@ def _wordset(words: int, gap: int) -> WordSet:
     return WordSet(words, gap)
 
 
+def check_int_ranges(obj, ranges) -> None:
+    """SpecError unless each named field of ``obj`` is an integer (not a bool) within its (lo, hi)."""
+    for name, (lo, hi) in ranges:
+        v = getattr(obj, name)
+        if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
+            raise SpecError(f"{name} must be an integer in {lo}..{hi}, got {v!r}")
+
+
+class LayerGeometry:
+    """A datapath spec's layer geometry (``channels`` C, ``kernel`` k) and weight range, shared by
+    :class:`DatapathSpec` and :class:`golden.uniform_spec.UniformSpec` (frozen dataclasses with those fields)."""
+
+    def _check_geometry(self) -> None:
+        check_int_ranges(self, (("weight_bits", WEIGHT_BITS_RANGE), ("channels", (1, MAX_CHANNELS))))
+        if self.kernel not in KERNELS or isinstance(self.kernel, bool):
+            raise SpecError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
+
+    @property
+    def taps(self) -> int:
+        """Taps of the kernel, k * k (9 for 3x3, 1 for 1x1)."""
+        return self.kernel * self.kernel
+
+    @property
+    def terms(self) -> int:
+        """Products summed into one output: channels x taps."""
+        return self.channels * self.taps
+
+    def for_layer(self, channels: int, kernel: int):
+        """This configuration with the geometry of one layer (C input channels, a k x k kernel)."""
+        if channels == self.channels and kernel == self.kernel:
+            return self
+        return dataclasses.replace(self, channels=int(channels), kernel=int(kernel))
+
+    def covers(self, channels: int, kernel: int) -> bool:
+        """Every bound of a layer with this geometry is within this spec's (so its widths hold that layer)."""
+        return channels <= self.channels and kernel * kernel <= self.taps
+
+    @property
+    def w_max(self) -> int:
+        """Largest |w'|, w' = q - zero_point with q, zero_point in [0, 2^wb - 1]."""
+        return (1 << self.weight_bits) - 1
+
+    @property
+    def w_bits(self) -> int:
+        """Signed width of w'."""
+        return signed_bits(self.w_max)
+
+
 @dataclass(frozen=True)
-class DatapathSpec:
+class DatapathSpec(LayerGeometry):
     """Every width of the integer datapath for one configuration, derived from worst-case bounds."""
 
     words: int = DEFAULT_WORDS
@@ -288,16 +336,9 @@ class DatapathSpec:
 
     def __post_init__(self):
         WordSet(self.words, self.gap)  # validates words/gap
-        for name, (lo, hi) in (("act_bits", ACT_BITS_RANGE), ("weight_bits", WEIGHT_BITS_RANGE),
-                               ("scale_bits", SCALE_BITS_RANGE), ("sigma_bits", SIGMA_BITS_RANGE),
-                               ("shift_bits", SHIFT_BITS_RANGE)):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and lo <= v <= hi):
-                raise SpecError(f"{name} must be an integer in {lo}..{hi}, got {v!r}")
-        if not (isinstance(self.channels, int) and 1 <= self.channels <= MAX_CHANNELS):
-            raise SpecError(f"channels must be an integer in 1..{MAX_CHANNELS}, got {self.channels!r}")
-        if self.kernel not in KERNELS or isinstance(self.kernel, bool):
-            raise SpecError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
+        check_int_ranges(self, (("act_bits", ACT_BITS_RANGE), ("scale_bits", SCALE_BITS_RANGE),
+                                ("sigma_bits", SIGMA_BITS_RANGE), ("shift_bits", SHIFT_BITS_RANGE)))
+        self._check_geometry()
         if self.denorm not in DENORMS:
             raise SpecError(f"denorm must be one of {DENORMS}, got {self.denorm!r}")
         if self.acc_bits > 63:
@@ -307,26 +348,7 @@ class DatapathSpec:
     def wordset(self) -> WordSet:
         return _wordset(self.words, self.gap)
 
-    # --- geometry ---------------------------------------------------------------------------------------------
-    @property
-    def taps(self) -> int:
-        """Taps of the kernel, k * k (9 for 3x3, 1 for 1x1)."""
-        return self.kernel * self.kernel
-
-    @property
-    def terms(self) -> int:
-        """Products summed into one output: channels x taps."""
-        return self.channels * self.taps
-
-    def for_layer(self, channels: int, kernel: int) -> "DatapathSpec":
-        """This configuration with the geometry of one layer (C input channels, a k x k kernel)."""
-        if channels == self.channels and kernel == self.kernel:
-            return self
-        return dataclasses.replace(self, channels=int(channels), kernel=int(kernel))
-
-    def covers(self, channels: int, kernel: int) -> bool:
-        """Every bound of a layer with this geometry is within this spec's (so its widths hold that layer)."""
-        return channels <= self.channels and kernel * kernel <= self.taps
+    # geometry (taps, terms, for_layer, covers) and w_max / w_bits: LayerGeometry
 
     # --- operand widths -------------------------------------------------------------------------------------
     @property
@@ -337,16 +359,6 @@ class DatapathSpec:
     @property
     def code_bits(self) -> int:
         return self.wordset.code_bits
-
-    @property
-    def w_max(self) -> int:
-        """Largest |w'|, w' = q - zero_point with q, zero_point in [0, 2^wb - 1]."""
-        return (1 << self.weight_bits) - 1
-
-    @property
-    def w_bits(self) -> int:
-        """Signed width of w'."""
-        return signed_bits(self.w_max)
 
     @property
     def p_bits(self) -> int:

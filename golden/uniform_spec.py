@@ -14,11 +14,9 @@ output is ``y = s_w[o] * s_a * acc``; the scales never enter the engine. NumPy o
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
-from .spec import ACT_BITS_RANGE, DEFAULT_CHANNELS, DEFAULT_KERNEL, KERNELS, MAX_CHANNELS, WEIGHT_BITS_RANGE, \
-    SpecError, signed_bits
+from .spec import ACT_BITS_RANGE, DEFAULT_CHANNELS, DEFAULT_KERNEL, LayerGeometry, check_int_ranges, signed_bits
 
 __all__ = ["UniformSpec", "UNIFORM_SPEC_VERSION"]
 
@@ -27,7 +25,7 @@ DEFAULT_UNIFORM_BITS = 6   # the uniform W6A6 engine the issue compares with DFS
 
 
 @dataclass(frozen=True)
-class UniformSpec:
+class UniformSpec(LayerGeometry):
     """Widths of the uniform datapath for ``act_bits`` x ``weight_bits`` and a geometry (``channels``, ``kernel``).
 
     Parameters are validated (integers in :data:`golden.spec.ACT_BITS_RANGE` / ``WEIGHT_BITS_RANGE``, 1..4096
@@ -40,47 +38,10 @@ class UniformSpec:
     kernel: int = DEFAULT_KERNEL
 
     def __post_init__(self):
-        for name, (lo, hi) in (("act_bits", ACT_BITS_RANGE), ("weight_bits", WEIGHT_BITS_RANGE)):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
-                raise SpecError(f"{name} must be an integer in {lo}..{hi}, got {v!r}")
-        if not (isinstance(self.channels, int) and not isinstance(self.channels, bool)
-                and 1 <= self.channels <= MAX_CHANNELS):
-            raise SpecError(f"channels must be an integer in 1..{MAX_CHANNELS}, got {self.channels!r}")
-        if self.kernel not in KERNELS or isinstance(self.kernel, bool):
-            raise SpecError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
+        check_int_ranges(self, (("act_bits", ACT_BITS_RANGE),))
+        self._check_geometry()
 
-    # --- geometry -------------------------------------------------------------------------------------------
-    @property
-    def taps(self) -> int:
-        """Taps of the kernel, k * k."""
-        return self.kernel * self.kernel
-
-    @property
-    def terms(self) -> int:
-        """Products summed into one output: channels x taps."""
-        return self.channels * self.taps
-
-    def for_layer(self, channels: int, kernel: int) -> "UniformSpec":
-        """This configuration with the geometry of one layer."""
-        if channels == self.channels and kernel == self.kernel:
-            return self
-        return dataclasses.replace(self, channels=int(channels), kernel=int(kernel))
-
-    def covers(self, channels: int, kernel: int) -> bool:
-        """Every bound of a layer with this geometry is within this spec's."""
-        return channels <= self.channels and kernel * kernel <= self.taps
-
-    # --- operands ---------------------------------------------------------------------------------------------
-    @property
-    def w_max(self) -> int:
-        """Largest |w'|, w' = q_w - zp_w."""
-        return (1 << self.weight_bits) - 1
-
-    @property
-    def w_bits(self) -> int:
-        """Signed width of w' (weight_bits + 1)."""
-        return signed_bits(self.w_max)
+    # geometry (taps, terms, for_layer, covers) and w_max / w_bits: golden.spec.LayerGeometry
 
     @property
     def a_max(self) -> int:

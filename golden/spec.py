@@ -73,10 +73,11 @@ DENORMS = ("fused", "split")
 DEFAULT_DENORM = "fused"
 SIGMA_BITS_RANGE = (1, 24)
 SHIFT_BITS_RANGE = (0, 5)
-# the split format's default, 8:0 (an 8-bit sigma mantissa, one exponent per (layer, sample), no shifter): within
-# 0.01 dB of fake-quant on Set5 and Set14 at W3A3 and on Set5 at W4A4 (bench/results/denorm_format_*.md); B100 and
-# Urban100 are not measured for the formats yet, so the fused datapath stays the toolkit's default (docs/datapath.md)
-DEFAULT_SIGMA_BITS = 8
+# the split format's default, 6:0 (a 6-bit sigma mantissa, one exponent per (layer, sample), no shifter): the
+# fewest mantissa bits, with no shifter, within 0.01 dB of fake-quant on Set5 and Set14 at both W4A4 and W3A3
+# (bench/results/denorm_format_w4a4.md, _w3a3.md; also passing: 8:0, 5:3, 6:2). B100 and Urban100 are not measured
+# for the formats yet, so the fused datapath stays the toolkit's default (docs/datapath.md)
+DEFAULT_SIGMA_BITS = 6
 DEFAULT_SHIFT_BITS = 0
 DEFAULT_CHANNELS = 64     # max input channels of a layer (EDSR-baseline: 64); sizes accumulators
 MAX_CHANNELS = 4096       # largest input channel count a spec accepts

@@ -84,6 +84,44 @@ def run_mac(mac, beats, expected, *, valid_prob=1.0, seed=0, max_cycles=None) ->
     return run
 
 
+async def _stream(ctx, engine, beats, expected, run: Run, rng, valid_prob, ready_prob, limit, set_beat) -> None:
+    """Offer ``beats`` = [(key, beat)] with random gaps, take results with random back-pressure, check each against
+    ``expected[key]`` through an in-order queue, and record latencies (first cycle a result is visible after the
+    handshake of its last beat). ``set_beat(ctx, beat)`` drives the engine-specific ports of a beat."""
+    queue = collections.deque()
+    i = cycle = 0
+    while (i < len(beats) or queue) and cycle < limit:
+        ready = rng.random() < ready_prob
+        ctx.set(engine.out_ready, ready)
+        if ctx.get(engine.out_valid) and ready:
+            key, start = queue.popleft()
+            got = ctx.get(engine.out_acc)
+            run.outputs.append((key, got))
+            want = int(expected[key])
+            if got != want:
+                run.mismatches.append(_describe(f"output (n, o, h, w) = {key}", got, want))
+        offer = i < len(beats) and rng.random() < valid_prob
+        ctx.set(engine.in_valid, offer)
+        if offer:
+            key, b = beats[i]
+            ctx.set(engine.in_first, b.first)
+            ctx.set(engine.in_last, b.last)
+            ctx.set(engine.in_mask, b.mask)
+            set_beat(ctx, b)
+            if ctx.get(engine.in_ready):
+                i += 1
+                if b.last:
+                    queue.append((key, cycle))
+        await ctx.tick()
+        cycle += 1
+        if ctx.get(engine.out_valid) and queue and queue[0][1] is not None:
+            key, start = queue[0]
+            run.latencies.add(cycle - start)
+            queue[0] = (key, None)
+    run.cycles = cycle
+    run.missing = len(queue) + (len(beats) - i)
+
+
 def run_engine(engine, ops, spec, outputs, expected, *, valid_prob=1.0, ready_prob=1.0, seed=0,
                max_cycles=None) -> Run:
     """Load the point table of ``ops``, stream the beats of ``outputs`` = [(n, o, h, w)] and check each result.
@@ -101,6 +139,23 @@ def run_engine(engine, ops, spec, outputs, expected, *, valid_prob=1.0, ready_pr
 
     tables = getattr(engine, "tables", True)
 
+    def set_beat(ctx, b):
+        ctx.set(engine.in_group, b.group)
+        if tables:
+            ctx.set(engine.in_idx.as_value(), pack(b.idx, spec.act_bits))
+        else:
+            ctx.set(engine.in_code.as_value(), pack(b.code, spec.code_bits))
+        ctx.set(engine.in_weight.as_value(), pack(b.weight, spec.w_bits))
+        if spec.split:
+            ctx.set(engine.in_sigma.as_value(), pack(b.sigma, spec.sigma_bits))
+            if spec.shift_bits:
+                ctx.set(engine.in_shift.as_value(), pack(b.shift, spec.shift_bits))
+            ctx.set(engine.in_start, b.start)
+        else:
+            ctx.set(engine.in_sigma.as_value(), pack(b.sigma, spec.scale_bits))
+            ctx.set(engine.in_mu.as_value(), pack(b.mu, spec.scale_bits))
+            ctx.set(engine.in_bias, b.bias)
+
     async def bench(ctx):
         if tables:
             for chan, idx, code in table_writes(ops.point_codes):
@@ -110,53 +165,7 @@ def run_engine(engine, ops, spec, outputs, expected, *, valid_prob=1.0, ready_pr
                 ctx.set(engine.tbl_code.as_value(), code)
                 await ctx.tick()
             ctx.set(engine.tbl_we, 0)
-        queue = collections.deque()
-        i = cycle = 0
-        while (i < len(beats) or queue) and cycle < limit:
-            ready = rng.random() < ready_prob
-            ctx.set(engine.out_ready, ready)
-            if ctx.get(engine.out_valid) and ready:
-                key, start = queue.popleft()
-                got = ctx.get(engine.out_acc)
-                run.outputs.append((key, got))
-                want = int(expected[key])
-                if got != want:
-                    run.mismatches.append(_describe(f"output (n, o, h, w) = {key}", got, want))
-            offer = i < len(beats) and rng.random() < valid_prob
-            ctx.set(engine.in_valid, offer)
-            if offer:
-                key, b = beats[i]
-                ctx.set(engine.in_first, b.first)
-                ctx.set(engine.in_last, b.last)
-                ctx.set(engine.in_group, b.group)
-                ctx.set(engine.in_mask, b.mask)
-                if tables:
-                    ctx.set(engine.in_idx.as_value(), pack(b.idx, spec.act_bits))
-                else:
-                    ctx.set(engine.in_code.as_value(), pack(b.code, spec.code_bits))
-                ctx.set(engine.in_weight.as_value(), pack(b.weight, spec.w_bits))
-                if spec.split:
-                    ctx.set(engine.in_sigma.as_value(), pack(b.sigma, spec.sigma_bits))
-                    if spec.shift_bits:
-                        ctx.set(engine.in_shift.as_value(), pack(b.shift, spec.shift_bits))
-                    ctx.set(engine.in_start, b.start)
-                else:
-                    ctx.set(engine.in_sigma.as_value(), pack(b.sigma, spec.scale_bits))
-                    ctx.set(engine.in_mu.as_value(), pack(b.mu, spec.scale_bits))
-                    ctx.set(engine.in_bias, b.bias)
-                if ctx.get(engine.in_ready):
-                    i += 1
-                    if b.last:
-                        queue.append((key, cycle))
-            await ctx.tick()
-            cycle += 1
-            # latency: first cycle a result is visible, measured on the queue head
-            if ctx.get(engine.out_valid) and queue and queue[0][1] is not None:
-                key, start = queue[0]
-                run.latencies.add(cycle - start)
-                queue[0] = (key, None)
-        run.cycles = cycle
-        run.missing = len(queue) + (len(beats) - i)
+        await _stream(ctx, engine, beats, expected, run, rng, valid_prob, ready_prob, limit, set_beat)
 
     sim.add_testbench(bench)
     sim.run()
@@ -180,41 +189,13 @@ def run_uniform_engine(engine, ops, outputs, expected, *, valid_prob=1.0, ready_
         beats = [(key, beat) for key, group in uniform_beats(ops, engine.lanes, outputs) for beat in group]
     limit = max_cycles or 8 * len(beats) + 64
 
+    def set_beat(ctx, b):
+        ctx.set(engine.in_act.as_value(), pack(b.act, spec.a_bits))
+        ctx.set(engine.in_weight.as_value(), pack(b.weight, spec.w_bits))
+        ctx.set(engine.in_bias, b.bias)
+
     async def bench(ctx):
-        queue = collections.deque()
-        i = cycle = 0
-        while (i < len(beats) or queue) and cycle < limit:
-            ready = rng.random() < ready_prob
-            ctx.set(engine.out_ready, ready)
-            if ctx.get(engine.out_valid) and ready:
-                key, start = queue.popleft()
-                got = ctx.get(engine.out_acc)
-                run.outputs.append((key, got))
-                want = int(expected[key])
-                if got != want:
-                    run.mismatches.append(_describe(f"output (n, o, h, w) = {key}", got, want))
-            offer = i < len(beats) and rng.random() < valid_prob
-            ctx.set(engine.in_valid, offer)
-            if offer:
-                key, b = beats[i]
-                ctx.set(engine.in_first, b.first)
-                ctx.set(engine.in_last, b.last)
-                ctx.set(engine.in_mask, b.mask)
-                ctx.set(engine.in_act.as_value(), pack(b.act, spec.a_bits))
-                ctx.set(engine.in_weight.as_value(), pack(b.weight, spec.w_bits))
-                ctx.set(engine.in_bias, b.bias)
-                if ctx.get(engine.in_ready):
-                    i += 1
-                    if b.last:
-                        queue.append((key, cycle))
-            await ctx.tick()
-            cycle += 1
-            if ctx.get(engine.out_valid) and queue and queue[0][1] is not None:
-                key, start = queue[0]
-                run.latencies.add(cycle - start)
-                queue[0] = (key, None)
-        run.cycles = cycle
-        run.missing = len(queue) + (len(beats) - i)
+        await _stream(ctx, engine, beats, expected, run, rng, valid_prob, ready_prob, limit, set_beat)
 
     sim.add_testbench(bench)
     sim.run()

@@ -88,7 +88,7 @@ def build_model(args):
 
 
 def add_quant_args(ap: argparse.ArgumentParser) -> None:
-    from golden.spec import DEFAULT_SCALE_BITS, DEFAULT_SHIFT_BITS, DEFAULT_SIGMA_BITS, DENORMS  # noqa: PLC0415
+    from golden.spec import DEFAULT_SCALE_BITS, add_denorm_args  # noqa: PLC0415
 
     ap.add_argument("--act-bits", type=int, default=4)
     ap.add_argument("--weight-bits", type=int, default=4)
@@ -100,14 +100,7 @@ def add_quant_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--scale-bits", type=int, default=None,
                     help=f"fixed-point width of sigma/mu in the integer datapath (dfsq-hw only; default "
                          f"{DEFAULT_SCALE_BITS})")
-    ap.add_argument("--denorm", choices=DENORMS, default=None,
-                    help="de-normalization of the integer datapath (dfsq-hw only): fused (sigma and mean in every "
-                         "lane, the default) or split (mean term out of the lanes, low-bit sigma)")
-    ap.add_argument("--sigma-bits", type=int, default=None,
-                    help=f"split: bits of the sigma mantissa (default {DEFAULT_SIGMA_BITS})")
-    ap.add_argument("--shift-bits", type=int, default=None,
-                    help=f"split: bits of the per-channel alignment shift, 0 = one exponent per (layer, sample) "
-                         f"(default {DEFAULT_SHIFT_BITS})")
+    add_denorm_args(ap, " of the integer datapath (dfsq-hw only)")
 
 
 def check_quant_args(args) -> None:

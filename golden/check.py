@@ -23,7 +23,7 @@ from .errors import UserError, cli_main
 from .files import atomic_output, check_output_file
 from .export_io import LayerData, load_export, load_manifest, spec_from_manifest
 from .layer import derive_codes, error_bound, layer_spec, run_layer
-from .spec import DENORMS, EPS, DatapathSpec, SpecError, denorm_format
+from .spec import EPS, DatapathSpec, SpecError, add_denorm_args, denorm_format
 
 
 def check_layer(layer: LayerData, spec: DatapathSpec) -> dict:
@@ -113,10 +113,7 @@ def main(argv=None):
     ap.add_argument("--json", help="write the per-layer report here")
     ap.add_argument("--layers", default="all", help="'all' or comma-separated layer indices")
     ap.add_argument("--scale-bits", type=int, help="check with this de-normalization width (default: the export's)")
-    ap.add_argument("--denorm", choices=DENORMS, default=None,
-                    help="de-normalization format to check: fused (default) or split (docs/datapath.md)")
-    ap.add_argument("--sigma-bits", type=int, default=None, help="split: sigma mantissa bits")
-    ap.add_argument("--shift-bits", type=int, default=None, help="split: alignment shift bits")
+    add_denorm_args(ap, " to check")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     try:

@@ -266,6 +266,19 @@ def denorm_format(denorm: str | None = None, sigma_bits: int | None = None, shif
     return out
 
 
+def add_denorm_args(parser, what: str = "") -> None:
+    """The ``--denorm``, ``--sigma-bits`` and ``--shift-bits`` flags of every command that takes a de-normalization
+    format (validated by :func:`denorm_format`; None means the default)."""
+    parser.add_argument("--denorm", choices=DENORMS, default=None,
+                        help=f"de-normalization{what}: fused (sigma and mean in every lane, the default) or split "
+                             "(mean term out of the lanes, low-bit sigma; docs/datapath.md)")
+    parser.add_argument("--sigma-bits", type=int, default=None,
+                        help=f"split: bits of the sigma mantissa (default {DEFAULT_SIGMA_BITS})")
+    parser.add_argument("--shift-bits", type=int, default=None,
+                        help=f"split: bits of the alignment shift, 0 = one exponent per layer and sample "
+                             f"(default {DEFAULT_SHIFT_BITS})")
+
+
 @functools.lru_cache(maxsize=None)
 def _wordset(words: int, gap: int) -> WordSet:
     """One shared WordSet per (words, gap), so its tables are built once."""

@@ -41,7 +41,10 @@ from .arith import Carry, Term, add, balanced_sum, shape_for
 from .decoder import PointDecoder, check_spec, code_layout, index_bits
 from .shift_add import COMBINATIONAL_VARIANTS, ShiftAddMultiplier, check_fault, check_variant
 
-__all__ = ["ConvEngine", "check_lanes", "ENGINE_FAULTS"]
+__all__ = ["ConvEngine", "check_lanes", "ENGINE_FAULTS", "LATENCY"]
+
+#: Pipeline latency (stages 1 to 6 of the module docstring): cycles from a last beat's handshake to its out_valid.
+LATENCY = 6
 
 #: Deliberately broken engines, for mutation tests only: the multiplier's faults (hw.shift_add.FAULTS) and, with
 #: a "split" spec, faults of the split de-normalization.
@@ -225,7 +228,7 @@ class ConvEngine(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from the handshake of a last beat to its ``out_valid`` (``out_ready`` held high)."""
-        return 6
+        return LATENCY
 
     def elaborate(self, platform):
         m = Module()

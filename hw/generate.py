@@ -29,9 +29,8 @@ from amaranth.lib import data
 
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_dir
-from golden.spec import (DEFAULT_CHANNELS, DEFAULT_GAP, DEFAULT_SCALE_BITS, DEFAULT_SHIFT_BITS,
-                         DEFAULT_SIGMA_BITS, DEFAULT_WORDS, DENORMS, SPEC_VERSION, DatapathSpec, SpecError,
-                         denorm_format)
+from golden.spec import (DEFAULT_CHANNELS, DEFAULT_GAP, DEFAULT_SCALE_BITS, DEFAULT_WORDS, SPEC_VERSION, DatapathSpec,
+                         SpecError, add_denorm_args, denorm_format)
 
 from golden.uniform_spec import DEFAULT_UNIFORM_BITS, UNIFORM_SPEC_VERSION, UniformSpec
 
@@ -275,14 +274,7 @@ def _parser():
     p.add_argument("--lanes", type=int, default=None,
                    help=f"engine lanes, divides channels (default {DEFAULT_LANES}; engines only)")
     p.add_argument("--top", choices=sorted(TOPS), default="engine", help="which top to write (default engine)")
-    p.add_argument("--denorm", choices=DENORMS, default=None,
-                   help="de-normalization: fused (sigma and mean in every lane, the default) or split (mean term "
-                        "out of the lanes, low-bit sigma; docs/datapath.md; DFSQ tops only)")
-    p.add_argument("--sigma-bits", type=int, default=None,
-                   help=f"split: bits of the sigma mantissa (default {DEFAULT_SIGMA_BITS})")
-    p.add_argument("--shift-bits", type=int, default=None,
-                   help=f"split: bits of the alignment shift, 0 = one exponent per layer and sample "
-                        f"(default {DEFAULT_SHIFT_BITS})")
+    add_denorm_args(p, " (DFSQ tops only)")
     p.add_argument("--fault", choices=sorted(set(FAULTS) | set(UNIFORM_FAULTS) | set(ENGINE_FAULTS)
                                              | set(MEAN_UNIT_FAULTS)), default=None,
                    help="deliberately broken variant, for mutation tests only")

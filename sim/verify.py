@@ -31,7 +31,7 @@ import numpy as np
 
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_dir, check_output_file
-from golden.spec import TAPS, DatapathSpec, SpecError, denorm_format
+from golden.spec import TAPS, DatapathSpec, SpecError, add_denorm_args, denorm_format
 from sim import runner as simrun
 from sim import stimulus as st
 
@@ -349,7 +349,7 @@ def _simulate_shards(bld, top, run_dir, fmt, stim_meta, arrays, shards):
 def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icarus", lanes=None, *,
            top: str = "engine", fault=None, tile_size: int = DEFAULT_TILE_SIZE, out_channels=None, seed: int = 0,
            work_dir=None, json_path=None, waves_on_mismatch: bool = True, netlist: str = "generated",
-           quiet: bool = False, jobs: int = 1, denorm: str = "fused", sigma_bits: int | None = None,
+           quiet: bool = False, jobs: int = 1, denorm: str | None = None, sigma_bits: int | None = None,
            shift_bits: int | None = None) -> dict:
     """Verify the RTL of ``export_dir``'s configuration on its layers; returns the report dict.
 
@@ -569,11 +569,7 @@ def main(argv=None):
     ap.add_argument("--lanes", type=int, default=None, help="engine lanes (default: channels, one beat per output)")
     ap.add_argument("--top", default="engine", choices=TOPS, help="RTL top to verify (default engine)")
     ap.add_argument("--fault", default=None, help="generate a deliberately broken variant (mutation testing)")
-    ap.add_argument("--denorm", default="fused", choices=("fused", "split"),
-                    help="de-normalization of the engine: fused (default) or split (mean term out of the lanes, "
-                         "low-bit sigma; the golden model runs the same format)")
-    ap.add_argument("--sigma-bits", type=int, default=None, help="split: sigma mantissa bits")
-    ap.add_argument("--shift-bits", type=int, default=None, help="split: alignment shift bits")
+    add_denorm_args(ap, " of the engine (the golden model runs the same format)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random tile positions")
     ap.add_argument("--work-dir", default="sim_build", help="RTL, builds and runs (default sim_build/)")
     ap.add_argument("--netlist", default="generated", choices=NETLISTS,

@@ -55,9 +55,12 @@ def patch_images(n: int, scale: int, hr_patch: int = 192, seed: int = 0, calib=N
 def collect_stats(model, images, samples_per_image: int = 1024, seed: int = 0) -> list[dict]:
     """Per quantized conv: ``name``, ``relu_input``, ``min``/``max`` (C,) exact over every pixel, ``sample``
     (S, C) float32 random pixel vectors (``samples_per_image`` per image, fixed seed)."""
+    from .adapters import quantized_layers
+
     convs = quantized_convs(model)
+    relu = [q.relu_input for q in quantized_layers(model)]
     gen = torch.Generator().manual_seed(seed)
-    stats = [{"name": n, "relu_input": n.endswith(".2"), "min": None, "max": None, "sample": []} for n, _ in convs]
+    stats = [{"name": n, "relu_input": r, "min": None, "max": None, "sample": []} for (n, _), r in zip(convs, relu)]
 
     def hook(i):
         def f(module, inputs):
@@ -102,7 +105,10 @@ def _mse_scale(sample: np.ndarray, lo: np.ndarray, hi: np.ndarray, bits: int) ->
 
 
 def uniform_ranges(stats: list[dict], bits: int, granularity: str = "layer", clip: str = "minmax"):
-    """(lo, hi), each (L, C) float32, for every quantized conv; lo = 0 after a ReLU."""
+    """(lo, hi), each (L, C) float32 for every quantized conv (lists of (C_l,) arrays when the layers' channel
+    counts differ, as in RDN); lo = 0 after a ReLU."""
+    from .calibrate import stack_if_uniform
+
     if granularity not in GRANULARITIES:
         raise UserError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     if clip not in CLIPS:
@@ -127,7 +133,7 @@ def uniform_ranges(stats: list[dict], bits: int, granularity: str = "layer", cli
             lo, hi = a * lo, a * hi
         los.append(np.broadcast_to(lo, (C,)).astype(np.float32))
         his.append(np.broadcast_to(hi, (C,)).astype(np.float32))
-    return np.stack(los), np.stack(his)
+    return stack_if_uniform(los), stack_if_uniform(his)
 
 
 def set_uniform_ranges(qmodel, lo: np.ndarray, hi: np.ndarray) -> None:
@@ -215,22 +221,26 @@ def minmax_params(model, bits: int, stats: list[dict] | None = None, weights: st
     ``stats`` (or 0 when absent), dummy DFSQ points (unused by ``minmax``)."""
     from golden.spec import DEFAULT_GAP, WordSet
 
-    from .calibrate import CalibParams, weights_fingerprint
+    from .adapters import model_config
+    from .calibrate import CalibParams, stack_if_uniform, weights_fingerprint
     from .quantize import quantize_weight
 
     convs = quantized_convs(model)
-    L, C, K = len(convs), convs[0][1].in_channels, 1 << bits
+    L, K = len(convs), 1 << bits
     ws = WordSet(4, DEFAULT_GAP)
     wq, zp, sc = zip(*(quantize_weight(conv.weight, bits) for _, conv in convs))
-    pi = np.broadcast_to(np.sort(np.asarray(ws.ints))[:K], (L, C, K)).astype(np.int32)
-    arrays = {"point_ints": pi, "points": (pi / ws.denom).astype(np.float32),
-              "weight_q": torch.stack(wq).numpy().astype(np.uint8),
-              "zero_point": torch.stack(zp).numpy().astype(np.int32),
-              "weight_scale": torch.stack(sc).numpy().astype(np.float32),
+    first = np.sort(np.asarray(ws.ints))[:K].astype(np.int32)
+    pi = [np.broadcast_to(first, (conv.in_channels, K)).copy() for _, conv in convs]
+    arrays = {"point_ints": stack_if_uniform(pi), "points": stack_if_uniform([(p / ws.denom).astype(np.float32)
+                                                                              for p in pi]),
+              "weight_q": stack_if_uniform([w.numpy().astype(np.uint8) for w in wq]),
+              "zero_point": stack_if_uniform([z.numpy().astype(np.int32) for z in zp]),
+              "weight_scale": stack_if_uniform([x.numpy().astype(np.float32) for x in sc]),
               "act_min": np.array([s["min"].min() for s in stats] if stats else np.zeros(L), np.float32),
               "act_max": np.array([s["max"].max() for s in stats] if stats else np.zeros(L), np.float32)}
-    config = {"scale": int(model.scale), "act_bits": bits, "weight_bits": bits, "words": 4, "gap": DEFAULT_GAP,
-              "norm": True, "layerwise": False, "weights": weights, "weights_fingerprint": weights_fingerprint(model)}
+    config = {**model_config(model), "scale": int(model.scale), "act_bits": bits, "weight_bits": bits, "words": 4,
+              "gap": DEFAULT_GAP, "norm": True, "layerwise": False, "weights": weights,
+              "weights_fingerprint": weights_fingerprint(model)}
     return CalibParams(config, [n for n, _ in convs], arrays, {})
 
 
@@ -241,6 +251,7 @@ def cached_stats(model, images, path, samples_per_image: int = 1024, seed: int =
 
     from golden.files import atomic_output
 
+    from .adapters import quantized_layers
     from .calibrate import weights_fingerprint
 
     path = Path(path)
@@ -249,7 +260,8 @@ def cached_stats(model, images, path, samples_per_image: int = 1024, seed: int =
         with np.load(path, allow_pickle=False) as z:
             if "tag" in z.files and str(z["tag"]) == tag:
                 names, lo, hi, sample = z["names"], z["min"], z["max"], z["sample"]  # each read once
-                return [{"name": str(n), "relu_input": str(n).endswith(".2"), "min": lo[i], "max": hi[i],
+                relu = {q.name: q.relu_input for q in quantized_layers(model)}
+                return [{"name": str(n), "relu_input": relu[str(n)], "min": lo[i], "max": hi[i],
                          "sample": sample[i]} for i, n in enumerate(names)]
     st = collect_stats(model, images() if callable(images) else images, samples_per_image, seed)
     with atomic_output(path, ".npz") as tmp:

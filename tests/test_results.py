@@ -143,6 +143,32 @@ def test_uniform_layer_minmax_is_the_papers_minmax(tiny_edsr, one_thread):
         assert not torch.equal(quantize_uniform(tiny_edsr, params, lo_m, hi_m)(x), ref)
 
 
+def test_uniform_baselines_take_any_adapter(one_thread):
+    """Both uniform baselines read the conv list and the ReLU flags from the model adapter: an RDN (per-layer
+    channel counts 16..64 in, 1x1 fusion convs, no post-ReLU input) runs through them."""
+    from dfsq.adapters import quantized_layers
+    from dfsq.rdn import RDN, RDNConfig
+    from dfsq.uniform import collect_stats, minmax_params, quantize_dfsq_uniform, quantize_uniform, uniform_ranges
+
+    torch.manual_seed(0)
+    model = RDN(2, RDNConfig(D=2, C=2, G=8, G0=16)).eval()
+    layers = quantized_layers(model)
+    rng = np.random.default_rng(0)
+    stats = collect_stats(model, [("a", rng.integers(0, 256, (12, 14, 3), dtype=np.uint8))], samples_per_image=32)
+    assert [s["relu_input"] for s in stats] == [q.relu_input for q in layers]
+    assert [s["sample"].shape[1] for s in stats] == [q.in_channels for q in layers]
+    lo, hi = uniform_ranges(stats, 4, "channel", "mse")
+    assert [len(h) for h in hi] == [q.in_channels for q in layers]
+    params = minmax_params(model, 4, stats)
+    assert params.config["model"] == "rdn"
+    x = torch.from_numpy(rng.uniform(0, 255, (1, 3, 8, 8)).astype(np.float32))
+    with torch.no_grad():
+        fp = model(x)
+        for q in (quantize_uniform(model, params, lo, hi), quantize_dfsq_uniform(model, 4)):
+            y = q(x)
+            assert y.shape == fp.shape and torch.isfinite(y).all() and not torch.equal(y, fp)
+
+
 def test_mse_clip_never_worse_than_minmax_on_its_sample():
     from dfsq.uniform import _fake_quant, _mse_scale
 

@@ -1,8 +1,8 @@
 """PSNR/SSIM (Y, shave = scale) of EDSR or RDN, quantized or not, or bicubic on the benchmark sets.
 
     python -m dfsq.evaluate [--model edsr|rdn] --weights PATH|default --scale 2 --datasets Set5,Set14,B100,Urban100 \
-        --method fp|bicubic|minmax|dfsq|dfsq-hw|uniform [--act-bits B --weight-bits B --words N --params PARAMS] \
-        [--data-root DIR] [--json FILE] [--save-images DIR]
+        --method fp|bicubic|minmax|dfsq|dfsq-hw|uniform|dfsq-uniform|dfsq-uniform-hw \
+        [--act-bits B --weight-bits B --words N --params PARAMS] [--data-root DIR] [--json FILE] [--save-images DIR]
 """
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ from .imresize import imresize
 from .model import ARCHS
 from .metrics import psnr_y, ssim_y
 
-METHODS = ("fp", "bicubic", "minmax", "dfsq", "dfsq-hw", "uniform", "dfsq-uniform")
+METHODS = ("fp", "bicubic", "minmax", "dfsq", "dfsq-hw", "uniform", "dfsq-uniform", "dfsq-uniform-hw")
+#: Methods that run the golden integer datapath (they take --scale-bits, --denorm, --sigma-bits, --shift-bits).
+HW_METHODS = ("dfsq-hw", "dfsq-uniform-hw")
 
 
 @torch.no_grad()
@@ -68,7 +70,7 @@ def build_model(args):
     model = load_model(getattr(args, "model", "edsr"), args.weights, args.scale)
     if args.method == "fp":
         return model
-    if args.method == "dfsq-uniform":
+    if args.method in ("dfsq-uniform", "dfsq-uniform-hw"):
         from .uniform import build_dfsq_uniform  # noqa: PLC0415 - DFSQ normalization, uniform points
 
         return build_dfsq_uniform(model, args)
@@ -98,9 +100,9 @@ def add_quant_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--images", type=int, default=32, help="calibration images when --params is not given")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scale-bits", type=int, default=None,
-                    help=f"fixed-point width of sigma/mu in the integer datapath (dfsq-hw only; default "
+                    help=f"fixed-point width of sigma/mu in the integer datapath (dfsq-hw, dfsq-uniform-hw; default "
                          f"{DEFAULT_SCALE_BITS})")
-    add_denorm_args(ap, " of the integer datapath (dfsq-hw only)")
+    add_denorm_args(ap, " of the integer datapath (dfsq-hw, dfsq-uniform-hw)")
 
 
 def check_quant_args(args) -> None:
@@ -109,14 +111,15 @@ def check_quant_args(args) -> None:
 
     if args.scale_bits is None:
         args.scale_bits = DEFAULT_SCALE_BITS
-    elif getattr(args, "method", "dfsq-hw") != "dfsq-hw":
-        raise UserError(f"--scale-bits applies to --method dfsq-hw only, not {args.method}")
+    elif getattr(args, "method", "dfsq-hw") not in HW_METHODS:
+        raise UserError(f"--scale-bits applies to --method {' and '.join(HW_METHODS)} only, not {args.method}")
     elif not SCALE_BITS_RANGE[0] <= args.scale_bits <= SCALE_BITS_RANGE[1]:
         raise UserError(f"--scale-bits must be in {SCALE_BITS_RANGE[0]}..{SCALE_BITS_RANGE[1]}, got {args.scale_bits}")
     method = getattr(args, "method", "dfsq-hw")
     given = [getattr(args, k, None) for k in ("denorm", "sigma_bits", "shift_bits")]
-    if any(v is not None for v in given) and method != "dfsq-hw":
-        raise UserError(f"--denorm, --sigma-bits and --shift-bits apply to --method dfsq-hw only, not {method}")
+    if any(v is not None for v in given) and method not in HW_METHODS:
+        raise UserError(f"--denorm, --sigma-bits and --shift-bits apply to --method {' and '.join(HW_METHODS)} "
+                        f"only, not {method}")
     try:
         fmt = denorm_format(*given)
     except SpecError as exc:

@@ -2,6 +2,10 @@
 
     python -m dfsq.export [--model edsr|rdn] --weights default --params PARAMS.npz --image PATH|sample \
         [--crop Y,X,H,W] [--layers all|0,5,...] [--scale-bits 24] --out DIR
+    python -m dfsq.export --method dfsq-uniform --bits 6 --scale 2 [--model ...] --image PATH|sample ... --out DIR
+
+``--method dfsq-uniform`` exports the normalized uniform baseline (DFSQ's normalization, 2^b evenly spaced points;
+no calibration) with the uniform point set in the manifest's spec, for ``sim.verify`` of its engine.
 
 The image (``sample`` = scikit-image's astronaut) is the network input (an LR image), optionally cropped first.
 The quantized network runs once; for each quantized conv (the model's adapter lists them; ``--layers`` keeps a
@@ -22,7 +26,10 @@ import torch
 
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output_dir, check_output_dir
-from golden.spec import DEFAULT_CHANNELS, DEFAULT_SCALE_BITS, DatapathSpec, SpecError
+from golden.spec import ACT_BITS_RANGE, DEFAULT_CHANNELS, DEFAULT_SCALE_BITS, DatapathSpec, SpecError
+
+#: What can be exported: DFSQ (a calibration's points) or the normalized uniform baseline (fixed uniform points).
+EXPORT_METHODS = ("dfsq", "dfsq-uniform")
 
 from .adapters import check_model_matches, model_config
 from .calibrate import load_params, versions, weights_fingerprint
@@ -150,31 +157,49 @@ def check_export_out(out: str | Path) -> Path:
 
 def export(model, params, img: np.ndarray, out: str | Path, *, scale_bits: int = DEFAULT_SCALE_BITS,
            weights: str = "", params_path: str = "", image: str = "", crop=None, layers=None,
-           compress: bool = False) -> dict:
+           compress: bool = False, method: str = "dfsq", bits: int | None = None) -> dict:
     """Quantize ``model`` (full-precision EDSR or RDN) with ``params``, run it on ``img`` (network input, uint8
     HWC, already cropped) and write the export directory ``out`` (all quantized layers, or the indices in
     ``layers``; ``compress``: zip-deflate the layer files, which ``np.load`` reads unchanged). Returns the
-    manifest."""
-    cfg = params.config
-    check_model_matches(cfg, model, str(params_path or "the params file"))
-    if not cfg.get("norm", True):
-        raise UserError("export needs a normalized dfsq calibration (this one was made with --no-norm)")
-    if params.config["weights_fingerprint"] != weights_fingerprint(model):
-        raise UserError(f"params were calibrated for other weights ({cfg['weights']})")
+    manifest. ``method="dfsq-uniform"``: the normalized uniform baseline at ``bits`` (weights and activations; no
+    ``params``: its points are fixed), exported with the uniform point set (``spec.point_set = "uniform"``), for
+    the normalized uniform engine."""
+    if method not in EXPORT_METHODS:
+        raise UserError(f"--method must be one of {', '.join(EXPORT_METHODS)}, got {method!r}")
     img = np.asarray(img)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise UserError(f"the image must be uint8 (H, W, 3), got {img.dtype} {img.shape}")
-    qmodel = quantize_model(model, params, "dfsq")
+    if method == "dfsq-uniform":
+        from .uniform import quantize_dfsq_uniform
+
+        if params is not None:
+            raise UserError("--method dfsq-uniform takes no --params (its points are fixed); pass --bits")
+        if not isinstance(bits, int) or isinstance(bits, bool) or not ACT_BITS_RANGE[0] <= bits <= ACT_BITS_RANGE[1]:
+            raise UserError(f"--bits must be an integer in {ACT_BITS_RANGE[0]}..{ACT_BITS_RANGE[1]}, got {bits!r}")
+        qmodel = quantize_dfsq_uniform(model, bits, str(weights))
+        cfg = {"scale": int(model.scale), "act_bits": bits, "weight_bits": bits, "words": None, "gap": None,
+               "seed": None, "weights": str(weights)}
+        spec_kw = {"point_set": "uniform"}
+    else:
+        if params is None:
+            raise UserError("--method dfsq needs --params (python -m dfsq.calibrate)")
+        if bits is not None:
+            raise UserError("--bits applies to --method dfsq-uniform only (dfsq takes its bits from --params)")
+        cfg = params.config
+        check_model_matches(cfg, model, str(params_path or "the params file"))
+        if not cfg.get("norm", True):
+            raise UserError("export needs a normalized dfsq calibration (this one was made with --no-norm)")
+        if params.config["weights_fingerprint"] != weights_fingerprint(model):
+            raise UserError(f"params were calibrated for other weights ({cfg['weights']})")
+        qmodel = quantize_model(model, params, "dfsq")
+        spec_kw = {"words": cfg["words"], "gap": cfg["gap"]}
     qconvs = quant_convs(qmodel)
     count = len(qconvs)
     if layers is not None and (not layers or min(layers) < 0 or max(layers) >= count):
         raise UserError(f"layers must be indices in 0..{count - 1}, got {layers}")
-    # TODO(merge golden1x1): one spec for the widest layer; use the per-layer DatapathSpec (channels, kernel)
-    # from golden/spec.py once it exists. For EDSR this is exactly the previous DatapathSpec (channels 64).
-    try:
-        spec = DatapathSpec(words=cfg["words"], act_bits=cfg["act_bits"], weight_bits=cfg["weight_bits"],
-                            scale_bits=scale_bits, gap=cfg["gap"],
-                            channels=max([DEFAULT_CHANNELS] + [m.in_channels for m in qconvs]))
+    try:  # one spec for the widest layer; each layer runs with its own geometry (golden.layer.layer_spec)
+        spec = DatapathSpec(act_bits=cfg["act_bits"], weight_bits=cfg["weight_bits"], scale_bits=scale_bits,
+                            channels=max([DEFAULT_CHANNELS] + [m.in_channels for m in qconvs]), **spec_kw)
     except SpecError as exc:
         raise UserError(str(exc)) from None
     fields = collect_layers(qmodel, img, layers)
@@ -187,7 +212,7 @@ def export(model, params, img: np.ndarray, out: str | Path, *, scale_bits: int =
         "format": FORMAT, "version": VERSION,
         "config": {**model_config(model),
                    "scale": cfg["scale"], "act_bits": cfg["act_bits"], "weight_bits": cfg["weight_bits"],
-                   "words": cfg["words"], "gap": cfg["gap"], "method": "dfsq", "seed": cfg["seed"],
+                   "words": cfg["words"], "gap": cfg["gap"], "method": method, "seed": cfg["seed"],
                    "weights": str(weights or cfg["weights"]), "params": str(params_path), "image": str(image),
                    "crop": list(crop) if crop is not None else None},
         "spec": spec.widths(),
@@ -203,7 +228,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m dfsq.export", description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="edsr", choices=ARCHS, help="network (default edsr)")
     ap.add_argument("--weights", default="default", help="checkpoint path, or 'default' for the embedded one")
-    ap.add_argument("--params", required=True, help="params file from python -m dfsq.calibrate")
+    ap.add_argument("--params", help="params file from python -m dfsq.calibrate (--method dfsq, required)")
+    ap.add_argument("--method", default="dfsq", choices=EXPORT_METHODS,
+                    help="dfsq (default) or dfsq-uniform: the normalized uniform baseline (no --params; --bits)")
+    ap.add_argument("--bits", type=int, default=None, help="dfsq-uniform: weight and activation bits")
+    ap.add_argument("--scale", type=int, default=None, choices=(2, 3, 4),
+                    help="dfsq-uniform: the network's scale (dfsq takes it from --params)")
     ap.add_argument("--image", required=True, help="network input image (LR), or 'sample'")
     ap.add_argument("--crop", help="Y,X,H,W crop of the image before running the network")
     ap.add_argument("--layers", default="all", help="'all' (default) or comma-separated layer indices to export")
@@ -222,16 +252,33 @@ def main(argv=None):
 
     t0, c0 = time.perf_counter(), time.process_time()
     crop = parse_crop(args.crop)
-    params = load_params(args.params)
-    if params.config.get("model", "edsr") != args.model:
-        raise UserError(f"{args.params} was made for {describe_model(params.config)}, not {args.model}: "
-                        f"pass --model {params.config.get('model', 'edsr')}")
-    layers = parse_layers(args.layers, len(params.layers))
+    if args.method == "dfsq-uniform":
+        if args.params is not None:
+            raise UserError("--method dfsq-uniform takes no --params (its points are fixed); pass --bits")
+        if args.bits is None or args.scale is None:
+            raise UserError("--method dfsq-uniform needs --bits and --scale")
+        params, scale, count = None, args.scale, None
+    else:
+        if args.params is None:
+            raise UserError("--method dfsq needs --params (python -m dfsq.calibrate)")
+        if args.bits is not None or args.scale is not None:
+            raise UserError("--bits and --scale apply to --method dfsq-uniform only (dfsq reads them from --params)")
+        params = load_params(args.params)
+        if params.config.get("model", "edsr") != args.model:
+            raise UserError(f"{args.params} was made for {describe_model(params.config)}, not {args.model}: "
+                            f"pass --model {params.config.get('model', 'edsr')}")
+        scale, count = params.config["scale"], len(params.layers)
+    layers = parse_layers(args.layers, count) if count is not None else None  # bad --layers fails before any work
     img = sample_image() if args.image == "sample" else load_rgb(args.image)
     img = apply_crop(img, crop)
-    model = load_model(args.model, args.weights, params.config["scale"])
+    model = load_model(args.model, args.weights, scale)
+    if count is None:
+        from .adapters import quantized_layers
+
+        layers = parse_layers(args.layers, len(quantized_layers(model)))
     manifest = export(model, params, img, args.out, scale_bits=args.scale_bits, weights=args.weights,
-                      params_path=args.params, image=args.image, crop=crop, layers=layers, compress=args.compress)
+                      params_path=args.params or "", image=args.image, crop=crop, layers=layers,
+                      compress=args.compress, method=args.method, bits=args.bits)
     n = len(manifest["layers"])
     print(f"exported {n} layers of a {img.shape[0]}x{img.shape[1]} input to {args.out} "
           f"in {time.perf_counter() - t0:.1f} s wall ({time.process_time() - c0:.1f} s CPU)")

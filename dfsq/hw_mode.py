@@ -15,7 +15,7 @@ import torch
 
 from golden.errors import UserError
 from golden.layer import Operands, accumulate, derive_codes, fixed_point_params, gather_points, layer_spec, to_float
-from golden.spec import (DEFAULT_CHANNELS, DEFAULT_DENORM, DEFAULT_SCALE_BITS, DEFAULT_SHIFT_BITS, DEFAULT_SIGMA_BITS,
+from golden.spec import (DEFAULT_CHANNELS, DEFAULT_DENORM, DEFAULT_POINT_SET, DEFAULT_SCALE_BITS, DEFAULT_SHIFT_BITS, DEFAULT_SIGMA_BITS,
                          DatapathSpec, SpecError)
 
 
@@ -62,22 +62,26 @@ def _quant_convs(qmodel):
 
 
 def apply_hw_mode(qmodel, scale_bits: int = DEFAULT_SCALE_BITS, denorm: str = DEFAULT_DENORM,
-                  sigma_bits: int = DEFAULT_SIGMA_BITS, shift_bits: int = DEFAULT_SHIFT_BITS):
+                  sigma_bits: int = DEFAULT_SIGMA_BITS, shift_bits: int = DEFAULT_SHIFT_BITS,
+                  point_set: str = DEFAULT_POINT_SET):
     """Switch every DFSQ QuantConv of ``qmodel`` to the golden integer datapath (in place); returns ``qmodel``.
 
     ``denorm``, ``sigma_bits``, ``shift_bits``: the de-normalization format (golden.spec; the last two are used by
-    ``denorm="split"`` only)."""
+    ``denorm="split"`` only). ``point_set="uniform"``: the normalized uniform baseline (a ``dfsq-uniform`` model,
+    :func:`dfsq.uniform.quantize_dfsq_uniform`) on its engine's datapath."""
     convs = _quant_convs(qmodel)
     if not convs:
         raise UserError("the model has no QuantConv layers: quantize it first (dfsq.quantize.quantize_model)")
+    method = "dfsq-uniform" if point_set == "uniform" else "dfsq"
     for qc in convs:
-        if qc.method != "dfsq" or not getattr(qc, "norm", True):
-            raise UserError(f"{qc.name}: hardware mode needs DFSQ with per-sample normalization "
-                            f"(method {qc.method!r}, norm {getattr(qc, 'norm', True)})")
+        if qc.method != method or not getattr(qc, "norm", True):
+            raise UserError(f"{qc.name}: hardware mode with the {point_set} point set needs {method} with "
+                            f"per-sample normalization (method {qc.method!r}, norm {getattr(qc, 'norm', True)})")
         try:
             spec = DatapathSpec(words=qc.words, gap=qc.gap, act_bits=qc.act_bits, weight_bits=qc.weight_bits,
                                 scale_bits=int(scale_bits), channels=max(qc.in_channels, DEFAULT_CHANNELS),
-                                denorm=denorm, sigma_bits=int(sigma_bits), shift_bits=int(shift_bits))
+                                denorm=denorm, sigma_bits=int(sigma_bits), shift_bits=int(shift_bits),
+                                point_set=point_set)
         except SpecError as exc:
             raise UserError(f"hardware mode: {exc}") from None
         qc.forward = _HwForward(qc, spec)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from golden.errors import UserError
-from golden.spec import EPS, WordSet
+from golden.spec import EPS, UniformPointSet, WordSet
 
 from .adapters import check_model_matches, get_module, quantized_layers, set_module
 
@@ -225,8 +225,8 @@ class QuantConv(nn.Module):
     @torch.no_grad()
     def quant_fields(self, x) -> dict:
         """The export fields of contract 2 for input ``x`` (N, C, H, W), as NumPy arrays."""
-        if self.method != "dfsq" or not self.norm:
-            raise UserError("export supports the normalized dfsq method only")
+        if self.method not in ("dfsq", "dfsq-uniform") or not self.norm:
+            raise UserError("export supports the normalized dfsq and dfsq-uniform methods only")
         x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).float().contiguous()
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise UserError(f"{self.name}: input must be (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
@@ -236,7 +236,7 @@ class QuantConv(nn.Module):
         codes = self.table.codes(xn)
         xq = gather_points(self.points, codes) * scale[:, :, None, None] + mean[:, :, None, None]
         y = self.conv(xq)
-        ws = WordSet(self.words, self.gap)
+        ws = UniformPointSet(self.act_bits) if self.method == "dfsq-uniform" else WordSet(self.words, self.gap)
         pi = self.point_ints.numpy().astype(np.int32)
         return {
             "x": x.numpy().astype(np.float32),

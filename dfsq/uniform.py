@@ -273,30 +273,47 @@ def cached_stats(model, images, path, samples_per_image: int = 1024, seed: int =
 
 def uniform_points(bits: int, relu_input: bool) -> np.ndarray:
     """2^b uniform points of the ``dfsq-uniform`` baseline in the normalized range: [-1, 1], or [0, 1] for a
-    post-ReLU input (DFSQ normalizes those without subtracting the mean, so they lie in [0, 1])."""
-    lo = 0.0 if relu_input else -1.0
-    return np.linspace(lo, 1.0, 1 << bits).astype(np.float32)
+    post-ReLU input (DFSQ normalizes those without subtracting the mean, so they lie in [0, 1]). Defined once in
+    golden.spec.UniformPointSet (integers over 2^b - 1), so the hardware-exact mode and the engine use the same
+    points."""
+    from golden.spec import UniformPointSet
+
+    ps = UniformPointSet(bits)
+    return (ps.channel_ints(relu_input) / ps.denom).astype(np.float32)
 
 
 def quantize_dfsq_uniform(model, bits: int, weights: str = ""):
     """A copy of ``model`` with DFSQ's per-(sample, channel) normalization and 2^b uniform points per channel
-    (``--method dfsq-uniform``): the quantizer of the normalized uniform engine. Weights as every method."""
+    (``--method dfsq-uniform``): the quantizer of the normalized uniform engine. Weights as every method. Each
+    QuantConv's ``point_ints`` are the points' integers over 2^b - 1 (golden.spec.UniformPointSet), so
+    ``dfsq.hw_mode.apply_hw_mode(qmodel, point_set="uniform")`` runs it on the engine's integer datapath."""
+    from golden.spec import UniformPointSet
+
     from .quantize import CodeTable, midpoints, quant_convs, quantize_model
 
+    ps = UniformPointSet(bits)
     qmodel = quantize_model(model, minmax_params(model, bits, None, weights), "dfsq")
     for qc in quant_convs(qmodel):
+        ints = torch.from_numpy(ps.channel_ints(qc.relu_input)).expand(qc.in_channels, -1).contiguous()
         pts = torch.from_numpy(uniform_points(bits, qc.relu_input)).expand(qc.in_channels, -1).contiguous()
-        qc.method = "dfsq-uniform"      # fake-quant only: hw_mode and export refuse it (not universal-set points)
+        qc.method = "dfsq-uniform"
         qc.points = pts
         qc.mid = midpoints(pts)
         qc.table = CodeTable(qc.mid)
-        del qc.point_ints
+        qc.point_ints = ints.to(torch.int32)
     return qmodel
 
 
 def build_dfsq_uniform(model, args):
     """The ``dfsq-uniform`` network of ``python -m dfsq.evaluate`` (no activation calibration: the normalization is
-    per sample)."""
+    per sample); ``dfsq-uniform-hw``: the same on the normalized uniform engine's integer datapath (golden model,
+    ``--denorm/--sigma-bits/--shift-bits/--scale-bits`` as for ``dfsq-hw``)."""
     if args.act_bits != args.weight_bits:
-        raise UserError("--method dfsq-uniform needs --act-bits equal to --weight-bits")
-    return quantize_dfsq_uniform(model, args.act_bits, str(getattr(args, "weights", "")))
+        raise UserError(f"--method {args.method} needs --act-bits equal to --weight-bits")
+    qmodel = quantize_dfsq_uniform(model, args.act_bits, str(getattr(args, "weights", "")))
+    if args.method == "dfsq-uniform-hw":
+        from .hw_mode import apply_hw_mode
+
+        apply_hw_mode(qmodel, scale_bits=args.scale_bits, denorm=args.denorm, sigma_bits=args.sigma_bits,
+                      shift_bits=args.shift_bits, point_set="uniform")
+    return qmodel

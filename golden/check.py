@@ -124,18 +124,20 @@ def main(argv=None):
     if args.json:
         check_output_file(args.json, "--json")
     manifest = load_manifest(args.export)
-    method = (manifest.get("config") or {}).get("method", "dfsq")
-    if method not in (None, "dfsq"):
-        raise UserError(f"export method is {method!r}: the shift-add datapath needs DFSQ points")
+    method = (manifest.get("config") or {}).get("method", "dfsq") or "dfsq"
     overrides = dict(fmt) if args.scale_bits is None else dict(fmt, scale_bits=args.scale_bits)
     spec = spec_from_manifest(manifest, **overrides)
+    expected = "dfsq-uniform" if spec.uniform_points else "dfsq"   # the point set the datapath decodes
+    if method != expected:
+        raise UserError(f"export method is {method!r}, but its spec's point set is {spec.point_set!r} "
+                        f"(that is method {expected!r})")
     _, layers = load_export(args.export, spec, wanted)
     results = [check_layer(lay, spec) for lay in tqdm(layers, desc="golden.check", disable=args.quiet,
                                                          leave=False)]
     print(format_table(results))
     failed = [r for r in results if not r["passed"]]
     print(f"{len(results) - len(failed)}/{len(results)} layers pass "
-          f"(words {spec.words}, act_bits {spec.act_bits}, weight_bits {spec.weight_bits}, "
+          f"({'uniform points' if spec.uniform_points else f'words {spec.words}'}, act_bits {spec.act_bits}, weight_bits {spec.weight_bits}, "
           f"scale_bits {spec.scale_bits}{_format_note(spec)}, acc_bits {spec.acc_bits} for the widest layer "
           f"({spec.channels} channels, {spec.kernel}x{spec.kernel}))")
     for r in failed:

@@ -14,7 +14,7 @@ The vectorized :mod:`golden.layer` must agree with this module bit for bit (test
 """
 from __future__ import annotations
 
-from .spec import SEL_ZERO, TAPS, DatapathSpec, SpecError, WordSet
+from .spec import SEL_ZERO, TAPS, DatapathSpec, SpecError, UniformPointSet, WordSet
 
 
 class DatapathOverflow(ArithmeticError):
@@ -35,7 +35,10 @@ def decode(code: int, wordset: WordSet) -> tuple[bool, tuple[int, ...]]:
 
 
 def product(w: int, code: int, wordset: WordSet) -> int:
-    """``w * P(code)`` as shift-add: ``sum over words of sign * (w << shift)`` (exact, Python ints)."""
+    """``w * P(code)`` as shift-add: ``sum over words of sign * (w << shift)`` (exact, Python ints); for the uniform
+    point set (golden.spec.UniformPointSet), one integer multiply by the two's-complement P of the code."""
+    if isinstance(wordset, UniformPointSet):
+        return int(w) * int(wordset.code_to_int(int(code)))
     negative, shifts = decode(code, wordset)
     w = int(w)
     total = 0

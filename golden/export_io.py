@@ -231,8 +231,9 @@ def spec_from_manifest(manifest: dict, **overrides) -> DatapathSpec:
                 kw[key] = int(sp[key])
             elif key in cfg and cfg[key] is not None:
                 kw[key] = int(cfg[key])
-        if "denorm" in sp:
-            kw["denorm"] = str(sp["denorm"])
+        for key in ("denorm", "point_set"):
+            if key in sp:
+                kw[key] = str(sp[key])
         for key in ("words", "gap", "act_bits", "weight_bits"):
             if key in sp and key in cfg and cfg[key] is not None and int(cfg[key]) != int(sp[key]):
                 raise UserError(f"manifest: config {key} = {cfg[key]} but spec {key} = {sp[key]}")
@@ -418,8 +419,10 @@ def write_export(directory, layers: list[LayerData], spec: DatapathSpec, config:
     if layers:  # the spec entry is the widest layer's geometry (each layer runs with its own: for_layer)
         spec = spec.for_layer(max([spec.channels] + [lay.shape[1] for lay in layers]),
                               max([spec.kernel] + [lay.kernel for lay in layers]))
-    cfg = {"model": None, "scale": None, "act_bits": spec.act_bits, "weight_bits": spec.weight_bits, "words": spec.words,
-           "gap": spec.gap, "method": "dfsq", "seed": None, "weights": None, "params": None, "image": None,
+    uni = spec.uniform_points
+    cfg = {"model": None, "scale": None, "act_bits": spec.act_bits, "weight_bits": spec.weight_bits,
+           "words": None if uni else spec.words, "gap": None if uni else spec.gap,
+           "method": "dfsq-uniform" if uni else "dfsq", "seed": None, "weights": None, "params": None, "image": None,
            "crop": None}
     cfg.update(config or {})
     manifest = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "config": cfg, "spec": spec.widths(),

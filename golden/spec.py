@@ -79,6 +79,11 @@ SHIFT_BITS_RANGE = (0, 5)
 # for the formats yet, so the fused datapath stays the toolkit's default (docs/datapath.md)
 DEFAULT_SIGMA_BITS = 6
 DEFAULT_SHIFT_BITS = 0
+# Point sets of the datapath: "universal" (DFSQ: the universal set, shift-add products) or "uniform" (the normalized
+# uniform baseline of ``--method dfsq-uniform``: DFSQ's normalization with 2^b evenly spaced points per channel, one
+# integer multiplier per product; :class:`UniformPointSet`)
+POINT_SETS = ("universal", "uniform")
+DEFAULT_POINT_SET = "universal"
 DEFAULT_CHANNELS = 64     # max input channels of a layer (EDSR-baseline: 64); sizes accumulators
 MAX_CHANNELS = 4096       # largest input channel count a spec accepts
 KERNELS = (1, 3)          # supported square kernel sizes (EDSR: 3x3; RDN: 3x3 and the 1x1 fusion convs)
@@ -249,6 +254,88 @@ class WordSet:
         return ints[np.searchsorted(mids, np.asarray(v, dtype=np.float64), side="left")]
 
 
+@dataclass(frozen=True)
+class UniformPointSet:
+    """The point set of the normalized uniform baseline (``DatapathSpec(point_set="uniform")``).
+
+    With ``bits`` = b and D = 2^b - 1, the set is every integer P in [-D, D] over ``denom`` = D, so values lie
+    in [-1, 1]. The 2^b points of a channel (:meth:`channel_ints`) are evenly spaced: ``(2k - D) / D`` (odd P,
+    k = 0 .. D) for a mean-subtracted input, ``k / D`` after a ReLU (DFSQ normalizes those to [0, 1]). A weight
+    times a point is one signed multiply ``w' * P``; the code of a point is P itself in two's complement,
+    ``code_bits = b + 1`` (so the interface of :class:`WordSet` — ints, denom, p_max, codes — carries over and the
+    golden model, the export and the engine run unchanged apart from the multiplier)."""
+
+    bits: int
+
+    def __post_init__(self):
+        lo, hi = ACT_BITS_RANGE
+        if not (isinstance(self.bits, int) and not isinstance(self.bits, bool) and lo <= self.bits <= hi):
+            raise SpecError(f"bits must be an integer in {lo}..{hi}, got {self.bits!r}")
+
+    @property
+    def denom(self) -> int:
+        """value = P / denom (2^b - 1)."""
+        return (1 << self.bits) - 1
+
+    @property
+    def p_max(self) -> int:
+        return (1 << self.bits) - 1
+
+    @property
+    def code_bits(self) -> int:
+        return self.bits + 1
+
+    @property
+    def sign_bit(self) -> int:
+        return self.bits
+
+    @property
+    def ints(self) -> np.ndarray:
+        return np.arange(-self.p_max, self.p_max + 1, dtype=np.int64)
+
+    @property
+    def values(self) -> np.ndarray:
+        return self.ints / self.denom
+
+    def __len__(self) -> int:
+        return 2 * self.p_max + 1
+
+    def channel_ints(self, relu_input: bool) -> np.ndarray:
+        """The 2^b points of one channel, ascending: k (after a ReLU) or 2k - D, k = 0 .. D."""
+        k = np.arange(1 << self.bits, dtype=np.int64)
+        return k if relu_input else 2 * k - self.p_max
+
+    def int_to_code(self, p) -> np.ndarray:
+        """Two's-complement codes (uint16) of integer points; SpecError outside [-D, D]."""
+        p = np.asarray(p, dtype=np.int64)
+        bad = np.abs(p) > self.p_max
+        if np.any(bad):
+            raise SpecError(f"{int(p[bad].flat[0])} is not in the {self.bits}-bit uniform point set")
+        return (p & ((1 << self.code_bits) - 1)).astype(np.uint16)
+
+    def value_to_code(self, v) -> np.ndarray:
+        scaled = np.asarray(v, dtype=np.float64) * self.denom
+        p = np.rint(scaled)
+        if not np.array_equal(p, scaled):
+            raise SpecError("a value is not a multiple of 1/denom, so not in the uniform point set")
+        return self.int_to_code(p.astype(np.int64))
+
+    def code_to_int(self, code) -> np.ndarray:
+        """P of each code (sign extension of ``code_bits``), exactly as the engine's multiplier reads it."""
+        code = np.asarray(code, dtype=np.int64)
+        if np.any((code < 0) | (code >= (1 << self.code_bits))):
+            raise SpecError(f"code out of range for {self.code_bits} bits")
+        return np.where(code >> self.sign_bit, code - (1 << self.code_bits), code)
+
+    def code_to_value(self, code) -> np.ndarray:
+        return self.code_to_int(code) / self.denom
+
+    def snap(self, v) -> np.ndarray:
+        """Nearest integer P (ties go to the lower value), clipped to [-D, D]."""
+        v = np.asarray(v, dtype=np.float64) * self.denom
+        return np.clip(np.ceil(v - 0.5), -self.p_max, self.p_max).astype(np.int64)
+
+
 def denorm_format(denorm: str | None = None, sigma_bits: int | None = None, shift_bits: int | None = None) -> dict:
     """DatapathSpec keyword arguments for a de-normalization format given as command-line flags (None: the
     default). SpecError for an unknown ``denorm``, for sigma/shift bits without ``split`` or out of range."""
@@ -347,9 +434,12 @@ class DatapathSpec(LayerGeometry):
     denorm: str = DEFAULT_DENORM
     sigma_bits: int = DEFAULT_SIGMA_BITS    # "split" only: bits of the unsigned sigma mantissa s_c
     shift_bits: int = DEFAULT_SHIFT_BITS    # "split" only: bits of the per-channel alignment shift d_c
+    point_set: str = DEFAULT_POINT_SET      # "universal" (DFSQ) or "uniform" (the normalized uniform baseline)
 
     def __post_init__(self):
         WordSet(self.words, self.gap)  # validates words/gap
+        if self.point_set not in POINT_SETS:
+            raise SpecError(f"point_set must be one of {POINT_SETS}, got {self.point_set!r}")
         check_int_ranges(self, (("act_bits", ACT_BITS_RANGE), ("scale_bits", SCALE_BITS_RANGE),
                                 ("sigma_bits", SIGMA_BITS_RANGE), ("shift_bits", SHIFT_BITS_RANGE)))
         self._check_geometry()
@@ -359,8 +449,17 @@ class DatapathSpec(LayerGeometry):
             raise SpecError(f"accumulator needs {self.acc_bits} bits (> 63): lower scale_bits or channels")
 
     @property
-    def wordset(self) -> WordSet:
+    def wordset(self) -> WordSet | UniformPointSet:
+        """The point set: the universal set of ``words``/``gap``, or ("uniform") the :class:`UniformPointSet` of
+        ``act_bits`` (``words`` and ``gap`` then play no part)."""
+        if self.point_set == "uniform":
+            return UniformPointSet(self.act_bits)
         return _wordset(self.words, self.gap)
+
+    @property
+    def uniform_points(self) -> bool:
+        """Products are integer multiplies ``w' * P`` (the normalized uniform baseline), not shift-adds."""
+        return self.point_set == "uniform"
 
     # geometry (taps, terms, for_layer, covers) and w_max / w_bits: LayerGeometry
 
@@ -512,8 +611,12 @@ class DatapathSpec(LayerGeometry):
                 "w_bits", "p_bits", "product_bits", "a_bits", "b_bits", "term_bits", "sum_bits", "bias_bits",
                 "acc_bits")
         d = {k: getattr(self, k) for k in keys}
-        d.update(K=self.wordset.K, denom=self.wordset.denom, universal_set_size=len(self.wordset),
-                 p_max=self.wordset.p_max, acc_max=self.acc_max)
+        ws = self.wordset
+        d.update({} if self.uniform_points else {"K": ws.K})
+        d.update(denom=ws.denom, universal_set_size=len(ws), p_max=ws.p_max, acc_max=self.acc_max)
+        if self.uniform_points:  # only then: a universal-set spec's widths (and export manifests) are unchanged
+            d.update(point_set=self.point_set)
+            del d["words"], d["gap"]
         if self.split:  # only then: a fused spec's widths (and export manifests) are unchanged
             d.update(denorm=self.denorm, sigma_bits=self.sigma_bits, shift_bits=self.shift_bits,
                      sa_bits=self.sa_bits, tap_const_bits=self.tap_const_bits, start_bits=self.start_bits)

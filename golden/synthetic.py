@@ -38,8 +38,13 @@ def fake_quant_output(x, mean, scale, codes, points, weight_q, zero_point, weigh
 
 def synthetic_layer(rng: np.random.Generator, spec: DatapathSpec, N=1, C=8, O=8, H=6, W=7, relu_input=False,
                     index=0, name=None, x=None, kernel=3) -> LayerData:
-    """A random layer that satisfies contract 2 for ``spec`` (a ``kernel`` x ``kernel`` conv, 3 or 1)."""
-    P = random_points(rng, spec, C)
+    """A random layer that satisfies contract 2 for ``spec`` (a ``kernel`` x ``kernel`` conv, 3 or 1). With a
+    uniform point set (``spec.point_set == "uniform"``) every channel has the evenly spaced points of
+    ``--method dfsq-uniform`` (golden.spec.UniformPointSet.channel_ints)."""
+    if spec.uniform_points:
+        P = np.broadcast_to(spec.wordset.channel_ints(relu_input), (C, spec.points)).copy()
+    else:
+        P = random_points(rng, spec, C)
     points = (P / spec.wordset.denom).astype(np.float32)
     if x is None:
         x = (rng.standard_normal((N, C, H, W)) * rng.uniform(0.1, 30, (1, C, 1, 1))

@@ -7,7 +7,7 @@ The per-input-channel point table (:class:`PointDecoder`) maps a b-bit point ind
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Cat, Signal
+from amaranth.hdl import Module, Cat, Signal, signed
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -34,9 +34,12 @@ def check_spec(spec) -> DatapathSpec:
     return spec
 
 
-def code_layout(spec: DatapathSpec) -> data.StructLayout:
-    """The layout of a point code: ``sels`` (word i at index i-1, LSB first) then ``sign`` (1 = negative)."""
+def code_layout(spec: DatapathSpec):
+    """The layout of a point code: ``sels`` (word i at index i-1, LSB first) then ``sign`` (1 = negative). For the
+    uniform point set (``spec.uniform_points``) a code is the point integer P itself: ``signed(act_bits + 1)``."""
     check_spec(spec)
+    if spec.uniform_points:
+        return signed(spec.code_bits)
     layout = data.StructLayout({"sels": data.ArrayLayout(Sel, spec.words), "sign": 1})
     ws = spec.wordset
     if layout.size != spec.code_bits or layout["sign"].offset != ws.sign_bit:  # pragma: no cover - spec drift

@@ -59,6 +59,9 @@ def check_engine_fault(fault, spec: DatapathSpec):
         if not spec.split:
             raise ValueError(f"fault {fault!r} needs a split de-normalization spec")
         return fault
+    if fault is not None and spec.uniform_points:
+        raise ValueError(f"fault {fault!r} belongs to the shift-add multiplier, which a uniform point set does not "
+                         f"use; known: {', '.join(sorted(ENGINE_FAULTS))}")
     return check_fault(fault)
 
 
@@ -281,20 +284,21 @@ class ConvEngine(wiring.Component):
         v2, first2, last2, bias2 = (stage("v2", v1), stage("first2", first1), stage("last2", last1),
                                     stage("bias2", bias1))
         lanes2 = []
+        deferred = self._variant == "deferred" and not spec.uniform_points
         for l, ln in enumerate(lanes1):
             products, carries, weights = [], [], []
             for t in range(TAPS):
-                mul = ShiftAddMultiplier(spec=spec, fault=None if self._fault in ENGINE_FAULTS else self._fault,
-                                         variant=self._variant)
-                m.submodules[f"mul{l}_{t}"] = mul
                 wm = Signal(signed(spec.w_bits), name=f"wm{l}_{t}")
-                m.d.comb += [
-                    wm.eq(Mux(mask1[t], ln["weight"][t], 0)),
-                    mul.weight.eq(wm),
-                    mul.code.eq(ln["code"][t]),
-                ]
-                products.append(stage(f"p2_{l}_{t}", mul.product))
-                carries.append(stage(f"c2_{l}_{t}", mul.carry))
+                m.d.comb += wm.eq(Mux(mask1[t], ln["weight"][t], 0))
+                if spec.uniform_points:  # the normalized uniform baseline: one integer multiplier w' * P
+                    products.append(stage(f"p2_{l}_{t}", wm * ln["code"][t], shape_for(-p_max, p_max)))
+                else:
+                    mul = ShiftAddMultiplier(spec=spec, fault=None if self._fault in ENGINE_FAULTS else self._fault,
+                                             variant=self._variant)
+                    m.submodules[f"mul{l}_{t}"] = mul
+                    m.d.comb += [mul.weight.eq(wm), mul.code.eq(ln["code"][t])]
+                    products.append(stage(f"p2_{l}_{t}", mul.product))
+                    carries.append(stage(f"c2_{l}_{t}", mul.carry))
                 if not split:  # the split datapath has no B_c in the lanes (the mean unit's start value has it)
                     weights.append(stage(f"w2_{l}_{t}", wm))
             lanes2.append(dict(products=products, carries=carries, weights=weights,
@@ -305,9 +309,9 @@ class ConvEngine(wiring.Component):
                                     stage("bias3", bias2))
         lanes3 = []
         for l, ln in enumerate(lanes2):
-            lo = -p_max - (0 if self._variant != "deferred" else 1)
+            lo = -p_max - (1 if deferred else 0)
             a_terms = [Term(p, lo, p_max) for p in ln["products"]]
-            a_carries = [] if self._variant != "deferred" else [c for c in ln["carries"]]
+            a_carries = list(ln["carries"]) if deferred else []
             a_total, leftover = balanced_sum(m, a_terms, [Carry(c) for c in a_carries], name=f"a{l}")
             for k, c in enumerate(leftover):
                 a_total = add(m, a_total, Term(c.bit, 0, 1), name=f"a{l}_c{k}")

@@ -13,7 +13,11 @@ ports with direction, width, signedness and packing, latency). Stems: ``dfsq_eng
 ``--top uniform-engine`` writes the uniform (Min-Max, static scale) baseline engine of :mod:`hw.uniform_engine`
 (top module ``uniform_engine``, stem ``uniform_engine_a6_b6_c64_l16``): int weights times int activations, widths
 from :class:`golden.uniform_spec.UniformSpec`; ``--words``, ``--scale-bits``, ``--gap`` and ``--variant`` do not
-apply to it.
+apply to it. With ``--normalized`` it writes the normalized uniform baseline instead (stem
+``uniform_engine_normalized_a6_b6_s24_c64_l16``): the DFSQ engine (:class:`hw.engine.ConvEngine`, the same ports,
+per-(sample, channel) normalization, de-normalization format ``--denorm/--sigma-bits/--shift-bits``, point tables or
+``--codes-in``) with ``DatapathSpec(point_set="uniform")``: 2^b evenly spaced points per channel (``--method
+dfsq-uniform``) and one integer multiplier ``w' * P`` per tap in place of the shift-add multiplier.
 """
 from __future__ import annotations
 
@@ -74,11 +78,33 @@ def _build_uniform(spec, lanes, fault, variant):
     return UniformEngine(spec=spec, lanes=lanes, fault=fault)
 
 
+def normalized(top: str, spec) -> bool:
+    """``top`` is the uniform engine built from a uniform-point DatapathSpec: the normalized uniform baseline."""
+    return top in UNIFORM_TOPS and isinstance(spec, DatapathSpec)
+
+
 def build(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None, tables: bool = True):
     """The Amaranth component for ``top``; bad combinations raise :class:`UserError` (one line)."""
     _check_top(top)
+    if normalized(top, spec):
+        if not spec.uniform_points:
+            raise UserError("the normalized uniform engine needs DatapathSpec(point_set='uniform')")
+        if fault is not None and fault not in ENGINE_FAULTS:
+            raise UserError(f"unknown fault {fault!r} for the normalized uniform engine; known: "
+                            f"{', '.join(sorted(ENGINE_FAULTS))}")
+        if variant is not None:
+            raise UserError("--variant applies to the shift-add multiplier, which the normalized uniform engine "
+                            "does not have")
+        try:
+            check_lanes(spec, lanes)
+            return ConvEngine(spec=spec, lanes=lanes, fault=fault, tables=tables)
+        except (TypeError, ValueError) as exc:
+            raise UserError(str(exc)) from None
     if top in UNIFORM_TOPS:
         return _build_uniform(spec, lanes, fault, variant)
+    if isinstance(spec, DatapathSpec) and spec.uniform_points:
+        raise UserError(f"--top {top} needs a universal-set spec; the uniform point set is --top uniform-engine "
+                        "--normalized")
     if not isinstance(spec, DatapathSpec):
         raise UserError(f"--top {top} needs a golden.spec.DatapathSpec, not {type(spec).__name__}")
     if top == "mean-unit":
@@ -108,7 +134,13 @@ def build(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None, 
 
 def stem(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None, tables: bool = True) -> str:
     """File stem of a configuration (contract 4)."""
-    if _check_top(top) in UNIFORM_TOPS:
+    if normalized(_check_top(top), spec):
+        s = f"{TOPS[top]}_normalized_a{spec.act_bits}_b{spec.weight_bits}_s{spec.scale_bits}_c{spec.channels}"
+        if spec.split:
+            s += f"_split-m{spec.sigma_bits}s{spec.shift_bits}"
+        s += f"_l{lanes}" + ("" if tables else "_codes-in")
+        return s + (f"_fault-{fault}" if fault is not None else "")
+    if top in UNIFORM_TOPS:
         s = f"{TOPS[top]}_a{spec.act_bits}_b{spec.weight_bits}_c{spec.channels}_l{lanes}"
         return s + (f"_fault-{fault}" if fault is not None else "")
     s = f"{TOPS[_check_top(top)]}_w{spec.words}_a{spec.act_bits}_b{spec.weight_bits}_s{spec.scale_bits}" \
@@ -169,7 +201,7 @@ PACKING = {
 
 def sidecar(top: str, component, spec, lanes: int, fault, variant, name: str) -> dict:
     """The JSON sidecar of a generated configuration."""
-    if top in UNIFORM_TOPS:
+    if top in UNIFORM_TOPS and not normalized(top, spec):
         config = {"top": top, "module": TOPS[top], "act_bits": spec.act_bits, "weight_bits": spec.weight_bits,
                   "channels": spec.channels, "lanes": lanes, "groups": component.groups, "fault": fault,
                   "fault_description": UNIFORM_FAULTS.get(fault) if fault else None}
@@ -188,9 +220,12 @@ def sidecar(top: str, component, spec, lanes: int, fault, variant, name: str) ->
               "fault": fault,
               "fault_description": {**FAULTS, **ENGINE_FAULTS, **MEAN_UNIT_FAULTS}.get(fault) if fault else None,
               "variant": variant, "denorm": spec.denorm}
+    if spec.uniform_points:
+        del config["words"], config["gap"]
+        config.update(point_set=spec.point_set, normalized=True)
     if spec.split:
         config.update(sigma_bits=spec.sigma_bits, shift_bits=spec.shift_bits)
-    if top == "engine":
+    if component.__class__ is ConvEngine:
         config.update(lanes=lanes, groups=component.groups, tables=component.tables)
     elif top == "mac":
         config.update(acc_bits=component.acc_bits)
@@ -202,8 +237,9 @@ def sidecar(top: str, component, spec, lanes: int, fault, variant, name: str) ->
         "config": config, "spec": spec.widths(), "latency": component.latency,
         "latency_definition": {"engine": "cycles from the handshake of a last beat to its out_valid, out_ready held high",
                                "mean-unit": "cycles from the handshake of a last beat to its first out_valid"}.get(
-                                   top, "cycles from a beat's in_valid to its out_valid"),
-        "ports": port_map(component), "packing": PACKING[top],
+                                   "engine" if spec.uniform_points else top,
+                                   "cycles from a beat's in_valid to its out_valid"),
+        "ports": port_map(component), "packing": PACKING["engine" if spec.uniform_points else top],
         "versions": {"amaranth": amaranth.__version__, "spec": SPEC_VERSION},
     }
 
@@ -280,6 +316,9 @@ def _parser():
                    help="deliberately broken variant, for mutation tests only")
     p.add_argument("--variant", choices=VARIANTS, default=None,
                    help="multiplier micro-architecture (default: deferred)")
+    p.add_argument("--normalized", action="store_true",
+                   help="with --top uniform-engine: the normalized uniform baseline (DFSQ's normalization and "
+                        "de-normalization, evenly spaced points, integer multipliers)")
     p.add_argument("--codes-in", action="store_true",
                    help="engine without point tables: beats carry point codes, decoded where activations enter")
     p.add_argument("--out", default="rtl_out", help="output folder (default rtl_out/)")
@@ -307,8 +346,19 @@ def main(argv=None):
         raise UserError(f"--lanes applies to the engines only (the {args.top} has no lanes)")
     lanes = DEFAULT_LANES if args.lanes is None else args.lanes
     check_output_dir(args.out, "--out")
+    if args.normalized and args.top not in UNIFORM_TOPS:
+        raise UserError("--normalized applies to --top uniform-engine only")
     try:
-        if args.top in UNIFORM_TOPS:
+        if args.normalized:
+            given = [f"--{n.replace('_', '-')}" for n in ("words", "gap", "variant") if getattr(args, n) is not None]
+            if given:
+                raise UserError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to the "
+                                f"normalized uniform engine (no word set, integer multipliers)")
+            spec = DatapathSpec(point_set="uniform", act_bits=_given(args.act_bits, DEFAULT_UNIFORM_BITS),
+                                weight_bits=_given(args.weight_bits, DEFAULT_UNIFORM_BITS),
+                                scale_bits=_given(args.scale_bits, DEFAULT_SCALE_BITS), channels=args.channels,
+                                **denorm_format(args.denorm, args.sigma_bits, args.shift_bits))
+        elif args.top in UNIFORM_TOPS:
             given = [f"--{n.replace('_', '-')}" for n in ("words", "scale_bits", "gap", "variant", "denorm",
                                                            "sigma_bits", "shift_bits")
                      if getattr(args, n) is not None]
@@ -325,8 +375,8 @@ def main(argv=None):
                                 **denorm_format(args.denorm, args.sigma_bits, args.shift_bits))
     except SpecError as exc:
         raise UserError(str(exc)) from None
-    if args.codes_in and args.top != "engine":
-        raise UserError("--codes-in applies to --top engine only")
+    if args.codes_in and args.top != "engine" and not args.normalized:
+        raise UserError("--codes-in applies to --top engine (and --top uniform-engine --normalized) only")
     v_path, j_path = generate(args.top, spec, lanes, args.fault, args.out, args.variant, tables=not args.codes_in)
     print(v_path)
     print(j_path)

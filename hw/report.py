@@ -25,10 +25,11 @@ from tqdm import tqdm
 
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_dir, check_output_file
-from golden.spec import DatapathSpec
+from golden.spec import DEFAULT_SHIFT_BITS, DEFAULT_SIGMA_BITS, DatapathSpec
 from golden.uniform_spec import UniformSpec
 
 from .baselines import MultiplierMAC, baselines, equal_precision_name
+from .decoder import PointDecoder
 from .engine import ConvEngine
 from .generate import DEFAULT_VARIANTS, to_verilog
 from .harness import ScanHarness
@@ -64,11 +65,17 @@ UNIFORM_BITS = (4, 5, 6, 8)
 UNIFORM_COMPARE_BITS = 6
 #: Uniform engines placed and routed for fmax, and at how many lanes.
 UNIFORM_FMAX = {6: ECP5_LANES}
-#: Split de-normalization engines measured on the ECP5 (sigma bits, shift bits, flows): 8:0 is within 0.01 dB of
-#: fake-quant (bench/results/denorm_format_*.md); 1:0 has no sigma multiplier at all (an AND per bit of A), so the
-#: difference between the two is the lanes' de-normalization.
-SPLIT_FORMATS = ((8, 0, ("ecp5", "ecp5-dsp")), (1, 0, ("ecp5",)))
-SPLIT_DEFAULT = (8, 0)
+#: The split de-normalization format the comparison takes: the spec's default (golden.spec.DEFAULT_SIGMA_BITS /
+#: DEFAULT_SHIFT_BITS, 6:0: the cheapest format within 0.01 dB of fake-quant, bench/results/denorm_format_*.md).
+SPLIT_DEFAULT = (DEFAULT_SIGMA_BITS, DEFAULT_SHIFT_BITS)
+#: Split de-normalization engines measured on the ECP5 (sigma bits, shift bits, flows): the default, placed and
+#: routed at its full 16 lanes for fmax; 8:0 (a wider mantissa, also within 0.01 dB); 1:0 has no sigma multiplier
+#: at all (an AND per bit of A), so the difference between the default and 1:0 is the lanes' de-normalization.
+SPLIT_FORMATS = ((*SPLIT_DEFAULT, ECP5_FLOWS), (8, 0, ("ecp5", "ecp5-dsp")), (1, 0, ("ecp5",)))
+#: Normalized uniform engines (``hw.generate --top uniform-engine --normalized``): DFSQ's engine with the uniform
+#: point set, split de-normalization in the default format, codes in (a uniform point needs no table: the beat
+#: carries P itself), at these bits; with flows.
+NORMALIZED_BITS = {5: ("ecp5",), 6: ("ecp5", "ecp5-dsp")}
 #: The issue's figures (synth_ecp5 -nodsp, LUT4-equivalents): today's DFSQ engine and a plain datapath of 144
 #: int6 x int6 multipliers with an adder tree.
 ISSUE_ECP5_DFSQ, ISSUE_ECP5_UNIFORM = 70_000, 20_000
@@ -89,8 +96,8 @@ def _baseline(kwargs):
     return lambda: MultiplierMAC(**kwargs)
 
 
-def _engine(spec, lanes):
-    return lambda: ConvEngine(spec=spec, lanes=lanes)
+def _engine(spec, lanes, tables=True):
+    return lambda: ConvEngine(spec=spec, lanes=lanes, tables=tables)
 
 
 def _uniform_engine(spec, lanes):
@@ -113,11 +120,27 @@ def ecp5_plan() -> list[dict]:
         job = dict(group="ecp5", name=f"DFSQ engine w4 a4 b4 c{ECP5_CHANNELS} l{ECP5_LANES} split {m}:{sh}",
                    kind="dfsq", denorm="split", sigma_bits=m, shift_bits=sh, words=4, bits=4, lanes=ECP5_LANES,
                    channels=ECP5_CHANNELS, make=_engine(spec, ECP5_LANES), flows=flows, fmax_lanes=ECP5_LANES)
-        if "ecp5-fmax" in flows:
-            job.update(fmax_make=_engine(spec, ECP5_DFSQ_FMAX_LANES), fmax_lanes=ECP5_DFSQ_FMAX_LANES)
         jobs.append(job)
     mspec = DatapathSpec(channels=ECP5_CHANNELS, denorm="split", sigma_bits=SPLIT_DEFAULT[0],
                          shift_bits=SPLIT_DEFAULT[1])
+    # without point tables in the lanes: beats carry codes, decoded once where the activations enter (one 1-port
+    # point table per lane: the decoders row, synthesized once and counted ECP5_LANES times)
+    jobs.append(dict(group="ecp5", name=f"DFSQ engine w4 a4 b4 c{ECP5_CHANNELS} l{ECP5_LANES} split "
+                                        f"{SPLIT_DEFAULT[0]}:{SPLIT_DEFAULT[1]} codes-in", kind="dfsq",
+                     denorm="split", sigma_bits=SPLIT_DEFAULT[0], shift_bits=SPLIT_DEFAULT[1], codes_in=True,
+                     words=4, bits=4, lanes=ECP5_LANES, channels=ECP5_CHANNELS,
+                     make=_engine(mspec, ECP5_LANES, tables=False), flows=("ecp5",)))
+    jobs.append(dict(group="ecp5", name=f"input decoder (1-port point table, {ECP5_CHANNELS} rows), x{ECP5_LANES} "
+                                        "for codes-in", kind="decoder", words=4, bits=4, lanes=None,
+                     count=ECP5_LANES, channels=ECP5_CHANNELS,
+                     make=lambda: PointDecoder(spec=mspec, channels=ECP5_CHANNELS, read_ports=1), flows=("ecp5",)))
+    for b, flows in NORMALIZED_BITS.items():
+        nspec = DatapathSpec(channels=ECP5_CHANNELS, point_set="uniform", act_bits=b, weight_bits=b, denorm="split",
+                             sigma_bits=SPLIT_DEFAULT[0], shift_bits=SPLIT_DEFAULT[1])
+        jobs.append(dict(group="ecp5", name=f"normalized uniform engine W{b}A{b} c{ECP5_CHANNELS} l{ECP5_LANES} "
+                                            f"split {SPLIT_DEFAULT[0]}:{SPLIT_DEFAULT[1]} codes-in",
+                         kind="normalized", bits=b, lanes=ECP5_LANES, channels=ECP5_CHANNELS,
+                         make=_engine(nspec, ECP5_LANES, tables=False), flows=flows))
     jobs.append(dict(group="ecp5", name=f"mean unit (split) c{ECP5_CHANNELS}", kind="mean-unit", words=4, bits=4,
                      lanes=None, channels=ECP5_CHANNELS, make=lambda: MeanUnit(spec=mspec), flows=("ecp5",)))
     small = UniformSpec(act_bits=UNIFORM_COMPARE_BITS, weight_bits=UNIFORM_COMPARE_BITS, channels=ENGINE_CHANNELS)

@@ -139,6 +139,9 @@ class ShiftAddMultiplier(wiring.Component):
 
     def __init__(self, *, spec, fault=None, variant="fold"):
         self._spec = check_spec(spec)
+        if spec.uniform_points:
+            raise ValueError("the shift-add multiplier needs a universal-set spec (point_set='universal'), not the "
+                             "uniform point set")
         self._fault = check_fault(fault)
         self._variant = check_variant(variant)
         self._shifts = shift_table(spec, fault)

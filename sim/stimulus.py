@@ -174,9 +174,11 @@ def select_out_channels(o: int, count, offset: int = 0) -> np.ndarray:
 
 
 def engine_layer_stimulus(layer, ops, acc: np.ndarray, spec: DatapathSpec, lanes: int, pixels: np.ndarray,
-                          out_channels=None) -> dict:
+                          out_channels=None, codes_in: bool = False) -> dict:
     """Arrays of one layer's engine stimulus (see the module docstring). ``acc``: golden accumulators (N,O,H,W);
-    ``out_channels``: the output channels to compute (default all)."""
+    ``out_channels``: the output channels to compute (default all). ``codes_in``: for the engine without point
+    tables (``hw.generate --codes-in``): ``pix_code`` (each tap's point code, looked up here as the input decoder
+    in front of the engine would) replaces ``pix_idx``, and there are no table writes."""
     from hw.stream import kernel_taps
 
     if spec.channels % lanes:
@@ -198,6 +200,8 @@ def engine_layer_stimulus(layer, ops, acc: np.ndarray, spec: DatapathSpec, lanes
     used[np.broadcast_to(np.arange(ch)[None, :, None], idx.shape).ravel(), idx.ravel()] = True
     table = _pad_channels(np.asarray(ops.point_codes, np.int64), 0, ch)
     tc, ti = np.nonzero(used)
+    if codes_in:
+        tc, ti = tc[:0], ti[:0]
     # schedule: sample, output channel, pixel (pixels are sorted, so each sample's pixels are contiguous)
     ochs = np.arange(o_) if out_channels is None else np.asarray(out_channels, dtype=np.int64)
     out_pix, out_o = [], []
@@ -214,7 +218,9 @@ def engine_layer_stimulus(layer, ops, acc: np.ndarray, spec: DatapathSpec, lanes
         "groups": np.int64(groups), "kernel": np.int64(layer.kernel),
         "table_chan": tc.astype(np.int64), "table_idx": ti.astype(np.int64), "table_code": table[tc, ti],
         "pixels": pixels.astype(np.int64),
-        "pix_idx": pack_fields(idx.reshape(k, groups, lanes * TAPS), spec.act_bits),
+        **({"pix_code": pack_fields(table[np.arange(ch)[None, :, None], idx].reshape(k, groups, lanes * TAPS),
+                                    spec.code_bits)} if codes_in else
+           {"pix_idx": pack_fields(idx.reshape(k, groups, lanes * TAPS), spec.act_bits)}),
         "pix_mask": mask_bits(mask),
         "weight": pack_fields(wq, spec.w_bits),
         "out_pix": out_pix.astype(np.int64), "out_o": out_o.astype(np.int64),

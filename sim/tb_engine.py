@@ -43,13 +43,16 @@ class EngineDriver:
         self.dut = dut
         self.groups = groups
         self.clk = dut.clk
-        dut.tbl_we.value = 0
+        if hasattr(dut, "tbl_we"):   # absent on the engine without point tables (codes in)
+            dut.tbl_we.value = 0
         dut.in_valid.value = 0
         dut.out_ready.value = 1
 
     async def load_table(self, chans, idxs, codes) -> None:
-        """One write per cycle: table[chan][idx] = code."""
+        """One write per cycle: table[chan][idx] = code (nothing to do without writes)."""
         dut = self.dut
+        if not len(chans):
+            return
         await drive_beats(self.clk, dut.tbl_we, (dut.tbl_chan, dut.tbl_idx, dut.tbl_code), (chans, idxs, codes))
 
     async def stream(self, layer: dict) -> None:
@@ -57,7 +60,8 @@ class EngineDriver:
         ``groups`` beats per output (ceil(C / lanes); a layer narrower than the engine takes fewer)."""
         dut = self.dut
         G = int(layer["groups"]) if "groups" in layer else self.groups
-        pix_idx = unpack_ints(layer["pix_idx"])          # index pixel * G + g
+        codes_in = "pix_code" in layer                   # the engine without point tables: codes per tap
+        pix_idx = unpack_ints(layer["pix_code" if codes_in else "pix_idx"])   # index pixel * G + g
         pix_mask = [int(v) for v in layer["pix_mask"]]
         weight = unpack_ints(layer["weight"])            # index o * G + g
         sigma = unpack_ints(layer["sigma"])              # index n * G + g
@@ -72,7 +76,8 @@ class EngineDriver:
         pix_n = [int(v) for v in layer["pixels"][:, 0]]
         out_pix = [int(v) for v in layer["out_pix"]]
         out_o = [int(v) for v in layer["out_o"]]
-        p_idx, p_mask, p_weight, p_sigma = dut.in_idx, dut.in_mask, dut.in_weight, dut.in_sigma
+        p_idx = dut.in_code if codes_in else dut.in_idx
+        p_mask, p_weight, p_sigma = dut.in_mask, dut.in_weight, dut.in_sigma
         if split:
             p_start = dut.in_start
             p_shift = dut.in_shift if shift is not None else None

@@ -248,3 +248,54 @@ def test_engine_without_tables(spec_kw, C, kernel):
     assert run.ok, run.mismatches[:5]
     with pytest.raises(TypeError):
         ConvEngine(spec=spec, lanes=2, tables=1)
+
+
+# --- the normalized uniform baseline: DFSQ's engine with integer multipliers (point_set="uniform") ------------------
+
+@pytest.mark.parametrize("spec_kw,C,kernel,tables,relu", [
+    (dict(denorm="split", sigma_bits=6, act_bits=4, weight_bits=4), 4, 3, True, False),
+    (dict(denorm="split", sigma_bits=6, act_bits=6, weight_bits=6), 3, 3, False, True),
+    (dict(denorm="split", sigma_bits=4, shift_bits=3, act_bits=3, weight_bits=3), 5, 1, True, False),
+    (dict(denorm="fused", act_bits=5, weight_bits=5), 4, 3, True, False),
+])
+def test_uniform_point_engine(spec_kw, C, kernel, tables, relu):
+    """The normalized uniform engine (DFSQ's normalization and de-normalization, 2^b evenly spaced points, one
+    w' x P multiplier per tap) against the golden accumulator of the same spec, with back-pressure."""
+    spec = DatapathSpec(channels=6, point_set="uniform", **spec_kw)
+    rng = np.random.default_rng(C + kernel)
+    layer = synthetic_layer(rng, spec, N=2, C=C, O=2, H=3, W=4, kernel=kernel, relu_input=relu)
+    ops = operands(layer, spec)
+    acc = accumulate(ops, spec.for_layer(C, kernel))
+    engine = ConvEngine(spec=spec, lanes=2, tables=tables)
+    assert engine.signature.members["in_weight"].shape.size == 2 * 9 * spec.w_bits
+    run = run_engine(engine, ops, spec, _all_outputs(acc), acc, valid_prob=0.8, ready_prob=0.7, seed=C)
+    assert run.ok, run.mismatches[:5]
+    fault = "start_class" if spec.split else None
+    if fault:
+        bad = run_engine(ConvEngine(spec=spec, lanes=2, tables=tables, fault=fault), ops, spec, _all_outputs(acc), acc)
+        assert bad.mismatches
+
+
+def test_uniform_point_engine_extreme_operands():
+    spec = DatapathSpec(channels=4, point_set="uniform", denorm="split", sigma_bits=4, shift_bits=3, act_bits=5,
+                        weight_bits=5)
+    ops, _ = _layer(spec, seed=3, N=1, O=2, H=3, W=3)
+    ws = spec.wordset
+    for sign in (1, -1):
+        ops.point_codes[:] = ws.int_to_code(np.full(spec.points, sign * ws.p_max))[None, :]
+        ops.w[0], ops.w[1] = spec.w_max, -spec.w_max
+        ops.sigma_s[:], ops.sigma_d[:] = spec.sigma_max, spec.shift_max
+        ops.sigma_m[:] = ops.sigma_s << ops.sigma_d
+        ops.mu_m[:] = sign * spec.mant_max
+        ops.bias_int[0] = [sign * spec.bias_max, -sign * spec.bias_max]
+        ops.P[:] = gather_points(point_table(ops.point_codes, spec), ops.codes)
+        acc = accumulate(ops, spec)
+        assert acc[0, 0, 1, 1] == sign * spec.acc_max and acc[0, 1, 1, 1] == -sign * spec.acc_max
+        run = run_engine(ConvEngine(spec=spec, lanes=2), ops, spec, _all_outputs(acc), acc, ready_prob=0.5, seed=5)
+        assert run.ok, run.mismatches[:5]
+
+
+def test_uniform_point_engine_refuses_multiplier_faults():
+    spec = DatapathSpec(channels=4, point_set="uniform", denorm="split")
+    with pytest.raises(ValueError, match="shift-add"):
+        ConvEngine(spec=spec, lanes=2, fault="shift")

@@ -180,3 +180,26 @@ def test_generate_engine_codes_in(tmp_path):
     assert meta["config"]["tables"] is False and "in_code" in str(meta["ports"]) and "tbl_we" not in str(meta["ports"])
     with pytest.raises(SystemExit):
         main(["--top", "mac", "--codes-in", "--out", str(tmp_path)])
+
+
+@needs_iverilog
+def test_generate_normalized_uniform_engine(tmp_path, capsys):
+    """``--top uniform-engine --normalized``: the DFSQ engine's ports and pipeline with the uniform point set and
+    integer multipliers (no shift-add multiplier in the Verilog), Icarus compiles it, sidecar from the spec."""
+    from golden.spec import DatapathSpec
+
+    assert main(["--top", "uniform-engine", "--normalized", "--act-bits", "5", "--weight-bits", "5", "--channels",
+                 "8", "--lanes", "2", "--denorm", "split", "--codes-in", "--out", str(tmp_path)]) == 0
+    name = "uniform_engine_normalized_a5_b5_s24_c8_split-m6s0_l2_codes-in"
+    assert capsys.readouterr().out.split() == [str(tmp_path / f"{name}.v"), str(tmp_path / f"{name}.json")]
+    text = (tmp_path / f"{name}.v").read_text()
+    assert "module uniform_engine(" in text and "shift_add" not in text and "mul0_0" not in text
+    _iverilog(tmp_path / f"{name}.v", tmp_path)
+    meta = json.loads((tmp_path / f"{name}.json").read_text())
+    spec = DatapathSpec(point_set="uniform", act_bits=5, weight_bits=5, channels=8, denorm="split")
+    assert meta["spec"] == spec.widths() and meta["config"]["point_set"] == "uniform" and meta["latency"] == 6
+    ports = {p["name"]: p for p in meta["ports"]}
+    assert ports["in_code"]["element_width"] == 6 and ports["in_code"]["width"] == 2 * 9 * 6
+    assert "in_start" in ports and "in_mu" not in ports and "tbl_we" not in ports
+    assert stem("uniform-engine", DatapathSpec(point_set="uniform"), 16) == \
+        "uniform_engine_normalized_a4_b4_s24_c64_l16"

@@ -279,6 +279,44 @@ def test_evaluate_uniform_method(tmp_path, test_weights, one_thread, capsys):
     assert "act-bits equal" in capsys.readouterr().err
 
 
+def test_dfsq_uniform_hw_matches_its_fake_quant(tiny_edsr, one_thread):
+    """``dfsq-uniform-hw`` (the normalized uniform engine's integer datapath, golden model) tracks ``dfsq-uniform``
+    fake-quant, and its QuantConvs carry the uniform point integers of golden.spec.UniformPointSet."""
+    from dfsq.hw_mode import apply_hw_mode
+    from dfsq.quantize import quant_convs
+    from dfsq.uniform import quantize_dfsq_uniform
+    from golden.spec import UniformPointSet
+
+    x = torch.from_numpy(np.random.default_rng(2).uniform(0, 255, (1, 3, 10, 12)).astype(np.float32))
+    fq = quantize_dfsq_uniform(tiny_edsr, 4)
+    ps = UniformPointSet(4)
+    for qc in quant_convs(fq):
+        assert np.array_equal(qc.point_ints[0].numpy(), ps.channel_ints(qc.relu_input))
+        assert torch.equal(qc.points, qc.point_ints.float() / ps.denom)
+    with torch.no_grad():
+        ref = fq(x)
+        hw = apply_hw_mode(quantize_dfsq_uniform(tiny_edsr, 4), point_set="uniform", scale_bits=24)
+        assert all(qc.hw_spec.uniform_points for qc in quant_convs(hw))
+        y = hw(x)
+        assert not torch.equal(y, ref) and float((y - ref).abs().max()) < 1e-3     # 24-bit fused: near fake-quant
+    # the split datapath (low-bit sigma) per layer: the hardware forward is the golden layer of the uniform spec
+    from golden.export_io import layer_from_fields
+    from golden.layer import run_layer
+    from golden.spec import DatapathSpec
+
+    qc = quant_convs(quantize_dfsq_uniform(tiny_edsr, 3))[0]
+    xin = torch.randn(1, qc.in_channels, 6, 7) * 3 + 1
+    fields = qc.quant_fields(xin)
+    fmt = dict(denorm="split", sigma_bits=6, shift_bits=0)
+    apply_hw_mode(nn.Sequential(qc), point_set="uniform", **fmt)
+    spec = DatapathSpec(point_set="uniform", act_bits=3, weight_bits=3, **fmt)
+    _, _, y_ref = run_layer(layer_from_fields(fields, "qc", spec), spec)
+    with torch.no_grad():
+        assert np.array_equal(qc(xin).numpy(), y_ref.astype(np.float32))
+    with pytest.raises(UserError, match="dfsq-uniform"):
+        apply_hw_mode(quantize_dfsq_uniform(tiny_edsr, 4))          # a universal-set datapath for uniform points
+
+
 def test_shared_collection_gives_the_same_params(tiny_edsr, one_thread):
     from bench.psnr_table import shared_collection
     from dfsq.calibrate import calibrate

@@ -301,3 +301,48 @@ def test_verilator_split_engine_full_layer_48x48(export_48, sim_work):
     assert row["outputs"] == row["compared"] == 48 * 48 * 64 and r["spec"]["denorm"] == "split"
     print(f"\nverilator split engine, full layer: {r['outputs']} outputs, {r['cycles']} cycles in "
           f"{r['sim_seconds']:.1f} s: {r['mac_per_s']:,.0f} MAC/s")
+
+
+# --- the normalized uniform baseline's engine (issue 14): DFSQ's engine with integer multipliers ---------------------
+
+@pytest.fixture(scope="session")
+def uniform_export(tmp_path_factory, x2_model, test_weights) -> Path:
+    """``dfsq.export --method dfsq-uniform --bits 6`` of all 32 layers (16x16 crop of the sample image)."""
+    from dfsq.data import sample_image
+    from dfsq.export import export
+
+    out = tmp_path_factory.mktemp("uniform_export") / "exp"
+    img = np.ascontiguousarray(sample_image()[100:116, 100:116])
+    export(x2_model, None, img, out, weights=test_weights, image="sample", crop=(100, 100, 16, 16),
+           method="dfsq-uniform", bits=6)
+    return out
+
+
+@needs_icarus
+def test_icarus_normalized_uniform_engine_all_layers(uniform_export, sim_work, capsys):
+    """The normalized uniform engine (split 6:0) on a tile of every layer of a real dfsq-uniform export, against
+    the golden model of the uniform point set; golden.check passes on the same export; a fault is caught."""
+    from golden.check import main as check_main
+
+    assert check_main(["--export", str(uniform_export), "--denorm", "split", "--quiet"]) == 0
+    assert "32/32 layers pass (uniform points" in capsys.readouterr().out
+    r = verify(uniform_export, layers="all", tiles=ROUTINE_TILES, out_channels=ROUTINE_OUT_CHANNELS // 2,
+               simulator="icarus", work_dir=sim_work, quiet=True, lanes=16, denorm="split", jobs=2)
+    _check_clean(r, 32)
+    assert r["spec"]["point_set"] == "uniform" and r["spec"]["act_bits"] == 6 and "uniform_engine" in r["rtl"]
+    bad = verify(uniform_export, layers=[1], tiles=1, out_channels=2, simulator="icarus", work_dir=sim_work,
+                 quiet=True, lanes=16, denorm="split", fault="start_class", waves_on_mismatch=False)
+    assert bad["mismatches"] > 0 and not bad["bit_exact"]
+
+
+@needs_icarus
+def test_icarus_codes_in_engine_all_layers(default_export, sim_work):
+    """The DFSQ engine without point tables (``--codes-in``: beats carry each tap's point code, looked up where the
+    activations enter) on a tile of every layer of the default export, split 6:0; a multiplier fault is caught."""
+    r = verify(default_export, layers="all", tiles=ROUTINE_TILES, out_channels=ROUTINE_OUT_CHANNELS // 2,
+               simulator="icarus", work_dir=sim_work, quiet=True, lanes=16, denorm="split", jobs=2, codes_in=True)
+    _check_clean(r, 32)
+    assert r["codes_in"] is True and "codes-in" in r["rtl"] and r["spec"]["sigma_bits"] == 6
+    bad = verify(default_export, layers=[2], tiles=1, out_channels=2, simulator="icarus", work_dir=sim_work,
+                 quiet=True, lanes=16, denorm="split", codes_in=True, fault="shift", waves_on_mismatch=False)
+    assert bad["mismatches"] > 0 and not bad["bit_exact"]

@@ -526,7 +526,7 @@ def render(summary: dict, psnr: dict, psnr_sources: list[str], versions: dict, a
     if any(r["group"] == "ecp5" for r in rows):
         from .iso_psnr import section as iso_section
 
-        lines += iso_section(rows, [ROOT / "bench" / "results" / "psnr_table.json"])
+        lines += iso_section(rows, [ROOT / "bench" / "results" / "psnr_table.json"], split_format=SPLIT_DEFAULT)
     lines += ["", GEOMETRY_SECTION.rstrip("\n")]
     lines += [
         "",
@@ -717,12 +717,33 @@ def _ecp5_section(rows: list[dict]) -> list[str]:
                 f"{_fmt(_ratio(dd.get('lut_eq'), ud.get('lut_eq')), 2)}x the LUT4 sites and "
                 f"{_fmt(_ratio(dd.get('mult18'), ud.get('mult18')), 2)}x the DSPs.",
             ]
-    lines += [
-        "",
-        "Not measured yet: the normalized uniform engine (issue 14's `--normalized`: DFSQ's per-(sample, channel) "
-        "normalization and de-normalization with 2^b uniform points in [-1, 1]); it is to share the DFSQ engine's "
-        "new de-normalization, so it follows that redesign.",
-    ]
+    codes = next((r for r in ecp if r.get("codes_in") and res(r, "ecp5")), None)
+    dec = next((r for r in ecp if r["kind"] == "decoder" and res(r, "ecp5")), None)
+    if codes and dec and uni and res(uni, "ecp5"):
+        c, k, u = res(codes, "ecp5"), res(dec, "ecp5"), res(uni, "ecp5")
+        n = int(dec.get("count", ECP5_LANES))
+        t_eq, t_lut = c["lut_eq"] + n * k["lut_eq"], c["lut4"] + n * k["lut4"]
+        b = UNIFORM_COMPARE_BITS
+        lines += [
+            "",
+            f"**Without point tables in the lanes** ({codes['name']}: `hw.generate --codes-in`; each activation is "
+            f"decoded once where it enters, by one 1-port point table per lane, and the beats carry point codes): "
+            f"engine {_fmt(c['lut_eq'])} + {n} input decoders x {_fmt(k['lut_eq'])} = **{t_eq:,} LUT4-eq, "
+            f"{_fmt(_ratio(t_eq, u['lut_eq']), 2)}x** the uniform W{b}A{b} engine's {_fmt(u['lut_eq'])} "
+            f"({t_lut:,} against {_fmt(u['lut4'])} LUT4 cells, {_fmt(_ratio(t_lut, u['lut4']), 2)}x), at equal MACs "
+            "per cycle. Verified under Icarus by `sim.verify --codes-in`.",
+        ]
+        norm = [r for r in ecp if r["kind"] == "normalized" and res(r, "ecp5")]
+        if norm:
+            lines += ["", "Normalized uniform engines (`hw.generate --top uniform-engine --normalized --codes-in`: "
+                          "the same engine, de-normalization and split format, with evenly spaced points and an "
+                          "integer multiplier per tap), against that DFSQ W4A4 engine plus its decoders:", "",
+                      "| engine | LUT4 | LUT4-eq | DFSQ W4A4 codes-in + decoders / this (LUT4-eq) |",
+                      "|---|---:|---:|---:|"]
+            for r in norm:
+                e = res(r, "ecp5")
+                lines.append(f"| {r['name']} | {_fmt(e.get('lut4'))} | {_fmt(e.get('lut_eq'))} | "
+                             f"{_fmt(_ratio(t_eq, e.get('lut_eq')), 2)} |")
     return lines
 
 

@@ -137,9 +137,20 @@ def test_ecp5_plan_measures_the_16_lane_engines():
     assert (eng.spec.act_bits, eng.spec.weight_bits, eng.spec.channels, eng.lanes) == (6, 6, 64, 16)
     assert all(set(j["flows"]) >= {"ecp5", "ecp5-dsp"} for j in jobs if j["kind"] == "uniform" or
                (j["kind"] == "dfsq" and j.get("denorm", "fused") == "fused"))
-    split = {(j["sigma_bits"], j["shift_bits"]): j for j in jobs if j.get("denorm") == "split"}
-    assert set(split) == {report.SPLIT_DEFAULT, (1, 0)} and split[report.SPLIT_DEFAULT]["make"]().spec.split
-    assert split[report.SPLIT_DEFAULT]["flows"] == ("ecp5", "ecp5-dsp")
+    split = {(j["sigma_bits"], j["shift_bits"]): j for j in jobs if j.get("denorm") == "split"
+             and not j.get("codes_in")}
+    assert report.SPLIT_DEFAULT == (DatapathSpec().sigma_bits, DatapathSpec().shift_bits)   # the spec's default
+    assert set(split) == {report.SPLIT_DEFAULT, (8, 0), (1, 0)} and split[report.SPLIT_DEFAULT]["make"]().spec.split
+    assert split[report.SPLIT_DEFAULT]["flows"] == ("ecp5", "ecp5-dsp", "ecp5-fmax")   # placed at all 16 lanes
+    assert "fmax_make" not in split[report.SPLIT_DEFAULT]
+    codes = [j for j in jobs if j.get("codes_in")]
+    assert len(codes) == 1 and codes[0]["make"]().tables is False
+    dec = next(j for j in jobs if j["kind"] == "decoder")
+    assert dec["count"] == 16 and dec["make"]().signature.members["r_code"].shape.size == DatapathSpec().code_bits
+    norm = {j["bits"]: j for j in jobs if j["kind"] == "normalized"}
+    assert set(norm) == set(report.NORMALIZED_BITS)
+    eng = norm[6]["make"]()
+    assert eng.spec.uniform_points and eng.spec.split and eng.tables is False and eng.lanes == 16
     assert [j["make"]().spec.split for j in jobs if j["kind"] == "mean-unit"] == [True]
     assert not [j for j in report.plan("none", "none") if j["group"] == "ecp5"]  # --ecp5 none
 
@@ -157,6 +168,8 @@ def test_ecp5_render_tables_ratio_and_fit():
     lo_eq = 15004 + 2000 + 600
     assert f"**{100 * (d_eq - lo_eq) / d_eq:.1f}%** of the engine" in text  # the de-normalization share
     assert "## Iso-PSNR" in text
+    assert "**Without point tables in the lanes**" in text and "Verified under Icarus by `sim.verify --codes-in`" in text
+    assert "| normalized uniform engine W6A6 c64 l16 split 6:0 codes-in |" in text
     # 92,604 LUT4 sites exceed the LFE5U-85F's 83,640 without DSPs; with DSPs the engine fits
     row = next(line for line in text.splitlines() if line.startswith("| DFSQ engine w4 a4 b4 c64 l16 | 90004"))
     assert "**no** (LUT4 sites)" in row

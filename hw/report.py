@@ -130,10 +130,11 @@ def ecp5_plan() -> list[dict]:
                      denorm="split", sigma_bits=SPLIT_DEFAULT[0], shift_bits=SPLIT_DEFAULT[1], codes_in=True,
                      words=4, bits=4, lanes=ECP5_LANES, channels=ECP5_CHANNELS,
                      make=_engine(mspec, ECP5_LANES, tables=False), flows=("ecp5",)))
-    jobs.append(dict(group="ecp5", name=f"input decoder (1-port point table, {ECP5_CHANNELS} rows), x{ECP5_LANES} "
-                                        "for codes-in", kind="decoder", words=4, bits=4, lanes=None,
-                     count=ECP5_LANES, channels=ECP5_CHANNELS,
-                     make=lambda: PointDecoder(spec=mspec, channels=ECP5_CHANNELS, read_ports=1), flows=("ecp5",)))
+    rows = ECP5_CHANNELS // ECP5_LANES   # a lane serves channels l, l + L, ...: its table has channels / L rows
+    jobs.append(dict(group="ecp5", name=f"input decoder (1-port point table, {rows} channels x 16 points), "
+                                        f"x{ECP5_LANES} for codes-in", kind="decoder", words=4, bits=4, lanes=None,
+                     count=ECP5_LANES, channels=rows,
+                     make=lambda: PointDecoder(spec=mspec, channels=rows, read_ports=1), flows=("ecp5",)))
     for b, flows in NORMALIZED_BITS.items():
         nspec = DatapathSpec(channels=ECP5_CHANNELS, point_set="uniform", act_bits=b, weight_bits=b, denorm="split",
                              sigma_bits=SPLIT_DEFAULT[0], shift_bits=SPLIT_DEFAULT[1])

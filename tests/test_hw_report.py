@@ -147,6 +147,7 @@ def test_ecp5_plan_measures_the_16_lane_engines():
     assert len(codes) == 1 and codes[0]["make"]().tables is False
     dec = next(j for j in jobs if j["kind"] == "decoder")
     assert dec["count"] == 16 and dec["make"]().signature.members["r_code"].shape.size == DatapathSpec().code_bits
+    assert dec["make"]().channels == 64 // 16     # one lane's share of the channels
     norm = {j["bits"]: j for j in jobs if j["kind"] == "normalized"}
     assert set(norm) == set(report.NORMALIZED_BITS)
     eng = norm[6]["make"]()

@@ -102,9 +102,6 @@ def build(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None, 
             raise UserError(str(exc)) from None
     if top in UNIFORM_TOPS:
         return _build_uniform(spec, lanes, fault, variant)
-    if isinstance(spec, DatapathSpec) and spec.uniform_points:
-        raise UserError(f"--top {top} needs a universal-set spec; the uniform point set is --top uniform-engine "
-                        "--normalized")
     if not isinstance(spec, DatapathSpec):
         raise UserError(f"--top {top} needs a golden.spec.DatapathSpec, not {type(spec).__name__}")
     if top == "mean-unit":
@@ -115,6 +112,9 @@ def build(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None, 
         if variant is not None:
             raise UserError("--variant does not apply to --top mean-unit (it has no shift-add multiplier)")
         return MeanUnit(spec=spec, fault=fault)
+    if isinstance(spec, DatapathSpec) and spec.uniform_points:
+        raise UserError(f"--top {top} needs a universal-set spec; the uniform point set is --top uniform-engine "
+                        "--normalized")
     known = {**FAULTS, **ENGINE_FAULTS} if top == "engine" and spec.split else FAULTS
     if fault is not None and fault not in known:
         raise UserError(f"unknown fault {fault!r} for this top and spec; known: {', '.join(sorted(known))}")
@@ -143,8 +143,8 @@ def stem(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None, t
     if top in UNIFORM_TOPS:
         s = f"{TOPS[top]}_a{spec.act_bits}_b{spec.weight_bits}_c{spec.channels}_l{lanes}"
         return s + (f"_fault-{fault}" if fault is not None else "")
-    s = f"{TOPS[_check_top(top)]}_w{spec.words}_a{spec.act_bits}_b{spec.weight_bits}_s{spec.scale_bits}" \
-        f"_c{spec.channels}"
+    points = "uniform" if spec.uniform_points else f"w{spec.words}"
+    s = f"{TOPS[_check_top(top)]}_{points}_a{spec.act_bits}_b{spec.weight_bits}_s{spec.scale_bits}_c{spec.channels}"
     if spec.gap != DEFAULT_GAP:
         s += f"_g{spec.gap}"
     if spec.split:

@@ -45,6 +45,7 @@ from golden.spec import CENTRE_TAP, TAPS, DatapathSpec
 
 ENGINE_FORMAT = "dfsq-sim-engine-stimulus-1"
 MAC_FORMAT = "dfsq-sim-mac-stimulus-1"
+MEAN_UNIT_FORMAT = "dfsq-sim-mean-unit-stimulus-1"
 STIMULUS_ENV = "DFSQ_SIM_STIMULUS"   # path of the stimulus .npz, read by the testbench
 RESULT_ENV = "DFSQ_SIM_RESULT"       # path of the result .npz, written by the testbench
 
@@ -326,3 +327,29 @@ def mac_layer_stimulus(layer, ops, spec: DatapathSpec, outputs: np.ndarray) -> d
     return {"weight": to_unsigned(np.concatenate(weights), spec.w_bits), "code": np.concatenate(cods),
             "first": np.concatenate(first), "beat_output": out_id_a, "outputs": np.asarray(outputs, np.int64),
             "expected": expected}
+
+
+# --- mean unit ----------------------------------------------------------------------------------------------------
+def mean_unit_layer_stimulus(layer, ops, spec: DatapathSpec, out_channels=None) -> dict:
+    """Beats and expected start values of the mean unit (``dfsq_mean_unit``) for one layer of a "split" spec: for
+    every sample n and output channel o (``out_channels``, default all), one beat per input channel c (mu_m[n, c],
+    the 9 weights w'[o, c, :] packed, first/last flags, bias_int[n, o]); then 16 start values, one per border class
+    (golden.mean_unit.starts: the transaction-level model). ``expected`` is in output order (n, o, class)."""
+    from golden.mean_unit import CLASSES, starts
+    from hw.stream import kernel_taps
+
+    n_, c_, o_, h, w = layer.shape
+    lspec = spec.for_layer(c_, layer.kernel)
+    st_ = starts(ops, lspec)                                               # (N, O, 16)
+    ochs = np.arange(o_) if out_channels is None else np.asarray(out_channels, dtype=np.int64)
+    wq = kernel_taps(ops.w)                                                # (O, C, 9)
+    pairs = np.array([(n, o) for n in range(n_) for o in ochs], np.int64)  # output order: sample, channel
+    return {
+        "pairs": pairs,
+        "mu": to_unsigned(np.asarray(ops.mu_m, np.int64), spec.scale_bits),                 # (N, C)
+        "weight": pack_fields(wq[ochs], spec.w_bits),                                      # (O', C)
+        "bias": to_unsigned(np.asarray(ops.bias_int, np.int64), spec.bias_bits),           # (N, O)
+        "out_index": np.searchsorted(ochs, pairs[:, 1]) if len(ochs) else np.zeros(0, np.int64),
+        "expected": st_[pairs[:, 0], pairs[:, 1]].reshape(-1),                             # (pairs x 16)
+        "classes": np.tile(np.arange(CLASSES, dtype=np.int64), len(pairs)),
+    }

@@ -38,7 +38,7 @@ from sim import stimulus as st
 DEFAULT_TILES = 2
 DEFAULT_TILE_SIZE = 2
 MAC_OUTPUTS_PER_LAYER = 2
-TOPS = ("engine", "mac")
+TOPS = ("engine", "mac", "mean-unit")
 NETLISTS = ("generated", "flat")
 
 
@@ -105,6 +105,10 @@ def expected_ports(spec: DatapathSpec, lanes: int, top: str, codes_in: bool = Fa
     """Contract 4's port widths (``codes_in``: the engine without point tables, beats carry point codes)."""
     if top == "mac":
         return {"in_valid": 1, "in_first": 1, "in_weight": spec.w_bits, "in_code": spec.code_bits, "out_valid": 1}
+    if top == "mean-unit":
+        return {"in_valid": 1, "in_ready": 1, "in_first": 1, "in_last": 1, "in_mu": spec.scale_bits,
+                "in_weight": TAPS * spec.w_bits, "in_bias": spec.bias_bits, "out_valid": 1, "out_ready": 1,
+                "out_class": 4, "out_start": spec.start_bits}
     groups = spec.channels // lanes
     tables = {} if codes_in else {"tbl_we": 1, "tbl_chan": st.clog2(spec.channels), "tbl_idx": spec.act_bits,
                                   "tbl_code": spec.code_bits}
@@ -254,6 +258,34 @@ def _describe_engine(arrays, meta, k):
                "y": y, "x": x, "expected": int(d["expected"][kk])}
 
 
+def prepare_mean_unit(layers, spec, tiles, out_channels):
+    """Mean-unit stimulus of each layer: every sample, all output channels (``tiles == "all"`` or no
+    ``out_channels``) or a run of ``out_channels`` rotated by the layer index, as for the engine's tiles."""
+    arrays, meta = [], []
+    for layer in layers:
+        ops, _ = _operands(layer, spec)
+        n, c, o, h, w = layer.shape
+        ochs = None if tiles == "all" or out_channels is None else st.select_out_channels(o, out_channels,
+                                                                                          layer.index)
+        d = st.mean_unit_layer_stimulus(layer, ops, spec, ochs)
+        arrays.append(d)
+        pairs = len(d["pairs"])
+        meta.append({"index": layer.index, "name": layer.name, "outputs": int(len(d["expected"])),
+                     "kernel": int(layer.kernel), "in_channels": int(c), "groups": int(c),   # beats per output
+                     "macs": int(pairs * c * 9)})   # mu_m x w' products: 9 per input channel
+    return arrays, meta
+
+
+def _describe_mean_unit(arrays, meta, k):
+    bounds = np.cumsum([0] + [len(d["expected"]) for d in arrays])
+    j = int(np.searchsorted(bounds, k, side="right") - 1)
+    d = arrays[j]
+    kk = int(k - bounds[j])
+    n, o = (int(v) for v in d["pairs"][kk // 16])
+    return j, {"layer": meta[j]["index"], "name": meta[j]["name"], "sample": n, "output_channel": o,
+               "y": None, "x": None, "border_class": kk % 16, "expected": int(d["expected"][kk])}
+
+
 def _describe_mac(arrays, meta, k):
     bounds = np.cumsum([0] + [len(d["expected"]) for d in arrays])
     j = int(np.searchsorted(bounds, k, side="right") - 1)
@@ -282,7 +314,7 @@ def _simulate(bld, top, run_dir, stim_path, waves=False):
     result_path = run_dir / "result.npz"
     if result_path.exists():
         result_path.unlink()
-    info = simrun.run(bld, test_module=f"sim.tb_{top}", test_dir=run_dir, waves=waves,
+    info = simrun.run(bld, test_module=f"sim.tb_{top.replace('-', '_')}", test_dir=run_dir, waves=waves,
                       extra_env={st.STIMULUS_ENV: str(stim_path), st.RESULT_ENV: str(result_path)})
     if not result_path.is_file():
         raise simrun.SimulationFailed(f"the testbench wrote no result file; see {info['log']}")
@@ -398,11 +430,13 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
 
     # RTL + build (cached per configuration); an export of the uniform point set (the normalized uniform baseline,
     # golden.spec.UniformPointSet) runs on that baseline's engine: the same ports, integer multipliers
-    if spec.uniform_points and top != "engine":
+    if spec.uniform_points and top == "mac":
         raise UserError(f"--top {top} needs a universal-set export; this export has the uniform point set")
-    hw_top = "uniform-engine" if spec.uniform_points else top
+    hw_top = "uniform-engine" if spec.uniform_points and top == "engine" else top
     if codes_in and top != "engine":
         raise UserError("--codes-in applies to --top engine only")
+    if top == "mean-unit" and not spec.split:
+        raise UserError("--top mean-unit belongs to the split de-normalization: pass --denorm split")
     v_path, sidecar = generate_rtl(spec, lanes, hw_top, fault, work / "rtl", codes_in=codes_in)
     toplevel = str(sidecar.get("module") or f"dfsq_{top}")
     latency = sidecar.get("latency")
@@ -418,6 +452,10 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
                                       out_channels=out_channels, codes_in=codes_in)
         stim_meta = st.engine_meta(spec, lanes, latency, meta)
         fmt = st.ENGINE_FORMAT
+    elif top == "mean-unit":
+        arrays, meta = prepare_mean_unit(lay_data, spec, tiles, out_channels)
+        stim_meta = {"spec": spec.widths(), "latency": latency, "layer_meta": meta}
+        fmt = st.MEAN_UNIT_FORMAT
     else:
         arrays, meta = prepare_mac(lay_data, spec, MAC_OUTPUTS_PER_LAYER, seed)
         stim_meta = {"spec": spec.widths(), "latency": latency, "layer_meta": meta,
@@ -441,8 +479,8 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     mismatches = int(len(diff) + missing + extra)
     if mismatches == 0 and not info["passed"]:
         raise simrun.SimulationFailed(f"the {simulator} testbench failed without a mismatch; see {info['log']}")
-    bits = spec.acc_bits if top == "engine" else stim_meta["out_bits"] or 64
-    describe = _describe_engine if top == "engine" else _describe_mac
+    bits = {"engine": spec.acc_bits, "mean-unit": spec.start_bits}.get(top) or stim_meta["out_bits"] or 64
+    describe = {"engine": _describe_engine, "mean-unit": _describe_mean_unit}.get(top, _describe_mac)
 
     # per-layer figures
     bounds = np.cumsum([0] + [len(d["expected"]) for d in arrays])
@@ -489,9 +527,9 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
         first["expected"] = _hexdec(where["expected"], bits)
         first["actual"] = _hexdec(actual[k], bits) if k < len(actual) else None
         first["waveform"] = None
-        if waves_on_mismatch and top == "engine":
+        if waves_on_mismatch and top in ("engine", "mean-unit"):
             first["waveform"] = _waveform_rerun(lay_data[j], spec, lanes, latency, where, bld, sim_v, simulator,
-                                                work, quiet, codes_in)
+                                                work, quiet, codes_in, top)
         report["first_mismatch"] = first
     report["wall_seconds"] = round(time.perf_counter() - t_start, 3)
     if json_path:
@@ -499,7 +537,8 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     return report
 
 
-def _waveform_rerun(layer, spec, lanes, latency, where, bld, v_path, simulator, work, quiet, codes_in=False):
+def _waveform_rerun(layer, spec, lanes, latency, where, bld, v_path, simulator, work, quiet, codes_in=False,
+                    top="engine"):
     """Re-run only the first mismatching output with waves on; returns the waveform path (or None).
 
     The re-run uses Icarus when it is installed (its image always carries the dump module and compiles in
@@ -516,13 +555,23 @@ def _waveform_rerun(layer, spec, lanes, latency, where, bld, v_path, simulator, 
             suffix = "" if wsim == "icarus" else "-waves"
             wbld = simrun.build(v_path, toplevel=bld.toplevel, simulator=wsim, waves=True,
                                 build_dir=work / "build" / f"{v_path.stem}-{wsim}{suffix}")
-        arrays, meta = prepare_engine([layer], spec, lanes, None, 1, 0,
-                                      only=((where["sample"], where["y"], where["x"]), where["output_channel"]),
-                                      codes_in=codes_in)
         run_dir = _run_dir(work, f"waves-{v_path.stem}-{simulator}")
         stim_path = run_dir / "stimulus.npz"
-        st.write_stimulus(stim_path, st.ENGINE_FORMAT, st.engine_meta(spec, lanes, latency, meta), arrays)
-        info, _ = _simulate(wbld, "engine", run_dir, stim_path, waves=True)
+        if top == "mean-unit":   # the mismatching output channel of the layer (every sample)
+            arrays, meta = prepare_mean_unit([layer], spec, None, None)
+            keep = np.nonzero(arrays[0]["pairs"][:, 1] == where["output_channel"])[0]
+            d = arrays[0]
+            d.update(pairs=d["pairs"][keep], out_index=d["out_index"][keep],
+                     expected=d["expected"].reshape(-1, 16)[keep].reshape(-1),
+                     classes=d["classes"].reshape(-1, 16)[keep].reshape(-1))
+            st.write_stimulus(stim_path, st.MEAN_UNIT_FORMAT, {"spec": spec.widths(), "latency": latency,
+                                                               "layer_meta": meta}, arrays)
+        else:
+            arrays, meta = prepare_engine([layer], spec, lanes, None, 1, 0,
+                                          only=((where["sample"], where["y"], where["x"]), where["output_channel"]),
+                                          codes_in=codes_in)
+            st.write_stimulus(stim_path, st.ENGINE_FORMAT, st.engine_meta(spec, lanes, latency, meta), arrays)
+        info, _ = _simulate(wbld, top, run_dir, stim_path, waves=True)
         return info["waves"] if info["waves"] and Path(info["waves"]).exists() else None
     except UserError as exc:
         _say(f"warning: no waveform ({exc})", quiet)
@@ -560,8 +609,9 @@ def format_report(r: dict) -> str:
         beat = f", beat {fm['beat']}" if "beat" in fm else ""
         act = fm["actual"]
         act_s = f"{act['hex']} ({act['dec']})" if act else "no output"
+        where = f"border class {fm['border_class']}" if "border_class" in fm else f"y {fm['y']}, x {fm['x']}"
         lines.append(f"FIRST MISMATCH: layer {fm['layer']} ({fm['name']}), sample {fm['sample']}, output channel "
-                     f"{fm['output_channel']}, y {fm['y']}, x {fm['x']}{beat}: expected {fm['expected']['hex']} "
+                     f"{fm['output_channel']}, {where}{beat}: expected {fm['expected']['hex']} "
                      f"({fm['expected']['dec']}), actual {act_s}")
         lines.append(f"waveform: {fm['waveform'] or 'not recorded'}; log: {r['log']}")
     lines.append("BIT-EXACT" if r["bit_exact"] else f"NOT BIT-EXACT: {r['mismatches']} mismatches")

@@ -385,6 +385,8 @@ CASES = [
     ("report-cache-parent-is-file", "hw.report", lambda L, O: R_BASE(L, O, cache=str(L.unwritable)), 2, ()),
     # sim.verify
     ("verify-export-missing", "sim.verify", lambda L, O: S_BASE(L, O, export=L.missing), 2, (I,)),
+    ("verify-mean-unit-fused", "sim.verify", lambda L, O: S_BASE(L, O, extra=["--top", "mean-unit"]), 2, (I,)),
+    ("verify-codes-in-mac", "sim.verify", lambda L, O: S_BASE(L, O, extra=["--top", "mac", "--codes-in"]), 2, (I,)),
     ("verify-export-trimmed", "sim.verify", lambda L, O: S_BASE(L, O, export=L.exp_trim), 2, (I,)),
     ("verify-layers-empty", "sim.verify", lambda L, O: S_BASE(L, O, extra=["--layers", ""]), 2, (I,)),
     ("verify-tiles-0", "sim.verify", lambda L, O: S_BASE(L, O, extra=["--tiles", "0"]), 2, (I,)),

@@ -346,3 +346,23 @@ def test_icarus_codes_in_engine_all_layers(default_export, sim_work):
     bad = verify(default_export, layers=[2], tiles=1, out_channels=2, simulator="icarus", work_dir=sim_work,
                  quiet=True, lanes=16, denorm="split", codes_in=True, fault="shift", waves_on_mismatch=False)
     assert bad["mismatches"] > 0 and not bad["bit_exact"]
+
+
+@needs_icarus
+def test_icarus_mean_unit_all_layers(default_export, uniform_export, sim_work, tmp_path):
+    """The mean unit (``--top mean-unit``: the split engine's start values, one per output channel and border class)
+    on every layer of the default export (2 output channels each, every sample) and a layer of the normalized
+    uniform export, against golden.mean_unit.starts; the 'border' fault is caught and named with its class."""
+    r = verify(default_export, layers="all", out_channels=2, simulator="icarus", work_dir=sim_work, quiet=True,
+               top="mean-unit", denorm="split", jobs=2)
+    _check_clean(r, 32)
+    assert r["top"] == "dfsq_mean_unit" and all(row["outputs"] == 2 * 16 for row in r["layers"])
+    u = verify(uniform_export, layers=[3], out_channels=3, simulator="icarus", work_dir=sim_work, quiet=True,
+               top="mean-unit", denorm="split")
+    assert u["bit_exact"] and u["compared"] == 3 * 16 and "_uniform_" in u["rtl"]
+    report_path = tmp_path / "r.json"
+    rc = main(["--export", str(default_export), "--layers", "0", "--out-channels", "1", "--top", "mean-unit",
+               "--denorm", "split", "--fault", "border", "--work-dir", str(sim_work), "--json", str(report_path)])
+    assert rc == 1
+    fm = json.loads(report_path.read_text())["first_mismatch"]
+    assert fm["border_class"] in range(16) and fm["waveform"] and Path(fm["waveform"]).exists()

@@ -528,6 +528,7 @@ def render(summary: dict, psnr: dict, psnr_sources: list[str], versions: dict, a
         from .iso_psnr import section as iso_section
 
         lines += iso_section(rows, [ROOT / "bench" / "results" / "psnr_table.json"], split_format=SPLIT_DEFAULT)
+    lines += _throughput_section(rows)
     lines += ["", GEOMETRY_SECTION.rstrip("\n")]
     lines += [
         "",
@@ -745,6 +746,35 @@ def _ecp5_section(rows: list[dict]) -> list[str]:
                 e = res(r, "ecp5")
                 lines.append(f"| {r['name']} | {_fmt(e.get('lut4'))} | {_fmt(e.get('lut_eq'))} | "
                              f"{_fmt(_ratio(t_eq, e.get('lut_eq')), 2)} |")
+    return lines
+
+
+def _throughput_section(rows: list[dict]) -> list[str]:
+    """Cycles and frames per second of whole quantized bodies on the 16-lane split engine at its measured fmax
+    (hw.throughput's model, checked against the cycles sim.verify simulates: tests/test_throughput.py)."""
+    from .throughput import _model_layers, body_cycles, summary
+
+    split = next((r for r in rows if r["group"] == "ecp5" and r.get("denorm") == "split" and not r.get("codes_in")
+                  and (r.get("sigma_bits"), r.get("shift_bits")) == SPLIT_DEFAULT and r.get("lanes") == ECP5_LANES),
+                 None)
+    fmax = (split or {}).get("raw", {}).get("ecp5-fmax", {}).get("fmax_mhz") if split else None
+    if not fmax:
+        return []
+    H, W = 360, 640
+    lines = ["", "## Throughput: whole quantized bodies on the 16-lane engine", "",
+             f"`python -m hw.throughput --model M --lanes {ECP5_LANES} --denorm split --fmax-mhz {fmax:g}`: a "
+             f"{W}x{H} input at x2, the quantized body only (head, upsampler and tail are full precision and not "
+             f"counted), one beat per cycle, ceil(C / {ECP5_LANES}) beats per output, point-table loads and the "
+             f"pipeline drain included, at the split {SPLIT_DEFAULT[0]}:{SPLIT_DEFAULT[1]} engine's measured fmax "
+             f"({fmax:g} MHz, nextpnr-ecp5 above). The model's stream cycles equal the cycles `sim.verify` "
+             "simulates (tests/test_throughput.py).", "",
+             "| network | quantized convs | MACs per frame | cycles per frame | multiplier utilization | "
+             "s per frame | frames per s |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for model, cfg, label in (("edsr", "B", "EDSR-baseline"), ("rdn", "S", "RDN config S (embedded)"),
+                              ("rdn", "B", "RDN config B (paper)")):
+        sm = summary(body_cycles(_model_layers(model, cfg, 2), H, W, ECP5_LANES, 4, True), ECP5_LANES, fmax)
+        lines.append(f"| {label} | {sm['layers']} | {sm['macs']:,} | {sm['cycles']:,} | "
+                     f"{100 * sm['utilization']:.1f}% | {sm['seconds_per_frame']:.2f} | {sm['fps']:.3f} |")
     return lines
 
 

@@ -171,6 +171,8 @@ def test_ecp5_render_tables_ratio_and_fit():
     assert "## Iso-PSNR" in text
     assert "**Without point tables in the lanes**" in text and "Verified under Icarus by `sim.verify --codes-in`" in text
     assert "| normalized uniform engine W6A6 c64 l16 split 6:0 codes-in |" in text
+    assert "## Throughput: whole quantized bodies" in text and "--fmax-mhz 77.7" in text
+    assert "| EDSR-baseline | 32 | 271,790,899,200 |" in text and "| RDN config B (paper) | 146 |" in text
     # 92,604 LUT4 sites exceed the LFE5U-85F's 83,640 without DSPs; with DSPs the engine fits
     row = next(line for line in text.splitlines() if line.startswith("| DFSQ engine w4 a4 b4 c64 l16 | 90004"))
     assert "**no** (LUT4 sites)" in row

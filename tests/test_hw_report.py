@@ -213,3 +213,20 @@ def test_ecp5_cell_counts_and_cache_keys():
     assert synth._key("ecp5", "v", "t", v) != synth._key("ecp5", "v", "t", dict(v, **{"nextpnr-ecp5": "f"}))
     assert len({synth._key(f, "v", "t", v) for f in synth.FLOWS}) == len(synth.FLOWS)
     assert synth.place_failure("ERROR: Unable to place cell 'x'") and not synth.place_failure("ERROR: syntax")
+
+
+def test_iso_psnr_fewest_bits():
+    from hw.iso_psnr import DATASETS, fewest_bits
+
+    target = dict(zip(DATASETS, (37.14, 32.75, 31.59, 30.00)))
+    cells = {}
+    for b, ps in ((4, (36.9, 32.5, 31.4, 29.5)), (5, (37.2, 32.8, 31.6, None)), (6, (37.25, 32.8, 31.64, 30.1))):
+        for d, p in zip(DATASETS, ps):
+            if p is not None:
+                cells[("dfsq-uniform", 4, b, d)] = p
+    assert fewest_bits(cells, "dfsq-uniform", target) == (5, ["Urban100"])      # compared on the three it has
+    cells[("dfsq-uniform", 4, 5, "Urban100")] = 29.95                              # 0.05 dB short on Urban100
+    assert fewest_bits(cells, "dfsq-uniform", target) == (6, [])
+    assert fewest_bits(cells, "minmax", target)[0] is None
+    only_two = {("minmax", 4, 8, "Set5"): 40.0, ("minmax", 4, 8, "Set14"): 40.0}
+    assert "not measured" in fewest_bits(only_two, "minmax", target)[1]

@@ -7,7 +7,7 @@ The per-input-channel point table (:class:`PointDecoder`) maps a b-bit point ind
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Cat, Signal, signed
+from amaranth.hdl import Cat, Module, signed
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out

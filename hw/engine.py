@@ -39,6 +39,7 @@ from golden.spec import TAPS, DatapathSpec
 
 from .arith import Carry, Term, add, balanced_sum, shape_for
 from .decoder import PointDecoder, check_spec, code_layout, index_bits
+from .pipeline import accumulate_beats, stage_register, stall_enable
 from .shift_add import COMBINATIONAL_VARIANTS, ShiftAddMultiplier, check_fault, check_variant
 
 __all__ = ["ConvEngine", "check_lanes", "ENGINE_FAULTS", "LATENCY"]
@@ -238,15 +239,8 @@ class ConvEngine(wiring.Component):
         spec, L = self._spec, self._lanes
         w_max, p_max, mant = spec.w_max, spec.product_max, spec.mant_max
 
-        en = Signal()
-        m.d.comb += [en.eq(~self.out_valid | self.out_ready), self.in_ready.eq(en)]
-
-        def stage(name, value, shape=None):
-            """A pipeline register (enabled by ``en``) holding ``value``."""
-            reg = Signal(shape if shape is not None else value.shape(), name=name)
-            with m.If(en):
-                m.d.sync += reg.eq(value)
-            return reg
+        en = stall_enable(m, self)
+        stage = stage_register(m, en)
 
         # stage 1: beat fields; point table read
         v1 = stage("v1", self.in_valid & en)
@@ -350,14 +344,7 @@ class ConvEngine(wiring.Component):
         total5 = stage("total5", lane_sum.scaled(), shape_for(lane_sum.abs_lo, lane_sum.abs_hi))
 
         # stage 6: accumulate over groups; emit on the last beat
-        acc = Signal(signed(spec.acc_bits))
-        nxt = Signal(signed(spec.acc_bits))
         start5 = 0 if self._fault == "start_class" else bias5
-        m.d.comb += nxt.eq(Mux(first5, start5, acc) + total5)
-        with m.If(en):
-            m.d.sync += self.out_valid.eq(v5 & last5)
-            with m.If(v5):
-                m.d.sync += acc.eq(nxt)
-                with m.If(last5):
-                    m.d.sync += self.out_acc.eq(nxt)
+        accumulate_beats(m, en, self, valid=v5, first=first5, last=last5, start=start5, total=total5,
+                         acc_bits=spec.acc_bits)
         return m

@@ -341,7 +341,6 @@ def render(summary: dict, psnr: dict, psnr_sources: list[str], versions: dict, a
     spec = DatapathSpec()
     default = DEFAULT_VARIANTS["mac"]
     dfsq, base, eq = _mac_rows(rows, spec.weight_bits)
-    best = dfsq[default]
     lines = [
         "# Hardware: area and timing of the DFSQ datapath",
         "",

@@ -36,6 +36,7 @@ from golden.spec import TAPS
 from golden.uniform_spec import UniformSpec
 
 from .arith import Term, balanced_sum, shape_for
+from .pipeline import accumulate_beats, stage_register, stall_enable
 
 __all__ = ["UniformEngine", "UNIFORM_FAULTS", "check_uniform_lanes"]
 
@@ -158,17 +159,10 @@ class UniformEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         spec, L = self._spec, self._lanes
-        w_max, a_max, p_max = spec.w_max, spec.a_max, spec.product_max
+        p_max = spec.product_max
 
-        en = Signal()
-        m.d.comb += [en.eq(~self.out_valid | self.out_ready), self.in_ready.eq(en)]
-
-        def stage(name, value, shape=None):
-            """A pipeline register (enabled by ``en``) holding ``value``."""
-            reg = Signal(shape if shape is not None else value.shape(), name=name)
-            with m.If(en):
-                m.d.sync += reg.eq(value)
-            return reg
+        en = stall_enable(m, self)
+        stage = stage_register(m, en)
 
         def control(k, prev):
             """The beat's control fields (valid, first, last, bias) registered at stage ``k``."""
@@ -217,13 +211,6 @@ class UniformEngine(wiring.Component):
         total5 = stage("total5", lane_sum.scaled(), shape_for(lane_sum.abs_lo, lane_sum.abs_hi))
 
         # stage 6: accumulate over groups; emit on the last beat
-        acc = Signal(signed(spec.acc_bits))
-        nxt = Signal(signed(spec.acc_bits))
-        m.d.comb += nxt.eq(Mux(first5, bias5, acc) + total5)
-        with m.If(en):
-            m.d.sync += self.out_valid.eq(v5 & last5)
-            with m.If(v5):
-                m.d.sync += acc.eq(nxt)
-                with m.If(last5):
-                    m.d.sync += self.out_acc.eq(nxt)
+        accumulate_beats(m, en, self, valid=v5, first=first5, last=last5, start=bias5, total=total5,
+                         acc_bits=spec.acc_bits)
         return m

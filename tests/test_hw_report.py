@@ -143,7 +143,7 @@ def test_ecp5_plan_measures_the_16_lane_engines():
     assert set(split) == {report.SPLIT_DEFAULT, (8, 0), (1, 0)} and split[report.SPLIT_DEFAULT]["make"]().spec.split
     assert split[report.SPLIT_DEFAULT]["flows"] == ("ecp5", "ecp5-dsp", "ecp5-fmax")   # placed at all 16 lanes
     assert "fmax_make" not in split[report.SPLIT_DEFAULT]
-    codes = [j for j in jobs if j.get("codes_in")]
+    codes = [j for j in jobs if j.get("codes_in") and j["kind"] == "dfsq"]
     assert len(codes) == 1 and codes[0]["make"]().tables is False
     dec = next(j for j in jobs if j["kind"] == "decoder")
     assert dec["count"] == 16 and dec["make"]().signature.members["r_code"].shape.size == DatapathSpec().code_bits
@@ -169,6 +169,8 @@ def test_ecp5_render_tables_ratio_and_fit():
     lo_eq = 15004 + 2000 + 600
     assert f"**{100 * (d_eq - lo_eq) / d_eq:.1f}%** of the engine" in text  # the de-normalization share
     assert "## Iso-PSNR" in text
+    iso = text[text.index("## Iso-PSNR"):]
+    assert "not synthesized" not in next(line for line in iso.splitlines() if line.startswith("| words 4 W4A4"))
     assert "**Without point tables in the lanes**" in text and "Verified under Icarus by `sim.verify --codes-in`" in text
     assert "| normalized uniform engine W6A6 c64 l16 split 6:0 codes-in |" in text
     assert "## Throughput: whole quantized bodies" in text and "--fmax-mhz 77.7" in text

@@ -75,8 +75,9 @@ SIGMA_BITS_RANGE = (1, 24)
 SHIFT_BITS_RANGE = (0, 5)
 # the split format's default, 6:0 (a 6-bit sigma mantissa, one exponent per (layer, sample), no shifter): the
 # fewest mantissa bits, with no shifter, within 0.01 dB of fake-quant on Set5 and Set14 at both W4A4 and W3A3
-# (bench/results/denorm_format_w4a4.md, _w3a3.md; also passing: 8:0, 5:3, 6:2). B100 and Urban100 are not measured
-# for the formats yet, so the fused datapath stays the toolkit's default (docs/datapath.md)
+# (bench/results/denorm_format_w4a4.md, _w3a3.md; also passing: 8:0, 5:3, 6:2), and on B100 at both and the first
+# 20 Urban100 images at W4A4 (_w4a4_b100.md, _w3a3_b100.md, _w4a4_urban100_first20.md). The fused datapath stays
+# the toolkit's default for compatibility (exports, reference digests, the demo): docs/datapath.md
 DEFAULT_SIGMA_BITS = 6
 DEFAULT_SHIFT_BITS = 0
 # Point sets of the datapath: "universal" (DFSQ: the universal set, shift-add products) or "uniform" (the normalized

@@ -121,12 +121,29 @@ def round_half_up(x):
     return np.floor(np.asarray(x, dtype=np.float64) + 0.5).astype(np.int64)
 
 
+class _PointCodes:
+    """What every point set derives from its ``denom``, ``int_to_code`` and ``code_to_int`` (and its ``kind``, for
+    messages): codes of exact values and values of codes."""
+
+    def value_to_code(self, v) -> np.ndarray:
+        """Codes of values that lie exactly on the set."""
+        scaled = np.asarray(v, dtype=np.float64) * self.denom
+        p = np.rint(scaled)
+        if not np.array_equal(p, scaled):
+            raise SpecError(f"a value is not a multiple of 1/denom, so not in the {self.kind}")
+        return self.int_to_code(p.astype(np.int64))
+
+    def code_to_value(self, code) -> np.ndarray:
+        return self.code_to_int(code) / self.denom
+
+
 @dataclass(frozen=True)
-class WordSet:
+class WordSet(_PointCodes):
     """The universal set for ``words`` words with exponent gap ``gap``."""
 
     words: int = DEFAULT_WORDS
     gap: int = DEFAULT_GAP
+    kind = "universal set"
 
     def __post_init__(self):
         lo, hi = WORDS_RANGE
@@ -225,14 +242,6 @@ class WordSet:
             raise SpecError(f"{int(p[bad].flat[0])} is not in the {self.words}-word universal set")
         return c.astype(np.uint16)
 
-    def value_to_code(self, v) -> np.ndarray:
-        """Codes of values that lie exactly on the universal set."""
-        scaled = np.asarray(v, dtype=np.float64) * self.denom
-        p = np.rint(scaled)
-        if not np.array_equal(p, scaled):
-            raise SpecError("a value is not a multiple of 1/denom, so not in the universal set")
-        return self.int_to_code(p.astype(np.int64))
-
     def code_to_int(self, code) -> np.ndarray:
         """Decode codes (any integer array) to P, exactly as the hardware decoder + shift-add does for w = 1."""
         code = np.asarray(code, dtype=np.int64)
@@ -245,9 +254,6 @@ class WordSet:
                 p += np.where(sel == s, 1 << self.shift(i, s), 0)
         return np.where((code >> self.sign_bit) & 1, -p, p)
 
-    def code_to_value(self, code) -> np.ndarray:
-        return self.code_to_int(code) / self.denom
-
     def snap(self, v) -> np.ndarray:
         """Nearest universal-set integer P for each value (ties go to the lower value)."""
         ints = self._tables[0]
@@ -256,7 +262,7 @@ class WordSet:
 
 
 @dataclass(frozen=True)
-class UniformPointSet:
+class UniformPointSet(_PointCodes):
     """The point set of the normalized uniform baseline (``DatapathSpec(point_set="uniform")``).
 
     With ``bits`` = b and D = 2^b - 1, the set is every integer P in [-D, D] over ``denom`` = D, so values lie
@@ -267,6 +273,7 @@ class UniformPointSet:
     golden model, the export and the engine run unchanged apart from the multiplier)."""
 
     bits: int
+    kind = "uniform point set"
 
     def __post_init__(self):
         lo, hi = ACT_BITS_RANGE
@@ -314,22 +321,12 @@ class UniformPointSet:
             raise SpecError(f"{int(p[bad].flat[0])} is not in the {self.bits}-bit uniform point set")
         return (p & ((1 << self.code_bits) - 1)).astype(np.uint16)
 
-    def value_to_code(self, v) -> np.ndarray:
-        scaled = np.asarray(v, dtype=np.float64) * self.denom
-        p = np.rint(scaled)
-        if not np.array_equal(p, scaled):
-            raise SpecError("a value is not a multiple of 1/denom, so not in the uniform point set")
-        return self.int_to_code(p.astype(np.int64))
-
     def code_to_int(self, code) -> np.ndarray:
         """P of each code (sign extension of ``code_bits``), exactly as the engine's multiplier reads it."""
         code = np.asarray(code, dtype=np.int64)
         if np.any((code < 0) | (code >= (1 << self.code_bits))):
             raise SpecError(f"code out of range for {self.code_bits} bits")
         return np.where(code >> self.sign_bit, code - (1 << self.code_bits), code)
-
-    def code_to_value(self, code) -> np.ndarray:
-        return self.code_to_int(code) / self.denom
 
     def snap(self, v) -> np.ndarray:
         """Nearest integer P (ties go to the lower value), clipped to [-D, D]."""

@@ -16,11 +16,17 @@ import time
 
 import numpy as np
 from cocotb.clock import Clock
+from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 from golden.files import atomic_output
 
 CLOCK_PERIOD_NS = 10
+
+
+def cycles_now() -> int:
+    """Clock cycles simulated so far."""
+    return int(get_sim_time("ns") // CLOCK_PERIOD_NS)
 
 
 def start_clock(dut):
@@ -137,6 +143,37 @@ async def drive_beats(clk, strobe, ports, columns) -> None:
                 last[i] = v
     await fe
     strobe.value = 0
+
+
+async def drive_handshake(clk, valid, ready, ports, columns, stall_limit: int = 10_000) -> None:
+    """Drive beats with valid/ready: beat ``k`` (``ports[i]`` takes ``columns[i][k]``, written only when it changes)
+    is presented at a falling edge of ``clk`` with ``valid`` high and held until ``ready`` is seen high (sampled in
+    the ReadOnly phase), then the next beat follows; ``valid`` drops after the last. Fails when ``ready`` stays
+    low for ``stall_limit`` cycles."""
+    cur = [None] * len(ports)
+    fe, ro = FallingEdge(clk), ReadOnly()
+    total = len(columns[0]) if columns else 0
+    beat = stalled = 0
+    presented = -1
+    while beat < total:
+        await fe
+        if presented != beat:
+            for i, port in enumerate(ports):
+                v = columns[i][beat]
+                if cur[i] != v:
+                    port.value = v
+                    cur[i] = v
+            valid.value = 1
+            presented = beat
+        await ro
+        if ready.value == 1:
+            beat += 1
+            stalled = 0
+        else:
+            stalled += 1
+            assert stalled < stall_limit, f"{ready._name} stayed low for {stall_limit} cycles (beat {beat})"
+    await fe
+    valid.value = 0
 
 
 def fmt_value(v: int, bits: int = 64) -> str:

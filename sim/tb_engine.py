@@ -21,19 +21,14 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge, ReadOnly
 
 from sim.stimulus import ENGINE_FORMAT, RESULT_ENV, STIMULUS_ENV, load_stimulus, unpack_ints
-from sim.tb_common import (CLOCK_PERIOD_NS, InOrderChecker, StreamMonitor, Stopwatch, drive_beats, fmt_value, reset,
+from sim.tb_common import (InOrderChecker, cycles_now, StreamMonitor, Stopwatch, drive_beats, fmt_value, reset,
                            start_clock, write_result)
 
 log = logging.getLogger("cocotb.dfsq_engine")
 STALL_LIMIT = 10_000   # cycles of in_ready low (out_ready is held high, so the engine never has a reason to stall)
-
-
-def cycles_now() -> int:
-    return int(get_sim_time("ns") // CLOCK_PERIOD_NS)
 
 
 class EngineDriver:

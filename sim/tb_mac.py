@@ -15,11 +15,10 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge
 
 from sim.stimulus import MAC_FORMAT, RESULT_ENV, STIMULUS_ENV, load_stimulus
-from sim.tb_common import (CLOCK_PERIOD_NS, InOrderChecker, StreamMonitor, Stopwatch, drive_beats, reset, start_clock,
+from sim.tb_common import (InOrderChecker, cycles_now, StreamMonitor, Stopwatch, drive_beats, reset, start_clock,
                            write_result)
 
 log = logging.getLogger("cocotb.dfsq_mac")
@@ -63,9 +62,9 @@ async def mac_matches_golden(dut):
     wall = Stopwatch()
     per_layer = []
     for j, lay in enumerate(stim.layers):
-        t0, c0 = wall(), int(get_sim_time("ns") // CLOCK_PERIOD_NS)
+        t0, c0 = wall(), cycles_now()
         await driver.stream(lay["weight"].tolist(), lay["code"].tolist(), lay["first"].tolist())
-        c1 = int(get_sim_time("ns") // CLOCK_PERIOD_NS)
+        c1 = cycles_now()
         per_layer.append((c1 - c0, wall() - t0))
     fe = FallingEdge(dut.clk)
     for _ in range(latency + 4):
@@ -80,6 +79,6 @@ async def mac_matches_golden(dut):
                  layer_table_cycles=np.zeros(len(per_layer), np.int64),
                  layer_seconds=np.array([p[1] for p in per_layer]),
                  layer_stream_seconds=np.array([p[1] for p in per_layer]),
-                 cycles=int(get_sim_time("ns") // CLOCK_PERIOD_NS), wall_seconds=wall(), cpu_seconds=wall.cpu())
+                 cycles=cycles_now(), wall_seconds=wall(), cpu_seconds=wall.cpu())
     assert checker.mismatches == 0 and missing == 0, (
         f"{checker.mismatches} mismatches, {missing} missing outputs of {len(expected)}")

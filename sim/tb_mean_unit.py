@@ -17,19 +17,15 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.simtime import get_sim_time
-from cocotb.triggers import FallingEdge, ReadOnly
+from cocotb.triggers import FallingEdge
 
+from golden.mean_unit import CLASSES
 from sim.stimulus import MEAN_UNIT_FORMAT, RESULT_ENV, STIMULUS_ENV, load_stimulus, unpack_ints
-from sim.tb_common import CLOCK_PERIOD_NS, InOrderChecker, StreamMonitor, Stopwatch, reset, start_clock, write_result
+from sim.tb_common import (InOrderChecker, StreamMonitor, Stopwatch, cycles_now, drive_handshake, reset, start_clock,
+                           write_result)
 
 log = logging.getLogger("cocotb.dfsq_mean_unit")
 STALL_LIMIT = 1_000
-CLASSES = 16
-
-
-def cycles_now() -> int:
-    return int(get_sim_time("ns") // CLOCK_PERIOD_NS)
 
 
 class MeanUnitDriver:
@@ -47,26 +43,13 @@ class MeanUnitDriver:
         bias = [[int(v) for v in row] for row in layer["bias"]]        # [n][o]
         weight = unpack_ints(layer["weight"])                          # index out_index * C + c
         C = len(mu[0])
-        fe, ro = FallingEdge(dut.clk), ReadOnly()
-        for (n, _o), oi in zip(layer["pairs"].tolist(), layer["out_index"].tolist()):
+        cols = ([], [], [], [], [])                                    # mu, weight, first, last, bias per beat
+        for (n, o), oi in zip(layer["pairs"].tolist(), layer["out_index"].tolist()):
             for c in range(C):
-                await fe
-                dut.in_mu.value = mu[n][c]
-                dut.in_weight.value = weight[oi * C + c]
-                dut.in_first.value = int(c == 0)
-                dut.in_last.value = int(c == C - 1)
-                dut.in_bias.value = bias[n][_o]
-                dut.in_valid.value = 1
-                stalled = 0
-                while True:
-                    await ro
-                    if dut.in_ready.value == 1:
-                        break
-                    stalled += 1
-                    assert stalled < STALL_LIMIT, f"in_ready stayed low for {STALL_LIMIT} cycles"
-                    await fe
-                await fe
-                dut.in_valid.value = 0
+                for col, v in zip(cols, (mu[n][c], weight[oi * C + c], int(c == 0), int(c == C - 1), bias[n][o])):
+                    col.append(v)
+        ports = (dut.in_mu, dut.in_weight, dut.in_first, dut.in_last, dut.in_bias)
+        await drive_handshake(dut.clk, dut.in_valid, dut.in_ready, ports, cols, STALL_LIMIT)
 
 
 @cocotb.test()

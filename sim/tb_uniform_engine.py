@@ -19,19 +19,15 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.simtime import get_sim_time
-from cocotb.triggers import FallingEdge, ReadOnly
+from cocotb.triggers import FallingEdge
 
 from sim.stimulus import RESULT_ENV, STIMULUS_ENV, load_stimulus, unpack_ints
-from sim.tb_common import CLOCK_PERIOD_NS, InOrderChecker, StreamMonitor, Stopwatch, reset, start_clock, write_result
+from sim.tb_common import (InOrderChecker, StreamMonitor, Stopwatch, cycles_now, drive_handshake, reset, start_clock,
+                           write_result)
 
 log = logging.getLogger("cocotb.uniform_engine")
 STALL_LIMIT = 10_000
 FORMAT = "dfsq-sim-uniform-stimulus-1"   # sim.uniform.UNIFORM_FORMAT (not imported: it pulls in Amaranth)
-
-
-def cycles_now() -> int:
-    return int(get_sim_time("ns") // CLOCK_PERIOD_NS)
 
 
 class UniformDriver:
@@ -47,30 +43,7 @@ class UniformDriver:
         cols = (unpack_ints(layer["act"]), unpack_ints(layer["weight"]), [int(v) for v in layer["mask"]],
                 [int(v) for v in layer["bias"]], [int(v) for v in layer["first"]], [int(v) for v in layer["last"]])
         ports = (dut.in_act, dut.in_weight, dut.in_mask, dut.in_bias, dut.in_first, dut.in_last)
-        cur = [None] * len(ports)
-        fe, ro = FallingEdge(dut.clk), ReadOnly()
-        beat = stalled = 0
-        presented = -1
-        total = len(cols[0])
-        while beat < total:
-            await fe
-            if presented != beat:
-                for i, port in enumerate(ports):
-                    v = cols[i][beat]
-                    if cur[i] != v:
-                        port.value = v
-                        cur[i] = v
-                dut.in_valid.value = 1
-                presented = beat
-            await ro
-            if dut.in_ready.value == 1:
-                beat += 1
-                stalled = 0
-            else:
-                stalled += 1
-                assert stalled < STALL_LIMIT, f"in_ready stayed low for {STALL_LIMIT} cycles (beat {beat})"
-        await fe
-        dut.in_valid.value = 0
+        await drive_handshake(dut.clk, dut.in_valid, dut.in_ready, ports, cols, STALL_LIMIT)
 
 
 @cocotb.test()

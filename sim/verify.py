@@ -248,11 +248,15 @@ def prepare_mac(layers, spec, outputs_per_layer, seed):
     return arrays, meta
 
 
-def _describe_engine(arrays, meta, k):
+def _locate(arrays, k):
+    """(layer position j, its stimulus arrays, the output's number within the layer) of stream output ``k``."""
     bounds = np.cumsum([0] + [len(d["expected"]) for d in arrays])
     j = int(np.searchsorted(bounds, k, side="right") - 1)
-    d = arrays[j]
-    kk = int(k - bounds[j])
+    return j, arrays[j], int(k - bounds[j])
+
+
+def _describe_engine(arrays, meta, k):
+    j, d, kk = _locate(arrays, k)
     n, y, x = (int(v) for v in d["pixels"][d["out_pix"][kk]])
     return j, {"layer": meta[j]["index"], "name": meta[j]["name"], "sample": n, "output_channel": int(d["out_o"][kk]),
                "y": y, "x": x, "expected": int(d["expected"][kk])}
@@ -277,20 +281,16 @@ def prepare_mean_unit(layers, spec, tiles, out_channels):
 
 
 def _describe_mean_unit(arrays, meta, k):
-    bounds = np.cumsum([0] + [len(d["expected"]) for d in arrays])
-    j = int(np.searchsorted(bounds, k, side="right") - 1)
-    d = arrays[j]
-    kk = int(k - bounds[j])
-    n, o = (int(v) for v in d["pairs"][kk // 16])
+    from golden.mean_unit import CLASSES
+
+    j, d, kk = _locate(arrays, k)
+    n, o = (int(v) for v in d["pairs"][kk // CLASSES])
     return j, {"layer": meta[j]["index"], "name": meta[j]["name"], "sample": n, "output_channel": o,
-               "y": None, "x": None, "border_class": kk % 16, "expected": int(d["expected"][kk])}
+               "y": None, "x": None, "border_class": kk % CLASSES, "expected": int(d["expected"][kk])}
 
 
 def _describe_mac(arrays, meta, k):
-    bounds = np.cumsum([0] + [len(d["expected"]) for d in arrays])
-    j = int(np.searchsorted(bounds, k, side="right") - 1)
-    d = arrays[j]
-    kk = int(k - bounds[j])
+    j, d, kk = _locate(arrays, k)
     m = int(d["beat_output"][kk])
     n, o, y, x = (int(v) for v in d["outputs"][m])
     beat = int(kk - np.nonzero(d["beat_output"] == m)[0][0])
@@ -562,8 +562,8 @@ def _waveform_rerun(layer, spec, lanes, latency, where, bld, v_path, simulator, 
             keep = np.nonzero(arrays[0]["pairs"][:, 1] == where["output_channel"])[0]
             d = arrays[0]
             d.update(pairs=d["pairs"][keep], out_index=d["out_index"][keep],
-                     expected=d["expected"].reshape(-1, 16)[keep].reshape(-1),
-                     classes=d["classes"].reshape(-1, 16)[keep].reshape(-1))
+                     expected=d["expected"].reshape(len(d["pairs"]), -1)[keep].reshape(-1),
+                     classes=d["classes"].reshape(len(d["pairs"]), -1)[keep].reshape(-1))
             st.write_stimulus(stim_path, st.MEAN_UNIT_FORMAT, {"spec": spec.widths(), "latency": latency,
                                                                "layer_meta": meta}, arrays)
         else:

@@ -414,6 +414,12 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     except SpecError as exc:
         raise UserError(str(exc)) from None
     spec = engine_spec(spec_from_manifest(manifest, **fmt))
+    if codes_in and top != "engine":
+        raise UserError("--codes-in applies to --top engine only")
+    if top == "mean-unit" and not spec.split:
+        raise UserError("--top mean-unit belongs to the split de-normalization: pass --denorm split")
+    if spec.uniform_points and top == "mac":
+        raise UserError(f"--top {top} needs a universal-set export; this export has the uniform point set")
     available = [int(e["index"]) for e in manifest["layers"]]
     chosen = parse_layers(layers, available)
     tiles = parse_tiles(tiles)
@@ -430,13 +436,7 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
 
     # RTL + build (cached per configuration); an export of the uniform point set (the normalized uniform baseline,
     # golden.spec.UniformPointSet) runs on that baseline's engine: the same ports, integer multipliers
-    if spec.uniform_points and top == "mac":
-        raise UserError(f"--top {top} needs a universal-set export; this export has the uniform point set")
     hw_top = "uniform-engine" if spec.uniform_points and top == "engine" else top
-    if codes_in and top != "engine":
-        raise UserError("--codes-in applies to --top engine only")
-    if top == "mean-unit" and not spec.split:
-        raise UserError("--top mean-unit belongs to the split de-normalization: pass --denorm split")
     v_path, sidecar = generate_rtl(spec, lanes, hw_top, fault, work / "rtl", codes_in=codes_in)
     toplevel = str(sidecar.get("module") or f"dfsq_{top}")
     latency = sidecar.get("latency")

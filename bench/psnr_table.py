@@ -3,7 +3,8 @@ next to the paper's numbers, written to docs/results.md.
 
     python -m bench.psnr_table [--scales 2,4] [--datasets Set5,Set14,B100,Urban100] [--bits 8,6,4,3] \
         [--methods fp,minmax,dfsq] [--weights default] [--words 4] [--images 32] [--seed 0] [--threads N] \
-        [--cache bench/results/psnr_table.json] [--params-dir out/params] [--out docs/results.md] [--render-only]
+        [--cache bench/results/psnr_table.json] [--params-dir out/params] [--out docs/results.md] [--render-only] \
+        [--models edsr,rdn] [--device cpu|cuda] [--no-render]
 
 A full run is hours of CPU, so every (scale, method, bits, dataset) result goes into the JSON cache as soon as it is
 measured (atomic rewrite), keyed by the weights' fingerprint; a rerun skips what is cached, and any subset can be run
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import time
 from datetime import datetime, timezone
@@ -25,6 +27,7 @@ from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_dir, check_output_file
 from dfsq.calibrate import calibrate, calibration_images, load_params, save_params, weights_fingerprint
 from dfsq.data import BENCHMARK_ROOT, DATASETS
+from dfsq.device import DEVICES, resolve_device
 from dfsq.evaluate import evaluate_dataset
 from dfsq.model import load_model
 from dfsq.quantize import quantize_model
@@ -201,6 +204,10 @@ def main(argv=None):
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--render-only", action="store_true", help="only rewrite --out from the cache")
     ap.add_argument("--models", default="edsr", help="edsr and/or rdn (cache keys of rdn start with 'rdn/')")
+    ap.add_argument("--device", default="cpu", choices=DEVICES,
+                    help="where the networks run (calibration stays on the CPU); cuda results are marked in the cache")
+    ap.add_argument("--no-render", action="store_true",
+                    help="only fill the cache; render docs later with --render-only")
     args = ap.parse_args(argv)
     scales = parse_list(args.scales, int, (2, 4), "scales")
     datasets = parse_list(args.datasets, str, DATASETS, "datasets")
@@ -215,6 +222,7 @@ def main(argv=None):
     check_output_dir(args.params_dir, "--params-dir")
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.device = resolve_device(args.device)
     cache_path, out = Path(args.cache), Path(args.out)
     cache = load_cache(cache_path)
     all_bits = sorted(set(BITS) | set(bits_list), reverse=True)
@@ -225,6 +233,8 @@ def main(argv=None):
     paper = load_paper()
 
     def publish(cache):
+        if args.no_render and not args.render_only:
+            return
         plots = write_plots(cache, paper, DEFAULT_WORDS, (2, 4), list(DATASETS), all_bits, out)
         write_text(out, render(cache, DEFAULT_WORDS, (2, 4), list(DATASETS), all_bits, paper=paper, plots=plots))
 
@@ -240,7 +250,7 @@ def main(argv=None):
             args.words = words
             cache = run_all(args, cache, cache_path, models, scales, datasets, bits_list, methods, publish)
     publish(cache)
-    print(f"wrote {out}")
+    print(f"updated {cache_path}" if args.no_render else f"wrote {out}")
 
 
 def run_all(args, cache, cache_path, models, scales, datasets, bits_list, methods, publish) -> dict:
@@ -269,6 +279,8 @@ def run_all(args, cache, cache_path, models, scales, datasets, bits_list, method
             if not todo:
                 continue
             net, ppath, extra = build_net(model, m, scale, b, args, weights, arch, stats)
+            if args.device.type != "cpu":   # calibration and the model it reads stay on the CPU
+                net, extra = copy.deepcopy(net).to(args.device), {**extra, "device": args.device.type}
             for d in todo:
                 t0 = time.perf_counter()
                 r = evaluate_dataset(net, d, scale, args.data_root)

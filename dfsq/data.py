@@ -15,7 +15,7 @@ SHARED_DATA = Path(os.environ.get("DFSQ_SHARED_DATA", ROOT.parent / "shared" / "
 BENCHMARK_ROOT = SHARED_DATA / "benchmark"
 TRAIN_ROOT = SHARED_DATA / "train"
 DATASETS = ("Set5", "Set14", "B100", "Urban100")
-IMAGE_EXTS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+IMAGE_EXTS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 
 
 def load_rgb(path: str | Path) -> np.ndarray:

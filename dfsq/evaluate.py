@@ -28,10 +28,13 @@ HW_METHODS = ("dfsq-hw", "dfsq-uniform-hw")
 
 @torch.no_grad()
 def upscale(model, lr: np.ndarray) -> np.ndarray:
-    """Run ``model`` on a uint8 (H, W, 3) LR image; the output is rounded and clipped to uint8, as EDSR does."""
-    x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float()
+    """Run ``model`` on a uint8 (H, W, 3) LR image (on the model's device); the output is rounded and clipped to
+    uint8, as EDSR does."""
+    from .device import module_device
+
+    x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float().to(module_device(model))
     y = model(x)[0].clamp(0, 255).round().byte().permute(1, 2, 0)
-    return y.numpy()
+    return y.cpu().numpy()
 
 
 def save_sr(sr: np.ndarray, save_dir, dataset: str, stem: str) -> Path:

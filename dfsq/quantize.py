@@ -98,7 +98,7 @@ class CodeTable:
         self.cells = cells
         self.mid = mid.contiguous()
         self.max_iters = max_iters
-        edges = torch.linspace(-1.0, 1.0, cells + 1, dtype=torch.float64)
+        edges = torch.linspace(-1.0, 1.0, cells + 1, dtype=torch.float64, device=mid.device)
         m = mid.double()
         lo = torch.searchsorted(m, (edges[:-1] - 1e-6).expand(c, cells).contiguous(), side="left")
         hi = torch.searchsorted(m, (edges[1:] + 1e-6).expand(c, cells).contiguous(), side="right")
@@ -106,7 +106,7 @@ class CodeTable:
         hi[:, -1] = km1
         self.start = lo.contiguous()
         self.iters = int((hi - lo).max()) if km1 else 0
-        self.mid_ext = torch.cat([mid, torch.full((c, 1), float("inf"))], 1).contiguous()
+        self.mid_ext = torch.cat([mid, torch.full((c, 1), float("inf"), device=mid.device)], 1).contiguous()
 
     def codes(self, xn: torch.Tensor) -> torch.Tensor:
         """Codes (int64, same shape) for ``xn`` (N, C, H, W) float32."""
@@ -186,6 +186,13 @@ class QuantConv(nn.Module):
         self.register_buffer("mid", midpoints(self.points), persistent=False)
         self.table = CodeTable(self.mid) if method == "dfsq" else None
 
+    def _apply(self, fn, *args, **kwargs):
+        """Moving the module (``.to(device)``) rebuilds the code table on the buffers' new device."""
+        out = super()._apply(fn, *args, **kwargs)
+        if getattr(self, "table", None) is not None:
+            self.table = CodeTable(self.mid)
+        return out
+
     def extra_repr(self) -> str:
         return (f"{self.name}, method={self.method}, A{self.act_bits}W{self.weight_bits}, words={self.words}, "
                 f"relu_input={self.relu_input}, norm={self.norm}")
@@ -196,11 +203,11 @@ class QuantConv(nn.Module):
         x = x.float()
         n, c = x.shape[:2]
         if not self.norm:
-            mean = torch.zeros(n, c, dtype=torch.float32)
+            mean = torch.zeros(n, c, dtype=torch.float32, device=x.device)
             scale = self.static_scale.expand(n, c).contiguous()
             maxabs = (x - mean[:, :, None, None]).abs().amax((2, 3))
             return mean, maxabs, scale, x / scale[:, :, None, None]
-        mean = torch.zeros(n, c, dtype=torch.float32) if self.relu_input else x.mean((2, 3))
+        mean = torch.zeros(n, c, dtype=torch.float32, device=x.device) if self.relu_input else x.mean((2, 3))
         d = x - mean[:, :, None, None]
         maxabs = d.abs().amax((2, 3))
         scale = maxabs + EPS

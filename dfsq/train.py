@@ -7,7 +7,8 @@ length ends annealed. Model, optimizer, RNG state and elapsed time are saved to 
 ``--save-every`` minutes; rerunning the same command resumes from there. The snapshot holds only tensors,
 numbers and JSON text, so it loads with ``weights_only=True``; one written for another model, scale or structure
 is refused. The final weights go to ``PATH``
-(fp16 with ``--fp16``). Set5 is evaluated every ``--val-every`` minutes when the shared data is present.
+(fp16 with ``--fp16``). ``--device cuda`` trains on an accelerator when one is at hand (snapshots and weights are
+stored as CPU tensors, so a run can resume on either). Set5 is evaluated every ``--val-every`` minutes when the shared data is present.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from .data import BENCHMARK_ROOT, list_images, load_rgb, make_lr, modcrop
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_file
+from .device import DEVICES, resolve_device
 from .model import ARCHS, build_model, check_state_dict, load_state, model_from_state
 
 
@@ -90,7 +92,7 @@ def _meta(arch: str, scale: int, model: torch.nn.Module) -> dict:
 def save_state(path: Path, meta: dict, model, opt, rng: np.random.Generator, elapsed: float, step: int,
                history: list) -> None:
     """The resumable snapshot: tensors, numbers and JSON strings only (loads with ``weights_only=True``)."""
-    _atomic_save({"meta": json.dumps(meta), "model": model.state_dict(), "opt": opt.state_dict(),
+    _atomic_save({"meta": json.dumps(meta), "model": {k: v.cpu() for k, v in model.state_dict().items()}, "opt": opt.state_dict(),
                   "rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
                   "elapsed": float(elapsed), "step": int(step), "history": json.dumps(history)}, path)
 
@@ -177,6 +179,8 @@ def main(argv=None):
     ap.add_argument("--val-every", type=float, default=10.0, help="minutes between Set5 validations (0: none)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     ap.add_argument("--fp16", action="store_true", help="store the final weights in fp16")
+    ap.add_argument("--device", default="cpu", choices=DEVICES,
+                    help="where to train (default cpu; cuda when an accelerator is at hand: TF32 allowed)")
     args = ap.parse_args(argv)
     _positive("--minutes", args.minutes)
     _positive("--lr", args.lr)
@@ -190,6 +194,7 @@ def main(argv=None):
         raise UserError(f"--threads must be 0 (all cores) or positive, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = resolve_device(args.device, exact=False)
     out = check_output_file(args.out, "--out")
     state_path = check_output_file(out.with_name(out.name + ".state"), "resume file")
     if state_path.exists() and not state_path.is_file():
@@ -202,7 +207,7 @@ def main(argv=None):
         from .rdn import config_from_state, parse_config
 
         config = config_from_state(load_state(args.init)) if args.init else parse_config(args.rdn_config)
-    model = build_model(args.model, args.scale, config)
+    model = build_model(args.model, args.scale, config).to(device)
     meta = _meta(args.model, args.scale, model)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
     elapsed, step, history = 0.0, 0, []
@@ -230,7 +235,8 @@ def main(argv=None):
         frac = elapsed / budget
         for g in opt.param_groups:
             g["lr"] = args.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac)))
-        lr_t, hr_t = sample_batch(pairs, rng, args.batch, args.patch, args.scale)
+        lr_t, hr_t = (t.to(device, non_blocking=True) for t in sample_batch(pairs, rng, args.batch, args.patch,
+                                                                           args.scale))
         loss = F.l1_loss(model(lr_t), hr_t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -256,7 +262,7 @@ def main(argv=None):
             last_save = time.time()
     bar.close()
     model.eval()
-    sd = {k: (v.half() if args.fp16 else v) for k, v in model.state_dict().items()}
+    sd = {k: (v.half() if args.fp16 else v).cpu() for k, v in model.state_dict().items()}
     _atomic_save(sd, out)
     save_state(state_path, meta, model, opt, rng, budget, step, history)
     with torch.no_grad():

@@ -228,3 +228,34 @@ def test_code_table_equals_searchsorted(k, max_iters):
     assert torch.equal(table.codes(x), dfsq_codes(x, mid))
     if max_iters > 10 ** 6:
         assert table.iters <= max_iters   # the iterative path itself was checked
+
+
+@pytest.mark.parametrize("relu_input", [False, True])
+def test_moved_quantconv_rebuilds_its_code_table(relu_input):
+    """``.to(device)`` (as ``bench.psnr_table --device`` does with a deep copy) rebuilds the code table on the
+    buffers' device and leaves the outputs bit-identical; here the move is CPU -> CPU and a dtype round trip."""
+    import copy
+
+    qc, _ = _qconv(relu_input)
+    x = torch.randn(2, 4, 7, 6) * 3 + 1
+    if relu_input:
+        x = x.clamp(min=0)
+    moved = copy.deepcopy(qc).to("cpu")
+    assert moved.table is not qc.table and moved.table.start.device == moved.mid.device
+    assert np.array_equal(moved(x).detach().numpy(), qc(x).detach().numpy())
+    table = moved.table
+    moved.float()
+    assert moved.table is not table
+    assert np.array_equal(moved(x).detach().numpy(), qc(x).detach().numpy())
+
+
+def test_device_flag_refuses_a_missing_accelerator():
+    from dfsq.device import module_device, resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert module_device(nn.Conv2d(1, 1, 1)) == torch.device("cpu") == module_device(nn.ReLU())
+    with pytest.raises(UserError, match="one of cpu, cuda"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA device"):
+            resolve_device("cuda")

@@ -142,3 +142,27 @@ def test_unwritable_out_is_refused_before_training(tmp_path, data, capsys, where
     rc, line = _run(_args(data, out), capsys)
     assert rc == 2 and ("--out" in line or "resume file" in line)
     assert _snapshot(tmp_path) == before
+
+
+def test_lossless_webp_images_are_read_like_png(tmp_path):
+    """Training and benchmark folders may hold lossless WebP (how this project carried its data to a lent GPU)."""
+    from PIL import Image
+
+    from dfsq.data import list_images, load_rgb
+
+    img = sample_images(1)[0][1][:40, :48]
+    save_rgb(img, tmp_path / "a.png")
+    Image.fromarray(img).save(tmp_path / "b.webp", format="WEBP", lossless=True)
+    assert [p.name for p in list_images(tmp_path)] == ["a.png", "b.webp"]
+    assert np.array_equal(load_rgb(tmp_path / "b.webp"), load_rgb(tmp_path / "a.png"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the refusal cannot be shown")
+def test_device_cuda_without_an_accelerator_is_one_line(tmp_path, capsys):
+    data = tmp_path / "imgs"
+    data.mkdir()
+    save_rgb(sample_images(1)[0][1][:40, :40], data / "a.png")
+    out = tmp_path / "w.pt"
+    rc, line = _run(_args(data, out, "--device", "cuda"), capsys)
+    assert rc == 2 and "no CUDA device" in line
+    assert list(tmp_path.iterdir()) == [data]

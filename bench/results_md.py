@@ -104,6 +104,12 @@ def summary(res, paper, words, scales, datasets, bits_list) -> list[str]:
         "fewer steps than the paper's DIV2K-trained ones (see `weights/README.md`), so every FP figure is lower and "
         "the activation distributions differ. Drops (quantized minus the same table's FP) are the fair comparison; "
         "absolute PSNRs are not.",
+        "- **A smaller RDN.** Our RDN is config S (8 RDBs of 4 convs, growth 32: 1.3 M parameters, 42 quantized "
+        "convs), the paper's config B (16 RDBs of 8 convs, growth 64: 22 M parameters, 146 quantized convs), which "
+        "this project cannot train on its CPU machine. Its RDN drops are those of a different, narrower network: "
+        "fewer channels per conv means fewer values to average a quantization error over, which would fit its larger "
+        "3-bit drops, but that is a hypothesis. The RDN cells marked `cuda` in the timing table ran on a lent H200 "
+        "(full float32); see `weights/README.md` for how the RDN weights were trained.",
         "- **Min-Max.** Our Min-Max rows are the paper's definition (one static [min, max] per layer from the "
         "calibration activations, lo = 0 after a ReLU, per-output-channel min/max weights) and lose much more than "
         "the paper's at x2, 4 and 3 bits. Measured in [docs/quantization.md](quantization.md#why-our-min-max-is-weak)"
@@ -273,7 +279,8 @@ def render(cache: dict, words: int, scales, datasets, bits_list, paper=None, plo
              "paper's tables (`../shared/reference/dfsq_paper_tables.json`, never copied here). Do not edit by hand.",
              "",
              f"**Ours**: this project's own FP weights (`weights/`), W = A bits, the residual body quantized (EDSR: "
-             f"its 32 body convs), DFSQ with the {words}-word universal set, calibrated on the first 32 BSD200 "
+             f"its 32 body convs; RDN: the embedded config S (D=8, C=4, G=32, G0=64; 1.3 M parameters, against the "
+             f"paper's config B with 22 M), its 42 RDB, LFF and GFF convs), DFSQ with the {words}-word universal set, calibrated on the first 32 BSD200 "
              "images (LR, whole). PSNR/SSIM on Y, shave = scale. **Paper**: " +
              (f"{SOURCE}, Tables 2 and 3 ({paper.get('setting', '')})." if paper else
               "not available (the paper's JSON was not found), so no paper columns.") +
@@ -297,24 +304,33 @@ def render(cache: dict, words: int, scales, datasets, bits_list, paper=None, plo
     if _present(res, "edsr", 2):
         lines += appc_section(res, paper, datasets, plots.get("Universal-set ablation (Appendix C)"))
     checks = []
-    for scale in scales:
-        fps = {d: res.get(_key(scale, "fp", None, words, d)) for d in datasets}
-        for d in datasets:
-            for b in (4, 3):
-                mm, dq = res.get(_key(scale, "minmax", b, words, d)), res.get(_key(scale, "dfsq", b, words, d))
-                if b in bits_list:
-                    checks.append(f"x{scale} {d} {b}-bit: DFSQ beats Min-Max: " +
-                                  ("not measured" if mm is None or dq is None else
-                                   f"{'yes' if dq['psnr'] > mm['psnr'] else 'NO'} "
-                                   f"({dq['psnr']:.2f} vs {mm['psnr']:.2f} dB)"))
-            dq8 = res.get(_key(scale, "dfsq", 8, words, d))
-            if 8 in bits_list:
-                checks.append(f"x{scale} {d} 8-bit DFSQ within 0.02 dB of FP: " +
-                              ("not measured" if dq8 is None or fps[d] is None else
-                               f"{'yes' if abs(dq8['psnr'] - fps[d]['psnr']) <= 0.02 else 'NO'} "
-                               f"({dq8['psnr'] - fps[d]['psnr']:+.3f} dB)"))
-    lines += ["## Checks (issue 3)", ""] + [f"- {c}" for c in checks] + [""]
-    lines += ["## Timing", "", "| result | seconds | measured |", "|---|---|---|"]
+    for model in MODELS:
+        for scale in scales:
+            if not _present(res, model, scale):
+                continue
+            tag = "" if model == "edsr" else f"{MODEL_LABEL[model]} "
+            fps = {d: res.get(_key(scale, "fp", None, words, d, model)) for d in datasets}
+            for d in datasets:
+                for b in (4, 3):
+                    mm = res.get(_key(scale, "minmax", b, words, d, model))
+                    dq = res.get(_key(scale, "dfsq", b, words, d, model))
+                    if b in bits_list:
+                        checks.append(f"{tag}x{scale} {d} {b}-bit: DFSQ beats Min-Max: " +
+                                      ("not measured" if mm is None or dq is None else
+                                       f"{'yes' if dq['psnr'] > mm['psnr'] else 'NO'} "
+                                       f"({dq['psnr']:.2f} vs {mm['psnr']:.2f} dB)"))
+                dq8 = res.get(_key(scale, "dfsq", 8, words, d, model))
+                if 8 in bits_list:
+                    checks.append(f"{tag}x{scale} {d} 8-bit DFSQ within 0.02 dB of FP: " +
+                                  ("not measured" if dq8 is None or fps[d] is None else
+                                   f"{'yes' if abs(dq8['psnr'] - fps[d]['psnr']) <= 0.02 else 'NO'} "
+                                   f"({dq8['psnr'] - fps[d]['psnr']:+.3f} dB)"))
+    lines += ["## Checks", ""] + [f"- {c}" for c in checks] + [""]
+    lines += ["## Timing", "",
+              "Seconds of evaluation per result; `device` is where the network ran (`cuda`: an H200 lent to one "
+              "session, `bench.psnr_table --device cuda`, full float32 (TF32 off); calibration always ran on a CPU; "
+              "blank: this project's 2-core CPU machine, usually shared with other jobs).", "",
+              "| result | seconds | device | measured |", "|---|---|---|---|"]
     for k in sorted(res):
-        lines.append(f"| {k} | {res[k].get('seconds', 0):.0f} | {res[k].get('when', '')} |")
+        lines.append(f"| {k} | {res[k].get('seconds', 0):.0f} | {res[k].get('device', '')} | {res[k].get('when', '')} |")
     return "\n".join(lines) + "\n"

@@ -92,6 +92,43 @@ def test_render_adds_rdn_rows_when_the_cache_has_them():
     md = render(_cache(rdn=True), 4, (2, 4), ["Set5"], [4], paper=PAPER)
     assert "## RDN x2" in md
     assert "| Set5 | DFSQ | 4 | 37.30 / 0.9500 | -0.20 | 38.00 / 0.9600 | -0.20 | +0.00 |" in md
+    # the checks cover RDN too; Min-Max RDN is missing here
+    assert "- RDN x2 Set5 4-bit: DFSQ beats Min-Max: not measured" in md
+    assert "- x2 Set5 4-bit: DFSQ beats Min-Max: yes (37.14 vs 35.50 dB)" in md
+
+
+def test_timing_table_names_the_device():
+    from bench.results_md import render
+
+    cache = _cache(rdn=True)
+    cache["results"][key(2, "dfsq", 4, 4, "Set5", "rdn")].update(device="cuda", seconds=3)
+    md = render(cache, 4, (2, 4), ["Set5"], [4], paper=PAPER)
+    assert "| rdn/x2/dfsq/W4A4/words4/Set5 | 3 | cuda |" in md
+    assert "| x2/fp/-/Set5 | " in md and "| x2/fp/-/Set5 | 0 | cuda |" not in md
+
+
+def test_no_render_fills_only_the_cache(tmp_path, test_weights, one_thread):
+    """``--no-render`` adds results to the cache and leaves --out alone (how the lent-GPU runs filled it); a bad
+    ``--device`` is one line and writes nothing."""
+    from bench.psnr_table import main
+    from dfsq.data import sample_images, save_rgb
+
+    root = tmp_path / "bench"
+    (root / "Set5" / "HR").mkdir(parents=True)
+    save_rgb(sample_images(1)[0][1][:32, :32], root / "Set5" / "HR" / "a.png")
+    out, cache = tmp_path / "r.md", tmp_path / "c.json"
+    common = ["--out", str(out), "--cache", str(cache), "--data-root", str(root), "--weights", test_weights,
+              "--scales", "2", "--methods", "fp", "--datasets", "Set5", "--params-dir", str(tmp_path / "p")]
+    with pytest.raises(SystemExit) as exc:
+        main(common + ["--device", "tpu"])
+    assert exc.value.code == 2 and not out.exists() and not cache.exists()
+    main(common + ["--no-render"])
+    got = json.loads(cache.read_text())["results"]
+    assert list(got) == ["x2/fp/-/Set5"] and got["x2/fp/-/Set5"]["images"] == 1
+    assert "device" not in got["x2/fp/-/Set5"] and not out.exists()
+    main(common + ["--render-only"])
+    assert out.is_file()
+
 
 
 def test_render_without_paper():

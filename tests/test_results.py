@@ -367,3 +367,35 @@ def test_shared_collection_gives_the_same_params(tiny_edsr, one_thread):
     for k in ref:
         for a in ref[k].arrays:
             assert np.array_equal(ref[k].arrays[a], got[k].arrays[a]), (k, a)
+
+
+def test_sensitivity_bench(tmp_path, tiny_edsr, one_thread):
+    """bench.sensitivity: its 'full' row is the quantized network as dfsq.evaluate runs it, the per-layer rows
+    quantize one layer's activations each, and the outputs are written; bad input is one line."""
+    from bench.sensitivity import main
+    from dfsq.calibrate import calibrate, load_params, save_params
+    from dfsq.data import save_rgb
+    from dfsq.evaluate import evaluate_dataset
+    from dfsq.quantize import quantize_model
+
+    rng = np.random.default_rng(0)
+    imgs = [("a", rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))]
+    params = save_params(calibrate(tiny_edsr, imgs, act_bits=3, weight_bits=3, words=4, bins=256), tmp_path / "p.npz")
+    weights = tmp_path / "w.pt"
+    torch.save(tiny_edsr.state_dict(), weights)
+    root = tmp_path / "bench"
+    (root / "Set5" / "HR").mkdir(parents=True)
+    save_rgb(rng.integers(0, 256, (24, 28, 3), dtype=np.uint8), root / "Set5" / "HR" / "x.png")
+    out = tmp_path / "s"
+    common = ["--model", "edsr", "--weights", str(weights), "--scale", "2", "--bits", "3", "--params", str(params),
+              "--data-root", str(root), "--out", str(out)]
+    with pytest.raises(SystemExit) as exc:
+        main(common[:-2] + ["--bits", "4", "--out", str(out)])     # params are W3A3
+    assert exc.value.code == 2 and not list(tmp_path.glob("s.*"))
+    main(common)
+    res = json.loads((tmp_path / "s.json").read_text())
+    direct = evaluate_dataset(quantize_model(tiny_edsr, load_params(params), "dfsq"), "Set5", 2, root,
+                              progress=False)["psnr"]
+    assert res["rows"]["full"]["Set5"] == direct
+    assert len(res["layers"]) == 32 and res["rows"]["fp"]["Set5"] != res["rows"]["acts_only"]["Set5"]
+    assert (tmp_path / "s.md").is_file() and (tmp_path / "s.png").stat().st_size > 1000

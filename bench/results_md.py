@@ -326,6 +326,10 @@ def render(cache: dict, words: int, scales, datasets, bits_list, paper=None, plo
                                    f"{'yes' if abs(dq8['psnr'] - fps[d]['psnr']) <= 0.02 else 'NO'} "
                                    f"({dq8['psnr'] - fps[d]['psnr']:+.3f} dB)"))
     lines += ["## Checks", ""] + [f"- {c}" for c in checks] + [""]
+    if any("8-bit DFSQ within 0.02 dB of FP: NO" in c for c in checks):
+        lines += ["An 8-bit NO is measured, not hidden: why (k-means point placement, not the universal set or the "
+                  "normalization) is in [quantization.md](quantization.md#eight-bits-why-rdn-s-x4-loses-004-db-on-set5).",
+                  ""]
     lines += ["## Timing", "",
               "Seconds of evaluation per result; `device` is where the network ran (`cuda`: an H200 lent to one "
               "session, `bench.psnr_table --device cuda`, full float32 (TF32 off); calibration always ran on a CPU; "

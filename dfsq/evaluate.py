@@ -2,7 +2,8 @@
 
     python -m dfsq.evaluate [--model edsr|rdn] --weights PATH|default --scale 2 --datasets Set5,Set14,B100,Urban100 \
         --method fp|bicubic|minmax|dfsq|dfsq-hw|uniform|dfsq-uniform|dfsq-uniform-hw \
-        [--act-bits B --weight-bits B --words N --params PARAMS] [--data-root DIR] [--json FILE] [--save-images DIR]
+        [--act-bits B --weight-bits B --words N --params PARAMS] [--data-root DIR] [--json FILE] [--save-images DIR] \
+        [--device cpu|cuda]
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from .data import BENCHMARK_ROOT, DATASETS, benchmark_pairs
+from .device import DEVICES, resolve_device
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_file
 from .imresize import imresize
@@ -142,9 +144,14 @@ def main(argv=None):
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--save-images", metavar="DIR",
                     help="also write every super-resolved image to DIR/<set>/<name>.png")
+    ap.add_argument("--device", default="cpu", choices=DEVICES,
+                    help="where the network runs (cuda: full float32; not the hardware-exact methods)")
     add_quant_args(ap)
     args = ap.parse_args(argv)
     check_quant_args(args)
+    if args.device != "cpu" and args.method in HW_METHODS:
+        raise UserError(f"--method {args.method} runs the NumPy golden datapath on the CPU; drop --device {args.device}")
+    device = resolve_device(args.device)
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     if not names:
         raise UserError(f"--datasets selects no dataset: {args.datasets!r}")
@@ -158,6 +165,8 @@ def main(argv=None):
 
         check_output_dir(args.save_images, "--save-images folder")
     model = build_model(args)
+    if model is not None:
+        model = model.to(device)
     results = {}
     for n in names:
         results[n] = evaluate_dataset(model, n, args.scale, args.data_root, save_dir=args.save_images)
@@ -170,6 +179,8 @@ def main(argv=None):
                "results": results}
         if args.method not in ("fp", "bicubic"):
             out.update(act_bits=args.act_bits, weight_bits=args.weight_bits, words=args.words)
+        if device.type != "cpu":
+            out["device"] = device.type
         with atomic_output(args.json) as tmp:
             tmp.write_text(json.dumps(out, indent=2) + "\n")
 

@@ -187,8 +187,12 @@ class QuantConv(nn.Module):
         self.table = CodeTable(self.mid) if method == "dfsq" else None
 
     def _apply(self, fn, *args, **kwargs):
-        """Moving the module (``.to(device)``) rebuilds the code table on the buffers' new device."""
+        """Moving the module (``.to(device)``) also moves the per-channel step tensors and rebuilds the code table
+        on the buffers' new device."""
         out = super()._apply(fn, *args, **kwargs)
+        for name in ("act_step", "act_zero"):   # per-channel tensors of the Uniform-MSE baseline (dfsq.uniform)
+            if torch.is_tensor(getattr(self, name, None)):
+                setattr(self, name, fn(getattr(self, name)))
         if getattr(self, "table", None) is not None:
             self.table = CodeTable(self.mid)
         return out

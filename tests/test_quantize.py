@@ -259,3 +259,40 @@ def test_device_flag_refuses_a_missing_accelerator():
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def test_moving_a_uniform_mse_network_moves_its_step_tensors(one_thread):
+    """The Uniform-MSE baseline keeps per-channel steps as plain tensors; ``_apply`` (what ``.to()`` calls) passes
+    them through the same function as the buffers, so the network still runs after a move."""
+    from dfsq.uniform import set_uniform_ranges
+
+    torch.manual_seed(0)
+    model = EDSR(2).eval()
+    from dfsq.calibrate import calibrate
+
+    img = np.random.default_rng(0).integers(0, 256, (12, 14, 3), dtype=np.uint8)
+    q = quantize_model(model, calibrate(model, [("a", img)], act_bits=4, weight_bits=4, words=4, bins=256), "minmax")
+    convs = quant_convs(q)
+    lo = np.full((len(convs), 64), -2.0)
+    hi = np.full((len(convs), 64), 3.0)
+    set_uniform_ranges(q, lo, hi)
+    x = torch.rand(1, 3, 9, 10) * 255
+    with torch.no_grad():
+        ref = q(x)
+        before = convs[0].act_step
+        q._apply(lambda t: t.clone())
+        assert convs[0].act_step is not before and torch.equal(convs[0].act_step, before)
+        assert torch.equal(q(x), ref)
+
+
+def test_evaluate_device_refusals(capsys):
+    from dfsq.evaluate import main
+
+    for extra in (["--method", "dfsq-hw"], ["--method", "fp"]):
+        if extra[1] == "fp" and torch.cuda.is_available():
+            continue
+        with pytest.raises(SystemExit) as exc:
+            main(["--datasets", "Set5", "--device", "cuda", *extra])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and ("golden datapath" in err[0] if extra[1] == "dfsq-hw" else "no CUDA" in err[0])

@@ -280,7 +280,8 @@ def render(cache: dict, words: int, scales, datasets, bits_list, paper=None, plo
              "",
              f"**Ours**: this project's own FP weights (`weights/`), W = A bits, the residual body quantized (EDSR: "
              f"its 32 body convs; RDN: the embedded config S (D=8, C=4, G=32, G0=64; 1.3 M parameters, against the "
-             f"paper's config B with 22 M), its 42 RDB, LFF and GFF convs), DFSQ with the {words}-word universal set, calibrated on the first 32 BSD200 "
+             f"paper's config B with 22 M), its 42 RDB, LFF and GFF convs), DFSQ with the {words}-word universal "
+             "set, calibrated on the first 32 BSD200 "
              "images (LR, whole). PSNR/SSIM on Y, shave = scale. **Paper**: " +
              (f"{SOURCE}, Tables 2 and 3 ({paper.get('setting', '')})." if paper else
               "not available (the paper's JSON was not found), so no paper columns.") +
@@ -328,7 +329,8 @@ def render(cache: dict, words: int, scales, datasets, bits_list, paper=None, plo
     lines += ["## Checks", ""] + [f"- {c}" for c in checks] + [""]
     if any("8-bit DFSQ within 0.02 dB of FP: NO" in c for c in checks):
         lines += ["An 8-bit NO is measured, not hidden: why (k-means point placement, not the universal set or the "
-                  "normalization) is in [quantization.md](quantization.md#eight-bits-why-rdn-s-x4-loses-004-db-on-set5).",
+                  "normalization) is in "
+                  "[quantization.md](quantization.md#eight-bits-why-rdn-s-x4-loses-004-db-on-set5).",
                   ""]
     lines += ["## Timing", "",
               "Seconds of evaluation per result; `device` is where the network ran (`cuda`: an H200 lent to one "
@@ -336,5 +338,6 @@ def render(cache: dict, words: int, scales, datasets, bits_list, paper=None, plo
               "blank: this project's 2-core CPU machine, usually shared with other jobs).", "",
               "| result | seconds | device | measured |", "|---|---|---|---|"]
     for k in sorted(res):
-        lines.append(f"| {k} | {res[k].get('seconds', 0):.0f} | {res[k].get('device', '')} | {res[k].get('when', '')} |")
+        r = res[k]
+        lines.append(f"| {k} | {r.get('seconds', 0):.0f} | {r.get('device', '')} | {r.get('when', '')} |")
     return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from .data import BENCHMARK_ROOT, DATASETS, benchmark_pairs
-from .device import DEVICES, resolve_device
+from .device import DEVICES, module_device, resolve_device
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_file
 from .imresize import imresize
@@ -32,8 +32,6 @@ HW_METHODS = ("dfsq-hw", "dfsq-uniform-hw")
 def upscale(model, lr: np.ndarray) -> np.ndarray:
     """Run ``model`` on a uint8 (H, W, 3) LR image (on the model's device); the output is rounded and clipped to
     uint8, as EDSR does."""
-    from .device import module_device
-
     x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float().to(module_device(model))
     y = model(x)[0].clamp(0, 255).round().byte().permute(1, 2, 0)
     return y.cpu().numpy()
@@ -150,7 +148,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     check_quant_args(args)
     if args.device != "cpu" and args.method in HW_METHODS:
-        raise UserError(f"--method {args.method} runs the NumPy golden datapath on the CPU; drop --device {args.device}")
+        raise UserError(f"--method {args.method} runs the NumPy golden datapath on the CPU; "
+                        f"drop --device {args.device}")
     device = resolve_device(args.device)
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     if not names:

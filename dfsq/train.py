@@ -8,7 +8,8 @@ length ends annealed. Model, optimizer, RNG state and elapsed time are saved to 
 numbers and JSON text, so it loads with ``weights_only=True``; one written for another model, scale or structure
 is refused. The final weights go to ``PATH``
 (fp16 with ``--fp16``). ``--device cuda`` trains on an accelerator when one is at hand (snapshots and weights are
-stored as CPU tensors, so a run can resume on either). Set5 is evaluated every ``--val-every`` minutes when the shared data is present.
+stored as CPU tensors, so a run can resume on either). Set5 is evaluated every ``--val-every`` minutes when the
+shared data is present.
 """
 from __future__ import annotations
 
@@ -92,7 +93,8 @@ def _meta(arch: str, scale: int, model: torch.nn.Module) -> dict:
 def save_state(path: Path, meta: dict, model, opt, rng: np.random.Generator, elapsed: float, step: int,
                history: list) -> None:
     """The resumable snapshot: tensors, numbers and JSON strings only (loads with ``weights_only=True``)."""
-    _atomic_save({"meta": json.dumps(meta), "model": {k: v.cpu() for k, v in model.state_dict().items()}, "opt": opt.state_dict(),
+    weights = {k: v.cpu() for k, v in model.state_dict().items()}
+    _atomic_save({"meta": json.dumps(meta), "model": weights, "opt": opt.state_dict(),
                   "rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
                   "elapsed": float(elapsed), "step": int(step), "history": json.dumps(history)}, path)
 

@@ -4,12 +4,14 @@ next to the paper's numbers, written to docs/results.md.
     python -m bench.psnr_table [--scales 2,4] [--datasets Set5,Set14,B100,Urban100] [--bits 8,6,4,3] \
         [--methods fp,minmax,dfsq] [--weights default] [--words 4] [--images 32] [--seed 0] [--threads N] \
         [--cache bench/results/psnr_table.json] [--params-dir out/params] [--out docs/results.md] [--render-only] \
-        [--models edsr,rdn] [--device cpu|cuda] [--no-render]
+        [--models edsr,rdn] [--device cpu|cuda] [--no-render] [--part K/N]
 
 A full run is hours of CPU, so every (scale, method, bits, dataset) result goes into the JSON cache as soon as it is
 measured (atomic rewrite), keyed by the weights' fingerprint; a rerun skips what is cached, and any subset can be run
-with --datasets/--bits/--scales/--methods. Calibrations are cached in --params-dir. docs/results.md is rendered from
-the whole cache after every result, marking what is missing. Scale 4 is skipped when its weights are absent.
+with --datasets/--bits/--scales/--methods, and one set can be split over runs or machines with --part K/N (the
+parts merge into the cell once all are cached). Calibrations are cached in --params-dir. docs/results.md is
+rendered from the whole cache after every result, marking what is missing. Scale 4 is skipped when its weights are
+absent.
 """
 from __future__ import annotations
 
@@ -178,6 +180,44 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def parse_part(text: str | None) -> tuple[int, int] | None:
+    """``--part K/N`` as (K, N), 0 <= K < N, N >= 2."""
+    if text is None:
+        return None
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UserError(f"--part must be K/N (two integers), got {text!r}") from None
+    if not (n >= 2 and 0 <= k < n):
+        raise UserError(f"--part K/N needs N >= 2 and 0 <= K < N, got {text!r}")
+    return k, n
+
+
+def part_key(k: str, part: tuple[int, int]) -> str:
+    return f"{k}#part{part[0]}of{part[1]}"
+
+
+def merge_parts(cache: dict, k: str, n: int) -> dict | None:
+    """The whole-set result of cell ``k`` from its ``n`` cached parts, or None while a part is missing or the
+    parts disagree on the weights or the calibration."""
+    parts = [cache["results"].get(part_key(k, (i, n))) for i in range(n)]
+    if any(p is None for p in parts):
+        return None
+    same = ("weights_fingerprint", "calib", "seed", "params")
+    if any(p.get(f) != parts[0].get(f) for p in parts for f in same):
+        return None
+    images = sum(p["images"] for p in parts)
+    merged = dict(parts[0])
+    merged.update(psnr=sum(p["psnr"] * p["images"] for p in parts) / images,
+                  ssim=sum(p["ssim"] * p["images"] for p in parts) / images, images=images,
+                  seconds=round(sum(p["seconds"] for p in parts), 1), when=max(p["when"] for p in parts), parts=n)
+    devices = sorted({p.get("device", "cpu") for p in parts})
+    merged.pop("device", None)
+    if devices != ["cpu"]:
+        merged["device"] = "+".join(devices)
+    return merged
+
+
 def parse_list(text: str, cast, allowed, flag):
     vals = [cast(v) for v in text.split(",") if v]
     bad = [v for v in vals if v not in allowed]
@@ -208,6 +248,10 @@ def main(argv=None):
                     help="where the networks run (calibration stays on the CPU); cuda results are marked in the cache")
     ap.add_argument("--no-render", action="store_true",
                     help="only fill the cache; render docs later with --render-only")
+    ap.add_argument("--part", metavar="K/N",
+                    help="evaluate only part K (0-based) of N disjoint parts of each set (images K, K+N, ... in "
+                         "sorted order), cached as such; when all N parts of a cell are cached they are merged into "
+                         "the cell (means weighted by image count): a slow set spread over runs or machines")
     args = ap.parse_args(argv)
     scales = parse_list(args.scales, int, (2, 4), "scales")
     datasets = parse_list(args.datasets, str, DATASETS, "datasets")
@@ -215,6 +259,7 @@ def main(argv=None):
     methods = parse_list(args.methods, str, METHODS, "methods")
     words_list = parse_list(args.words, int, range(2, 6), "words")
     models = parse_list(args.models, str, ("edsr", "rdn"), "models")
+    args.part = parse_part(args.part)
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be a positive integer, got {args.threads}")
     check_output_file(args.out, "--out")
@@ -271,9 +316,13 @@ def run_all(args, cache, cache_path, models, scales, datasets, bits_list, method
             todo = []
             for d in datasets:
                 k = key(scale, m, b, args.words, d, arch)
-                hit = cache["results"].get(k)
-                if hit and hit.get("weights_fingerprint") == fp and (m == "fp" or hit.get("calib") == args.images):
-                    print(f"{k}: cached {fmt(hit)}")
+                hits = [(k, cache["results"].get(k))]
+                if args.part:
+                    hits.append((part_key(k, args.part), cache["results"].get(part_key(k, args.part))))
+                for kk, hit in hits:
+                    if hit and hit.get("weights_fingerprint") == fp and (m == "fp" or hit.get("calib") == args.images):
+                        print(f"{kk}: cached {fmt(hit)}")
+                        break
                 else:
                     todo.append(d)
             if not todo:
@@ -283,12 +332,19 @@ def run_all(args, cache, cache_path, models, scales, datasets, bits_list, method
                 net, extra = copy.deepcopy(net).to(args.device), {**extra, "device": args.device.type}
             for d in todo:
                 t0 = time.perf_counter()
-                r = evaluate_dataset(net, d, scale, args.data_root)
+                r = evaluate_dataset(net, d, scale, args.data_root, part=args.part)
                 r.update(seconds=round(time.perf_counter() - t0, 1), weights=weights, weights_fingerprint=fp,
                          when=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **extra)
                 if m != "fp":
                     r.update(calib=args.images, seed=args.seed, params=None if ppath is None else str(ppath))
                 k = key(scale, m, b, args.words, d, arch)
+                if args.part:
+                    cache = store_result(cache_path, part_key(k, args.part), r)
+                    print(f"{part_key(k, args.part)}: {fmt(r)} ({r['seconds']:.0f} s)")
+                    whole = merge_parts(cache, k, args.part[1])
+                    if whole is None:
+                        continue
+                    r = whole
                 cache = store_result(cache_path, k, r)
                 publish(cache)
                 print(f"{k}: {fmt(r)} ({r['seconds']:.0f} s)")

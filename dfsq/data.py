@@ -63,12 +63,16 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
 
 
-def benchmark_pairs(name: str, scale: int, root: str | Path = BENCHMARK_ROOT):
-    """Yield (stem, hr, lr) for a benchmark set: HR modcropped to ``scale``; LR by MATLAB-bicubic imresize."""
+def benchmark_pairs(name: str, scale: int, root: str | Path = BENCHMARK_ROOT, part: tuple[int, int] | None = None):
+    """Yield (stem, hr, lr) for a benchmark set: HR modcropped to ``scale``; LR by MATLAB-bicubic imresize.
+    ``part=(k, n)``: only the images whose index in sorted order is k modulo n (one of n disjoint parts)."""
     folder = Path(root) / name / "HR"
     if not folder.is_dir():
         raise UserError(f"benchmark set {name} not found under {root} (expected {folder})")
-    for path in list_images(folder):
+    paths = list_images(folder)
+    if part is not None:
+        paths = paths[part[0]::part[1]]
+    for path in paths:
         hr = modcrop(load_rgb(path), scale)
         yield path.stem, hr, make_lr(hr, scale)
 

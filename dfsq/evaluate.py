@@ -50,11 +50,12 @@ def save_sr(sr: np.ndarray, save_dir, dataset: str, stem: str) -> Path:
 
 
 def evaluate_dataset(model, name: str, scale: int, root=BENCHMARK_ROOT, progress: bool = True,
-                     save_dir=None) -> dict:
+                     save_dir=None, part: tuple[int, int] | None = None) -> dict:
     """Mean PSNR-Y and SSIM-Y over a benchmark set; ``model`` None means bicubic upscaling. With ``save_dir``,
-    every super-resolved image is also written to ``save_dir/<set>/<stem>.png``."""
+    every super-resolved image is also written to ``save_dir/<set>/<stem>.png``; ``part=(k, n)``: only that part
+    of the set (see :func:`dfsq.data.benchmark_pairs`)."""
     ps, ss = [], []
-    items = list(benchmark_pairs(name, scale, root))
+    items = list(benchmark_pairs(name, scale, root, part))
     for stem, hr, lr in tqdm(items, desc=f"{name} x{scale}", disable=not progress, leave=False):
         sr = imresize(lr, scale) if model is None else upscale(model, lr)
         if save_dir is not None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from bench.psnr_table import parse_list
 from dfsq.data import BENCHMARK_ROOT, DATASETS
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_file
@@ -120,10 +121,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int)
     ap.add_argument("--out", help="output stem (default bench/results/sensitivity_MODEL_xS_wBaB)")
     args = ap.parse_args(argv)
-    datasets = [d for d in args.datasets.split(",") if d]
-    bad = [d for d in datasets if d not in DATASETS]
-    if bad or not datasets:
-        raise UserError(f"--datasets: {bad or args.datasets!r} not in {list(DATASETS)}")
+    datasets = parse_list(args.datasets, str, DATASETS, "datasets")
     for d in datasets:
         if not (Path(args.data_root) / d / "HR").is_dir():
             raise UserError(f"dataset {d} not found under {args.data_root}")

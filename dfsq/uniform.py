@@ -259,15 +259,25 @@ def cached_stats(model, images, path, samples_per_image: int = 1024, seed: int =
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
             if "tag" in z.files and str(z["tag"]) == tag:
-                names, lo, hi, sample = z["names"], z["min"], z["max"], z["sample"]  # each read once
+                names = z["names"]
                 relu = {q.name: q.relu_input for q in quantized_layers(model)}
-                return [{"name": str(n), "relu_input": relu[str(n)], "min": lo[i], "max": hi[i],
-                         "sample": sample[i]} for i, n in enumerate(names)]
+                if "min" in z.files:   # every layer as wide as the others: stacked arrays, each read once
+                    lo, hi, sample = z["min"], z["max"], z["sample"]
+                    per = [(lo[i], hi[i], sample[i]) for i in range(len(names))]
+                else:                  # layers of different widths (RDN): one array per layer
+                    per = [(z[f"min_{i}"], z[f"max_{i}"], z[f"sample_{i}"]) for i in range(len(names))]
+                return [{"name": str(n), "relu_input": relu[str(n)], "min": a, "max": b, "sample": c}
+                        for n, (a, b, c) in zip(names, per)]
     st = collect_stats(model, images() if callable(images) else images, samples_per_image, seed)
+    arrays = {"tag": np.array(tag), "names": np.array([s["name"] for s in st])}
+    if len({s["min"].shape for s in st}) == 1 and len({s["sample"].shape for s in st}) == 1:
+        arrays.update(min=np.stack([s["min"] for s in st]), max=np.stack([s["max"] for s in st]),
+                      sample=np.stack([s["sample"] for s in st]))
+    else:
+        for i, s_ in enumerate(st):
+            arrays.update({f"min_{i}": s_["min"], f"max_{i}": s_["max"], f"sample_{i}": s_["sample"]})
     with atomic_output(path, ".npz") as tmp:
-        np.savez(tmp, tag=np.array(tag), names=np.array([s["name"] for s in st]),
-                 min=np.stack([s["min"] for s in st]), max=np.stack([s["max"] for s in st]),
-                 sample=np.stack([s["sample"] for s in st]))
+        np.savez(tmp, **arrays)
     return st
 
 

@@ -342,3 +342,24 @@ def test_demo_rdn_without_weights(tmp_path, capsys, monkeypatch):
     code, out = _cli(demo.main, ["--model", "rdn", "--out", str(tmp_path / "demo")], capsys)
     assert code == 2 and out.err.count("\n") == 1 and "no embedded default rdn checkpoint" in out.err, out.err
     assert "rdn_s_x2.pt" in out.err
+
+
+def test_uniform_stats_cache_round_trip_for_rdn(tiny_rdn, calib_crops, tmp_path):
+    """bench.psnr_table --models rdn --methods uniform caches per-layer statistics of layers of different widths
+    (one array per layer) and reads back exactly what it computed; the Uniform-MSE network then runs."""
+    from dfsq.uniform import cached_stats, minmax_params, quantize_uniform, uniform_ranges
+
+    path = tmp_path / "stats.npz"
+    first = cached_stats(tiny_rdn, calib_crops[:2], path, samples_per_image=64)
+    with np.load(path, allow_pickle=False) as z:
+        assert "min" not in z.files and "min_0" in z.files
+    again = cached_stats(tiny_rdn, lambda: pytest.fail("the cache was not used"), path, samples_per_image=64)
+    assert [s["name"] for s in again] == [s["name"] for s in first]
+    for a, b in zip(first, again):
+        for k in ("min", "max", "sample"):
+            assert np.array_equal(a[k], b[k]), (a["name"], k)
+    lo, hi = uniform_ranges(again, 4, "channel", "mse")
+    net = quantize_uniform(tiny_rdn, minmax_params(tiny_rdn, 4, again), lo, hi)
+    with torch.no_grad():
+        y = net(torch.rand(1, 3, 12, 12) * 255)
+    assert y.shape == (1, 3, 24, 24) and bool(torch.isfinite(y).all())

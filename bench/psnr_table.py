@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import hashlib
 import json
 import time
 from datetime import datetime, timezone
@@ -206,6 +207,8 @@ def merge_parts(cache: dict, k: str, n: int) -> dict | None:
     same = ("weights_fingerprint", "calib", "seed", "params")
     if any(p.get(f) != parts[0].get(f) for p in parts for f in same):
         return None
+    if len({p.get("params_sha256") for p in parts} - {None}) > 1:   # recalibrated between parts
+        return None
     images = sum(p["images"] for p in parts)
     merged = dict(parts[0])
     merged.update(psnr=sum(p["psnr"] * p["images"] for p in parts) / images,
@@ -335,8 +338,11 @@ def run_all(args, cache, cache_path, models, scales, datasets, bits_list, method
                 r = evaluate_dataset(net, d, scale, args.data_root, part=args.part)
                 r.update(seconds=round(time.perf_counter() - t0, 1), weights=weights, weights_fingerprint=fp,
                          when=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **extra)
+                r["threads"] = torch.get_num_threads()   # float summation order, hence the last digits, follow it
                 if m != "fp":
                     r.update(calib=args.images, seed=args.seed, params=None if ppath is None else str(ppath))
+                    if ppath is not None:   # the file's identity: a later recalibration to the same path shows
+                        r["params_sha256"] = hashlib.sha256(Path(ppath).read_bytes()).hexdigest()[:16]
                 k = key(scale, m, b, args.words, d, arch)
                 if args.part:
                     cache = store_result(cache_path, part_key(k, args.part), r)

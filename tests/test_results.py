@@ -429,3 +429,24 @@ def test_parts_merge_into_the_whole_set(tmp_path, test_weights, one_thread):
     for bad in ("2/2", "1", "a/b", "0/1"):
         with pytest.raises(UserError, match="--part"):
             parse_part(bad)
+
+
+def test_parts_from_different_calibrations_do_not_merge():
+    """A part measured after its params file was recalibrated (another params_sha256) keeps the cell open;
+    parts cached before the hash was recorded still merge with those that have it."""
+    from bench.psnr_table import merge_parts, part_key
+
+    k = "rdn/x2/dfsq/W4A4/words4/Urban100"
+
+    def part(i, sha, psnr):
+        r = {"psnr": psnr, "ssim": 0.9, "images": 25 + i, "seconds": 10.0, "when": f"2026-11-30 0{i}:00 UTC",
+             "weights_fingerprint": "w", "calib": 32, "seed": 0, "params": "p.npz"}
+        return r if sha is None else {**r, "params_sha256": sha}
+
+    cache = {"results": {part_key(k, (0, 2)): part(0, None, 30.0), part_key(k, (1, 2)): part(1, "aa", 31.0)}}
+    merged = merge_parts(cache, k, 2)
+    assert merged["images"] == 51 and merged["psnr"] == pytest.approx((30.0 * 25 + 31.0 * 26) / 51)
+    cache["results"][part_key(k, (0, 2))] = part(0, "bb", 30.0)
+    assert merge_parts(cache, k, 2) is None
+    del cache["results"][part_key(k, (0, 2))]
+    assert merge_parts(cache, k, 2) is None

@@ -28,7 +28,8 @@ import torch
 
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_dir, check_output_file
-from dfsq.calibrate import calibrate, calibration_images, load_params, save_params, weights_fingerprint
+from dfsq.calibrate import (calibrate, calibration_images, cpu_name, load_params, save_params,
+                            weights_fingerprint)
 from dfsq.data import BENCHMARK_ROOT, DATASETS
 from dfsq.device import DEVICES, resolve_device
 from dfsq.evaluate import evaluate_dataset
@@ -338,7 +339,8 @@ def run_all(args, cache, cache_path, models, scales, datasets, bits_list, method
                 r = evaluate_dataset(net, d, scale, args.data_root, part=args.part)
                 r.update(seconds=round(time.perf_counter() - t0, 1), weights=weights, weights_fingerprint=fp,
                          when=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **extra)
-                r["threads"] = torch.get_num_threads()   # float summation order, hence the last digits, follow it
+                # float summation order, hence the last digits, follows the CPU's vector unit and the thread count
+                r.update(threads=torch.get_num_threads(), cpu=f"{cpu_name()} ({torch.backends.cpu.get_cpu_capability()})")
                 if m != "fp":
                     r.update(calib=args.images, seed=args.seed, params=None if ppath is None else str(ppath))
                     if ppath is not None:   # the file's identity: a later recalibration to the same path shows

@@ -354,7 +354,20 @@ def versions() -> dict:
     except PackageNotFoundError:
         pkg = "unknown"
     return {"dfsq-hw": pkg, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "spec": SPEC_VERSION, "params_format": VERSION}
+            "spec": SPEC_VERSION, "params_format": VERSION, "cpu": cpu_name(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def cpu_name() -> str:
+    """The CPU's model name: float32 conv results (so activations, points and the last PSNR digits) can differ
+    between CPUs, whose vector units make oneDNN choose other kernels and summation orders."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def sidecar_path(path: str | Path) -> Path:

@@ -234,7 +234,7 @@ class QuantConv(nn.Module):
         """The activations from the fused CPU kernels (:mod:`dfsq.fastquant`), bit-identical to the torch path of
         :meth:`quantize_act`; None where they do not apply (dfsq with ``norm=False``, not on the CPU, no C
         compiler). ``reuse``: write into the thread's scratch buffer, valid until the next such call."""
-        if x.device.type != "cpu":
+        if x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()):   # no autograd through C
             return None
         x = x.float()
         if self.method == "minmax":

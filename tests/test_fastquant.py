@@ -194,3 +194,14 @@ def test_minmax_kernel_equals_torch_path(bits, relu_input):
     xx = x.nan_to_num()
     assert torch.equal(qc.quantize_act(xx), _torch_minmax(qc, xx))
     assert torch.equal(qc(xx), qc.conv(_torch_minmax(qc, xx)))
+
+
+@needs_kernel
+def test_autograd_takes_the_torch_path():
+    """With a graph to build the kernel steps aside, so gradients flow as before (through mean and scale)."""
+    qc = _qconv(3, 4, False, seed=4)
+    x = torch.randn(1, 3, 6, 6, requires_grad=True)
+    qc.quantize_act(x).sum().backward()
+    assert x.grad is not None and bool(torch.isfinite(x.grad).all())
+    with torch.no_grad():
+        assert torch.equal(qc.quantize_act(x), _torch_act(qc, x))

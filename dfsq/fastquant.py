@@ -68,7 +68,8 @@ def _build() -> ctypes.CDLL | None:
                     res = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True,
                                          text=True, timeout=120)
                     if res.returncode != 0:
-                        _why = f"{Path(cc).name} failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}"
+                        last = (res.stderr.strip().splitlines() or [f"exit status {res.returncode}"])[-1]
+                        _why = f"{Path(cc).name} failed: {last}"
                         return None
                     os.replace(tmp, lib)
                 finally:

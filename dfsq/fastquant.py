@@ -32,7 +32,7 @@ import torch
 SOURCE = Path(__file__).with_name("fastquant.c")
 FLAGS = ["-O3", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math", "-std=c99"]
 _lib = None       # the loaded library, False once building failed
-_why = ""         # why the kernel is unavailable (for tests and --verbose output)
+_why = ""         # why the kernel is unavailable (python -m dfsq.fastquant prints it)
 
 
 def _compiler() -> str | None:
@@ -99,6 +99,8 @@ def library():
         return None
     if _lib is None:
         _lib = _build() or False
+    if _lib:
+        _why = ""
     return _lib or None
 
 

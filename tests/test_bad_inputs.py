@@ -431,6 +431,18 @@ CASES = [
     ("sim-speed-out-is-file", "bench.sim_speed", lambda L, O: ["--out", str(L.text)], 2, ()),
     ("sim-speed-work-dir-is-file", "bench.sim_speed",
      lambda L, O: ["--out", str(O), "--work-dir", str(L.text)], 2, ()),
+    ("fakequant-speed-out-parent-is-file", "bench.fakequant_speed",
+     lambda L, O: ["--methods", "fp", "--out", str(L.unwritable / "s")], 2, ()),
+    ("fakequant-speed-params-missing", "bench.fakequant_speed",
+     lambda L, O: ["--params", str(L.missing), "--out", str(O / "s")], 2, ()),
+    ("fakequant-speed-image-missing", "bench.fakequant_speed",
+     lambda L, O: ["--model", "edsr", "--methods", "fp", "--image", str(L.missing), "--out", str(O / "s")], 2, (W,)),
+    ("fakequant-speed-image-text", "bench.fakequant_speed",
+     lambda L, O: ["--model", "edsr", "--methods", "fp", "--image", str(L.text), "--out", str(O / "s")], 2, (W,)),
+    ("fakequant-speed-repeat-0", "bench.fakequant_speed",
+     lambda L, O: ["--methods", "fp", "--repeat", "0", "--out", str(O / "s")], 2, ()),
+    ("fakequant-speed-method-bogus", "bench.fakequant_speed",
+     lambda L, O: ["--methods", "fp,bogus", "--out", str(O / "s")], 2, ()),
 ]
 
 

@@ -205,3 +205,24 @@ def test_autograd_takes_the_torch_path():
     assert x.grad is not None and bool(torch.isfinite(x.grad).all())
     with torch.no_grad():
         assert torch.equal(qc.quantize_act(x), _torch_act(qc, x))
+
+
+@needs_kernel
+def test_fakequant_speed_bench(tmp_path, test_weights, default_export, one_thread):
+    """bench.fakequant_speed times both paths and records that their outputs are bit-identical."""
+    import json
+
+    from PIL import Image
+
+    from bench.fakequant_speed import main
+
+    img = tmp_path / "lr.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(img)
+    stem = tmp_path / "res" / "fq"
+    main(["--model", "edsr", "--weights", test_weights, "--params", str(default_export.parent / "params.npz"),
+          "--image", str(img), "--out", str(stem)])
+    res = json.loads(stem.with_suffix(".json").read_text())
+    assert res["rows"]["dfsq"]["equal"] is True and res["rows"]["minmax"]["equal"] is True
+    assert res["lr_shape"] == [20, 24] and res["kernel"] == "loaded"
+    assert stem.with_suffix(".md").is_file() and stem.with_suffix(".png").stat().st_size > 1000

@@ -1,0 +1,194 @@
+"""Fake-quantized forward time with the fused C kernels (dfsq.fastquant) against the torch path, and proof that the
+two give the same bits.
+
+    python -m bench.fakequant_speed [--model rdn] [--scale 2] [--bits 4] [--methods fp,minmax,dfsq] \
+        [--image Urban100/img001 | PATH] [--repeat 1] [--threads 1] [--params PARAMS] [--out STEM]
+
+One LR image (default: the first Urban100 image, 322 x 512 at x2, the largest inputs of the tables; the
+scikit-image astronaut when ../shared is absent) goes through the network once per path: ``DFSQ_FASTQUANT=0``
+(torch) and the kernel; best of ``--repeat`` runs. The outputs must be ``torch.equal`` (the JSON says so and the
+command exits 1 otherwise). Params: ``bench.psnr_table``'s cached file for this model, scale and bits (as
+``bench.sensitivity``), or ``--params``. Writes ``STEM.json``, ``STEM.md`` and ``STEM.png`` (default
+bench/results/fakequant_speed_MODEL_xS_wBaB).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.psnr_table import parse_list
+from dfsq.data import BENCHMARK_ROOT, DATASETS
+from golden.errors import UserError, cli_main
+from golden.files import atomic_output, check_output_file
+
+ROOT = Path(__file__).resolve().parent.parent
+METHODS = ("fp", "minmax", "dfsq")
+
+
+def load_lr(image: str | None, scale: int, root) -> tuple[str, np.ndarray]:
+    """(name, uint8 LR image): ``SET/STEM`` of a benchmark set, an image file (used as the LR input), or None
+    for the first Urban100 image (the astronaut when the set is absent)."""
+    from dfsq.data import benchmark_pairs, load_rgb, make_lr, modcrop, sample_image
+
+    if image is None:
+        if (Path(root) / "Urban100" / "HR").is_dir():
+            stem, _, lr = next(iter(benchmark_pairs("Urban100", scale, root)))
+            return f"Urban100/{stem}", lr
+        return "astronaut (LR of)", make_lr(modcrop(sample_image(), scale), scale)
+    path = Path(image)
+    if path.is_file():
+        return path.name, load_rgb(path)
+    name, _, stem = image.partition("/")
+    if name in DATASETS and stem and "/" not in stem:
+        for s, _, lr in benchmark_pairs(name, scale, root):
+            if s == stem:
+                return image, lr
+    raise UserError(f"--image {image!r} is neither a file nor SET/STEM of a benchmark set under {root}")
+
+
+def _time(net, x, repeat: int) -> tuple[float, torch.Tensor]:
+    best, y = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            y = net(x)
+        best = min(best, time.perf_counter() - t0)
+    return best, y
+
+
+def _forward(net, x, repeat: int, kernel: bool) -> tuple[float, torch.Tensor]:
+    old = os.environ.get("DFSQ_FASTQUANT")
+    os.environ["DFSQ_FASTQUANT"] = "1" if kernel else "0"
+    try:
+        return _time(net, x, repeat)
+    finally:
+        if old is None:
+            os.environ.pop("DFSQ_FASTQUANT", None)
+        else:
+            os.environ["DFSQ_FASTQUANT"] = old
+
+
+def render(res: dict) -> str:
+    lines = [f"# Fake-quant forward time: {res['model']} x{res['scale']} W{res['bits']}A{res['bits']} "
+             f"(`python -m bench.fakequant_speed`)", "",
+             f"Input: {res['image']} (LR {res['lr_shape'][0]} x {res['lr_shape'][1]}), {res['threads']} torch "
+             f"thread(s), best of {res['repeat']}; CPU: {res['cpu']}. Kernel: {res['kernel']}.", "",
+             "| method | torch path (s) | fused kernel (s) | speed-up | outputs bit-identical |", "|---|---:|---:|---:|---|"]
+    for m, r in res["rows"].items():
+        if m == "fp":
+            lines.append(f"| FP | {r['torch']:.2f} | | | |")
+        else:
+            k, t = r.get("kernel"), r["torch"]
+            kernel = "" if k is None else f"{k:.2f}"
+            speed = "" if k is None else f"{t / k:.2f}x"
+            equal = "" if r.get("equal") is None else ("yes" if r["equal"] else "NO")
+            lines.append(f"| {m} | {t:.2f} | {kernel} | {speed} | {equal} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, vals, colors = [], [], []
+    for m, r in res["rows"].items():
+        for kind, c in (("torch", "tab:gray"), ("kernel", "tab:blue")):
+            if r.get(kind) is not None:
+                labels.append("FP" if m == "fp" else f"{m}, {'torch path' if kind == 'torch' else 'fused kernel'}")
+                vals.append(r[kind])
+                colors.append("tab:green" if m == "fp" else c)
+    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(vals) + 1.2))
+    ax.barh(range(len(vals)), vals, color=colors)
+    ax.set_yticks(range(len(vals)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds per forward")
+    ax.set_title(f"{res['model']} x{res['scale']} W{res['bits']}A{res['bits']}, {res['image']}", fontsize=9)
+    fig.tight_layout()
+    with atomic_output(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+@cli_main
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench.fakequant_speed", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="rdn", choices=("edsr", "rdn"))
+    ap.add_argument("--weights", default="default")
+    ap.add_argument("--scale", type=int, default=2, choices=(2, 4))
+    ap.add_argument("--bits", type=int, default=4)
+    ap.add_argument("--words", type=int, default=4)
+    ap.add_argument("--methods", default="fp,minmax,dfsq")
+    ap.add_argument("--image", help="SET/STEM of a benchmark set, or an LR image file (default: first Urban100)")
+    ap.add_argument("--data-root", default=str(BENCHMARK_ROOT))
+    ap.add_argument("--params", help="calibration artifact (default: bench.psnr_table's cached one)")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", help="output stem (default bench/results/fakequant_speed_MODEL_xS_wBaB)")
+    args = ap.parse_args(argv)
+    methods = parse_list(args.methods, str, METHODS, "methods")
+    if args.repeat < 1:
+        raise UserError(f"--repeat must be at least 1, got {args.repeat}")
+    if args.threads < 1:
+        raise UserError(f"--threads must be a positive integer, got {args.threads}")
+    prefix = "" if args.model == "edsr" else f"{args.model}_"
+    params = Path(args.params) if args.params else (
+        ROOT / "out" / "params" / f"{prefix}x{args.scale}_w{args.bits}a{args.bits}_words{args.words}_n32_seed0.npz")
+    if set(methods) - {"fp"} and not params.is_file():
+        raise UserError(f"params not found: {params} (run bench.psnr_table for this cell, or pass --params)")
+    stem = Path(args.out) if args.out else (
+        ROOT / "bench" / "results" / f"fakequant_speed_{args.model}_x{args.scale}_w{args.bits}a{args.bits}")
+    outs = [check_output_file(stem.with_suffix(s), "--out") for s in (".json", ".md", ".png")]
+    torch.set_num_threads(args.threads)
+
+    from dfsq import fastquant
+    from dfsq.calibrate import cpu_name, load_params
+    from dfsq.model import load_model
+    from dfsq.quantize import quantize_model
+
+    name, lr = load_lr(args.image, args.scale, args.data_root)
+    model = load_model(args.model, args.weights, args.scale).eval()
+    x = torch.from_numpy(np.array(lr, copy=True)).permute(2, 0, 1)[None].float()
+    p = load_params(params) if set(methods) - {"fp"} else None
+    if p is not None and (p.config.get("act_bits") != args.bits or p.config.get("words") != args.words):
+        raise UserError(f"{params} is A{p.config.get('act_bits')} with {p.config.get('words')} words, not "
+                        f"A{args.bits} with {args.words}")
+    rows, ok = {}, True
+    for m in methods:
+        if m == "fp":
+            rows[m] = {"torch": _time(model, x, args.repeat)[0]}
+        else:
+            net = quantize_model(model, p, m)
+            t_torch, y_torch = _forward(net, x, args.repeat, kernel=False)
+            row = {"torch": t_torch}
+            if fastquant.library() is not None:
+                t_kernel, y_kernel = _forward(net, x, args.repeat, kernel=True)
+                row.update(kernel=t_kernel, equal=bool(torch.equal(y_torch, y_kernel)))
+                ok &= row["equal"]
+            rows[m] = row
+        print(f"{m}: " + ", ".join(f"{k} {v:.2f} s" if isinstance(v, float) else f"{k} {v}" for k, v in rows[m].items()))
+    res = {"model": args.model, "scale": args.scale, "bits": args.bits, "words": args.words, "image": name,
+           "lr_shape": list(lr.shape[:2]), "threads": args.threads, "repeat": args.repeat, "rows": rows,
+           "cpu": f"{cpu_name()} ({torch.backends.cpu.get_cpu_capability()})",
+           "kernel": "loaded" if fastquant.library() is not None else f"unavailable ({fastquant.why_unavailable()})",
+           "params": None if p is None else str(params)}
+    with atomic_output(outs[0]) as tmp:
+        tmp.write_text(json.dumps(res, indent=1) + "\n")
+    with atomic_output(outs[1]) as tmp:
+        tmp.write_text(render(res))
+    plot(res, outs[2])
+    print(render(res))
+    print(f"wrote {outs[1]}")
+    if not ok:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -86,11 +86,17 @@ def store_result(path: Path, k: str, result: dict) -> dict:
     return cache
 
 
+def params_path(params_dir, arch: str, scale: int, bits: int, words: int, images: int = 32, seed: int = 0,
+                variant: str = "") -> Path:
+    """Where the table caches a calibration (bench.sensitivity and bench.fakequant_speed read it from there)."""
+    prefix = "" if arch == "edsr" else f"{arch}_"
+    return Path(params_dir) / f"{prefix}x{scale}_w{bits}a{bits}_words{words}_n{images}_seed{seed}{variant}.npz"
+
+
 def get_params(model, scale: int, bits: int, words: int, images: int, seed: int, params_dir: Path, weights: str,
                norm: bool = True, layerwise: bool = False, arch: str = "edsr"):
     variant = ("" if norm else "_nonorm") + ("_layerwise" if layerwise else "")
-    prefix = "" if arch == "edsr" else f"{arch}_"
-    path = params_dir / f"{prefix}x{scale}_w{bits}a{bits}_words{words}_n{images}_seed{seed}{variant}.npz"
+    path = params_path(params_dir, arch, scale, bits, words, images, seed, variant)
     fp = weights_fingerprint(model)
     if path.is_file():
         p = load_params(path)

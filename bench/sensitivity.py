@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from bench.psnr_table import parse_list
+from bench.psnr_table import DEFAULT_PARAMS, params_path, parse_list
 from dfsq.data import BENCHMARK_ROOT, DATASETS
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_file
@@ -129,9 +129,8 @@ def main(argv=None):
         if args.threads < 1:
             raise UserError(f"--threads must be a positive integer, got {args.threads}")
         torch.set_num_threads(args.threads)
-    prefix = "" if args.model == "edsr" else f"{args.model}_"
-    params = Path(args.params) if args.params else (
-        ROOT / "out" / "params" / f"{prefix}x{args.scale}_w{args.bits}a{args.bits}_words{args.words}_n32_seed0.npz")
+    params = Path(args.params) if args.params else params_path(DEFAULT_PARAMS, args.model, args.scale, args.bits,
+                                                               args.words)
     if not params.is_file():
         raise UserError(f"params not found: {params} (run bench.psnr_table for this cell, or pass --params)")
     stem = Path(args.out) if args.out else (

@@ -78,7 +78,9 @@ def render(res: dict) -> str:
     lines = [f"# Fake-quant forward time: {res['model']} x{res['scale']} W{res['bits']}A{res['bits']} "
              f"(`python -m bench.fakequant_speed`)", "",
              f"Input: {res['image']} (LR {res['lr_shape'][0]} x {res['lr_shape'][1]}), {res['threads']} torch "
-             f"thread(s), best of {res['repeat']}; CPU: {res['cpu']}. Kernel: {res['kernel']}.", "",
+             f"thread(s), best of {res['repeat']}; CPU: {res['cpu']}. Kernel: {res['kernel']}."
+             + (" With one run the first row also pays the process's warm-up (fresh memory, oneDNN's first "
+                "calls): compare rows of one method, or use --repeat 2." if res["repeat"] == 1 else ""), "",
              "| method | torch path (s) | fused kernel (s) | speed-up | outputs bit-identical |", "|---|---:|---:|---:|---|"]
     for m, r in res["rows"].items():
         if m == "fp":

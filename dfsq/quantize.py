@@ -236,14 +236,16 @@ class QuantConv(nn.Module):
         compiler). ``reuse``: write into the thread's scratch buffer, valid until the next such call."""
         if x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()):   # no autograd through C
             return None
-        x = x.float()
         if self.method == "minmax":
+            if x.dtype != torch.float32:   # the torch path computes in x's own dtype
+                return None
             # act_step / act_zero: float32-exact Python floats (one range per layer) or (1, C, 1, 1) tensors
             step, zero = (torch.as_tensor(v, dtype=torch.float32).reshape(-1).expand(x.shape[1])
                           for v in (self.act_step, self.act_zero))
             return fastquant.uniform_fake_quant(x, step, zero, (1 << self.act_bits) - 1, reuse=reuse)
         if not self.norm:
             return None
+        x = x.float()
         mean = torch.zeros(x.shape[:2], dtype=torch.float32) if self.relu_input else x.mean((2, 3))
         return fastquant.dfsq_fake_quant(x, mean, EPS, self.mid, self.points, reuse=reuse)
 

@@ -150,7 +150,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
 
     from dfsq import fastquant
-    from dfsq.calibrate import cpu_name, load_params
+    from dfsq.calibrate import cpu_label, load_params
     from dfsq.model import load_model
     from dfsq.quantize import quantize_model
 
@@ -177,7 +177,7 @@ def main(argv=None):
         print(f"{m}: " + ", ".join(f"{k} {v:.2f} s" if isinstance(v, float) else f"{k} {v}" for k, v in rows[m].items()))
     res = {"model": args.model, "scale": args.scale, "bits": args.bits, "words": args.words, "image": name,
            "lr_shape": list(lr.shape[:2]), "threads": args.threads, "repeat": args.repeat, "rows": rows,
-           "cpu": f"{cpu_name()} ({torch.backends.cpu.get_cpu_capability()})",
+           "cpu": cpu_label(),
            "kernel": "loaded" if fastquant.library() is not None else f"unavailable ({fastquant.why_unavailable()})",
            "params": None if p is None else str(params)}
     with atomic_output(outs[0]) as tmp:

@@ -28,7 +28,7 @@ import torch
 
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_dir, check_output_file
-from dfsq.calibrate import (calibrate, calibration_images, cpu_name, load_params, save_params,
+from dfsq.calibrate import (calibrate, calibration_images, cpu_label, load_params, save_params,
                             weights_fingerprint)
 from dfsq.data import BENCHMARK_ROOT, DATASETS
 from dfsq.device import DEVICES, resolve_device
@@ -338,6 +338,8 @@ def run_all(args, cache, cache_path, models, scales, datasets, bits_list, method
             if not todo:
                 continue
             net, ppath, extra = build_net(model, m, scale, b, args, weights, arch, stats)
+            # the params file's identity: a later recalibration to the same path shows
+            params_sha = None if ppath is None else hashlib.sha256(Path(ppath).read_bytes()).hexdigest()[:16]
             if args.device.type != "cpu":   # calibration and the model it reads stay on the CPU
                 net, extra = copy.deepcopy(net).to(args.device), {**extra, "device": args.device.type}
             for d in todo:
@@ -346,11 +348,11 @@ def run_all(args, cache, cache_path, models, scales, datasets, bits_list, method
                 r.update(seconds=round(time.perf_counter() - t0, 1), weights=weights, weights_fingerprint=fp,
                          when=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **extra)
                 # float summation order, hence the last digits, follows the CPU's vector unit and the thread count
-                r.update(threads=torch.get_num_threads(), cpu=f"{cpu_name()} ({torch.backends.cpu.get_cpu_capability()})")
+                r.update(threads=torch.get_num_threads(), cpu=cpu_label())
                 if m != "fp":
                     r.update(calib=args.images, seed=args.seed, params=None if ppath is None else str(ppath))
-                    if ppath is not None:   # the file's identity: a later recalibration to the same path shows
-                        r["params_sha256"] = hashlib.sha256(Path(ppath).read_bytes()).hexdigest()[:16]
+                    if params_sha:
+                        r["params_sha256"] = params_sha
                 k = key(scale, m, b, args.words, d, arch)
                 if args.part:
                     cache = store_result(cache_path, part_key(k, args.part), r)

@@ -370,6 +370,11 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_label() -> str:
+    """``cpu_name()`` with the vector unit torch dispatches to, e.g. ``AMD EPYC (AVX2)``."""
+    return f"{cpu_name()} ({torch.backends.cpu.get_cpu_capability()})"
+
+
 def sidecar_path(path: str | Path) -> Path:
     path = Path(path)
     return path.with_suffix(".json") if path.suffix == ".npz" else Path(str(path) + ".json")

@@ -94,8 +94,8 @@ def params_path(params_dir, arch: str, scale: int, bits: int, words: int, images
 
 
 def get_params(model, scale: int, bits: int, words: int, images: int, seed: int, params_dir: Path, weights: str,
-               norm: bool = True, layerwise: bool = False, arch: str = "edsr"):
-    variant = ("" if norm else "_nonorm") + ("_layerwise" if layerwise else "")
+               norm: bool = True, layerwise: bool = False, arch: str = "edsr", fill: bool = False):
+    variant = ("" if norm else "_nonorm") + ("_layerwise" if layerwise else "") + ("_fill" if fill else "")
     path = params_path(params_dir, arch, scale, bits, words, images, seed, variant)
     fp = weights_fingerprint(model)
     if path.is_file():
@@ -105,7 +105,7 @@ def get_params(model, scale: int, bits: int, words: int, images: int, seed: int,
     params_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     p = calibrate(model, calibration_images(None, images, scale), act_bits=bits, weight_bits=bits, words=words,
-                  seed=seed, weights=weights, norm=norm, layerwise=layerwise, progress=True)
+                  seed=seed, weights=weights, norm=norm, layerwise=layerwise, fill=fill, progress=True)
     p.info["seconds_total"] = round(time.perf_counter() - t0, 3)
     save_params(p, path)
     print(f"  calibrated x{scale} W{bits}A{bits} words{words}{variant} in {p.info['seconds_total']:.0f} s -> {path}")
@@ -150,7 +150,7 @@ def shared_collection():
 
 
 # Methods this bench measures: the network for each is built by build_net.
-METHODS = ("fp", "minmax", "uniform", "dfsq-uniform", "dfsq", "dfsq-nonorm", "dfsq-layerwise")
+METHODS = ("fp", "minmax", "uniform", "dfsq-uniform", "dfsq", "dfsq-nonorm", "dfsq-layerwise", "dfsq-fill")
 UNIFORM = ("channel", "mse")   # the uniform baseline's range rule (dfsq.uniform): per-channel, MSE-optimal clip
 
 
@@ -174,9 +174,9 @@ def build_net(model, m: str, scale: int, bits: int | None, args, weights: str, a
         from dfsq.uniform import quantize_dfsq_uniform
 
         return quantize_dfsq_uniform(model, bits, weights), None, {"points": "uniform"}
-    norm, layerwise = m != "dfsq-nonorm", m == "dfsq-layerwise"
+    norm, layerwise, fill = m != "dfsq-nonorm", m == "dfsq-layerwise", m == "dfsq-fill"
     params, ppath = get_params(model, scale, bits, args.words, args.images, args.seed, Path(args.params_dir),
-                               weights, norm=norm, layerwise=layerwise, arch=arch)
+                               weights, norm=norm, layerwise=layerwise, arch=arch, fill=fill)
     return quantize_model(model, params, "minmax" if m == "minmax" else "dfsq"), ppath, {}
 
 

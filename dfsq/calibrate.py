@@ -2,7 +2,7 @@
 
     python -m dfsq.calibrate --weights default --scale 2 --act-bits 4 --weight-bits 4 --words 4 \
         [--calib DIR] [--images 32] [--seed S] [--no-norm] [--layerwise] [--restarts R] [--bins B] \
-        [--no-refine] --out PARAMS.npz
+        [--no-refine] [--fill] --out PARAMS.npz
 
 One forward pass of the full-precision network (``--model edsr|rdn``) over the calibration images (the LR
 versions, MATLAB bicubic, of the first ``--images`` files of ``--calib`` in sorted order; default
@@ -254,7 +254,8 @@ def collect_histograms(model, images, bins: int = DEFAULT_BINS, progress: bool =
 
 def calibrate(model, images, *, act_bits: int = 4, weight_bits: int = 4, words: int = 4, gap: int = DEFAULT_GAP,
               seed: int = 0, norm: bool = True, layerwise: bool = False, restarts: int = DEFAULT_RESTARTS,
-              bins: int = DEFAULT_BINS, refine: bool = True, weights: str = "", progress: bool = False) -> CalibParams:
+              bins: int = DEFAULT_BINS, refine: bool = True, fill: bool = False, weights: str = "",
+              progress: bool = False) -> CalibParams:
     """Calibrate ``model`` (a full-precision EDSR or RDN, left unchanged) on ``images``: network inputs, a list of
     uint8 (H, W, 3) arrays or (name, array) pairs. Deterministic for a seed."""
     check_bits(act_bits, weight_bits, words)
@@ -303,7 +304,7 @@ def calibrate(model, images, *, act_bits: int = 4, weight_bits: int = 4, words: 
         hist = col.take_histogram(i)  # frees the counts as it goes (config-B RDN: 47k channels x bins)
         h = hist.sum(0, keepdims=True) if layerwise else hist
         r = kmeans_select(values, h, act_bits, ws, seed=np.random.SeedSequence([seed, i]).generate_state(1)[0],
-                          restarts=restarts, refine=refine)
+                          restarts=restarts, refine=refine, fill=fill)
         if layerwise:
             point_ints[i][:] = r["point_ints"][0]
             loss[i][:] = Prefix(values, hist).loss(np.broadcast_to(r["point_ints"][0] / ws.denom, (C, K)))
@@ -334,6 +335,7 @@ def calibrate(model, images, *, act_bits: int = 4, weight_bits: int = 4, words: 
               "scale": int(model.scale), "act_bits": int(act_bits), "weight_bits": int(weight_bits),
               "words": int(words), "gap": int(gap), "norm": bool(norm), "layerwise": bool(layerwise),
               "seed": int(seed), "restarts": int(restarts), "bins": int(bins), "refine": bool(refine),
+              **({"fill": True} if fill else {}),  # absent unless used: default params files stay as they were
               "weights": str(weights), "weights_fingerprint": weights_fingerprint(model)}
     mean_loss = float(np.concatenate([np.ravel(v) for v in loss]).mean())
     info = {"images": [n for n, _ in inputs], "n_images": len(inputs),
@@ -453,7 +455,7 @@ def validate_params(meta, data: dict, where: str = "params") -> CalibParams:
             fail(f"config {k!r} must be a string, got {cfg.get(k)!r}")
     if not isinstance(cfg.get("seed"), int):
         fail(f"config 'seed' must be an integer, got {cfg.get('seed')!r}")
-    for k in ("norm", "layerwise"):
+    for k in ("norm", "layerwise", "fill"):
         if not isinstance(cfg.get(k, False), bool):
             fail(f"config {k!r} must be true or false, got {cfg.get(k)!r}")
     if "norm" not in cfg:
@@ -571,6 +573,8 @@ def main(argv=None):
     ap.add_argument("--restarts", type=int, default=DEFAULT_RESTARTS)
     ap.add_argument("--bins", type=int, default=DEFAULT_BINS, help="histogram bins over [-1, 1]")
     ap.add_argument("--no-refine", action="store_true", help="plain k-means + snap (no local search after it)")
+    ap.add_argument("--fill", action="store_true",
+                    help="give points that snapped onto the same universal value to unused values (6 and 8 bits)")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice; 1 is faster on a busy machine)")
     ap.add_argument("--out", required=True, help="params file to write (.npz; a .json sidecar is written too)")
     args = ap.parse_args(argv)
@@ -590,7 +594,8 @@ def main(argv=None):
     images = calibration_images(args.calib, args.images, args.scale)
     params = calibrate(model, images, act_bits=args.act_bits, weight_bits=args.weight_bits, words=args.words,
                        seed=args.seed, norm=not args.no_norm, layerwise=args.layerwise, restarts=args.restarts,
-                       bins=args.bins, refine=not args.no_refine, weights=str(args.weights), progress=True)
+                       bins=args.bins, refine=not args.no_refine, fill=args.fill, weights=str(args.weights),
+                       progress=True)
     params.info["seconds_total"] = round(time.perf_counter() - t0, 3)
     save_params(params, args.out)
     i = params.info

@@ -95,6 +95,23 @@ def test_ablations(x2_model, calib_crops, one_thread):
     assert all(not m.norm and m.static_scale is not None for m in quant_convs(q))
 
 
+def test_fill_option(x2_model, calib_crops, tmp_path, one_thread):
+    plain = calibrate(x2_model, calib_crops[:1], act_bits=6, **FAST)
+    filled = calibrate(x2_model, calib_crops[:1], act_bits=6, fill=True, **FAST)
+    assert "fill" not in plain.config and filled.config["fill"] is True  # default files keep their old config
+    rows = lambda p: p.arrays["point_ints"].reshape(-1, 64)  # noqa: E731
+    assert sum(np.unique(r).size < 64 for r in rows(plain)) > 0
+    assert all(np.unique(r).size == 64 for r in rows(filled))
+    assert np.all(filled.arrays["loss"] <= plain.arrays["loss"] + 1e-18)
+    assert np.array_equal(filled.arrays["weight_q"], plain.arrays["weight_q"])
+    out = save_params(filled, tmp_path / "fill.npz")
+    assert load_params(out).config["fill"] is True
+    meta = json.loads(str(np.load(out, allow_pickle=False)["meta"]))
+    meta["config"]["fill"] = "yes"
+    with pytest.raises(UserError, match="'fill' must be true or false"):
+        load_params(_resave(out, tmp_path / "badfill.npz", config=meta["config"]))
+
+
 def test_cli(tmp_path, test_weights, capsys, one_thread):
     calib = tmp_path / "calib"
     calib.mkdir()
@@ -105,7 +122,10 @@ def test_cli(tmp_path, test_weights, capsys, one_thread):
     main(["--weights", test_weights, "--calib", str(calib), "--images", "2", "--act-bits", "3", "--bins", "256",
           "--out", str(out)])
     p = load_params(out)
-    assert p.info["images"] == ["0.png", "1.png"] and p.config["act_bits"] == 3
+    assert p.info["images"] == ["0.png", "1.png"] and p.config["act_bits"] == 3 and "fill" not in p.config
+    main(["--weights", test_weights, "--calib", str(calib), "--images", "1", "--act-bits", "6", "--bins", "256",
+          "--fill", "--out", str(tmp_path / "f.npz")])
+    assert load_params(tmp_path / "f.npz").config["fill"] is True
     assert sidecar_path(out).is_file()
     for argv, msg in ((["--act-bits", "9"], "act-bits"), (["--weight-bits", "1"], "weight-bits"),
                       (["--words", "6"], "words"), (["--calib", str(tmp_path / "none")], "not a folder"),

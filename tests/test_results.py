@@ -450,3 +450,18 @@ def test_parts_from_different_calibrations_do_not_merge():
     assert merge_parts(cache, k, 2) is None
     del cache["results"][part_key(k, (0, 2))]
     assert merge_parts(cache, k, 2) is None
+
+
+def test_fill_section_and_check():
+    from bench.results_md import render
+
+    c = _cache(rdn=True)
+    res = c["results"]
+    res[key(2, "dfsq", 8, 4, "Set5", "rdn")] = _r(37.46)
+    res[key(2, "dfsq-fill", 8, 4, "Set5", "rdn")] = _r(37.49)
+    res[key(2, "dfsq", 6, 4, "Set5", "rdn")] = _r(37.40)
+    md = render(c, 4, (2,), ["Set5"], [8, 6, 4, 3], paper=PAPER)
+    assert "| RDN x2 | Set5 | 37.500 | 37.460 (-0.040) | 37.490 (-0.010) | 37.400 (-0.100) | … |" in md
+    assert ("RDN x2 Set5 8-bit DFSQ within 0.02 dB of FP: NO (-0.040 dB); with `--fill`: yes (-0.010 dB)"
+            in md)
+    assert "Filling repeated points" not in render(_cache(rdn=True), 4, (2,), ["Set5"], [8, 6, 4, 3], paper=PAPER)

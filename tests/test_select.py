@@ -1,4 +1,5 @@
-"""Universal set (as DFSQ defines it) and point selection: k-means + snap, restarts, refinement, exhaustive search."""
+"""Universal set (as DFSQ defines it) and point selection: k-means + snap, restarts, refinement, fill of repeated
+points, exhaustive search."""
 from __future__ import annotations
 
 import itertools
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from golden.spec import WordSet
-from dfsq.select import Prefix, exhaustive_select, histogram_values, kmeans_select, lloyd
+from dfsq.select import Prefix, exhaustive_select, fill_repeats, histogram_values, kmeans_select, lloyd
 
 
 def official_universal_set(words: int, gap: int = 4) -> list[Fraction]:
@@ -134,3 +135,73 @@ def test_exhaustive_is_optimal_and_no_worse_than_kmeans():
     assert ex4["loss"] <= kmeans_select(v, w, 2, ws)["loss"][0] + 1e-15
     with pytest.raises(ValueError, match="exceeds"):
         exhaustive_select(v, w[0], 4, WordSet(4))
+
+
+def _fill_reference(prefix: Prefix, p_int: np.ndarray, ws: WordSet) -> np.ndarray:
+    """fill_repeats spelled out: row by row, one value at a time, the full loss recomputed for every candidate."""
+    out = []
+    for r in range(p_int.shape[0]):
+        sub = Prefix(prefix.values, (prefix.w0[r, 1:] - prefix.w0[r, :-1])[None])
+        s = np.unique(p_int[r])
+        while s.size < min(p_int.shape[1], len(ws)):
+            cand = np.setdiff1d(ws.ints, s)
+            base = sub.loss(s[None] / ws.denom)[0]
+            gain = np.array([base - sub.loss(np.sort(np.append(s, c))[None] / ws.denom)[0] for c in cand])
+            if gain.max() > 1e-15:
+                c = cand[np.argmax(gain)]
+            else:  # nothing to gain: the value that most lowers the largest distance to a point in its gap
+                def worst(lo, hi):  # within [-1, 1], between points lo < hi (None: no point on that side)
+                    return 2.0 if lo is hi is None else hi + 1 if lo is None else 1 - lo if hi is None else (hi - lo) / 2
+
+                def shrink(u):
+                    lo = max((x for x in s / ws.denom if x < u), default=None)
+                    hi = min((x for x in s / ws.denom if x > u), default=None)
+                    return worst(lo, hi) - max(worst(lo, u), worst(u, hi))
+
+                c = cand[np.argmax([shrink(c / ws.denom) for c in cand])]
+            s = np.sort(np.append(s, c))
+        out.append(s if s.size == p_int.shape[1] else np.sort(np.concatenate([s, p_int[r][: p_int.shape[1] - s.size]])))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("bits", [3, 6])
+def test_fill_repeats_matches_reference(bits):
+    v, w = _data(rows=5, seed=11)
+    w[3] = 0  # an empty row: points spread over [-1, 1]
+    w[4] = 0
+    w[4, 700] = 5  # a constant channel
+    ws = WordSet(3)  # 107 values: the reference is slow
+    prefix = Prefix(v, w)
+    p = kmeans_select(v, w, bits, ws, seed=1, refine=False)["point_ints"]
+    assert (np.diff(p, axis=1) == 0).any()  # there are repeats to fill
+    got = fill_repeats(prefix, p, ws)
+    assert np.array_equal(got, _fill_reference(prefix, p, ws))
+    assert all(np.unique(r).size == r.size for r in got) and np.all(np.isin(got, ws.ints))
+    assert np.all(prefix.loss(got / ws.denom) <= prefix.loss(p / ws.denom) + 1e-18)
+    done = np.array([np.unique(r).size == r.size for r in p])
+    assert np.array_equal(got[done], p[done])  # rows without repeats are left alone
+    if bits == 6:
+        assert got[3, 0] == -ws.denom and got[3, -1] == ws.denom  # the empty row covers the whole range
+        assert np.diff(got[3]).max() <= 2 * np.diff(ws.ints).max()
+
+
+def test_fill_keeps_repeats_only_when_the_universal_set_is_too_small():
+    v, w = _data(rows=2, seed=3)
+    ws = WordSet(2)  # 29 values < 64 points
+    p = kmeans_select(v, w, 6, ws, seed=0, refine=False)["point_ints"]
+    got = fill_repeats(Prefix(v, w), p, ws)
+    for r in got:
+        assert np.array_equal(np.unique(r), ws.ints) and np.all(np.diff(r) >= 0)
+
+
+def test_kmeans_select_fill_option():
+    v, w = _data(seed=13)
+    ws = WordSet()
+    plain = kmeans_select(v, w, 8, ws, seed=0)
+    filled = kmeans_select(v, w, 8, ws, seed=0, fill=True)
+    assert all(np.unique(r).size < 256 for r in plain["point_ints"])  # 8 bits: k-means centres share values
+    assert all(np.unique(r).size == 256 for r in filled["point_ints"])
+    assert np.all(filled["loss"] < plain["loss"])
+    assert np.array_equal(filled["loss"], Prefix(v, w).loss(filled["point_ints"] / ws.denom))
+    small = kmeans_select(v, w, 2, ws, seed=0)
+    assert all(np.array_equal(small[k], kmeans_select(v, w, 2, ws, seed=0, fill=True)[k]) for k in small)

@@ -290,8 +290,8 @@ def fill_section(res, words, scales, datasets) -> list[str]:
     lines = ["## Filling repeated points (`--fill`), 8 and 6 bits", "",
              "At 8 bits k-means puts several of its 256 centres where the universal set has one value, and they "
              "snap onto it: the embedded RDN's params keep a median of 167 distinct points of 256 per channel (x2 "
-             "and x4), and 56 to 57 of 64 at 6 bits. `python -m dfsq.calibrate --fill` gives each repeated slot to an unused "
-             "universal value, greedily where the calibration MSE drops most ([quantization.md]"
+             "and x4), and 56 to 57 of 64 at 6 bits. `python -m dfsq.calibrate --fill` gives each repeated slot "
+             "to an unused universal value, greedily where the calibration MSE drops most ([quantization.md]"
              "(quantization.md#filling-repeated-points)). Off by default, so every other table on this page is "
              "without it. PSNR-Y (dB), drop from our FP in brackets; measured by `" +
              FILL_CMD.format(m="M", s="S", d="D") + "`.", "",

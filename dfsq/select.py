@@ -197,8 +197,9 @@ def fill_repeats(prefix: Prefix, p_int: np.ndarray, wordset: WordSet) -> np.ndar
     One value per step and row, for every row still short of distinct points: the unused value whose insertion
     lowers the row's weighted MSE the most (the first such value on a tie); where no insertion lowers it (no data
     left to serve, e.g. a constant channel), the one that most shortens the largest distance from a value of
-    [-1, 1] in its gap to the nearest point, so the points spread over the range. ``p_int`` (R, K) int64 sorted on the universal set; returns the filled copy, sorted.
-    A row keeps repeats only if the universal set has fewer than K values."""
+    [-1, 1] in its gap to the nearest point, so the points spread over the range. ``p_int`` (R, K) int64 sorted
+    on the universal set; returns the filled copy, sorted. A row keeps repeats only if the universal set has fewer
+    than K values."""
     uni = np.asarray(wordset.ints, dtype=np.int64)
     p = np.asarray(p_int, dtype=np.int64)
     r, k = p.shape

@@ -151,7 +151,9 @@ def _fill_reference(prefix: Prefix, p_int: np.ndarray, ws: WordSet) -> np.ndarra
                 c = cand[np.argmax(gain)]
             else:  # nothing to gain: the value that most lowers the largest distance to a point in its gap
                 def worst(lo, hi):  # within [-1, 1], between points lo < hi (None: no point on that side)
-                    return 2.0 if lo is hi is None else hi + 1 if lo is None else 1 - lo if hi is None else (hi - lo) / 2
+                    if lo is None:
+                        return 2.0 if hi is None else hi + 1
+                    return 1 - lo if hi is None else (hi - lo) / 2
 
                 def shrink(u):
                     lo = max((x for x in s / ws.denom if x < u), default=None)

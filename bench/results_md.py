@@ -363,16 +363,17 @@ def render(cache: dict, words: int, scales, datasets, bits_list, paper=None, plo
                                       ("not measured" if mm is None or dq is None else
                                        f"{'yes' if dq['psnr'] > mm['psnr'] else 'NO'} "
                                        f"({dq['psnr']:.2f} vs {mm['psnr']:.2f} dB)"))
-                dq8 = res.get(_key(scale, "dfsq", 8, words, d, model))
-                fill8 = res.get(_key(scale, "dfsq-fill", 8, words, d, model))
+                def near_fp(m):  # "yes (-0.003 dB)", or None when either cell is missing
+                    r = res.get(_key(scale, m, 8, words, d, model))
+                    if r is None or fps[d] is None:
+                        return None
+                    drop = r["psnr"] - fps[d]["psnr"]
+                    return f"{'yes' if abs(drop) <= 0.02 else 'NO'} ({drop:+.3f} dB)"
+
                 if 8 in bits_list:
-                    checks.append(f"{tag}x{scale} {d} 8-bit DFSQ within 0.02 dB of FP: " +
-                                  ("not measured" if dq8 is None or fps[d] is None else
-                                   f"{'yes' if abs(dq8['psnr'] - fps[d]['psnr']) <= 0.02 else 'NO'} "
-                                   f"({dq8['psnr'] - fps[d]['psnr']:+.3f} dB)") +
-                                  ("" if fill8 is None or fps[d] is None else
-                                   f"; with `--fill`: {'yes' if abs(fill8['psnr'] - fps[d]['psnr']) <= 0.02 else 'NO'}"
-                                   f" ({fill8['psnr'] - fps[d]['psnr']:+.3f} dB)"))
+                    plain, fill = near_fp("dfsq"), near_fp("dfsq-fill")
+                    checks.append(f"{tag}x{scale} {d} 8-bit DFSQ within 0.02 dB of FP: {plain or 'not measured'}" +
+                                  (f"; with `--fill`: {fill}" if fill else ""))
     lines += ["## Checks", ""] + [f"- {c}" for c in checks] + [""]
     if any("8-bit DFSQ within 0.02 dB of FP: NO" in c for c in checks):
         lines += ["An 8-bit NO is measured, not hidden: why (a third of the 256 k-means points snap onto the same "

@@ -87,6 +87,26 @@ class Prefix:
             out.append(a[:, 1:] - a[:, :-1])
         return out
 
+    def cut(self, a, b) -> np.ndarray:
+        """Value index where the cell of point a ends and that of point b > a begins (ties go to a)."""
+        return self.count_le((a + b) / 2)
+
+    def span_loss(self, rows, lo, hi, c) -> np.ndarray:
+        """Weighted squared error of the values with index in [lo, hi) of ``rows`` quantized to c."""
+        s0, s1, s2 = (q[rows, hi] - q[rows, lo] for q in (self.w0, self.w1, self.w2))
+        return s2 - 2 * c * s1 + c * c * s0
+
+    def local_loss(self, rows, lo, hi, *points) -> np.ndarray:
+        """Weighted squared error of the values with index in [lo, hi) of ``rows`` quantized to the nearest of
+        ``points`` (ascending, elementwise): the loss of a region that only these points can serve."""
+        start, total = lo, None
+        for a, b in zip(points, points[1:]):
+            end = np.clip(self.cut(a, b), start, hi)
+            part = self.span_loss(rows, start, end, a)
+            total, start = part if total is None else total + part, end
+        last = self.span_loss(rows, start, hi, points[-1])
+        return last if total is None else total + last
+
     def loss(self, centres: np.ndarray) -> np.ndarray:
         """(R,) weighted MSE of nearest-centre quantization."""
         c = np.asarray(centres, dtype=np.float64)
@@ -147,13 +167,6 @@ def refine_snapped(prefix: Prefix, p_int: np.ndarray, wordset: WordSet, passes: 
     rows = np.arange(r)[:, None]
     BIG = 4 * wordset.denom  # sentinel points far outside [-1, 1]: their cells are empty
 
-    def seg(lo, hi, c):
-        s0, s1, s2 = (q[rows, hi] - q[rows, lo] for q in (prefix.w0, prefix.w1, prefix.w2))
-        return s2 - 2 * c * s1 + c * c * s0
-
-    def cut(a, b):
-        return prefix.count_le((a + b) / 2)
-
     for _ in range(passes):
         changed = False
         for start in range(3):
@@ -161,12 +174,10 @@ def refine_snapped(prefix: Prefix, p_int: np.ndarray, wordset: WordSet, passes: 
                 j = np.arange(start, k, 3)
                 pp = np.concatenate([np.full((r, 2), -BIG), p, np.full((r, 2), BIG)], 1) / denom
                 left2, left, cur, right, right2 = (pp[:, j + o] for o in range(5))
-                lo, hi = cut(left2, left), cut(right, right2)  # sentinels give 0 and nv at the ends
+                lo, hi = prefix.cut(left2, left), prefix.cut(right, right2)  # sentinels give 0 and nv at the ends
 
                 def local(c):
-                    m1 = np.clip(cut(left, c), lo, hi)
-                    m2 = np.clip(cut(c, right), m1, hi)
-                    return seg(lo, m1, left) + seg(m1, m2, c) + seg(m2, hi, right)
+                    return prefix.local_loss(rows, lo, hi, left, c, right)
 
                 base = local(cur)
                 pos = np.searchsorted(uni, p[:, j])
@@ -226,19 +237,8 @@ def fill_repeats(prefix: Prefix, p_int: np.ndarray, wordset: WordSet) -> np.ndar
         a, b, aa, bb = (val[q + 1] for q in (prev, nxt, prev2, nxt2))
         c = np.broadcast_to(val[1:-1], a.shape)
         rr = rows[:, None]
-
-        def seg(lo, hi, x):
-            s0, s1, s2 = (q[rr, hi] - q[rr, lo] for q in (prefix.w0, prefix.w1, prefix.w2))
-            return s2 - 2 * x * s1 + x * x * s0
-
-        def cut(x, y):
-            return prefix.count_le((x + y) / 2)
-
-        lo, hi = cut(aa, a), cut(b, bb)
-        mab = np.clip(cut(a, b), lo, hi)
-        m1 = np.clip(cut(a, c), lo, hi)
-        m2 = np.clip(cut(c, b), m1, hi)
-        gain = (seg(lo, mab, a) + seg(mab, hi, b)) - (seg(lo, m1, a) + seg(m1, m2, c) + seg(m2, hi, b))
+        lo, hi = prefix.cut(aa, a), prefix.cut(b, bb)
+        gain = prefix.local_loss(rr, lo, hi, a, b) - prefix.local_loss(rr, lo, hi, a, c, b)
         gain = np.where(u, -np.inf, gain)
         cover = _worst_error(a, b) - np.maximum(_worst_error(a, c), _worst_error(c, b))
         cover = np.where(u, -np.inf, cover)

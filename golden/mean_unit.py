@@ -13,7 +13,7 @@ padding) and ``BOTH`` (a one-pixel-high image); an image at least 2 x 2 uses 9 o
 (always valid): all 16 classes hold bias_int + K[centre].
 
 The hardware computes these once per (layer, sample, output channel) in a sequential unit with one
-mu_m x w' multiplier (``hw.mean_unit``): C x taps products, then one start value per class. NumPy only.
+mu_m x w' multiplier (``hw.units.mean_unit``): C x taps products, then one start value per class. NumPy only.
 """
 from __future__ import annotations
 

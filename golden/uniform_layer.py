@@ -1,6 +1,6 @@
 """Golden integer model of the uniform (Min-Max, static scale) conv datapath, and random operands for it.
 
-``accumulate`` is the transaction-level model of ``hw.uniform_engine``: ``acc = bias_int + conv(w', a')``, k x k
+``accumulate`` is the transaction-level model of ``hw.units.uniform_engine``: ``acc = bias_int + conv(w', a')``, k x k
 (3 or 1), zero padded, computed exactly in int64 (widths and bounds: :mod:`golden.uniform_spec`). NumPy only.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The uniform (Min-Max, static scale) integer conv datapath: parameters and every width, derived from bounds.
 
-The baseline engine of docs/hardware.md (``hw.uniform_engine``) is what a designer builds without DFSQ: integer
+The baseline engine of docs/hardware.md (``hw.units.uniform_engine``) is what a designer builds without DFSQ: integer
 weights times integer activations, per-tensor static activation scale, requantization outside the engine. Per
 output (pixel p, output channel o), over the input channels c and the k x k taps t (zero padding):
 

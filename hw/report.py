@@ -5,12 +5,12 @@
 
 Yosys (YoWASP) synthesizes every design three ways (generic gates, iCE40, Xilinx 7-series without DSPs) and
 nextpnr-ice40 places and routes a scan harness around it for fmax (:mod:`hw.synth`). Results are cached, so a
-rerun only synthesizes what changed. The MAC comparison measures every multiplier variant of :mod:`hw.shift_add`
+rerun only synthesizes what changed. The MAC comparison measures every multiplier variant of :mod:`hw.units.shift_add`
 and the equal-precision multiplier MAC at 4-bit (the default) and 8-bit weights, fmax included. The trade-off
 table covers words 2..5 x bits 3..8 (weights and activations at the same width, as in the paper's tables) with the
 PSNR of each configuration where ``bench.psnr_table`` has measured it (blank otherwise). ``--ecp5 engines`` (the
 default) adds the engines at a real size on a Lattice ECP5 (LFE5U-85F): the 64-channel, 16-lane DFSQ engine and the
-uniform (Min-Max, static scale) engines of :mod:`hw.uniform_engine`, synthesized once without DSPs and once with,
+uniform (Min-Max, static scale) engines of :mod:`hw.units.uniform_engine`, synthesized once without DSPs and once with,
 and placed and routed by nextpnr-ecp5 for fmax. Raw numbers go to the JSON file next to the Markdown.
 """
 from __future__ import annotations
@@ -28,16 +28,16 @@ from golden.files import atomic_output, check_output_dir, check_output_file
 from golden.spec import DEFAULT_SHIFT_BITS, DEFAULT_SIGMA_BITS, DatapathSpec
 from golden.uniform_spec import UniformSpec
 
-from .baselines import MultiplierMAC, baselines, equal_precision_name
-from .decoder import PointDecoder
-from .engine import ConvEngine
+from .units.baselines import MultiplierMAC, baselines, equal_precision_name
+from .units.decoder import PointDecoder
+from .units.engine import ConvEngine
 from .generate import DEFAULT_VARIANTS, to_verilog
 from .harness import ScanHarness
-from .mac import ShiftAddMAC, mac_acc_bits
-from .mean_unit import MeanUnit
-from .shift_add import VARIANTS
+from .units.mac import ShiftAddMAC, mac_acc_bits
+from .units.mean_unit import MeanUnit
+from .units.shift_add import VARIANTS
 from .synth import ECP5_CAPACITY, ECP5_DEVICE, ECP5_TARGET_MHZ, ICE40_DEVICE, Tools, place_failure, run_flow
-from .uniform_engine import UniformEngine
+from .units.uniform_engine import UniformEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = (2, 3, 4, 5)
@@ -426,7 +426,7 @@ def render(summary: dict, psnr: dict, psnr_sources: list[str], versions: dict, a
     naive8 = d8.get("naive", {}).get("lut4")
     lines += [
         "",
-        "Micro-architecture (each row above is a measured variant of `hw.shift_add`; `--variant` selects one):",
+        "Micro-architecture (each row above is a measured variant of `hw.units.shift_add`; `--variant` selects one):",
         "",
         f"* `naive`: every partial product at full width and offset 0, negate the sum: {dfsq['naive']['lut4']} "
         f"LUT4 against {eq['lut4']} for the multiplier MAC. A muxed partial-product bit costs at least the LUT an "
@@ -705,7 +705,7 @@ def _ecp5_section(rows: list[dict]) -> list[str]:
                 f"takes {_fmt(lo.get('lut_eq'))} LUT4 sites, so the {split['sigma_bits']}-bit sigma multipliers "
                 f"of the 16 lanes cost {_fmt(d.get('lut_eq', 0) - lo.get('lut_eq', 0))} LUT4 sites: "
                 f"**{100 * share:.1f}%** of the engine (goal: at most 25%). The mean unit is not in the engine "
-                "(one per layer pipeline, `hw/mean_unit.py`).",
+                "(one per layer pipeline, `hw/units/mean_unit.py`).",
             ]
         dd, ud = res(dfsq, "ecp5-dsp"), res(uni, "ecp5-dsp")
         if dd and ud:

@@ -127,7 +127,7 @@ def table_writes(point_codes: np.ndarray):
 
 @dataclass(frozen=True)
 class UniformBeat:
-    """One beat of the uniform engine (:mod:`hw.uniform_engine`): lanes x 9 activations a' and weights w'."""
+    """One beat of the uniform engine (:mod:`hw.units.uniform_engine`): lanes x 9 activations a' and weights w'."""
 
     first: bool
     last: bool

@@ -38,7 +38,7 @@ def _describe(key, got, want):
 
 
 def run_mac(mac, beats, expected, *, valid_prob=1.0, seed=0, max_cycles=None) -> Run:
-    """Drive ``beats`` = [(first, weight, code)] into a :class:`hw.mac.ShiftAddMAC`-like ``mac``.
+    """Drive ``beats`` = [(first, weight, code)] into a :class:`hw.units.mac.ShiftAddMAC`-like ``mac``.
 
     ``expected[i]`` is the model's ``out_acc`` after beat i. ``mac`` needs ports in_valid, in_first, in_weight,
     in_code (or in_a/in_b for the baselines: pass beats as (first, a, b)), out_valid, out_acc and ``latency``.
@@ -176,7 +176,7 @@ def run_engine(engine, ops, spec, outputs, expected, *, valid_prob=1.0, ready_pr
 def run_uniform_engine(engine, ops, outputs, expected, *, valid_prob=1.0, ready_prob=1.0, seed=0, max_cycles=None,
                        beats=None) -> Run:
     """Stream the beats of ``outputs`` = [(n, o, h, w)] of :class:`golden.uniform_layer.UniformOperands` ``ops``
-    into a :class:`hw.uniform_engine.UniformEngine` and check each result against ``expected[(n, o, h, w)]``
+    into a :class:`hw.units.uniform_engine.UniformEngine` and check each result against ``expected[(n, o, h, w)]``
     (e.g. ``golden.uniform_layer.accumulate(ops, spec)``), with the same latency queue as :func:`run_engine`.
     ``beats`` replaces the beats of :func:`hw.stream.uniform_beats` (a list of (key, beat)), e.g. with junk in
     masked taps.

@@ -24,7 +24,7 @@ from golden.files import atomic_output, check_output_file
 from golden.mean_unit import CLASSES
 from golden.spec import TAPS
 
-from .engine import LATENCY as ENGINE_LATENCY
+from .units.engine import LATENCY as ENGINE_LATENCY
 
 __all__ = ["LayerCycles", "layer_cycles", "body_cycles", "stream_cycles", "ENGINE_LATENCY"]
 

@@ -24,8 +24,9 @@ from golden.spec import SpecError
 from golden.uniform_layer import accumulate, random_operands
 from golden.uniform_spec import UniformSpec
 from hw.generate import generate
+from hw.tops import UNIFORM_ENGINE
 from hw.stream import uniform_beats
-from hw.uniform_engine import UNIFORM_FAULTS
+from hw.units.uniform_engine import UNIFORM_FAULTS
 
 from . import runner as simrun
 from .stimulus import RESULT_ENV, STIMULUS_ENV, pack_fields, write_stimulus
@@ -117,7 +118,7 @@ def verify_uniform(*, act_bits=6, weight_bits=6, channels=16, lanes=4, layers=((
     result_path = run_dir / "result.npz"
     run_dir.mkdir(parents=True, exist_ok=True)
     result_path.unlink(missing_ok=True)
-    info = simrun.run(bld, test_module="sim.tb_uniform_engine", test_dir=run_dir,
+    info = simrun.run(bld, test_module=UNIFORM_ENGINE.testbench, test_dir=run_dir,
                       extra_env={STIMULUS_ENV: str(stim_path), RESULT_ENV: str(result_path)})
     if not result_path.is_file():
         raise simrun.SimulationFailed(f"the testbench wrote no result file; see {info['log']}")

@@ -25,7 +25,9 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -38,7 +40,6 @@ from sim import stimulus as st
 DEFAULT_TILES = 2
 DEFAULT_TILE_SIZE = 2
 MAC_OUTPUTS_PER_LAYER = 2
-TOPS = ("engine", "mac", "mean-unit")
 NETLISTS = ("generated", "flat")
 
 
@@ -146,8 +147,9 @@ def _generator_digest(top, spec, lanes, fault, tables=True) -> str:
     import hw
 
     h = hashlib.sha256()
-    for path in sorted(Path(hw.__file__).parent.glob("*.py")) + [Path(golden.spec.__file__)]:
-        h.update(path.name.encode())
+    root = Path(hw.__file__).parent
+    for path in sorted(root.rglob("*.py")) + [Path(golden.spec.__file__)]:
+        h.update(str(path.relative_to(root) if path.is_relative_to(root) else path.name).encode())
         h.update(path.read_bytes())
     h.update(json.dumps([top, spec.widths(), lanes, fault, tables, amaranth.__version__]).encode())
     return h.hexdigest()
@@ -310,11 +312,12 @@ def _run_dir(work: Path, name: str) -> Path:
     return d
 
 
-def _simulate(bld, top, run_dir, stim_path, waves=False):
+def _simulate(bld, testbench, run_dir, stim_path, waves=False):
+    """Run the cocotb module ``testbench`` (the registered top's, :mod:`hw.tops`) on ``stim_path``."""
     result_path = run_dir / "result.npz"
     if result_path.exists():
         result_path.unlink()
-    info = simrun.run(bld, test_module=f"sim.tb_{top.replace('-', '_')}", test_dir=run_dir, waves=waves,
+    info = simrun.run(bld, test_module=testbench, test_dir=run_dir, waves=waves,
                       extra_env={st.STIMULUS_ENV: str(stim_path), st.RESULT_ENV: str(result_path)})
     if not result_path.is_file():
         raise simrun.SimulationFailed(f"the testbench wrote no result file; see {info['log']}")
@@ -343,7 +346,7 @@ def shard_layers(outputs: list[int], jobs: int) -> list[list[int]]:
     return shards
 
 
-def _simulate_shards(bld, top, run_dir, fmt, stim_meta, arrays, shards):
+def _simulate_shards(bld, testbench, run_dir, fmt, stim_meta, arrays, shards):
     """Simulate each shard of layers in its own simulator process, in parallel, and merge the results in order.
 
     One shard runs in ``run_dir`` itself. Merged: ``actual`` and the per-layer arrays concatenated, ``cycles`` and
@@ -357,7 +360,7 @@ def _simulate_shards(bld, top, run_dir, fmt, stim_meta, arrays, shards):
         meta_j = dict(stim_meta, layer_meta=[stim_meta["layer_meta"][i] for i in idx])
         stim_path = d / "stimulus.npz"
         st.write_stimulus(stim_path, fmt, meta_j, [arrays[i] for i in idx])
-        return _simulate(bld, top, d, stim_path)
+        return _simulate(bld, testbench, d, stim_path)
 
     t0 = time.perf_counter()
     if len(shards) == 1:
@@ -382,6 +385,49 @@ def _simulate_shards(bld, top, run_dir, fmt, stim_meta, arrays, shards):
         if all(k in r for r in results):
             res[k] = np.concatenate([r[k] for r in results])
     return info, res
+
+
+@dataclass(frozen=True)
+class Check:
+    """How :func:`verify` checks one top: its stimulus and golden values, the stimulus format, the width of its
+    compared outputs, how an output is located, and whether a mismatch is re-run with waves."""
+
+    prepare: Callable   # (layers, spec, lanes, tiles, tile_size, seed, quiet, out_channels, codes_in, latency,
+    #                      sidecar) -> (arrays, layer meta, stimulus meta)
+    format: str
+    out_bits: Callable  # (spec, stimulus meta) -> bits
+    describe: Callable
+    waves: bool
+
+
+def _prepare_engine_check(lay_data, spec, lanes, tiles, tile_size, seed, quiet, out_channels, codes_in, latency,
+                          sidecar):
+    arrays, meta = prepare_engine(lay_data, spec, lanes, tiles, tile_size, seed, quiet, out_channels=out_channels,
+                                  codes_in=codes_in)
+    return arrays, meta, st.engine_meta(spec, lanes, latency, meta)
+
+
+def _prepare_mean_unit_check(lay_data, spec, lanes, tiles, tile_size, seed, quiet, out_channels, codes_in, latency,
+                             sidecar):
+    arrays, meta = prepare_mean_unit(lay_data, spec, tiles, out_channels)
+    return arrays, meta, {"spec": spec.widths(), "latency": latency, "layer_meta": meta}
+
+
+def _prepare_mac_check(lay_data, spec, lanes, tiles, tile_size, seed, quiet, out_channels, codes_in, latency,
+                       sidecar):
+    arrays, meta = prepare_mac(lay_data, spec, MAC_OUTPUTS_PER_LAYER, seed)
+    return arrays, meta, {"spec": spec.widths(), "latency": latency, "layer_meta": meta,
+                          "out_bits": int(_port_widths(sidecar).get("out_acc") or 0)}
+
+
+#: The tops ``--top`` verifies on exported layers (their RTL and testbench come from :mod:`hw.tops`).
+CHECKS = {
+    "engine": Check(_prepare_engine_check, st.ENGINE_FORMAT, lambda spec, m: spec.acc_bits, _describe_engine, True),
+    "mac": Check(_prepare_mac_check, st.MAC_FORMAT, lambda spec, m: m["out_bits"] or 64, _describe_mac, False),
+    "mean-unit": Check(_prepare_mean_unit_check, st.MEAN_UNIT_FORMAT, lambda spec, m: spec.start_bits,
+                       _describe_mean_unit, True),
+}
+TOPS = tuple(CHECKS)
 
 
 def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icarus", lanes=None, *,
@@ -439,6 +485,9 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     hw_top = "uniform-engine" if spec.uniform_points and top == "engine" else top
     v_path, sidecar = generate_rtl(spec, lanes, hw_top, fault, work / "rtl", codes_in=codes_in)
     toplevel = str(sidecar.get("module") or f"dfsq_{top}")
+    from hw.tops import lookup
+
+    testbench = lookup(hw_top, spec).testbench
     latency = sidecar.get("latency")
     sim_v = v_path if netlist == "generated" else simrun.flat_netlist(v_path, toplevel=toplevel, out_dir=work / "rtl")
     bld = simrun.build(sim_v, toplevel=toplevel, simulator=simulator,
@@ -447,20 +496,9 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
 
     # stimulus + golden model
     t0 = time.perf_counter()
-    if top == "engine":
-        arrays, meta = prepare_engine(lay_data, spec, lanes, tiles, tile_size, seed, quiet,
-                                      out_channels=out_channels, codes_in=codes_in)
-        stim_meta = st.engine_meta(spec, lanes, latency, meta)
-        fmt = st.ENGINE_FORMAT
-    elif top == "mean-unit":
-        arrays, meta = prepare_mean_unit(lay_data, spec, tiles, out_channels)
-        stim_meta = {"spec": spec.widths(), "latency": latency, "layer_meta": meta}
-        fmt = st.MEAN_UNIT_FORMAT
-    else:
-        arrays, meta = prepare_mac(lay_data, spec, MAC_OUTPUTS_PER_LAYER, seed)
-        stim_meta = {"spec": spec.widths(), "latency": latency, "layer_meta": meta,
-                     "out_bits": int(_port_widths(sidecar).get("out_acc") or 0)}
-        fmt = st.MAC_FORMAT
+    check = CHECKS[top]
+    arrays, meta, stim_meta = check.prepare(lay_data, spec, lanes, tiles, tile_size, seed, quiet, out_channels,
+                                            codes_in, latency, sidecar)
     prep_seconds = time.perf_counter() - t0
     run_dir = _run_dir(work, f"{export_dir.resolve().name}-{v_path.stem}-{simulator}")
     shards = shard_layers([m["outputs"] for m in meta], jobs)
@@ -469,7 +507,7 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     _say(f"simulating {n_out} outputs of {len(meta)} layers under {simulator}"
          f"{f' in {len(shards)} parallel processes' if len(shards) > 1 else ''} (log: {where})", quiet)
 
-    info, res = _simulate_shards(bld, top, run_dir, fmt, stim_meta, arrays, shards)
+    info, res = _simulate_shards(bld, testbench, run_dir, check.format, stim_meta, arrays, shards)
     expected = np.concatenate([d["expected"] for d in arrays])
     actual = res["actual"]
     compared = min(len(actual), len(expected))
@@ -479,8 +517,7 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     mismatches = int(len(diff) + missing + extra)
     if mismatches == 0 and not info["passed"]:
         raise simrun.SimulationFailed(f"the {simulator} testbench failed without a mismatch; see {info['log']}")
-    bits = {"engine": spec.acc_bits, "mean-unit": spec.start_bits}.get(top) or stim_meta["out_bits"] or 64
-    describe = {"engine": _describe_engine, "mean-unit": _describe_mean_unit}.get(top, _describe_mac)
+    bits = check.out_bits(spec, stim_meta)
 
     # per-layer figures
     bounds = np.cumsum([0] + [len(d["expected"]) for d in arrays])
@@ -521,15 +558,15 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     }
     if mismatches:
         k = int(diff[0]) if len(diff) else compared
-        j, where = describe(arrays, meta, k)
+        j, where = check.describe(arrays, meta, k)
         first = dict(where)
         first["output_number"] = k
         first["expected"] = _hexdec(where["expected"], bits)
         first["actual"] = _hexdec(actual[k], bits) if k < len(actual) else None
         first["waveform"] = None
-        if waves_on_mismatch and top in ("engine", "mean-unit"):
+        if waves_on_mismatch and check.waves:
             first["waveform"] = _waveform_rerun(lay_data[j], spec, lanes, latency, where, bld, sim_v, simulator,
-                                                work, quiet, codes_in, top)
+                                                work, quiet, codes_in, top, testbench)
         report["first_mismatch"] = first
     report["wall_seconds"] = round(time.perf_counter() - t_start, 3)
     if json_path:
@@ -538,7 +575,7 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
 
 
 def _waveform_rerun(layer, spec, lanes, latency, where, bld, v_path, simulator, work, quiet, codes_in=False,
-                    top="engine"):
+                    top="engine", testbench="sim.tb_engine"):
     """Re-run only the first mismatching output with waves on; returns the waveform path (or None).
 
     The re-run uses Icarus when it is installed (its image always carries the dump module and compiles in
@@ -571,7 +608,7 @@ def _waveform_rerun(layer, spec, lanes, latency, where, bld, v_path, simulator, 
                                           only=((where["sample"], where["y"], where["x"]), where["output_channel"]),
                                           codes_in=codes_in)
             st.write_stimulus(stim_path, st.ENGINE_FORMAT, st.engine_meta(spec, lanes, latency, meta), arrays)
-        info, _ = _simulate(wbld, top, run_dir, stim_path, waves=True)
+        info, _ = _simulate(wbld, testbench, run_dir, stim_path, waves=True)
         return info["waves"] if info["waves"] and Path(info["waves"]).exists() else None
     except UserError as exc:
         _say(f"warning: no waveform ({exc})", quiet)

@@ -1,4 +1,4 @@
-"""hw.arith: exact widths from bounds and balanced adder trees with carry-ins, checked by simulation."""
+"""hw.units.arith: exact widths from bounds and balanced adder trees with carry-ins, checked by simulation."""
 from __future__ import annotations
 
 import random
@@ -7,7 +7,7 @@ import pytest
 from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
-from hw.arith import Carry, Term, balanced_reduce, balanced_sum, shape_for
+from hw.units.arith import Carry, Term, balanced_reduce, balanced_sum, shape_for
 
 
 def test_shape_for():

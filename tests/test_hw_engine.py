@@ -8,7 +8,7 @@ from amaranth.hdl import Fragment, Shape
 from golden.layer import accumulate, gather_points, operands, point_table
 from golden.spec import DatapathSpec
 from golden.synthetic import synthetic_layer
-from hw.engine import ConvEngine
+from hw.units.engine import ConvEngine
 from hw.stream import engine_beats, pack, window
 from hw.testbench import run_engine
 
@@ -296,7 +296,7 @@ def test_uniform_point_engine_extreme_operands():
 
 
 def test_uniform_point_engine_refuses_multiplier_faults():
-    from hw.engine import check_engine_fault   # (the engine's own validation; no component is left unused)
+    from hw.units.engine import check_engine_fault   # (the engine's own validation; no component is left unused)
 
     spec = DatapathSpec(channels=4, point_set="uniform", denorm="split")
     with pytest.raises(ValueError, match="shift-add"):

@@ -9,8 +9,8 @@ from amaranth.hdl import Fragment
 
 from golden.datapath import product
 from golden.spec import DatapathSpec, TAPS
-from hw.mac import Accumulator, ShiftAddMAC, mac_acc_bits
-from hw.shift_add import COMBINATIONAL_VARIANTS, FAULTS, VARIANTS, ShiftAddMultiplier, shift_table
+from hw.units.mac import Accumulator, ShiftAddMAC, mac_acc_bits
+from hw.units.shift_add import COMBINATIONAL_VARIANTS, FAULTS, VARIANTS, ShiftAddMultiplier, shift_table
 from hw.testbench import run_mac
 
 # components whose constructor raised are never elaborated, by design

@@ -1,4 +1,4 @@
-"""hw.mean_unit in Amaranth's simulator against golden.datapath.mean_unit_reference (through an in-order queue)."""
+"""hw.units.mean_unit in Amaranth's simulator against golden.datapath.mean_unit_reference (through an in-order queue)."""
 from __future__ import annotations
 
 import random
@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 from golden.datapath import mean_unit_reference
 from golden.mean_unit import CLASSES, class_starts, tap_constants
 from golden.spec import TAPS, DatapathSpec
-from hw.mean_unit import MeanUnit
+from hw.units.mean_unit import MeanUnit
 from hw.stream import pack
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")

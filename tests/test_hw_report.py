@@ -5,9 +5,9 @@ import pytest
 
 from golden.spec import DatapathSpec
 from hw import report
-from hw.baselines import equal_precision_name
+from hw.units.baselines import equal_precision_name
 from hw.generate import DEFAULT_VARIANTS
-from hw.shift_add import VARIANTS
+from hw.units.shift_add import VARIANTS
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 

@@ -11,7 +11,7 @@ from golden.uniform_layer import UniformOperands, accumulate, random_operands
 from golden.uniform_spec import UniformSpec
 from hw.stream import uniform_beats
 from hw.testbench import run_uniform_engine
-from hw.uniform_engine import UniformEngine
+from hw.units.uniform_engine import UniformEngine
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from golden.spec import DatapathSpec
-from hw.engine import ConvEngine
+from hw.units.engine import ConvEngine
 from hw.throughput import ENGINE_LATENCY, body_cycles, layer_cycles, main, stream_cycles, summary
 from sim.verify import verify
 

@@ -43,7 +43,7 @@ def code_layout(spec: DatapathSpec):
     layout = data.StructLayout({"sels": data.ArrayLayout(Sel, spec.words), "sign": 1})
     ws = spec.wordset
     if layout.size != spec.code_bits or layout["sign"].offset != ws.sign_bit:  # pragma: no cover - spec drift
-        raise AssertionError("golden.spec's code layout no longer matches hw.decoder.code_layout")
+        raise AssertionError("golden.spec's code layout no longer matches hw.units.decoder.code_layout")
     return layout
 
 

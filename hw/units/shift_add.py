@@ -17,7 +17,7 @@ Four micro-architectures are kept, because docs/hardware.md measures them agains
     The point's sign is folded into the weight first: ``ws = -w if sign else w``, computed bitwise
     (bit j of ``-w`` is ``w_j xor (any lower bit of w set)``: one small LUT per bit, no carry chain). Each
     partial product is kept at offset ``min(shifts)`` so its always-zero low bits never enter an adder, and each
-    adder spans only the bits both operands can reach (:mod:`hw.arith`). The product is exact (``carry`` = 0),
+    adder spans only the bits both operands can reach (:mod:`hw.units.arith`). The product is exact (``carry`` = 0),
     so an accumulator's restart mux merges into its adder LUTs.
 ``"deferred"``
     Shifts the weight's magnitude ``|w|`` (unsigned rows, no sign extension), XORs the tree's result with the

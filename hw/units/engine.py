@@ -47,7 +47,7 @@ __all__ = ["ConvEngine", "check_lanes", "ENGINE_FAULTS", "LATENCY"]
 #: Pipeline latency (stages 1 to 6 of the module docstring): cycles from a last beat's handshake to its out_valid.
 LATENCY = 6
 
-#: Deliberately broken engines, for mutation tests only: the multiplier's faults (hw.shift_add.FAULTS) and, with
+#: Deliberately broken engines, for mutation tests only: the multiplier's faults (hw.units.shift_add.FAULTS) and, with
 #: a "split" spec, faults of the split de-normalization.
 ENGINE_FAULTS = {
     "sigma_shift": "split: every lane shifts s_c A_c one bit further left than d_c",
@@ -99,14 +99,14 @@ class ConvEngine(wiring.Component):
     lanes : int
         Parallel lanes L; must divide ``spec.channels``. Groups G = channels / L.
     fault : str or None
-        A key of :data:`hw.shift_add.FAULTS` for a deliberately broken variant, else ``None``.
+        A key of :data:`hw.units.shift_add.FAULTS` for a deliberately broken variant, else ``None``.
     tables : bool
         True (default): each lane holds its channels' point tables (9 read ports, the ``tbl_*`` ports) and beats
         carry point indices (``in_idx``). False: beats carry the 9 point codes per lane (``in_code``), decoded once
         per activation where the activations enter (a line buffer with one table read port per lane), so the
         engine has no tables: the 9 read ports of each lane are the largest block after the de-normalization.
     variant : str
-        Multiplier micro-architecture, one of :data:`hw.shift_add.COMBINATIONAL_VARIANTS` (default
+        Multiplier micro-architecture, one of :data:`hw.units.shift_add.COMBINATIONAL_VARIANTS` (default
         ``"deferred"``: the tap trees take the deferred negation carries as carry-ins). ``"registered"`` is not
         offered: its partial-product registers would need the engine's stall enable.
 

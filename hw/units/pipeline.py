@@ -1,4 +1,4 @@
-"""The pipeline skeleton shared by the conv engines (:mod:`hw.engine`, :mod:`hw.uniform_engine`).
+"""The pipeline skeleton shared by the conv engines (:mod:`hw.units.engine`, :mod:`hw.units.uniform_engine`).
 
 Both engines are a chain of registers enabled by one stall signal, ``en = !out_valid | out_ready`` (back-pressure
 stalls the whole pipeline and ``in_ready = en``), ending in the accumulator over an output's beats: it restarts from

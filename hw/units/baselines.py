@@ -1,7 +1,7 @@
 """Uniform multiplier MACs, the baselines of docs/hardware.md.
 
 A :class:`MultiplierMAC` is what a designer writes without DFSQ: ``acc += a * b`` with Yosys mapping the ``*``.
-It has the same pipeline as :class:`hw.mac.ShiftAddMAC` (registered inputs, product register, accumulator) and,
+It has the same pipeline as :class:`hw.units.mac.ShiftAddMAC` (registered inputs, product register, accumulator) and,
 in :func:`baselines`, the same accumulator width, so an area difference is the multiplier's.
 """
 from __future__ import annotations

@@ -121,7 +121,7 @@ class Accumulator(wiring.Component):
 class ShiftAddMAC(wiring.Component):
     """DFSQ multiply-accumulate: ``out_acc = sum of w' * P(code)`` since the last ``in_first`` beat.
 
-    Pipeline: registered inputs, then the shift-add multiplier (:class:`hw.shift_add.ShiftAddMultiplier`),
+    Pipeline: registered inputs, then the shift-add multiplier (:class:`hw.units.shift_add.ShiftAddMultiplier`),
     then the :class:`Accumulator` (with a carry-in when the multiplier defers its negation carry). With the
     ``"registered"`` multiplier the input register *is* the multiplier's partial-product register (the weight's
     magnitude and the selectors are combined before it), so the latency is the same.
@@ -132,9 +132,9 @@ class ShiftAddMAC(wiring.Component):
     spec : golden.spec.DatapathSpec
         Word set and widths; the accumulator holds ``TAPS * spec.channels`` products (:func:`mac_acc_bits`).
     fault : str or None
-        A key of :data:`hw.shift_add.FAULTS` for a deliberately broken variant, else ``None``.
+        A key of :data:`hw.units.shift_add.FAULTS` for a deliberately broken variant, else ``None``.
     variant : str
-        Multiplier micro-architecture (:data:`hw.shift_add.VARIANTS`, default ``"registered"``, the smallest
+        Multiplier micro-architecture (:data:`hw.units.shift_add.VARIANTS`, default ``"registered"``, the smallest
         in iCE40 LUT4; ``python -m hw.generate`` uses ``hw.generate.DEFAULT_VARIANTS["mac"]``, the same).
 
     Attributes

@@ -1,6 +1,6 @@
 """The uniform (Min-Max, static scale) baseline conv engine (Verilog top ``uniform_engine``), streaming valid/ready.
 
-What a designer builds without DFSQ, with the DFSQ engine's (:mod:`hw.engine`) interface, lanes, groups, 1x1
+What a designer builds without DFSQ, with the DFSQ engine's (:mod:`hw.units.engine`) interface, lanes, groups, 1x1
 centre-tap mapping and 6-stage pipeline, so that an area difference is the arithmetic's: per tap an integer
 multiplier ``w' * a'`` (w' = q_w - zp_w, weight_bits + 1 signed; a' = q_a - zp_a, act_bits + 1 signed), a
 9-input tree per lane, a tree over the lanes and the accumulator over the groups, starting from ``bias_int``.

@@ -15,7 +15,6 @@ absent.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import hashlib
@@ -26,8 +25,9 @@ from pathlib import Path
 
 import torch
 
+from golden.args import Parser, When
 from golden.errors import UserError, cli_main
-from golden.files import atomic_output, check_output_dir, check_output_file
+from golden.files import atomic_output
 from dfsq.calibrate import (calibrate, calibration_images, cpu_label, load_params, save_params,
                             weights_fingerprint)
 from dfsq.data import BENCHMARK_ROOT, DATASETS
@@ -236,45 +236,52 @@ def parse_list(text: str, cast, allowed, flag):
     return vals
 
 
+def _weights_pattern(text: str) -> str:
+    """``default``, or a checkpoint path (``{scale}`` stands for the scale) of which at least one scale exists."""
+    if text == "default" or any(Path(text.replace("{scale}", str(s))).is_file() for s in (2, 4)):
+        return text
+    raise ValueError(f"no checkpoint at {text!r} (for any scale; {{scale}} stands for 2 or 4)")
+
+
+def build_parser() -> Parser:
+    ap = Parser(prog="python -m bench.psnr_table", description=__doc__.split("\n")[0])
+    measuring = When("render_only", False)   # --render-only only redraws --out from --cache (with --bits)
+    ap.choice_list("--scales", (2, 4), when=measuring, default=[2, 4], help="default 2,4")
+    ap.choice_list("--datasets", DATASETS, when=measuring, default=list(DATASETS),
+                   help=f"default {','.join(DATASETS)}")
+    ap.int_list("--bits", 2, 8, default=list(BITS), help=f"default {','.join(map(str, BITS))}")
+    ap.choice_list("--methods", METHODS, when=measuring, default=["fp", "minmax", "dfsq"],
+                   help="default fp,minmax,dfsq")
+    ap.text("--weights", _weights_pattern, when=measuring, default="default",
+            help="'default' or a checkpoint path containing {scale}")
+    ap.int_list("--words", 2, 5, when=measuring, default=[DEFAULT_WORDS],
+                help="universal-set words, or a list (2,3,5) to run each in turn")
+    ap.integer("--images", 1, 100_000, when=measuring, default=32, help="calibration images")
+    ap.seed(when=measuring)
+    ap.threads(when=measuring)
+    ap.input_dir("--data-root", "benchmarks", when=measuring, default=str(BENCHMARK_ROOT))
+    ap.cache_file("--cache", "psnr-cache", default=str(DEFAULT_CACHE))
+    ap.work_dir("--params-dir", when=measuring, default=str(DEFAULT_PARAMS), help="where calibrations are cached")
+    ap.output_file("--out", default=str(DEFAULT_OUT), when=When("no_render", False))
+    ap.flag("--render-only", help="only rewrite --out from the cache")
+    ap.choice_list("--models", ("edsr", "rdn"), when=measuring, default=["edsr"],
+                   help="edsr and/or rdn (cache keys of rdn start with 'rdn/')")
+    ap.choice("--device", DEVICES, when=measuring, default="cpu",
+              help="where the networks run (calibration stays on the CPU); cuda results are marked in the cache")
+    ap.flag("--no-render", when=measuring,
+            help="only fill the cache; render docs later with --render-only")
+    ap.text("--part", parse_part, when=measuring, metavar="K/N",
+            help="evaluate only part K (0-based) of N disjoint parts of each set (images K, K+N, ... in "
+                 "sorted order), cached as such; when all N parts of a cell are cached they are merged into "
+                 "the cell (means weighted by image count): a slow set spread over runs or machines")
+    return ap
+
+
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m bench.psnr_table", description=__doc__.split("\n")[0])
-    ap.add_argument("--scales", default="2,4")
-    ap.add_argument("--datasets", default=",".join(DATASETS))
-    ap.add_argument("--bits", default=",".join(map(str, BITS)))
-    ap.add_argument("--methods", default="fp,minmax,dfsq")
-    ap.add_argument("--weights", default="default", help="'default' or a checkpoint path containing {scale}")
-    ap.add_argument("--words", default="4", help="universal-set words, or a list (2,3,5) to run each in turn")
-    ap.add_argument("--images", type=int, default=32, help="calibration images")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, help="torch threads")
-    ap.add_argument("--data-root", default=str(BENCHMARK_ROOT))
-    ap.add_argument("--cache", default=str(DEFAULT_CACHE))
-    ap.add_argument("--params-dir", default=str(DEFAULT_PARAMS))
-    ap.add_argument("--out", default=str(DEFAULT_OUT))
-    ap.add_argument("--render-only", action="store_true", help="only rewrite --out from the cache")
-    ap.add_argument("--models", default="edsr", help="edsr and/or rdn (cache keys of rdn start with 'rdn/')")
-    ap.add_argument("--device", default="cpu", choices=DEVICES,
-                    help="where the networks run (calibration stays on the CPU); cuda results are marked in the cache")
-    ap.add_argument("--no-render", action="store_true",
-                    help="only fill the cache; render docs later with --render-only")
-    ap.add_argument("--part", metavar="K/N",
-                    help="evaluate only part K (0-based) of N disjoint parts of each set (images K, K+N, ... in "
-                         "sorted order), cached as such; when all N parts of a cell are cached they are merged into "
-                         "the cell (means weighted by image count): a slow set spread over runs or machines")
-    args = ap.parse_args(argv)
-    scales = parse_list(args.scales, int, (2, 4), "scales")
-    datasets = parse_list(args.datasets, str, DATASETS, "datasets")
-    bits_list = parse_list(args.bits, int, range(2, 9), "bits")
-    methods = parse_list(args.methods, str, METHODS, "methods")
-    words_list = parse_list(args.words, int, range(2, 6), "words")
-    models = parse_list(args.models, str, ("edsr", "rdn"), "models")
-    args.part = parse_part(args.part)
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"--threads must be a positive integer, got {args.threads}")
-    check_output_file(args.out, "--out")
-    check_output_file(args.cache, "--cache")
-    check_output_dir(args.params_dir, "--params-dir")
+    args = build_parser().parse_args(argv)
+    scales, datasets, bits_list, methods = args.scales, args.datasets, args.bits, args.methods
+    words_list, models = args.words, args.models
     if args.threads:
         torch.set_num_threads(args.threads)
     args.device = resolve_device(args.device)

@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -17,13 +16,22 @@ from tqdm import tqdm
 
 from .data import BENCHMARK_ROOT, DATASETS, benchmark_pairs
 from .device import DEVICES, module_device, resolve_device
+from golden.args import Parser, When
 from golden.errors import UserError, cli_main
-from golden.files import atomic_output, check_output_file
+from golden.files import atomic_output
 from .imresize import imresize
 from .model import ARCHS
 from .metrics import psnr_y, ssim_y
 
 METHODS = ("fp", "bicubic", "minmax", "dfsq", "dfsq-hw", "uniform", "dfsq-uniform", "dfsq-uniform-hw")
+#: Methods that run a network (they take --weights; bicubic does not).
+NETWORK_METHODS = tuple(m for m in METHODS if m != "bicubic")
+#: Quantized methods (they take --act-bits and --weight-bits).
+QUANT_METHODS = tuple(m for m in METHODS if m not in ("fp", "bicubic"))
+#: Methods that read a dfsq.calibrate params file, or calibrate when none is given (--params, --words).
+PARAMS_METHODS = ("minmax", "dfsq", "dfsq-hw")
+#: Methods that calibrate on images (--calib, --images, --seed; not when --params is given).
+CALIB_METHODS = ("minmax", "dfsq", "dfsq-hw", "uniform")
 #: Methods that run the golden integer datapath (they take --scale-bits, --denorm, --sigma-bits, --shift-bits).
 HW_METHODS = ("dfsq-hw", "dfsq-uniform-hw")
 
@@ -93,77 +101,71 @@ def build_model(args):
     return qmodel
 
 
-def add_quant_args(ap: argparse.ArgumentParser) -> None:
-    from golden.spec import DEFAULT_SCALE_BITS, add_denorm_args  # noqa: PLC0415
+def add_quant_args(ap) -> None:
+    """The quantization options of ``dfsq.evaluate`` (each applies to the methods that use it)."""
+    from golden.spec import (ACT_BITS_RANGE, DEFAULT_SCALE_BITS, SCALE_BITS_RANGE, WEIGHT_BITS_RANGE,  # noqa: PLC0415
+                             WORDS_RANGE, add_denorm_args)
 
-    ap.add_argument("--act-bits", type=int, default=4)
-    ap.add_argument("--weight-bits", type=int, default=4)
-    ap.add_argument("--words", type=int, default=4, help="DFSQ universal-set words (2..5)")
-    ap.add_argument("--params", help="calibration artifact from dfsq.calibrate (dfsq, dfsq-hw)")
-    ap.add_argument("--calib", help="calibration image folder when --params is not given")
-    ap.add_argument("--images", type=int, default=32, help="calibration images when --params is not given")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--scale-bits", type=int, default=None,
-                    help=f"fixed-point width of sigma/mu in the integer datapath (dfsq-hw, dfsq-uniform-hw; default "
-                         f"{DEFAULT_SCALE_BITS})")
-    add_denorm_args(ap, " of the integer datapath (dfsq-hw, dfsq-uniform-hw)")
+    quant, hw = When("method", *QUANT_METHODS), When("method", *HW_METHODS)
+    ap.integer("--act-bits", *ACT_BITS_RANGE, default=4, when=quant)
+    ap.integer("--weight-bits", *WEIGHT_BITS_RANGE, default=4, when=quant)
+    ap.integer("--words", *WORDS_RANGE, default=4, when=When("method", *PARAMS_METHODS),
+               help="DFSQ universal-set words (2..5)")
+    ap.input_file("--params", "params", when=When("method", *PARAMS_METHODS),
+                  help=f"calibration artifact from dfsq.calibrate ({', '.join(PARAMS_METHODS)})")
+    calibrating = (When("method", *CALIB_METHODS), When("params", None))
+    ap.input_dir("--calib", "images", when=calibrating,
+                 help="calibration image folder when --params is not given")
+    ap.integer("--images", 1, 100_000, default=32, when=calibrating,
+               help="calibration images when --params is not given")
+    ap.seed(when=calibrating, help="seed of the calibration (k-means restarts)")
+    ap.integer("--scale-bits", *SCALE_BITS_RANGE, default=None, when=hw,
+               help=f"fixed-point width of sigma/mu in the integer datapath ({', '.join(HW_METHODS)}; default "
+                    f"{DEFAULT_SCALE_BITS})")
+    add_denorm_args(ap, f" of the integer datapath ({', '.join(HW_METHODS)})", when=hw)
 
 
 def check_quant_args(args) -> None:
-    """Reject flags the chosen ``--method`` would ignore or clamp (``--scale-bits`` is for dfsq-hw only)."""
-    from golden.spec import DEFAULT_SCALE_BITS, SCALE_BITS_RANGE, SpecError, denorm_format  # noqa: PLC0415
+    """Fill the defaults of the integer datapath's options and check their combination."""
+    from golden.spec import DEFAULT_SCALE_BITS, denorm_format  # noqa: PLC0415
 
     if args.scale_bits is None:
         args.scale_bits = DEFAULT_SCALE_BITS
-    elif getattr(args, "method", "dfsq-hw") not in HW_METHODS:
-        raise UserError(f"--scale-bits applies to --method {' and '.join(HW_METHODS)} only, not {args.method}")
-    elif not SCALE_BITS_RANGE[0] <= args.scale_bits <= SCALE_BITS_RANGE[1]:
-        raise UserError(f"--scale-bits must be in {SCALE_BITS_RANGE[0]}..{SCALE_BITS_RANGE[1]}, got {args.scale_bits}")
-    method = getattr(args, "method", "dfsq-hw")
-    given = [getattr(args, k, None) for k in ("denorm", "sigma_bits", "shift_bits")]
-    if any(v is not None for v in given) and method not in HW_METHODS:
-        raise UserError(f"--denorm, --sigma-bits and --shift-bits apply to --method {' and '.join(HW_METHODS)} "
-                        f"only, not {method}")
-    try:
-        fmt = denorm_format(*given)
-    except SpecError as exc:
-        raise UserError(str(exc)) from None
+    fmt = denorm_format(args.denorm, args.sigma_bits, args.shift_bits)
     args.denorm, args.sigma_bits, args.shift_bits = fmt["denorm"], fmt["sigma_bits"], fmt["shift_bits"]
+
+
+def build_parser() -> Parser:
+    ap = Parser(prog="python -m dfsq.evaluate", description=__doc__.split("\n")[0])
+    ap.choice("--model", ARCHS, default="edsr", help="network (default edsr)")
+    ap.input_file("--weights", "checkpoint", special=("default",), default="default",
+                  when=When("method", *NETWORK_METHODS),
+                  help="checkpoint path, or 'default' for the embedded one")
+    ap.choice("--scale", (2, 4), default=2)
+    ap.name_list("--datasets", default=list(DATASETS), help=f"sets under --data-root (default {','.join(DATASETS)})")
+    ap.choice("--method", METHODS, default="fp")
+    ap.input_dir("--data-root", "benchmarks", default=str(BENCHMARK_ROOT),
+                 help="folder holding Set5/, Set14/, B100/, Urban100/")
+    ap.output_file("--json", help="write the results here")
+    ap.output_dir("--save-images", metavar="DIR", help="also write every super-resolved image to DIR/<set>/<name>.png")
+    ap.choice("--device", DEVICES, default="cpu",
+              help="where the network runs (cuda: full float32; not the hardware-exact methods)")
+    add_quant_args(ap)
+    return ap
 
 
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m dfsq.evaluate", description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="edsr", choices=ARCHS, help="network (default edsr)")
-    ap.add_argument("--weights", default="default", help="checkpoint path, or 'default' for the embedded one")
-    ap.add_argument("--scale", type=int, default=2, choices=(2, 4))
-    ap.add_argument("--datasets", default=",".join(DATASETS))
-    ap.add_argument("--method", default="fp", choices=METHODS)
-    ap.add_argument("--data-root", default=str(BENCHMARK_ROOT), help="folder holding Set5/, Set14/, B100/, Urban100/")
-    ap.add_argument("--json", help="write the results here")
-    ap.add_argument("--save-images", metavar="DIR",
-                    help="also write every super-resolved image to DIR/<set>/<name>.png")
-    ap.add_argument("--device", default="cpu", choices=DEVICES,
-                    help="where the network runs (cuda: full float32; not the hardware-exact methods)")
-    add_quant_args(ap)
-    args = ap.parse_args(argv)
+    args = build_parser().parse_args(argv)
     check_quant_args(args)
     if args.device != "cpu" and args.method in HW_METHODS:
         raise UserError(f"--method {args.method} runs the NumPy golden datapath on the CPU; "
                         f"drop --device {args.device}")
     device = resolve_device(args.device)
-    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
-    if not names:
-        raise UserError(f"--datasets selects no dataset: {args.datasets!r}")
-    if args.json:
-        check_output_file(args.json, "--json")
+    names = args.datasets
     for n in names:
         if not (Path(args.data_root) / n / "HR").is_dir():
             raise UserError(f"dataset {n} not found: expected {Path(args.data_root) / n / 'HR'}")
-    if args.save_images:
-        from golden.files import check_output_dir
-
-        check_output_dir(args.save_images, "--save-images folder")
     model = build_model(args)
     if model is not None:
         model = model.to(device)

@@ -11,7 +11,6 @@ layer passes, 1 when codes differ, statistics disagree or an error exceeds its b
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,11 +18,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .args import Parser
 from .errors import UserError, cli_main
-from .files import atomic_output, check_output_file
+from .files import atomic_output
 from .export_io import LayerData, load_export, load_manifest, spec_from_manifest
 from .layer import derive_codes, error_bound, layer_spec, run_layer
-from .spec import EPS, DatapathSpec, SpecError, add_denorm_args, denorm_format
+from .spec import EPS, SCALE_BITS_RANGE, DatapathSpec, add_denorm_args, denorm_format
 
 
 def check_layer(layer: LayerData, spec: DatapathSpec) -> dict:
@@ -73,18 +73,6 @@ def _atomic_json(path: Path, obj) -> None:
             f.write("\n")
 
 
-def _parse_layers(text: str | None):
-    if text is None or text == "all":
-        return None
-    try:
-        wanted = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise UserError(f"--layers must be 'all' or comma-separated indices, got {text!r}") from None
-    if not wanted:
-        raise UserError(f"--layers selects no layer: {text!r} (use 'all' or indices such as 0,5)")
-    return wanted
-
-
 def format_table(results: list[dict]) -> str:
     nw = max([14] + [len(r["name"]) for r in results])
     head = (f"{'#':>2} {'layer':<{nw}} {'k':>1} {'C':>4} {'acc':>3} {'codes':>12} {'stats':>5} {'max|err|':>9} {'rel err':>9} {'bound':>9} "
@@ -106,23 +94,23 @@ def _format_note(spec) -> str:
     return f", split de-normalization m {spec.sigma_bits} s {spec.shift_bits}" if spec.split else ""
 
 
+def build_parser() -> Parser:
+    ap = Parser(prog="python -m golden.check", description=__doc__.split("\n")[0])
+    ap.input_dir("--export", "export", required=True, help="export folder (python -m dfsq.export)")
+    ap.output_file("--json", help="write the per-layer report here")
+    ap.indices("--layers", help="'all' (the default) or comma-separated layer indices")
+    ap.integer("--scale-bits", *SCALE_BITS_RANGE, help="check with this de-normalization width (default: the "
+                                                       "export's)")
+    add_denorm_args(ap, " to check")
+    ap.flag("--quiet", help="no progress bar")
+    return ap
+
+
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m golden.check", description=__doc__.split("\n")[0])
-    ap.add_argument("--export", required=True, help="export folder (python -m dfsq.export)")
-    ap.add_argument("--json", help="write the per-layer report here")
-    ap.add_argument("--layers", default="all", help="'all' or comma-separated layer indices")
-    ap.add_argument("--scale-bits", type=int, help="check with this de-normalization width (default: the export's)")
-    add_denorm_args(ap, " to check")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = ap.parse_args(argv)
-    try:
-        fmt = denorm_format(args.denorm, args.sigma_bits, args.shift_bits)
-    except SpecError as exc:
-        raise UserError(str(exc)) from None
-    wanted = _parse_layers(args.layers)
-    if args.json:
-        check_output_file(args.json, "--json")
+    args = build_parser().parse_args(argv)
+    fmt = denorm_format(args.denorm, args.sigma_bits, args.shift_bits)
+    wanted = args.layers
     manifest = load_manifest(args.export)
     method = (manifest.get("config") or {}).get("method", "dfsq") or "dfsq"
     overrides = dict(fmt) if args.scale_bits is None else dict(fmt, scale_bits=args.scale_bits)

@@ -55,6 +55,8 @@ from functools import cached_property
 
 import numpy as np
 
+from .errors import UserError
+
 SPEC_VERSION = 1
 
 WORDS_RANGE = (2, 5)      # supported number of words (the paper's Appendix C ablation)
@@ -97,8 +99,8 @@ EPS = 1e-8                # added to max-abs before normalizing (float32), as th
 SEL_ZERO, SEL_ONE, SEL_NEAR, SEL_FAR = 0, 1, 2, 3
 
 
-class SpecError(ValueError):
-    """An unsupported parameter combination."""
+class SpecError(UserError, ValueError):
+    """An unsupported parameter combination (bad input: under :func:`golden.errors.cli_main` one line, exit 2)."""
 
 
 def signed_bits(max_abs: int) -> int:
@@ -351,17 +353,23 @@ def denorm_format(denorm: str | None = None, sigma_bits: int | None = None, shif
     return out
 
 
-def add_denorm_args(parser, what: str = "") -> None:
+def add_denorm_args(parser, what: str = "", when=()) -> None:
     """The ``--denorm``, ``--sigma-bits`` and ``--shift-bits`` flags of every command that takes a de-normalization
-    format (validated by :func:`denorm_format`; None means the default)."""
-    parser.add_argument("--denorm", choices=DENORMS, default=None,
-                        help=f"de-normalization{what}: fused (sigma and mean in every lane, the default) or split "
-                             "(mean term out of the lanes, low-bit sigma; docs/datapath.md)")
-    parser.add_argument("--sigma-bits", type=int, default=None,
-                        help=f"split: bits of the sigma mantissa (default {DEFAULT_SIGMA_BITS})")
-    parser.add_argument("--shift-bits", type=int, default=None,
-                        help=f"split: bits of the alignment shift, 0 = one exponent per layer and sample "
-                             f"(default {DEFAULT_SHIFT_BITS})")
+    format (a :class:`golden.args.Parser`; validated by :func:`denorm_format`; None means the default). ``when``:
+    the :class:`golden.args.When` rules under which the three apply (the sigma and shift widths also need
+    ``--denorm split``)."""
+    from .args import When
+
+    when = (when,) if isinstance(when, When) else tuple(when)
+    split = (*when, When("denorm", "split"))
+    parser.choice("--denorm", DENORMS, default=None, when=when or None,
+                  help=f"de-normalization{what}: fused (sigma and mean in every lane, the default) or split "
+                       "(mean term out of the lanes, low-bit sigma; docs/datapath.md)")
+    parser.integer("--sigma-bits", *SIGMA_BITS_RANGE, default=None, when=split,
+                   help=f"split: bits of the sigma mantissa (default {DEFAULT_SIGMA_BITS})")
+    parser.integer("--shift-bits", *SHIFT_BITS_RANGE, default=None, when=split,
+                   help=f"split: bits of the alignment shift, 0 = one exponent per layer and sample "
+                        f"(default {DEFAULT_SHIFT_BITS})")
 
 
 @functools.lru_cache(maxsize=None)

@@ -21,7 +21,6 @@ dfsq-uniform``) and one integer multiplier ``w' * P`` per tap in place of the sh
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -31,9 +30,10 @@ from amaranth.back import rtlil
 from amaranth.hdl import Shape
 from amaranth.lib import data
 
+from golden.args import Parser, When
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_dir
-from golden.spec import DEFAULT_CHANNELS, DEFAULT_SCALE_BITS, SpecError, add_denorm_args
+from golden.spec import DEFAULT_CHANNELS, DEFAULT_SCALE_BITS, DatapathSpec, SpecError, add_denorm_args
 
 from . import tops
 from .units.shift_add import VARIANTS
@@ -156,32 +156,41 @@ def generate(top: str = "engine", spec=None, lanes: int = DEFAULT_LANES, fault=N
     return v_path, j_path
 
 
-def _parser():
-    p = argparse.ArgumentParser(prog="python -m hw.generate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--words", type=int, default=None, help="words per point (2..5, default 4; DFSQ tops only)")
-    p.add_argument("--act-bits", type=int, default=None,
-                   help="bits of a point index (default 4); uniform-engine: activation bits (default 6)")
-    p.add_argument("--weight-bits", type=int, default=None, help="weight bits (default 4; uniform-engine: 6)")
-    p.add_argument("--scale-bits", type=int, default=None,
-                   help=f"sigma/mu bits (default {DEFAULT_SCALE_BITS}; DFSQ tops only)")
-    p.add_argument("--channels", type=int, default=DEFAULT_CHANNELS,
-                   help="largest input channel count of a layer: point-table rows, accumulator width (default 64; "
-                        "RDN: 1024; 1x1 layers run on the centre tap)")
-    p.add_argument("--gap", type=int, default=None, help="exponent gap of the word set (default 4; DFSQ tops only)")
-    p.add_argument("--lanes", type=int, default=None,
-                   help=f"engine lanes, divides channels (default {DEFAULT_LANES}; engines only)")
-    p.add_argument("--top", choices=sorted(TOPS), default="engine", help="which top to write (default engine)")
-    add_denorm_args(p, " (DFSQ tops only)")
-    p.add_argument("--fault", choices=sorted(tops.all_faults()), default=None,
-                   help="deliberately broken variant, for mutation tests only")
-    p.add_argument("--variant", choices=VARIANTS, default=None,
-                   help="multiplier micro-architecture (default: deferred)")
-    p.add_argument("--normalized", action="store_true",
-                   help="with --top uniform-engine: the normalized uniform baseline (DFSQ's normalization and "
+def build_parser() -> Parser:
+    from golden.spec import ACT_BITS_RANGE, MAX_CHANNELS, SCALE_BITS_RANGE, WEIGHT_BITS_RANGE, WORDS_RANGE
+
+    p = Parser(prog="python -m hw.generate", description=__doc__.split("\n\n")[0])
+    # which tops each option has an effect on, from the registry (hw.tops)
+    dfsq_tops = When("top", *tops.names_where(lambda t: t.spec_type is DatapathSpec and t.cli_flag is None))
+    with_lanes = When("top", *tops.names_where(lambda t: t.lanes))
+    p.integer("--words", *WORDS_RANGE, default=None, when=dfsq_tops,
+              help="words per point (2..5, default 4; DFSQ tops only)")
+    p.integer("--act-bits", *ACT_BITS_RANGE, default=None,
+              help="bits of a point index (default 4); uniform-engine: activation bits (default 6)")
+    p.integer("--weight-bits", *WEIGHT_BITS_RANGE, default=None, help="weight bits (default 4; uniform-engine: 6)")
+    p.integer("--scale-bits", *SCALE_BITS_RANGE, default=None,
+              help=f"sigma/mu bits (default {DEFAULT_SCALE_BITS}; DFSQ tops only)")
+    p.integer("--channels", 1, MAX_CHANNELS, default=DEFAULT_CHANNELS,
+              help="largest input channel count of a layer: point-table rows, accumulator width (default 64; "
+                   "RDN: 1024; 1x1 layers run on the centre tap)")
+    p.integer("--gap", 1, 8, default=None, when=dfsq_tops,
+              help="exponent gap of the word set (default 4; DFSQ tops only)")
+    p.integer("--lanes", 1, MAX_CHANNELS, default=None, when=with_lanes,
+              help=f"engine lanes, divides channels (default {DEFAULT_LANES}; engines only)")
+    p.choice("--top", sorted(TOPS), default="engine", help="which top to write (default engine)")
+    add_denorm_args(p, " (the tops that de-normalize)", when=When("top", *tops.names_where(lambda t: t.denorm)))
+    p.choice("--fault", sorted(tops.all_faults()), default=None,
+             help="deliberately broken variant, for mutation tests only")
+    p.choice("--variant", VARIANTS, default=None, when=When("top", *tops.names_where(lambda t: t.variants)),
+             help="multiplier micro-architecture (default: deferred)")
+    for t in tops.REGISTRY:
+        if t.cli_flag == "normalized":
+            p.flag("--normalized", when=When("top", t.name),
+                   help=f"with --top {t.name}: the normalized uniform baseline (DFSQ's normalization and "
                         "de-normalization, evenly spaced points, integer multipliers)")
-    p.add_argument("--codes-in", action="store_true",
-                   help="engine without point tables: beats carry point codes, decoded where activations enter")
-    p.add_argument("--out", default="rtl_out", help="output folder (default rtl_out/)")
+    p.flag("--codes-in", when=When("top", *tops.names_where(lambda t: t.codes_in)),
+           help="engine without point tables: beats carry point codes, decoded where activations enter")
+    p.output_dir("--out", default="rtl_out", help="output folder (default rtl_out/)")
     return p
 
 
@@ -196,13 +205,10 @@ def _quiet_unused_elaboratables() -> None:
 
 @cli_main
 def main(argv=None):
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     _quiet_unused_elaboratables()
     entry = tops.for_args(args)
-    if args.lanes is not None and not entry.lanes:
-        raise UserError(f"--lanes applies to the engines only (the {args.top} has no lanes)")
     lanes = DEFAULT_LANES if args.lanes is None else args.lanes
-    check_output_dir(args.out, "--out")
     try:
         spec = entry.spec_from_args(args)
     except SpecError as exc:

@@ -1,7 +1,10 @@
 """Throughput model of the conv engine: cycles per layer and frames per second for a whole quantized body.
 
     python -m hw.throughput [--model edsr|rdn] [--rdn-config B] [--height 360 --width 640] [--lanes 16]
-                            [--fmax-mhz 100] [--denorm split] [--json PATH]
+                            [--fmax-mhz MHZ] [--denorm split] [--json PATH]
+
+The default clock is the 16-lane engine's measured fmax in docs/hardware.md (nextpnr-ecp5): 75.6 MHz with the
+split 6:0 de-normalization, 63.7 MHz fused (a 4-lane instance, an optimistic estimate).
 
 The engine takes one beat per cycle (no stalls when its consumer is ready): an output (pixel, output channel) of a
 layer with C input channels is G = ceil(C / L) beats, so a layer of H x W pixels and O output channels streams
@@ -14,20 +17,23 @@ adapter (no layer names or counts here); the full-precision head, upsampler and 
 """
 from __future__ import annotations
 
-import argparse
 import json
-import math
 from dataclasses import asdict, dataclass
 
+from golden.args import Parser, When
 from golden.errors import UserError, cli_main
-from golden.files import atomic_output, check_output_file
+from golden.files import atomic_output
 from golden.mean_unit import CLASSES
-from golden.spec import TAPS
+from golden.spec import ACT_BITS_RANGE, MAX_CHANNELS, TAPS
 
 from .units.engine import LATENCY as ENGINE_LATENCY
 
 __all__ = ["LayerCycles", "layer_cycles", "body_cycles", "stream_cycles", "ENGINE_LATENCY"]
 
+#: the 16-lane engine's measured fmax (docs/hardware.md, "With DSPs and place and route"): the default clock
+MEASURED_FMAX_MHZ = {"fused": 63.7, "split": 75.6}
+#: lane counts hw.generate builds for the 64-channel engine (lanes divide the channels)
+LANES = (1, 2, 4, 8, 16, 32, 64)
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,9 @@ def summary(rows: list[LayerCycles], lanes: int, fmax_mhz: float) -> dict:
 
 
 def _model_layers(model: str, rdn_config: str, scale: int):
+    """The quantized layers of ``model``, built on torch's meta device (shapes only: no weights allocated)."""
+    import torch
+
     from dfsq.adapters import quantized_layers
     from dfsq.model import build_model
 
@@ -90,33 +99,53 @@ def _model_layers(model: str, rdn_config: str, scale: int):
         from dfsq.rdn import parse_config
 
         config = parse_config(rdn_config)
-    return quantized_layers(build_model(model, scale, config))
+    with torch.device("meta"):
+        layers = quantized_layers(build_model(model, scale, config))
+    widest = max(layers, key=lambda q: q.in_channels)
+    if widest.in_channels > MAX_CHANNELS:
+        raise UserError(f"RDN config {rdn_config}: layer {widest.name} has {widest.in_channels} input channels; the "
+                        f"datapath supports up to {MAX_CHANNELS}")
+    return layers
+
+
+def _rdn_config(text: str) -> str:
+    from dfsq.rdn import parse_config
+
+    parse_config(text)
+    return text
+
+
+def build_parser() -> Parser:
+    ap = Parser(prog="python -m hw.throughput", description=__doc__.split("\n")[0])
+    ap.choice("--model", ("edsr", "rdn"), default="edsr")
+    ap.text("--rdn-config", _rdn_config, default="B", when=When("model", "rdn"),
+            help="RDN structure (A, B, S or D,C,G[,G0]; default B, the paper's)")
+    ap.choice("--scale", (2, 3, 4), default=2)
+    ap.integer("--height", 1, 8192, default=360, help="input (LR) height in pixels (default 360)")
+    ap.integer("--width", 1, 8192, default=640, help="input (LR) width in pixels (default 640)")
+    ap.choice("--lanes", LANES, default=16, help="engine lanes (divide the engine's 64 channels; default 16)")
+    ap.integer("--act-bits", *ACT_BITS_RANGE, default=4, help="activation bits (point-table size 2^b)")
+    ap.real("--fmax-mhz", 0.0, 10_000.0, lo_open=True, default=None,
+            help=f"engine clock in MHz (default: the measured fmax, {MEASURED_FMAX_MHZ['split']} split, "
+                 f"{MEASURED_FMAX_MHZ['fused']} fused; docs/hardware.md)")
+    ap.choice("--denorm", ("fused", "split"), default="fused")
+    ap.output_file("--json", help="write the per-layer table and the summary here")
+    return ap
 
 
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m hw.throughput", description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="edsr", choices=("edsr", "rdn"))
-    ap.add_argument("--rdn-config", default="B", help="RDN structure (A, B, S; default B, the paper's)")
-    ap.add_argument("--scale", type=int, default=2, choices=(2, 3, 4))
-    ap.add_argument("--height", type=int, default=360, help="input (LR) height in pixels (default 360)")
-    ap.add_argument("--width", type=int, default=640, help="input (LR) width in pixels (default 640)")
-    ap.add_argument("--lanes", type=int, default=16)
-    ap.add_argument("--act-bits", type=int, default=4)
-    ap.add_argument("--fmax-mhz", type=float, default=100.0, help="engine clock (MHz; from hw.report)")
-    ap.add_argument("--denorm", default="fused", choices=("fused", "split"))
-    ap.add_argument("--json", help="write the per-layer table and the summary here")
-    args = ap.parse_args(argv)
-    if args.height < 1 or args.width < 1 or args.lanes < 1 or not (args.fmax_mhz > 0 and math.isfinite(args.fmax_mhz)):
-        raise UserError("--height, --width, --lanes and --fmax-mhz must be positive")
-    if args.json:
-        check_output_file(args.json, "--json")
+    args = build_parser().parse_args(argv)
+    measured = args.fmax_mhz is None
+    if measured:
+        args.fmax_mhz = MEASURED_FMAX_MHZ[args.denorm]
     rows = body_cycles(_model_layers(args.model, args.rdn_config, args.scale), args.height, args.width, args.lanes,
                        args.act_bits, args.denorm == "split")
     s = summary(rows, args.lanes, args.fmax_mhz)
     name = args.model + (f" config {args.rdn_config}" if args.model == "rdn" else "")
+    clock = f"{args.fmax_mhz:g} MHz" + (" (the measured fmax, docs/hardware.md)" if measured else "")
     print(f"{name}, {args.width}x{args.height} input (x{args.scale}), {args.lanes} lanes ({s['multipliers']} "
-          f"shift-add multipliers), {args.denorm} de-normalization, {args.fmax_mhz:g} MHz")
+          f"shift-add multipliers), {args.denorm} de-normalization, {clock}")
     print(f"  {s['layers']} quantized layers, {s['macs']:,} MACs, {s['cycles']:,} cycles "
           f"({s['table_cycles']:,} table loads), utilization {100 * s['utilization']:.1f}%")
     print(f"  {s['seconds_per_frame']:.3f} s per frame, {s['fps']:.4f} frames per second")

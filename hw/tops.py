@@ -25,7 +25,7 @@ from .units.mean_unit import MEAN_UNIT_FAULTS, MeanUnit
 from .units.shift_add import COMBINATIONAL_VARIANTS, FAULTS, VARIANTS
 from .units.uniform_engine import UNIFORM_FAULTS, UniformEngine, check_uniform_lanes
 
-__all__ = ["Top", "register", "lookup", "by_name", "for_args", "names", "modules", "all_faults", "REGISTRY"]
+__all__ = ["Top", "register", "lookup", "by_name", "for_args", "names", "names_where", "modules", "all_faults", "REGISTRY"]
 
 #: (spec, lanes, fault, variant, tables) -> component; raises UserError on a bad combination.
 Builder = Callable[..., object]
@@ -64,6 +64,8 @@ class Top:
     cli_flag: str | None = None
     #: the engine without point tables (``--codes-in``) exists for this top
     codes_in: bool = False
+    #: the top has a de-normalization format (``--denorm``, ``--sigma-bits``, ``--shift-bits`` apply)
+    denorm: bool = True
 
     def resolve_variant(self, variant):
         """The variant the component is built with: the top's default when none is given."""
@@ -84,6 +86,11 @@ def register(top: Top) -> Top:
 def names() -> list[str]:
     """The ``--top`` names, in registration order (each once)."""
     return list(dict.fromkeys(t.name for t in REGISTRY))
+
+
+def names_where(pred) -> list[str]:
+    """The ``--top`` names with at least one entry for which ``pred(entry)`` holds (the tops an option applies to)."""
+    return list(dict.fromkeys(t.name for t in REGISTRY if pred(t)))
 
 
 def modules() -> dict[str, str]:
@@ -269,7 +276,8 @@ MAC = register(Top(
                                                                acc_bits=component.acc_bits),
     packing="in_code is a point code (golden.spec layout: word i's selector at bits [2i-1:2i-2], sign at bit 2N)",
     latency_definition="cycles from a beat's in_valid to its out_valid", faults=FAULTS, testbench="sim.tb_mac",
-    variants=VARIANTS, default_variant="registered", description="one shift-add multiply-accumulate (hw.units.mac)"))
+    variants=VARIANTS, default_variant="registered", denorm=False,
+    description="one shift-add multiply-accumulate (hw.units.mac)"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -301,7 +309,7 @@ UNIFORM_ENGINE = register(Top(
              "a' = q_a - zp_a and w' = q_w - zp_w, two's complement; a masked tap's a' is ignored"),
     latency_definition=_STREAM_LATENCY, faults=UNIFORM_FAULTS, testbench="sim.tb_uniform_engine", lanes=True,
     versions=("uniform_spec", UNIFORM_SPEC_VERSION), default_spec=UniformSpec, spec_from_args=_uniform_spec_from_args,
-    description="the static uniform (Min-Max) baseline engine (hw.units.uniform_engine)"))
+    denorm=False, description="the static uniform (Min-Max) baseline engine (hw.units.uniform_engine)"))
 
 
 def _build_normalized(spec, lanes, fault, variant, tables):

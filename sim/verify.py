@@ -19,7 +19,6 @@ Python API: :func:`verify` returns the report dict (what ``--json`` writes).
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -31,9 +30,10 @@ from typing import Callable
 
 import numpy as np
 
+from golden.args import Parser, When
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_dir, check_output_file
-from golden.spec import TAPS, DatapathSpec, SpecError, add_denorm_args, denorm_format
+from golden.spec import MAX_CHANNELS, TAPS, DatapathSpec, SpecError, add_denorm_args, denorm_format
 from sim import runner as simrun
 from sim import stimulus as st
 
@@ -655,46 +655,44 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
+def build_parser() -> Parser:
+    from hw import tops
+
+    with_lanes = When("top", *(t for t in TOPS if tops.by_name(t).lanes))
+    ap = Parser(prog="python -m sim.verify", description=__doc__.split("\n\n")[0])
+    ap.input_dir("--export", "export", required=True, help="export folder (python -m dfsq.export)")
+    ap.indices("--layers", help="'all' (the default) or comma-separated layer indices")
+    ap.integer("--tiles", 1, 1_000_000, special=("all",), default=DEFAULT_TILES,
+               help=f"tiles per layer, corners first, or 'all' for whole layers (default {DEFAULT_TILES})")
+    ap.integer("--tile-size", 1, 4096, default=DEFAULT_TILE_SIZE, help="tile edge in pixels (default 2)")
+    ap.integer("--out-channels", 1, MAX_CHANNELS, special=("all",), default=None,
+               help="output channels per tile: 'all' (default) or N (a run of N, rotated by layer index)")
+    ap.choice("--simulator", simrun.SIMULATORS, default="icarus")
+    ap.integer("--lanes", 1, MAX_CHANNELS, default=None, when=with_lanes,
+               help="engine lanes (default: channels, one beat per output)")
+    ap.choice("--top", TOPS, default="engine", help="RTL top to verify (default engine)")
+    ap.choice("--fault", sorted(tops.all_faults()), default=None,
+              help="generate a deliberately broken variant (mutation testing)")
+    add_denorm_args(ap, " of the engine (the golden model runs the same format)",
+                    when=When("top", *(t for t in TOPS if tops.by_name(t).denorm)))
+    ap.seed(help="seed of the random tile positions")
+    ap.work_dir("--work-dir", default="sim_build", help="RTL, builds and runs (default sim_build/)")
+    ap.choice("--netlist", NETLISTS, default="generated",
+              help="simulate the generated file (default) or an equivalent Yosys-flattened copy (faster)")
+    ap.jobs(help="simulator processes in parallel, each on a run of the layers (default 1)")
+    ap.flag("--codes-in", when=When("top", "engine"),
+            help="the engine without point tables (hw.generate --codes-in): beats carry point codes")
+    ap.flag("--no-waves", help="do not re-run a mismatch with waves on")
+    ap.output_file("--json", help="write the report as JSON to this file")
+    return ap
+
+
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m sim.verify", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--export", required=True, help="export folder (python -m dfsq.export)")
-    ap.add_argument("--layers", default="all", help="'all' or comma-separated layer indices (default all)")
-    ap.add_argument("--tiles", default=str(DEFAULT_TILES),
-                    help=f"tiles per layer, corners first, or 'all' for whole layers (default {DEFAULT_TILES})")
-    ap.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE, help="tile edge in pixels (default 2)")
-    ap.add_argument("--out-channels", default="all",
-                    help="output channels per tile: 'all' (default) or N (a run of N, rotated by layer index)")
-    ap.add_argument("--simulator", default="icarus", choices=simrun.SIMULATORS)
-    ap.add_argument("--lanes", type=int, default=None, help="engine lanes (default: channels, one beat per output)")
-    ap.add_argument("--top", default="engine", choices=TOPS, help="RTL top to verify (default engine)")
-    ap.add_argument("--fault", default=None, help="generate a deliberately broken variant (mutation testing)")
-    add_denorm_args(ap, " of the engine (the golden model runs the same format)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the random tile positions")
-    ap.add_argument("--work-dir", default="sim_build", help="RTL, builds and runs (default sim_build/)")
-    ap.add_argument("--netlist", default="generated", choices=NETLISTS,
-                    help="simulate the generated file (default) or an equivalent Yosys-flattened copy (faster)")
-    ap.add_argument("--jobs", type=int, default=1,
-                    help="simulator processes in parallel, each on a run of the layers (default 1)")
-    ap.add_argument("--codes-in", action="store_true",
-                    help="the engine without point tables (hw.generate --codes-in): beats carry point codes")
-    ap.add_argument("--no-waves", action="store_true", help="do not re-run a mismatch with waves on")
-    ap.add_argument("--json", default=None, help="write the report as JSON to this file")
-    args = ap.parse_args(argv)
-    if args.tile_size < 1:
-        raise UserError("--tile-size must be >= 1")
-    if args.seed < 0:
-        raise UserError(f"--seed must be >= 0, got {args.seed}")
-    out_channels = None
-    if args.out_channels.strip().lower() != "all":
-        try:
-            out_channels = int(args.out_channels)
-        except ValueError:
-            raise UserError(f"--out-channels must be 'all' or a positive integer, got {args.out_channels!r}") from None
-        if out_channels < 1:
-            raise UserError(f"--out-channels must be >= 1, got {out_channels}")
-    report = verify(args.export, layers=args.layers, tiles=args.tiles, simulator=args.simulator, lanes=args.lanes,
-                    top=args.top, fault=args.fault, tile_size=args.tile_size, out_channels=out_channels,
+    args = build_parser().parse_args(argv)
+    out_channels = None if args.out_channels == "all" else args.out_channels
+    report = verify(args.export, layers="all" if args.layers is None else args.layers, tiles=args.tiles,
+                    simulator=args.simulator, lanes=args.lanes, top=args.top, fault=args.fault, tile_size=args.tile_size, out_channels=out_channels,
                     seed=args.seed,
                     work_dir=args.work_dir, json_path=args.json, waves_on_mismatch=not args.no_waves,
                     netlist=args.netlist, jobs=args.jobs, denorm=args.denorm, sigma_bits=args.sigma_bits,

@@ -679,9 +679,9 @@ def test_interrupted_generate_prints_no_unused_elaboratable_warnings(tmp_path):
 
 def test_scale_bits_default_is_documented_as_it_is():
     from golden.spec import DEFAULT_SCALE_BITS
-    from hw.generate import _parser
+    from hw.generate import build_parser
 
-    assert f"default {DEFAULT_SCALE_BITS}" in _parser().format_help()
+    assert f"default {DEFAULT_SCALE_BITS}" in build_parser().format_help()
     text = (ROOT / "docs" / "export-format.md").read_text()
     assert "--scale-bits 16" not in text and "scale_bits=16" not in text
 

@@ -97,19 +97,19 @@ def test_fault_and_variant_stems():
 
 @pytest.mark.parametrize("argv,message", [
     (["--lanes", "3"], "lanes (3) must divide channels (64)"),
-    (["--words", "7"], "words must be an integer in 2..5"),
-    (["--act-bits", "9"], "act_bits must be an integer in 2..8"),
+    (["--words", "7"], "--words: must be an integer in 2..5"),
+    (["--act-bits", "9"], "--act-bits: must be an integer in 2..8"),
     (["--channels", "4096", "--scale-bits", "32", "--weight-bits", "8"], "accumulator needs"),
-    (["--gap", "0"], "gap must be an integer in 1..8"),
-    (["--lanes", "0", "--channels", "4"], "lanes must be a positive integer"),
+    (["--gap", "0"], "--gap: must be an integer in 1..8"),
+    (["--lanes", "0", "--channels", "4"], "--lanes: must be an integer in 1..4096"),
     (["--variant", "registered"], "unknown multiplier variant 'registered' for --top engine"),
-    (["--top", "uniform-engine", "--words", "4"], "--words does not apply to --top uniform-engine"),
-    (["--top", "uniform-engine", "--scale-bits", "8", "--variant", "naive"], "--scale-bits, --variant do not apply"),
-    (["--top", "uniform-engine", "--act-bits", "9"], "act_bits must be an integer in 2..8"),
+    (["--top", "uniform-engine", "--words", "4"], "--words applies only with --top engine or mac or mean-unit"),
+    (["--top", "uniform-engine", "--scale-bits", "8", "--variant", "naive"], "--variant applies only with --top engine or mac"),
+    (["--top", "uniform-engine", "--act-bits", "9"], "--act-bits: must be an integer in 2..8"),
     (["--top", "uniform-engine", "--lanes", "5"], "lanes (5) must divide channels (64)"),
     (["--top", "uniform-engine", "--fault", "shift"], "unknown fault 'shift' for --top uniform-engine"),
     (["--top", "engine", "--fault", "mask"], "unknown fault 'mask'"),
-    (["--top", "mac", "--lanes", "2"], "--lanes applies to the engines only"),
+    (["--top", "mac", "--lanes", "2"], "--lanes applies only with --top engine or uniform-engine"),
 ])
 def test_invalid_combinations_fail_cleanly(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -87,6 +87,7 @@ class Operands:
     point_codes: np.ndarray  # (C, 2^b)      spec codes of each channel's points
     sigma_s: np.ndarray | None = None  # (N, C) "split" only: sigma mantissa s_c (sigma_m = s_c << d_c)
     sigma_d: np.ndarray | None = None  # (N, C) "split" only: alignment shift d_c
+    wino: np.ndarray | None = None     # winograd_weights(w), when the caller keeps them across samples (a cache)
 
 
 def point_table(point_codes, spec: DatapathSpec) -> np.ndarray:
@@ -412,7 +413,7 @@ def accumulate(ops: Operands, spec: DatapathSpec, threads: int = 1) -> np.ndarra
     acc_bound = C * taps * spec.w_max * (spec.sigma_m_max * spec.wordset.p_max + spec.mant_max) + spec.bias_max
     const_max = spec.bias_max + taps * C * spec.w_max * spec.mant_max  # |bias_int + sum mu_m w'|
     if k == 3 and winograd_bound(C, spec.w_max, spec.sigma_m_max, spec.wordset.p_max, const_max) < 2 ** 53:
-        V = winograd_weights(ops.w)
+        V = winograd_weights(ops.w) if ops.wino is None else ops.wino
         th, tw = (H + 1) // 2, (W + 1) // 2
         full = np.empty((N, O, 2 * th, 2 * tw), dtype=np.int64)
         for n in range(N):  # a loop over samples (sigma_m, mu_m are per sample), not over pixels or channels

@@ -150,7 +150,8 @@ def shared_collection():
 
 
 # Methods this bench measures: the network for each is built by build_net.
-METHODS = ("fp", "minmax", "uniform", "dfsq-uniform", "dfsq", "dfsq-nonorm", "dfsq-layerwise", "dfsq-fill")
+METHODS = ("fp", "minmax", "uniform", "dfsq-uniform", "dfsq", "dfsq-nonorm", "dfsq-layerwise", "dfsq-fill", "dfsq-hw",
+           "dfsq-int")
 UNIFORM = ("channel", "mse")   # the uniform baseline's range rule (dfsq.uniform): per-channel, MSE-optimal clip
 
 
@@ -177,7 +178,22 @@ def build_net(model, m: str, scale: int, bits: int | None, args, weights: str, a
     norm, layerwise, fill = m != "dfsq-nonorm", m == "dfsq-layerwise", m == "dfsq-fill"
     params, ppath = get_params(model, scale, bits, args.words, args.images, args.seed, Path(args.params_dir),
                                weights, norm=norm, layerwise=layerwise, arch=arch, fill=fill)
-    return quantize_model(model, params, "minmax" if m == "minmax" else "dfsq"), ppath, {}
+    net = quantize_model(model, params, "minmax" if m == "minmax" else "dfsq")
+    return integer_net(net, m), ppath, {}
+
+
+def integer_net(net, m: str):
+    """``dfsq-hw``: the quantized convs on the golden datapath (contract 1); ``dfsq-int``: the whole body on
+    integers (contract 2, dfsq.int_mode), with the toolkit's default formats; else ``net`` itself."""
+    if m == "dfsq-hw":
+        from dfsq.hw_mode import apply_hw_mode
+
+        return apply_hw_mode(net)
+    if m == "dfsq-int":
+        from dfsq.int_mode import IntNetwork
+
+        return IntNetwork(net)
+    return net
 
 
 from bench.results_md import fmt, render  # noqa: E402  (the Markdown lives in its own module)
@@ -352,6 +368,9 @@ def run_all(args, cache, cache_path, models, scales, datasets, bits_list, method
             for d in todo:
                 t0 = time.perf_counter()
                 r = evaluate_dataset(net, d, scale, args.data_root, part=args.part)
+                if hasattr(net, "report"):   # dfsq-int: the feature-map format and its saturations, per set
+                    r["integer"] = net.report()
+                    net.reset()
                 r.update(seconds=round(time.perf_counter() - t0, 1), weights=weights, weights_fingerprint=fp,
                          when=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **extra)
                 # float summation order, hence the last digits, follows the CPU's vector unit and the thread count

@@ -1,9 +1,14 @@
 """PSNR/SSIM (Y, shave = scale) of EDSR or RDN, quantized or not, or bicubic on the benchmark sets.
 
     python -m dfsq.evaluate [--model edsr|rdn] --weights PATH|default --scale 2 --datasets Set5,Set14,B100,Urban100 \
-        --method fp|bicubic|minmax|dfsq|dfsq-hw|uniform|dfsq-uniform|dfsq-uniform-hw \
+        --method fp|bicubic|minmax|dfsq|dfsq-hw|dfsq-int|uniform|dfsq-uniform|dfsq-uniform-hw \
         [--act-bits B --weight-bits B --words N --params PARAMS] [--data-root DIR] [--json FILE] [--save-images DIR] \
-        [--device cpu|cuda]
+        [--device cpu|cuda] [--fmap-bits 16 [--fmap-frac F]]
+
+``dfsq-int`` runs the whole quantized body on integers (contract 2, dfsq.int_mode): feature maps in fixed point
+(``--fmap-bits``, fraction bits from the calibration unless ``--fmap-frac``), integer statistics, threshold codes,
+the engine's accumulator, requantization, ReLU and residual adds; it prints the feature-map format and how many
+values saturated.
 """
 from __future__ import annotations
 
@@ -23,17 +28,17 @@ from .imresize import imresize
 from .model import ARCHS
 from .metrics import psnr_y, ssim_y
 
-METHODS = ("fp", "bicubic", "minmax", "dfsq", "dfsq-hw", "uniform", "dfsq-uniform", "dfsq-uniform-hw")
+METHODS = ("fp", "bicubic", "minmax", "dfsq", "dfsq-hw", "dfsq-int", "uniform", "dfsq-uniform", "dfsq-uniform-hw")
 #: Methods that run a network (they take --weights; bicubic does not).
 NETWORK_METHODS = tuple(m for m in METHODS if m != "bicubic")
 #: Quantized methods (they take --act-bits and --weight-bits).
 QUANT_METHODS = tuple(m for m in METHODS if m not in ("fp", "bicubic"))
 #: Methods that read a dfsq.calibrate params file, or calibrate when none is given (--params, --words).
-PARAMS_METHODS = ("minmax", "dfsq", "dfsq-hw")
+PARAMS_METHODS = ("minmax", "dfsq", "dfsq-hw", "dfsq-int")
 #: Methods that calibrate on images (--calib, --images, --seed; not when --params is given).
-CALIB_METHODS = ("minmax", "dfsq", "dfsq-hw", "uniform")
+CALIB_METHODS = ("minmax", "dfsq", "dfsq-hw", "dfsq-int", "uniform")
 #: Methods that run the golden integer datapath (they take --scale-bits, --denorm, --sigma-bits, --shift-bits).
-HW_METHODS = ("dfsq-hw", "dfsq-uniform-hw")
+HW_METHODS = ("dfsq-hw", "dfsq-int", "dfsq-uniform-hw")
 
 
 @torch.no_grad()
@@ -98,6 +103,11 @@ def build_model(args):
 
         apply_hw_mode(qmodel, scale_bits=args.scale_bits, denorm=args.denorm, sigma_bits=args.sigma_bits,
                       shift_bits=args.shift_bits)
+    if args.method == "dfsq-int":
+        from .int_mode import IntNetwork  # noqa: PLC0415
+
+        return IntNetwork(qmodel, fmap_bits=args.fmap_bits, fmap_frac=args.fmap_frac, scale_bits=args.scale_bits,
+                          denorm=args.denorm, sigma_bits=args.sigma_bits, shift_bits=args.shift_bits)
     return qmodel
 
 
@@ -123,6 +133,14 @@ def add_quant_args(ap) -> None:
                help=f"fixed-point width of sigma/mu in the integer datapath ({', '.join(HW_METHODS)}; default "
                     f"{DEFAULT_SCALE_BITS})")
     add_denorm_args(ap, f" of the integer datapath ({', '.join(HW_METHODS)})", when=hw)
+    from golden.int_spec import DEFAULT_FMAP_BITS, FMAP_BITS_RANGE  # noqa: PLC0415
+
+    ints = When("method", "dfsq-int")
+    ap.integer("--fmap-bits", *FMAP_BITS_RANGE, default=DEFAULT_FMAP_BITS, when=ints,
+               help=f"dfsq-int: width of the fixed-point feature maps between layers (default {DEFAULT_FMAP_BITS})")
+    ap.integer("--fmap-frac", 0, FMAP_BITS_RANGE[1] - 1, default=None, when=ints,
+               help="dfsq-int: fraction bits of the feature maps (default: from the calibrated range, "
+                    "golden.int_spec.fmap_frac_for)")
 
 
 def check_quant_args(args) -> None:
@@ -133,6 +151,8 @@ def check_quant_args(args) -> None:
         args.scale_bits = DEFAULT_SCALE_BITS
     fmt = denorm_format(args.denorm, args.sigma_bits, args.shift_bits)
     args.denorm, args.sigma_bits, args.shift_bits = fmt["denorm"], fmt["sigma_bits"], fmt["shift_bits"]
+    if getattr(args, "fmap_frac", None) is not None and args.fmap_frac >= args.fmap_bits:
+        raise UserError(f"--fmap-frac must be below --fmap-bits ({args.fmap_bits}), got {args.fmap_frac}")
 
 
 def build_parser() -> Parser:
@@ -176,6 +196,9 @@ def main(argv=None):
     print(f"{'dataset':<10} {'PSNR-Y':>8} {'SSIM-Y':>8}   {args.model} x{args.scale} {label}")
     for n, r in results.items():
         print(f"{n:<10} {r['psnr']:8.3f} {r['ssim']:8.4f}")
+    integer = model.report() if hasattr(model, "report") else None
+    if integer is not None:
+        print(model.summary())
     if args.json:
         out = {"model": args.model, "scale": args.scale, "method": args.method, "weights": str(args.weights),
                "results": results}
@@ -183,6 +206,8 @@ def main(argv=None):
             out.update(act_bits=args.act_bits, weight_bits=args.weight_bits, words=args.words)
         if device.type != "cpu":
             out["device"] = device.type
+        if integer is not None:
+            out["integer"] = integer
         with atomic_output(args.json) as tmp:
             tmp.write_text(json.dumps(out, indent=2) + "\n")
 

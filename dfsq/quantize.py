@@ -325,16 +325,18 @@ def quantize_model(model: nn.Module, params, method: str = "dfsq") -> nn.Module:
                        act_range=(params.arrays["act_min"][idx], params.arrays["act_max"][idx]),
                        static_scale=None if cfg["norm"] else params.arrays["static_scale"][idx],
                        norm=cfg["norm"])
+        # the calibrated max |input| (the integer network's feature-map format comes from it: dfsq.int_mode)
+        qc.act_absmax = float(max(abs(float(params.arrays["act_min"][idx])), abs(float(params.arrays["act_max"][idx]))))
         set_module(qmodel, name, qc)
     return qmodel
 
 
 def build_quantized(model: nn.Module, args) -> nn.Module:
-    """The quantized network for ``dfsq.evaluate`` (``args.method`` minmax | dfsq | dfsq-hw): loads
+    """The quantized network for ``dfsq.evaluate`` (``args.method`` minmax | dfsq | dfsq-hw | dfsq-int): loads
     ``args.params`` and checks it matches the flags and weights, or calibrates now when no params are given."""
     from .calibrate import calibrate, calibration_images, load_params, weights_fingerprint
 
-    method = "dfsq" if args.method in ("dfsq", "dfsq-hw") else args.method
+    method = "dfsq" if args.method in ("dfsq", "dfsq-hw", "dfsq-int") else args.method
     want = {"scale": int(model.scale), "act_bits": int(args.act_bits), "weight_bits": int(args.weight_bits),
             "words": int(args.words)}
     if getattr(args, "params", None):

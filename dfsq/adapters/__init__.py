@@ -6,6 +6,11 @@ class it handles and a ``layers(model)`` function listing the quantized convs **
 is normalized without mean subtraction). Calibration, fake quantization, hardware mode, export and the plotting
 tool read the layer description from here; none of them matches layer names. Adding a network is one new module
 with its ``ADAPTER`` and one line in :data:`REGISTRY` (docs/quantization.md, "Adding a network").
+
+The integer-only network (contract 2, ``dfsq.evaluate --method dfsq-int``, exports) also comes from here: an
+adapter may describe its quantized body as a :class:`golden.int_graph.IntGraph` (``graph``: which conv reads which
+tensors, ReLUs, residual adds, concatenations) and say how the FP prologue and epilogue wrap it (``forward_body``);
+``entry_bound`` optionally bounds the body's entry from the prologue's weights (docs/datapath.md, "Contract 2").
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from typing import Callable
 from torch import nn
 
 from golden.errors import UserError
+from golden.int_graph import IntGraph
 
 
 @dataclass(frozen=True)
@@ -44,12 +50,22 @@ class QLayer:
 class Adapter:
     """``arch``: the ``--model`` name; ``model_class``: the nn.Module it describes; ``layers(model)``: the quantized
     convs in network order; ``config(model)``: extra JSON-able facts recorded in params files and manifests
-    (e.g. RDN's D, C, G, G0) so that a file made for one variant is refused for another."""
+    (e.g. RDN's D, C, G, G0) so that a file made for one variant is refused for another.
+
+    The integer body (optional; without it the network has no integer entry/exit and ``dfsq-int`` refuses it):
+    ``graph(model)``: the quantized body as an :class:`IntGraph` whose step ``layer`` s index ``layers(model)``;
+    ``forward_body(model, x, body)``: the model's forward pass with its quantized body replaced by ``body``, a
+    callable from the entry tensor (float, N x entry_channels x H x W) to the exit tensor; it must equal
+    ``model(x)`` when ``body`` runs the graph in float (tests/test_int_network.py); ``entry_bound(model)``: a bound
+    of |entry| that holds for every input image (interval arithmetic through the prologue), or None."""
 
     arch: str
     model_class: type
     layers: Callable[[nn.Module], list[QLayer]]
     config: Callable[[nn.Module], dict]
+    graph: Callable[[nn.Module], IntGraph] | None = None
+    forward_body: Callable | None = None
+    entry_bound: Callable[[nn.Module], float | None] | None = None
 
 
 def conv_layer(model: nn.Module, name: str, relu_input: bool, input_prefix_of: str | None = None) -> QLayer:
@@ -107,6 +123,32 @@ def adapter_for(model: nn.Module) -> Adapter:
     raise UserError(f"no model adapter for {type(model).__name__} (known: {', '.join(adapters())})")
 
 
+def int_body(model: nn.Module, layers=None) -> tuple[Adapter, IntGraph]:
+    """(adapter, checked graph) of ``model``'s integer body; UserError when its adapter has no integer entry/exit.
+
+    ``layers``: the quantized layers' ``(in_channels, out_channels, relu_input)`` to check the graph against
+    (default: the adapter's list, which needs the model's convs unquantized)."""
+    a = adapter_for(model)
+    if a.graph is None or a.forward_body is None:
+        raise UserError(f"the {a.arch} adapter describes no integer body (graph / forward_body): the integer network "
+                        f"needs its entry and exit (dfsq/adapters/{a.arch}.py)")
+    g = a.graph(model)
+    g.check(layers if layers is not None else [(q.in_channels, q.out_channels, q.relu_input) for q in a.layers(model)])
+    return a, g
+
+
+def interval_conv(conv: nn.Conv2d, lo, hi):
+    """Per output channel (lo, hi) bounds of ``conv(x)`` for any x with lo_c <= x_c <= hi_c per input channel
+    (float64 interval arithmetic; padding zeros lie inside any interval containing 0, which lo <= 0 <= hi ensures)."""
+    import torch
+
+    w = conv.weight.detach().double()
+    b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+    lo = torch.minimum(torch.as_tensor(lo, dtype=torch.float64), torch.zeros(())).view(1, -1, 1, 1)
+    hi = torch.maximum(torch.as_tensor(hi, dtype=torch.float64), torch.zeros(())).view(1, -1, 1, 1)
+    return (torch.minimum(w * lo, w * hi).sum((1, 2, 3)) + b), (torch.maximum(w * lo, w * hi).sum((1, 2, 3)) + b)
+
+
 def quantized_layers(model: nn.Module) -> list[QLayer]:
     """The convs DFSQ quantizes in ``model``, in network order."""
     return adapter_for(model).layers(model)
@@ -140,4 +182,5 @@ def check_model_matches(cfg: dict, model: nn.Module, what: str) -> None:
 
 
 __all__ = ["QLayer", "Adapter", "conv_layer", "get_module", "set_module", "adapters", "get_adapter",
-           "adapter_for", "quantized_layers", "model_config", "describe_model", "check_model_matches"]
+           "adapter_for", "quantized_layers", "int_body", "interval_conv", "model_config", "describe_model",
+           "check_model_matches"]

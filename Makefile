@@ -19,11 +19,12 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(PY) -m demo
 
+# two workers on two cores (pytest-xdist), fed one test at a time from a queue that starts with the long ones
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxschedchunk 1
 
 test-slow: setup
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow -n auto --maxschedchunk 1
 
 clean:
 	rm -rf rtl_out/*.v rtl_out/*.json out/ sim_build/ .pytest_cache

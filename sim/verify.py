@@ -168,12 +168,13 @@ def generate_rtl(spec: DatapathSpec, lanes: int, top: str, fault, out_dir: Path,
     v_path, json_path = out_dir / f"{name}.v", out_dir / f"{name}.json"
     stamp = out_dir / f"{name}.digest"
     digest = _generator_digest(top, spec, lanes, fault, not codes_in)
-    if not (v_path.is_file() and json_path.is_file() and stamp.is_file() and stamp.read_text() == digest):
-        v_path, json_path = generate(top=top, spec=spec, lanes=lanes, fault=fault, out_dir=str(out_dir),
-                                     tables=not codes_in)
-        v_path, json_path = Path(v_path), Path(json_path)
-        with atomic_output(stamp) as tmp:
-            tmp.write_text(digest)
+    with simrun._locked(out_dir / f"{name}.lock"):   # processes sharing a work dir generate each file once
+        if not (v_path.is_file() and json_path.is_file() and stamp.is_file() and stamp.read_text() == digest):
+            v_path, json_path = generate(top=top, spec=spec, lanes=lanes, fault=fault, out_dir=str(out_dir),
+                                         tables=not codes_in)
+            v_path, json_path = Path(v_path), Path(json_path)
+            with atomic_output(stamp) as tmp:
+                tmp.write_text(digest)
     sidecar = json.loads(json_path.read_text())
     widths = _port_widths(sidecar)
     for pname, width in expected_ports(spec, lanes, top, codes_in).items():

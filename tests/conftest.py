@@ -5,23 +5,39 @@ overrides it: a state_dict / checkpoint path, or ``random`` for a seeded randoml
 only). With neither, the fixtures skip with the reason.
 
 ``default_export``: act 4 / weight 4 / words 4; ``alt_export``: act 5 / weight 4 / words 3. Both are calibrated on
-two 48x48 crops of scikit-image pictures (seed 0) and export a 16x16 crop of ``dfsq.data.sample_image()``; built
-once per session in a tmp_path_factory folder, next to their params file (``<dir>/../params.npz``).
+two 48x48 crops of scikit-image pictures (seed 0) and export a 16x16 crop of ``dfsq.data.sample_image()``, next to
+their params file (``<dir>/../params.npz``).
+
+Expensive session fixtures (the exports, the simulator work folder with its generated RTL and builds) are made
+once per run, not once per pytest-xdist worker: :func:`build_once` makes them in :func:`shared_tmp`, a folder the
+workers of one run share, under a file lock (pytest-xdist's recipe for session fixtures).
 """
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from filelock import FileLock
 
 from dfsq.data import SHARED_DATA, sample_image, sample_images
 from dfsq.weights import default_weights
 
 EXPORT_CROP = (200, 220, 16, 16)
 CALIB_CROP = 48
+#: Test files whose tests generate and simulate RTL, the longest ones: they run first, so that the workers of
+#: ``make test`` (pytest-xdist, ``--maxschedchunk 1``: one shared queue) finish together instead of one of them
+#: starting a minute-long simulation when the rest of the queue is empty.
+LONG_FIRST = ("test_sim_verify.py", "test_throughput.py", "test_sim_rdn.py", "test_sim_uniform.py",
+              "test_hw_generate.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: file order kept otherwise
 
 
 def _resolve_weights(tmp_path_factory) -> str:
@@ -66,11 +82,35 @@ def calib_crops():
     return out
 
 
-def make_export(tmp_path_factory, model, weights, images, *, act_bits, weight_bits, words, tag) -> Path:
+@pytest.fixture(scope="session")
+def shared_tmp(tmp_path_factory) -> Path:
+    """A folder that every pytest-xdist worker of this run sees (the parent of the workers' base temp folders);
+    without xdist, this session's base temp folder."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def build_once(shared: Path, name: str, build) -> Path:
+    """``shared/name``: a folder made by ``build(folder)`` by the first worker that asks, while the others wait on
+    its lock and then reuse it. The folder counts as made only once ``build`` returns (a marker file written last),
+    so a failed or interrupted build is redone by the next worker, which then reports its own error."""
+    target = shared / name
+    done = shared / f"{name}.done"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.exists():
+            if target.exists():
+                shutil.rmtree(target)
+            target.mkdir(parents=True)
+            build(target)
+            done.touch()
+    return target
+
+
+def make_export(root: Path, model, weights, images, *, act_bits, weight_bits, words) -> Path:
+    """Calibrate ``model`` on ``images`` and export all its layers into ``root`` (``params.npz``, ``export/``)."""
     from dfsq.calibrate import calibrate, save_params
     from dfsq.export import apply_crop, export
 
-    root = tmp_path_factory.mktemp(tag)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: one thread is much faster on a busy 2-core machine
     try:
@@ -87,17 +127,29 @@ def make_export(tmp_path_factory, model, weights, images, *, act_bits, weight_bi
 
 
 @pytest.fixture(scope="session")
-def default_export(tmp_path_factory, x2_model, test_weights, calib_crops) -> Path:
+def default_export(shared_tmp, x2_model, test_weights, calib_crops) -> Path:
     """Export dir of all 32 layers: x2, act 4 / weight 4 / words 4, 16x16 crop of the sample image."""
-    return make_export(tmp_path_factory, x2_model, test_weights, calib_crops, act_bits=4, weight_bits=4, words=4,
-                       tag="default_export")
+    return build_once(shared_tmp, "default_export", lambda root: make_export(
+        root, x2_model, test_weights, calib_crops, act_bits=4, weight_bits=4, words=4)) / "export"
 
 
 @pytest.fixture(scope="session")
-def alt_export(tmp_path_factory, x2_model, test_weights, calib_crops) -> Path:
+def alt_export(shared_tmp, x2_model, test_weights, calib_crops) -> Path:
     """Export dir of all 32 layers: x2, act 5 / weight 4 / words 3 (the 107-value set)."""
-    return make_export(tmp_path_factory, x2_model, test_weights, calib_crops, act_bits=5, weight_bits=4, words=3,
-                       tag="alt_export")
+    return build_once(shared_tmp, "alt_export", lambda root: make_export(
+        root, x2_model, test_weights, calib_crops, act_bits=5, weight_bits=4, words=3)) / "export"
+
+
+@pytest.fixture(scope="session")
+def sim_work(shared_tmp) -> Path:
+    """Simulator work folder (generated RTL and builds, each reused and built under its own lock by sim.verify):
+    ``$DFSQ_SIM_WORK`` to keep them across runs, else one folder shared by this run's workers."""
+    env = os.environ.get("DFSQ_SIM_WORK")
+    if env:
+        return Path(env)
+    path = shared_tmp / "sim_work"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -47,7 +47,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from golden.spec import EPS
 from tests.edsr_reference import (CALIB, DATA, LAYER_FIELDS, MANIFEST_KEYS, STATIC_FIELDS, calibration_crops, digest,
                                   export_image, seeded_edsr, weights_digest)
 

@@ -5,7 +5,6 @@ Icarus tiles of all 146 layers of an RDN-shaped synthetic export."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -25,12 +24,6 @@ needs_icarus = pytest.mark.skipif(shutil.which("iverilog") is None or shutil.whi
 SMALL = [("RDBs.0.convs.0.conv.0", 16, 3, 6), ("RDBs.0.LFF", 24, 1, 6), ("RDBs.1.convs.0.conv.0", 8, 3, 6),
          ("GFF.0", 13, 1, 5)]
 WIDE = [("RDBs.0.convs.7.conv.0", 512, 3, 64), ("GFF.0", 1024, 1, 64)]
-
-
-@pytest.fixture(scope="session")
-def sim_work(tmp_path_factory) -> Path:
-    env = os.environ.get("DFSQ_SIM_WORK")
-    return Path(env) if env else tmp_path_factory.mktemp("sim_work_rdn")
 
 
 @pytest.fixture(scope="session")

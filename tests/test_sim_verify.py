@@ -1,9 +1,12 @@
 """sim.verify end to end through cocotb_tools.runner: the generated RTL against the golden model, bit for bit.
 
 Icarus (routine, within the CI budget): tiles (the four corners first, so every padding pattern is exercised) of
-all 32 layers of the default export and of the alternative configuration (words 3, 5-bit activations); the
-MAC top on real layer windows; a deliberately broken RTL variant (hw fault 'shift') caught by the same path; a
-missing simulator reported in one line. Behind ``-m slow``: Verilator on a full 48x48 layer, 64 to 64 channels.
+all 32 layers of the default export (the 64-lane fused engine); for every other configuration (words 3 with 5-bit
+activations, the split engines, codes-in, the normalized uniform engine) the same on a stand-in of 4 layers
+(``STAND_IN``: every corner tile, inputs with and without a ReLU before them), the whole network behind
+``-m slow``; the MAC top on real layer windows; deliberately broken RTL variants caught by the same path; a
+missing simulator reported in one line. Also behind ``-m slow``: Verilator on a full 48x48 layer, 64 to 64
+channels.
 
 Generated RTL and builds are shared by the whole session (``$DFSQ_SIM_WORK`` keeps them across sessions).
 """
@@ -29,20 +32,21 @@ from sim.verify import choose_lanes, main, parse_layers, parse_tiles, shard_laye
 # 4 output channels per tile (a run rotating with the layer index: every output channel over 16 layers).
 ROUTINE_TILES = 1
 ROUTINE_OUT_CHANNELS = 4
+# Generating an engine (Amaranth) and simulating a layer (Icarus, mostly loading its point tables and weights)
+# cost about the same for 1 or 4 output channels, so the routine runs of the configurations other than the default
+# take fewer layers, not fewer outputs: 4 layers with indices 0, 1, 2, 3 mod 4 (every corner tile) alternating
+# between plain and post-ReLU inputs. The whole network runs behind -m slow.
+STAND_IN = [0, 13, 22, 31]
+EVERY_LAYER = pytest.param("all", marks=pytest.mark.slow, id="all")
 needs_icarus = pytest.mark.skipif(shutil.which("iverilog") is None or shutil.which("vvp") is None,
                                   reason="Icarus Verilog is not installed (sudo apt-get install iverilog)")
 
 
-@pytest.fixture(scope="session")
-def sim_work(tmp_path_factory) -> Path:
-    env = os.environ.get("DFSQ_SIM_WORK")
-    return Path(env) if env else tmp_path_factory.mktemp("sim_work")
-
-
-def _check_clean(report: dict, layers: int):
+def _check_clean(report: dict, layers):
+    """No mismatch, and every layer of ``layers`` (a list, or "all": the 32 of an EDSR export) compared."""
     assert report["mismatches"] == 0, report["first_mismatch"]
     assert report["bit_exact"] is True
-    assert [row["index"] for row in report["layers"]] == list(range(layers))
+    assert [row["index"] for row in report["layers"]] == (list(range(32)) if layers == "all" else layers)
     for row in report["layers"]:
         assert row["outputs"] > 0 and row["compared"] == row["outputs"] and row["mismatches"] == 0
     assert report["compared"] == report["outputs"] == sum(row["outputs"] for row in report["layers"])
@@ -53,7 +57,7 @@ def _check_clean(report: dict, layers: int):
 def test_icarus_default_export_all_layers(default_export, sim_work):
     r = verify(default_export, layers="all", tiles=ROUTINE_TILES, out_channels=ROUTINE_OUT_CHANNELS,
                simulator="icarus", work_dir=sim_work, quiet=True)
-    _check_clean(r, 32)
+    _check_clean(r, "all")
     assert r["spec"]["words"] == 4 and r["spec"]["act_bits"] == 4 and r["lanes"] == 64
     assert all(row["outputs"] == 4 * ROUTINE_OUT_CHANNELS for row in r["layers"])
     print(f"\nicarus default export: {r['outputs']} outputs, {r['cycles']} cycles, {r['mac_per_s']:,.0f} MAC/s "
@@ -61,12 +65,13 @@ def test_icarus_default_export_all_layers(default_export, sim_work):
 
 
 @needs_icarus
-def test_icarus_alt_export_all_layers(alt_export, sim_work):
-    r = verify(alt_export, layers="all", tiles=ROUTINE_TILES, out_channels=ROUTINE_OUT_CHANNELS,
-               simulator="icarus", work_dir=sim_work, quiet=True, jobs=2)
-    _check_clean(r, 32)
-    assert r["spec"]["words"] == 3 and r["spec"]["act_bits"] == 5
-    assert r["jobs"] == 2   # two Icarus processes, each on 16 layers, merged in order
+@pytest.mark.parametrize("layers,lanes", [(STAND_IN, 16), pytest.param("all", 64, marks=pytest.mark.slow, id="all")])
+def test_icarus_alt_export_layers(alt_export, sim_work, layers, lanes):
+    r = verify(alt_export, layers=layers, tiles=ROUTINE_TILES, out_channels=ROUTINE_OUT_CHANNELS,
+               simulator="icarus", work_dir=sim_work, quiet=True, jobs=2, lanes=lanes)
+    _check_clean(r, layers)
+    assert r["spec"]["words"] == 3 and r["spec"]["act_bits"] == 5 and r["lanes"] == lanes
+    assert r["jobs"] == 2   # two Icarus processes, each on half the layers, merged in order
 
 
 def test_shard_layers_contiguous_balanced():
@@ -258,14 +263,17 @@ def test_build_without_image_is_an_error(tmp_path, monkeypatch):
 # --- the split de-normalization engine (issue 14): mean term out of the lanes, low-bit sigma ------------------------
 
 @needs_icarus
-@pytest.mark.parametrize("sigma_bits,shift_bits,lanes", [(8, 0, 64), (4, 3, 16)])
-def test_icarus_split_engine_all_layers(default_export, sim_work, sigma_bits, shift_bits, lanes):
-    """The split engine on a tile of every layer of the default export (the corner tiles rotate, so every border
+@pytest.mark.parametrize("sigma_bits,shift_bits,lanes,layers", [
+    (8, 0, 32, STAND_IN), (4, 3, 16, STAND_IN),
+    pytest.param(8, 0, 64, "all", marks=pytest.mark.slow, id="8-0-64-all"),
+    pytest.param(4, 3, 16, "all", marks=pytest.mark.slow, id="4-3-16-all")])
+def test_icarus_split_engine_layers(default_export, sim_work, sigma_bits, shift_bits, lanes, layers):
+    """The split engine on a tile of each layer of the default export (the corner tiles rotate, so every border
     class's start value is used), against the golden model of the same format, bit for bit."""
-    r = verify(default_export, layers="all", tiles=ROUTINE_TILES, out_channels=ROUTINE_OUT_CHANNELS // 2,
+    r = verify(default_export, layers=layers, tiles=ROUTINE_TILES, out_channels=ROUTINE_OUT_CHANNELS // 2,
                simulator="icarus", work_dir=sim_work, quiet=True, lanes=lanes, denorm="split",
                sigma_bits=sigma_bits, shift_bits=shift_bits, jobs=2)
-    _check_clean(r, 32)
+    _check_clean(r, layers)
     assert r["spec"]["denorm"] == "split" and r["spec"]["sigma_bits"] == sigma_bits
     assert r["spec"]["shift_bits"] == shift_bits and r["spec"]["acc_bits"] < DatapathSpec().acc_bits
 
@@ -306,29 +314,31 @@ def test_verilator_split_engine_full_layer_48x48(export_48, sim_work):
 # --- the normalized uniform baseline's engine (issue 14): DFSQ's engine with integer multipliers ---------------------
 
 @pytest.fixture(scope="session")
-def uniform_export(tmp_path_factory, x2_model, test_weights) -> Path:
+def uniform_export(shared_tmp, x2_model, test_weights) -> Path:
     """``dfsq.export --method dfsq-uniform --bits 6`` of all 32 layers (16x16 crop of the sample image)."""
     from dfsq.data import sample_image
     from dfsq.export import export
 
-    out = tmp_path_factory.mktemp("uniform_export") / "exp"
+    from tests.conftest import build_once
+
     img = np.ascontiguousarray(sample_image()[100:116, 100:116])
-    export(x2_model, None, img, out, weights=test_weights, image="sample", crop=(100, 100, 16, 16),
-           method="dfsq-uniform", bits=6)
-    return out
+    return build_once(shared_tmp, "uniform_export", lambda root: export(
+        x2_model, None, img, root / "exp", weights=test_weights, image="sample", crop=(100, 100, 16, 16),
+        method="dfsq-uniform", bits=6)) / "exp"
 
 
 @needs_icarus
-def test_icarus_normalized_uniform_engine_all_layers(uniform_export, sim_work, capsys):
-    """The normalized uniform engine (split 6:0) on a tile of every layer of a real dfsq-uniform export, against
+@pytest.mark.parametrize("layers", [STAND_IN, EVERY_LAYER])
+def test_icarus_normalized_uniform_engine_layers(uniform_export, sim_work, capsys, layers):
+    """The normalized uniform engine (split 6:0) on a tile of each layer of a real dfsq-uniform export, against
     the golden model of the uniform point set; golden.check passes on the same export; a fault is caught."""
     from golden.check import main as check_main
 
     assert check_main(["--export", str(uniform_export), "--denorm", "split", "--quiet"]) == 0
     assert "32/32 layers pass (uniform points" in capsys.readouterr().out
-    r = verify(uniform_export, layers="all", tiles=ROUTINE_TILES, out_channels=ROUTINE_OUT_CHANNELS // 2,
+    r = verify(uniform_export, layers=layers, tiles=ROUTINE_TILES, out_channels=ROUTINE_OUT_CHANNELS // 2,
                simulator="icarus", work_dir=sim_work, quiet=True, lanes=16, denorm="split", jobs=2)
-    _check_clean(r, 32)
+    _check_clean(r, layers)
     assert r["spec"]["point_set"] == "uniform" and r["spec"]["act_bits"] == 6 and "uniform_engine" in r["rtl"]
     bad = verify(uniform_export, layers=[1], tiles=1, out_channels=2, simulator="icarus", work_dir=sim_work,
                  quiet=True, lanes=16, denorm="split", fault="start_class", waves_on_mismatch=False)
@@ -336,12 +346,13 @@ def test_icarus_normalized_uniform_engine_all_layers(uniform_export, sim_work, c
 
 
 @needs_icarus
-def test_icarus_codes_in_engine_all_layers(default_export, sim_work):
+@pytest.mark.parametrize("layers", [STAND_IN, EVERY_LAYER])
+def test_icarus_codes_in_engine_layers(default_export, sim_work, layers):
     """The DFSQ engine without point tables (``--codes-in``: beats carry each tap's point code, looked up where the
-    activations enter) on a tile of every layer of the default export, split 6:0; a multiplier fault is caught."""
-    r = verify(default_export, layers="all", tiles=ROUTINE_TILES, out_channels=ROUTINE_OUT_CHANNELS // 2,
+    activations enter) on a tile of each layer of the default export, split 6:0; a multiplier fault is caught."""
+    r = verify(default_export, layers=layers, tiles=ROUTINE_TILES, out_channels=ROUTINE_OUT_CHANNELS // 2,
                simulator="icarus", work_dir=sim_work, quiet=True, lanes=16, denorm="split", jobs=2, codes_in=True)
-    _check_clean(r, 32)
+    _check_clean(r, layers)
     assert r["codes_in"] is True and "codes-in" in r["rtl"] and r["spec"]["sigma_bits"] == 6
     bad = verify(default_export, layers=[2], tiles=1, out_channels=2, simulator="icarus", work_dir=sim_work,
                  quiet=True, lanes=16, denorm="split", codes_in=True, fault="shift", waves_on_mismatch=False)
@@ -355,7 +366,7 @@ def test_icarus_mean_unit_all_layers(default_export, uniform_export, sim_work, t
     uniform export, against golden.mean_unit.starts; the 'border' fault is caught and named with its class."""
     r = verify(default_export, layers="all", out_channels=2, simulator="icarus", work_dir=sim_work, quiet=True,
                top="mean-unit", denorm="split", jobs=2)
-    _check_clean(r, 32)
+    _check_clean(r, "all")
     assert r["top"] == "dfsq_mean_unit" and all(row["outputs"] == 2 * 16 for row in r["layers"])
     u = verify(uniform_export, layers=[3], out_channels=3, simulator="icarus", work_dir=sim_work, quiet=True,
                top="mean-unit", denorm="split")

@@ -43,10 +43,12 @@ def test_cli(capsys, tmp_path):
 
 @needs_icarus
 @pytest.mark.parametrize("lanes,denorm", [(16, "fused"), (32, "split")])
-def test_model_matches_simulated_cycles(default_export, tmp_path, lanes, denorm):
-    """The stream cycles of each simulated layer = outputs x G + latency (+ the testbench's fixed overhead)."""
+def test_model_matches_simulated_cycles(default_export, sim_work, lanes, denorm):
+    """The stream cycles of each simulated layer = outputs x G + latency (+ the testbench's fixed overhead). The
+    engines are those of tests/test_sim_verify.py (16 lanes fused; 32 lanes split with 8-bit sigma), reused."""
+    split = {"sigma_bits": 8, "shift_bits": 0} if denorm == "split" else {}
     r = verify(default_export, layers=[0, 5], tiles=1, out_channels=4, lanes=lanes, simulator="icarus",
-               work_dir=tmp_path, quiet=True, denorm=denorm)
+               work_dir=sim_work, quiet=True, denorm=denorm, **split)
     assert r["bit_exact"]
     for row in r["layers"]:
         G = -(-64 // lanes)

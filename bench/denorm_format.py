@@ -8,24 +8,22 @@ A format ``m:s`` is ``DatapathSpec(denorm="split", sigma_bits=m, shift_bits=s)``
 datapath with 24-bit sigma_m and mu_m in every lane. Every image of every dataset runs through fake-quant DFSQ and
 through the golden integer datapath (``dfsq.hw_mode``) in each format; the table gives the mean PSNR-Y difference
 per dataset, the plot the PSNR loss against m. Also times fake-quant against hardware-exact (the same images, one
-after the other, in this process). Writes ``<out>/<name>.json``, ``.md`` and ``.png``.
+after the other, in each task; the images run as Dask tasks, :mod:`bench.cluster`). Writes ``<out>/<name>.json``, ``.md`` and ``.png``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_dir, check_output_file
 from golden.spec import SHIFT_BITS_RANGE, SIGMA_BITS_RANGE, DatapathSpec, SpecError
+
+from bench import cluster
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOLERANCE_DB = 0.01
@@ -66,12 +64,7 @@ def format_spec(fmt: str, args, channels: int = 64) -> DatapathSpec:
 
 
 def run(args) -> dict:
-    from bench.scale_bits import fake_quant_rows, load_images
-    from dfsq.evaluate import upscale
-    from dfsq.hw_mode import apply_hw_mode, remove_hw_mode
-    from dfsq.metrics import psnr_y, ssim_y
-    from dfsq.model import load_model
-    from dfsq.quantize import build_quantized
+    from bench.scale_bits import sweep_images
 
     formats = parse_formats(args.formats)
     for f in formats:
@@ -79,22 +72,8 @@ def run(args) -> dict:
             format_spec(f, args)
         except SpecError as exc:
             raise UserError(f"--formats {f}: {exc}") from None
-    model = load_model(args.model, args.weights, args.scale)
-    ns = SimpleNamespace(method="dfsq", act_bits=args.act_bits, weight_bits=args.weight_bits, words=args.words,
-                         params=args.params, calib=args.calib, images=args.images, seed=0, weights=args.weights,
-                         model=args.model)
-    qmodel = build_quantized(model, ns)
-    images = load_images(args.datasets, args.scale, args.data_root, args.limit)
-    rows, t_fq = fake_quant_rows(qmodel, images, args.scale)
-    timings = {"fake_quant": t_fq}
-    for f in formats:
-        apply_hw_mode(qmodel, **format_kwargs(f))
-        t0 = time.perf_counter()
-        for row, (ds, stem, hr, lr) in zip(rows, tqdm(images, desc=f"hw {f}")):
-            sr = upscale(qmodel, lr)
-            row["hw"][f] = {"psnr": psnr_y(sr, hr, args.scale), "ssim": ssim_y(sr, hr, args.scale)}
-        timings[f] = time.perf_counter() - t0
-    remove_hw_mode(qmodel)
+    done = sweep_images(args, [(f, format_kwargs(f)) for f in formats], arch=args.model)
+    rows, timings = done["rows"], done["seconds"]
     summary = []
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     for f in formats:
@@ -117,7 +96,7 @@ def run(args) -> dict:
                        "datasets": args.datasets, "limit": args.limit, "formats": formats},
             "summary": summary, "within_tolerance": ok, "cheapest_within_tolerance": cheapest,
             "tolerance_db": TOLERANCE_DB, "images": rows, "seconds": timings,
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": done["threads"]}
 
 
 def markdown(res: dict) -> str:
@@ -139,7 +118,7 @@ def markdown(res: dict) -> str:
     out += ["", f"Within {res['tolerance_db']} dB of fake-quant on every dataset measured: "
             f"{', '.join(res['within_tolerance']) or 'none'}; the cheapest (fewest mantissa bits, then shift bits): "
             f"**{ch or 'none'}**.", "",
-            "Time (this process, same images): " + ", ".join(f"{k} {v:.1f} s" for k, v in res["seconds"].items())
+            "Time (summed over the tasks, same images): " + ", ".join(f"{k} {v:.1f} s" for k, v in res["seconds"].items())
             + f" (torch threads {res['torch_threads']}).", "",
             "Reproduce: `python -m bench.denorm_format " + res.get("argv", "") + "`", ""]
     return "\n".join(out)
@@ -194,16 +173,15 @@ def main(argv=None):
     ap.add_argument("--act-bits", type=int, default=4)
     ap.add_argument("--weight-bits", type=int, default=4)
     ap.add_argument("--words", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads")
+    cluster.add_arguments(ap, "images")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--name", default="denorm_format", help="output file stem")
     args = ap.parse_args(argv)
     parse_formats(args.formats)
+    cluster.check_arguments(args)
     check_output_dir(args.out, "--out")
     for suffix in (".json", ".md", ".png"):
         check_output_file(Path(args.out) / f"{args.name}{suffix}", "--out/--name")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.data_root is None:
         from dfsq.data import BENCHMARK_ROOT
         args.data_root = str(BENCHMARK_ROOT)

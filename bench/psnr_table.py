@@ -2,37 +2,46 @@
 next to the paper's numbers, written to docs/results.md.
 
     python -m bench.psnr_table [--scales 2,4] [--datasets Set5,Set14,B100,Urban100] [--bits 8,6,4,3] \
-        [--methods fp,minmax,dfsq] [--weights default] [--words 4] [--images 32] [--seed 0] [--threads N] \
+        [--methods fp,minmax,dfsq] [--weights default] [--words 4] [--images 32] [--seed 0] \
+        [--scheduler local|tcp://HOST:PORT] [--workers N] [--threads 1] \
         [--cache bench/results/psnr_table.json] [--params-dir out/params] [--out docs/results.md] [--render-only] \
-        [--models edsr,rdn] [--device cpu|cuda] [--no-render] [--part K/N]
+        [--models edsr,rdn] [--device cpu|cuda] [--no-render]
 
-A full run is hours of CPU, so every (scale, method, bits, dataset) result goes into the JSON cache as soon as it is
-measured (atomic rewrite), keyed by the weights' fingerprint; a rerun skips what is cached, and any subset can be run
-with --datasets/--bits/--scales/--methods, and one set can be split over runs or machines with --part K/N (the
-parts merge into the cell once all are cached). Calibrations are cached in --params-dir. docs/results.md is
-rendered from the whole cache after every result, marking what is missing. Scale 4 is skipped when its weights are
+A full run is hours of CPU, so the cells (model, scale, method, bits, words, dataset) run as Dask tasks
+(:mod:`bench.cluster`): on a LocalCluster of this machine's cores by default, or on a cluster with
+``--scheduler tcp://HOST:PORT``. A long set is split into tasks of about ``cluster.TASK_PIXELS`` HR pixels; a calibration
+is one task that the cells using it wait for (its params file goes to --params-dir, where the next run finds it).
+Each cell goes into the JSON cache as soon as its last task finishes (atomic rewrite under a lock, by this process
+only), keyed by the weights' fingerprint; a rerun skips what is cached, any subset can be run with
+--datasets/--bits/--scales/--methods, and a worker lost mid-task is replaced and its task rerun. docs/results.md is
+rendered from the whole cache after every cell, marking what is missing. Scale 4 is skipped when its weights are
 absent.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
+from tqdm import tqdm
 
 from golden.args import Parser, When
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output
 from dfsq.calibrate import (calibrate, calibration_images, cpu_label, load_params, save_params,
                             weights_fingerprint)
-from dfsq.data import BENCHMARK_ROOT, DATASETS
+from bench import cluster
+from dfsq.data import BENCHMARK_ROOT, DATASETS, benchmark_paths
 from dfsq.device import DEVICES, resolve_device
-from dfsq.evaluate import evaluate_dataset
+from dfsq.evaluate import evaluate_images, summarize
 from dfsq.model import load_model
 from dfsq.quantize import quantize_model
 from dfsq.weights import resolve_weights
@@ -52,16 +61,45 @@ def key(scale: int, method: str, bits: int | None, words: int, dataset: str, mod
     return ("" if model == "edsr" else f"{model}/") + f"x{scale}/{method}/{b}{w}/{dataset}"
 
 
-def load_cache(path: Path) -> dict:
+CACHE_FORMAT = "dfsq-psnr-cache"
+CACHE_VERSION = 2   # 1: could hold "<cell>#partKofN" entries of the retired --part option
+
+
+def load_cache(path: Path, records: tuple[str, ...] = ()) -> dict:
+    """The results cache at ``path`` (a new one if absent). A version-1 cache is upgraded in memory (its --part
+    entries dropped: every one of them was merged into its cell, which stays) and says so; a garbled cache or one
+    of another version is refused in one line, never merged into. Every entry is a result (psnr, ssim, images)
+    except those whose key starts with one of ``records`` (other tables' own records, e.g. bench.minmax_study's
+    outlier rows)."""
     if not path.is_file():
-        return {"format": "dfsq-psnr-cache", "version": 1, "results": {}}
+        return {"format": CACHE_FORMAT, "version": CACHE_VERSION, "results": {}}
     try:
         data = json.loads(path.read_text())
-    except ValueError:
+    except (ValueError, UnicodeDecodeError):
         raise UserError(f"{path} is not valid JSON; move it away to start a new cache") from None
-    if data.get("format") != "dfsq-psnr-cache":
+    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
         raise UserError(f"{path} is not a psnr_table cache")
+    results = data.get("results")
+    if not isinstance(results, dict) or not all(isinstance(r, dict) and (k.startswith(records) or _is_result(r))
+                                                for k, r in results.items()):
+        raise UserError(f"{path}: a cached result lacks psnr/ssim/images or holds non-numbers; the cache is garbled "
+                        "(restore it from git or move it away)")
+    version = data.get("version")
+    if version == 1:
+        parts = [k for k in results if "#part" in k]
+        for k in parts:
+            del results[k]
+        data["version"] = CACHE_VERSION
+        print(f"{path}: upgraded from cache version 1 to {CACHE_VERSION} (dropped {len(parts)} --part entries, "
+              "whose cells are kept); written back with the next result")
+    elif version != CACHE_VERSION:
+        raise UserError(f"{path} is a cache of version {version!r}; this psnr_table reads version {CACHE_VERSION}")
     return data
+
+
+def _is_result(r: dict) -> bool:
+    return (all(isinstance(r.get(f), (int, float)) and not isinstance(r.get(f), bool) for f in ("psnr", "ssim"))
+            and isinstance(r.get("images"), int) and r["images"] > 0)
 
 
 def save_json(path: Path, data: dict) -> None:
@@ -69,9 +107,9 @@ def save_json(path: Path, data: dict) -> None:
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
-def store_result(path: Path, k: str, result: dict) -> dict:
+def store_result(path: Path, k: str, result: dict, records: tuple[str, ...] = ()) -> dict:
     """Add one result to the cache file under an exclusive lock (re-reading it first), so several runs with
-    different --datasets/--bits can share one cache. Returns the merged cache."""
+    different --datasets/--bits can share one cache. Returns the merged cache (``records``: :func:`load_cache`)."""
     import fcntl
     import hashlib
     import tempfile
@@ -80,7 +118,7 @@ def store_result(path: Path, k: str, result: dict) -> dict:
     tag = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
     with open(Path(tempfile.gettempdir()) / f"psnr_table-{tag}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        cache = load_cache(path)
+        cache = load_cache(path, records)
         cache["results"][k] = result
         save_json(path, cache)
     return cache
@@ -93,9 +131,13 @@ def params_path(params_dir, arch: str, scale: int, bits: int, words: int, images
     return Path(params_dir) / f"{prefix}x{scale}_w{bits}a{bits}_words{words}_n{images}_seed{seed}{variant}.npz"
 
 
+def params_variant(norm: bool = True, layerwise: bool = False, fill: bool = False) -> str:
+    return ("" if norm else "_nonorm") + ("_layerwise" if layerwise else "") + ("_fill" if fill else "")
+
+
 def get_params(model, scale: int, bits: int, words: int, images: int, seed: int, params_dir: Path, weights: str,
                norm: bool = True, layerwise: bool = False, arch: str = "edsr", fill: bool = False):
-    variant = ("" if norm else "_nonorm") + ("_layerwise" if layerwise else "") + ("_fill" if fill else "")
+    variant = params_variant(norm, layerwise, fill)
     path = params_path(params_dir, arch, scale, bits, words, images, seed, variant)
     fp = weights_fingerprint(model)
     if path.is_file():
@@ -204,46 +246,6 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def parse_part(text: str | None) -> tuple[int, int] | None:
-    """``--part K/N`` as (K, N), 0 <= K < N, N >= 2."""
-    if text is None:
-        return None
-    try:
-        k, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise UserError(f"--part must be K/N (two integers), got {text!r}") from None
-    if not (n >= 2 and 0 <= k < n):
-        raise UserError(f"--part K/N needs N >= 2 and 0 <= K < N, got {text!r}")
-    return k, n
-
-
-def part_key(k: str, part: tuple[int, int]) -> str:
-    return f"{k}#part{part[0]}of{part[1]}"
-
-
-def merge_parts(cache: dict, k: str, n: int) -> dict | None:
-    """The whole-set result of cell ``k`` from its ``n`` cached parts, or None while a part is missing or the
-    parts disagree on the weights or the calibration."""
-    parts = [cache["results"].get(part_key(k, (i, n))) for i in range(n)]
-    if any(p is None for p in parts):
-        return None
-    same = ("weights_fingerprint", "calib", "seed", "params")
-    if any(p.get(f) != parts[0].get(f) for p in parts for f in same):
-        return None
-    if len({p.get("params_sha256") for p in parts} - {None}) > 1:   # recalibrated between parts
-        return None
-    images = sum(p["images"] for p in parts)
-    merged = dict(parts[0])
-    merged.update(psnr=sum(p["psnr"] * p["images"] for p in parts) / images,
-                  ssim=sum(p["ssim"] * p["images"] for p in parts) / images, images=images,
-                  seconds=round(sum(p["seconds"] for p in parts), 1), when=max(p["when"] for p in parts), parts=n)
-    devices = sorted({p.get("device", "cpu") for p in parts})
-    merged.pop("device", None)
-    if devices != ["cpu"]:
-        merged["device"] = "+".join(devices)
-    return merged
-
-
 def parse_list(text: str, cast, allowed, flag):
     vals = [cast(v) for v in text.split(",") if v]
     bad = [v for v in vals if v not in allowed]
@@ -274,7 +276,7 @@ def build_parser() -> Parser:
                 help="universal-set words, or a list (2,3,5) to run each in turn")
     ap.integer("--images", 1, 100_000, when=measuring, default=32, help="calibration images")
     ap.seed(when=measuring)
-    ap.threads(when=measuring)
+    cluster.add_arguments(ap, when=measuring)
     ap.input_dir("--data-root", "benchmarks", when=measuring, default=str(BENCHMARK_ROOT))
     ap.cache_file("--cache", "psnr-cache", default=str(DEFAULT_CACHE))
     ap.work_dir("--params-dir", when=measuring, default=str(DEFAULT_PARAMS), help="where calibrations are cached")
@@ -286,10 +288,6 @@ def build_parser() -> Parser:
               help="where the networks run (calibration stays on the CPU); cuda results are marked in the cache")
     ap.flag("--no-render", when=measuring,
             help="only fill the cache; render docs later with --render-only")
-    ap.text("--part", parse_part, when=measuring, metavar="K/N",
-            help="evaluate only part K (0-based) of N disjoint parts of each set (images K, K+N, ... in "
-                 "sorted order), cached as such; when all N parts of a cell are cached they are merged into "
-                 "the cell (means weighted by image count): a slow set spread over runs or machines")
     return ap
 
 
@@ -298,8 +296,6 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     scales, datasets, bits_list, methods = args.scales, args.datasets, args.bits, args.methods
     words_list, models = args.words, args.models
-    if args.threads:
-        torch.set_num_threads(args.threads)
     args.device = resolve_device(args.device)
     cache_path, out = Path(args.cache), Path(args.out)
     cache = load_cache(cache_path)
@@ -323,16 +319,35 @@ def main(argv=None):
     for d in datasets:
         if not (Path(args.data_root) / d / "HR").is_dir():
             raise UserError(f"dataset {d} not found under {args.data_root}")
-    with shared_collection():
-        for words in words_list:
-            args.words = words
-            cache = run_all(args, cache, cache_path, models, scales, datasets, bits_list, methods, publish)
+    cells = plan(args, cache, models, scales, datasets, bits_list, methods, words_list)
+    if cells:
+        with cluster.connect(args.scheduler, args.workers, args.threads) as client:
+            cache = run_cells(client, args, cells, cache_path, publish)
     publish(cache)
     print(f"updated {cache_path}" if args.no_render else f"wrote {out}")
 
 
-def run_all(args, cache, cache_path, models, scales, datasets, bits_list, methods, publish) -> dict:
-    """Measure every requested cell not in the cache (for ``args.words``); returns the updated cache."""
+@dataclass(frozen=True)
+class Cell:
+    """One result of the table: what :func:`key` names, plus the weights it is measured with."""
+
+    arch: str
+    scale: int
+    method: str
+    bits: int | None
+    words: int
+    dataset: str
+    weights: str
+    fingerprint: str
+
+    @property
+    def key(self) -> str:
+        return key(self.scale, self.method, self.bits, self.words, self.dataset, self.arch)
+
+
+def plan(args, cache, models, scales, datasets, bits_list, methods, words_list) -> list[Cell]:
+    """The requested cells that the cache does not hold for these weights (and calibration size)."""
+    cells = []
     for arch, scale in [(a, s) for a in models for s in scales]:
         weights = args.weights.replace("{scale}", str(scale))
         try:
@@ -340,57 +355,141 @@ def run_all(args, cache, cache_path, models, scales, datasets, bits_list, method
         except (UserError, FileNotFoundError):
             print(f"{arch} x{scale}: no weights ({weights}), skipped")
             continue
-        model = load_model(arch, weights, scale)
-        fp = weights_fingerprint(model)
-        configs = [("fp", None)] if "fp" in methods else []
-        configs += [(m, b) for b in bits_list for m in METHODS[1:] if m in methods]
-        stats: dict = {}
-        for m, b in configs:
-            todo = []
-            for d in datasets:
-                k = key(scale, m, b, args.words, d, arch)
-                hits = [(k, cache["results"].get(k))]
-                if args.part:
-                    hits.append((part_key(k, args.part), cache["results"].get(part_key(k, args.part))))
-                for kk, hit in hits:
+        fp = weights_fingerprint(load_model(arch, weights, scale))
+        for words in words_list:
+            configs = [("fp", None)] if "fp" in methods else []
+            configs += [(m, b) for b in bits_list for m in METHODS[1:] if m in methods]
+            for m, b in configs:
+                for d in datasets:
+                    cell = Cell(arch, scale, m, b, words, d, weights, fp)
+                    hit = cache["results"].get(cell.key)
                     if hit and hit.get("weights_fingerprint") == fp and (m == "fp" or hit.get("calib") == args.images):
-                        print(f"{kk}: cached {fmt(hit)}")
-                        break
-                else:
-                    todo.append(d)
-            if not todo:
-                continue
-            net, ppath, extra = build_net(model, m, scale, b, args, weights, arch, stats)
-            # the params file's identity: a later recalibration to the same path shows
-            params_sha = None if ppath is None else hashlib.sha256(Path(ppath).read_bytes()).hexdigest()[:16]
-            if args.device.type != "cpu":   # calibration and the model it reads stay on the CPU
-                net, extra = copy.deepcopy(net).to(args.device), {**extra, "device": args.device.type}
-            for d in todo:
-                t0 = time.perf_counter()
-                r = evaluate_dataset(net, d, scale, args.data_root, part=args.part)
-                if hasattr(net, "report"):   # dfsq-int: the feature-map format and its saturations, per set
-                    r["integer"] = net.report()
-                    net.reset()
-                r.update(seconds=round(time.perf_counter() - t0, 1), weights=weights, weights_fingerprint=fp,
-                         when=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **extra)
-                # float summation order, hence the last digits, follows the CPU's vector unit and the thread count
-                r.update(threads=torch.get_num_threads(), cpu=cpu_label())
-                if m != "fp":
-                    r.update(calib=args.images, seed=args.seed, params=None if ppath is None else str(ppath))
-                    if params_sha:
-                        r["params_sha256"] = params_sha
-                k = key(scale, m, b, args.words, d, arch)
-                if args.part:
-                    cache = store_result(cache_path, part_key(k, args.part), r)
-                    print(f"{part_key(k, args.part)}: {fmt(r)} ({r['seconds']:.0f} s)")
-                    whole = merge_parts(cache, k, args.part[1])
-                    if whole is None:
-                        continue
-                    r = whole
-                cache = store_result(cache_path, k, r)
-                publish(cache)
-                print(f"{k}: {fmt(r)} ({r['seconds']:.0f} s)")
-    return cache
+                        print(f"{cell.key}: cached {fmt(hit)}")
+                    elif cell not in cells:
+                        cells.append(cell)
+    return cells
+
+
+def task_args(args, words: int) -> SimpleNamespace:
+    """What :func:`build_net` reads from the command line, for a worker."""
+    return SimpleNamespace(words=words, images=args.images, seed=args.seed, params_dir=str(args.params_dir))
+
+
+def prep_key(cell: Cell, args) -> str | None:
+    """The calibration (or statistics) a cell's network needs, named by the file it lives in; None for methods
+    without one. Cells with the same key share one calibration task."""
+    if cell.method in ("fp", "dfsq-uniform"):
+        return None
+    prefix = "" if cell.arch == "edsr" else f"{cell.arch}_"
+    if cell.method == "uniform":
+        return f"{prefix}stats_x{cell.scale}_n{args.images}_seed{args.seed}"
+    if cell.method in ("minmax", "dfsq", "dfsq-nonorm", "dfsq-layerwise", "dfsq-fill"):
+        variant = params_variant(norm=cell.method != "dfsq-nonorm", layerwise=cell.method == "dfsq-layerwise",
+                                 fill=cell.method == "dfsq-fill")
+        return params_path("", cell.arch, cell.scale, cell.bits, cell.words, args.images, args.seed, variant).stem
+    return f"{prefix}{cell.method}_x{cell.scale}_w{cell.bits}_words{cell.words}"   # its own, to be safe
+
+
+@functools.lru_cache(maxsize=2)
+def _model(arch: str, weights: str, scale: int):
+    return load_model(arch, weights, scale)
+
+
+_NETS: dict = {}
+
+
+def _net(cell: Cell, ns: SimpleNamespace, device: str):
+    """The cell's network on a worker (kept for the worker's next task of the same configuration)."""
+    k = (cell.arch, cell.weights, cell.scale, cell.method, cell.bits, cell.words, device)
+    if k not in _NETS:
+        model = _model(cell.arch, cell.weights, cell.scale)
+        with shared_collection():
+            net, ppath, extra = build_net(model, cell.method, cell.scale, cell.bits, ns, cell.weights, cell.arch, {})
+        params_sha = None if ppath is None else hashlib.sha256(Path(ppath).read_bytes()).hexdigest()[:16]
+        if device != "cpu":   # calibration and the model it reads stay on the CPU
+            net, extra = copy.deepcopy(net).to(device), {**extra, "device": torch.device(device).type}
+        _NETS.clear()
+        _NETS[k] = net, ppath, params_sha, extra
+    return _NETS[k]
+
+
+def prepare_task(cell: Cell, ns: SimpleNamespace) -> str | None:
+    """A worker's calibration task: builds the cell's network once, which writes its params (or statistics) file to
+    --params-dir (collection shared with this worker's other calibrations); the file's digest."""
+    return _net(cell, ns, "cpu")[2]
+
+
+def evaluate_task(cell: Cell, ns: SimpleNamespace, data_root: str, indices: list[int], device: str, prepared) -> dict:
+    """A worker's evaluation task: PSNR/SSIM of the images ``indices`` of the cell's set (``prepared``: the
+    calibration task's result, which this task waits for)."""
+    net, ppath, params_sha, extra = _net(cell, ns, device)
+    if hasattr(net, "reset"):   # dfsq-int: saturation counts of these images only
+        net.reset()
+    t0 = time.perf_counter()
+    ps, ss = evaluate_images(net, cell.dataset, cell.scale, data_root, progress=False, indices=indices)
+    return {"indices": indices, "psnr": ps, "ssim": ss, "seconds": time.perf_counter() - t0,
+            "threads": torch.get_num_threads(), "cpu": cpu_label(), "params": None if ppath is None else str(ppath),
+            "params_sha256": params_sha, "extra": extra,
+            "integer": net.report() if hasattr(net, "report") else None}
+
+
+def merge_integer_reports(reports: list[dict]) -> dict:
+    """dfsq-int's per-task reports (dfsq.int_mode.IntNetwork.report) as one for the set: counts and times
+    summed, the formats (the same in every task) kept."""
+    out = dict(reports[0])
+    out["saturated"] = sum(r["saturated"] for r in reports)
+    out["values"] = sum(r["values"] for r in reports)
+    for k in ("saturations", "seconds"):
+        total: dict = {}
+        for r in reports:
+            for name, v in r[k].items():
+                total[name] = total.get(name, 0) + v
+        out[k] = {name: (round(v, 3) if k == "seconds" else v) for name, v in total.items()}
+    return out
+
+
+def merge_cell(cell: Cell, parts: list[dict], args) -> dict:
+    """The cache entry of a cell from its tasks' results (in image order): the set's means as one process gets."""
+    r = summarize([v for p in parts for v in p["psnr"]], [v for p in parts for v in p["ssim"]])
+    first = parts[0]
+    if first["integer"] is not None:   # dfsq-int: the feature-map format and its saturations, per set
+        r["integer"] = merge_integer_reports([p["integer"] for p in parts])
+    r.update(seconds=round(sum(p["seconds"] for p in parts), 1), weights=cell.weights,
+             weights_fingerprint=cell.fingerprint, when=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+             **first["extra"])
+    # float summation order, hence the last digits, follows the CPU's vector unit and the thread count
+    r.update(threads=first["threads"], cpu="+".join(sorted({p["cpu"] for p in parts})), tasks=len(parts))
+    if cell.method != "fp":
+        r.update(calib=args.images, seed=args.seed, params=first["params"])
+        if first["params_sha256"]:
+            r["params_sha256"] = first["params_sha256"]
+    return r
+
+
+def run_cells(client, args, cells: list[Cell], cache_path: Path, publish) -> dict:
+    """Submit every cell's tasks (calibrations first, shared), merge each cell into the cache when its last task
+    finishes; returns the cache."""
+    device = args.device.type if args.device.type != "cuda" else str(args.device)
+    preps, tasks = {}, {}
+    for cell in cells:
+        ns = task_args(args, cell.words)
+        pk = prep_key(cell, args)
+        if pk is not None and pk not in preps:
+            preps[pk] = cluster.submit(client, args.threads, f"calibrate-{pk}", prepare_task, cell, ns)
+        chunks = cluster.chunks_by_pixels(benchmark_paths(cell.dataset, args.data_root))
+        tasks[cell] = [cluster.submit(client, args.threads, f"{cell.key}-{i}of{len(chunks)}", evaluate_task, cell,
+                                      ns, str(args.data_root), idx, device, preps.get(pk))
+                       for i, idx in enumerate(chunks)]
+    state = {"cache": load_cache(cache_path)}
+
+    def on_cell(cell, parts):
+        r = merge_cell(cell, parts, args)
+        state["cache"] = store_result(cache_path, cell.key, r)
+        publish(state["cache"])
+        tqdm.write(f"{cell.key}: {fmt(r)} ({r['seconds']:.0f} s in {r['tasks']} tasks)")
+
+    cluster.by_cell(client, tasks, on_cell)
+    return state["cache"]
 
 
 if __name__ == "__main__":

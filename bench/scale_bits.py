@@ -24,6 +24,8 @@ from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_dir, check_output_file
 from golden.spec import DEFAULT_SCALE_BITS, SCALE_BITS_RANGE, DatapathSpec
 
+from bench import cluster
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -43,70 +45,105 @@ def parse_bits(text: str) -> list[int]:
     return bits
 
 
-def load_images(datasets: str, scale: int, data_root, limit: int = 0) -> list[tuple]:
-    """(dataset, stem, hr, lr) of every image of the comma-separated ``datasets`` (at most ``limit`` each)."""
-    from dfsq.data import benchmark_pairs
+def image_tasks(datasets: str, data_root, limit: int = 0) -> list[tuple[str, list[int]]]:
+    """(dataset, image indices) of the tasks covering the first ``limit`` images (0: all) of each of the
+    comma-separated ``datasets``, cut by :func:`bench.cluster.chunks_by_pixels`."""
+    from dfsq.data import benchmark_paths
 
-    images = []
+    out = []
     for name in datasets.split(","):
-        items = list(benchmark_pairs(name, scale, data_root))
-        if limit:
-            items = items[:limit]
-        images += [(name, stem, hr, lr) for stem, hr, lr in items]
-    return images
+        paths = benchmark_paths(name, data_root)
+        paths = paths[:limit] if limit else paths
+        out += [(name, chunk) for chunk in cluster.chunks_by_pixels(paths)]
+    return out
 
 
-def fake_quant_rows(qmodel, images, scale: int):
-    """(rows, seconds): one row per image with its fake-quant PSNR-Y / SSIM-Y and an empty ``hw`` dict."""
-    from dfsq.evaluate import upscale
-    from dfsq.metrics import psnr_y, ssim_y
-
-    rows = []
-    t0 = time.perf_counter()
-    for ds, stem, hr, lr in tqdm(images, desc="fake-quant"):
-        sr = upscale(qmodel, lr)
-        rows.append({"dataset": ds, "image": stem, "psnr_fq": psnr_y(sr, hr, scale),
-                     "ssim_fq": ssim_y(sr, hr, scale), "hw": {}})
-    return rows, time.perf_counter() - t0
-
-
-def run(args) -> dict:
+def image_rows_task(arch: str, weights: str, scale: int, params, dataset: str, data_root: str, indices: list[int],
+                    configs: list, noise_floor: bool = False) -> dict:
+    """A worker's task: for each image ``indices`` of ``dataset``, PSNR-Y / SSIM-Y of fake-quant DFSQ (``params``),
+    optionally of fake-quant with float64 convs (``fq64``), and of the golden datapath in each of ``configs``
+    ((label, dfsq.hw_mode.apply_hw_mode keyword arguments)); with the seconds each pass took."""
+    from dfsq.data import benchmark_pairs
     from dfsq.evaluate import upscale
     from dfsq.hw_mode import apply_hw_mode, remove_hw_mode
     from dfsq.metrics import psnr_y, ssim_y
-    from dfsq.model import load_edsr
-    from dfsq.quantize import build_quantized
+    from dfsq.model import load_model
+    from dfsq.quantize import quantize_model
 
-    bits = parse_bits(args.scale_bits)
-    model = load_edsr(args.weights, args.scale)
-    ns = SimpleNamespace(method="dfsq", act_bits=args.act_bits, weight_bits=args.weight_bits, words=args.words,
-                         params=args.params, calib=args.calib, images=args.images, seed=0, weights=args.weights)
-    qmodel = build_quantized(model, ns)
-    images = load_images(args.datasets, args.scale, args.data_root, args.limit)
-    rows, t_fq = fake_quant_rows(qmodel, images, args.scale)
-    timings = {}
-    if args.noise_floor:
+    qmodel = quantize_model(load_model(arch, weights, scale), params, "dfsq")
+    images = list(benchmark_pairs(dataset, scale, data_root, indices))
+    seconds = {}
+
+    def measure(label):
+        t0 = time.perf_counter()
+        out = []
+        for _, hr, lr in images:
+            sr = upscale(qmodel, lr)
+            out.append({"psnr": psnr_y(sr, hr, scale), "ssim": ssim_y(sr, hr, scale)})
+        seconds[label] = time.perf_counter() - t0
+        return out
+
+    fq = measure("fake_quant")
+    rows = [{"dataset": dataset, "image": stem, "psnr_fq": m["psnr"], "ssim_fq": m["ssim"], "hw": {}}
+            for (stem, _, _), m in zip(images, fq)]
+    if noise_floor:
         # the same fake-quant network with its convs in float64: a perturbation at float32 rounding level, which
         # shows how much PSNR moves when nothing but rounding changes (codes near a midpoint flip and propagate)
         convs = [m for m in qmodel.modules() if hasattr(m, "weight_fq") and hasattr(m, "conv")]
         for qc in convs:
             qc.conv = (lambda m: lambda xq: torch.nn.functional.conv2d(
-                xq.double(), m.weight_fq.double(), m.bias.double(), padding=1).float())(qc)
-        t0 = time.perf_counter()
-        for row, (ds, stem, hr, lr) in zip(rows, tqdm(images, desc="fake-quant float64 conv")):
-            sr = upscale(qmodel, lr)
-            row["fq64"] = {"psnr": psnr_y(sr, hr, args.scale), "ssim": ssim_y(sr, hr, args.scale)}
-        timings["fq64"] = time.perf_counter() - t0
+                xq.double(), m.weight_fq.double(), m.bias.double(), padding=m.kernel // 2).float())(qc)
+        for row, m in zip(rows, measure("fq64")):
+            row["fq64"] = m
         for qc in convs:
             del qc.conv
-    for sb in bits:
-        apply_hw_mode(qmodel, sb)
-        t0 = time.perf_counter()
-        for row, (ds, stem, hr, lr) in zip(rows, tqdm(images, desc=f"hw scale_bits={sb}")):
-            sr = upscale(qmodel, lr)
-            row["hw"][sb] = {"psnr": psnr_y(sr, hr, args.scale), "ssim": ssim_y(sr, hr, args.scale)}
-        timings[sb] = time.perf_counter() - t0
-    remove_hw_mode(qmodel)
+    for label, kwargs in configs:
+        apply_hw_mode(qmodel, **kwargs)
+        for row, m in zip(rows, measure(label)):
+            row["hw"][label] = m
+        remove_hw_mode(qmodel)
+    return {"rows": rows, "seconds": seconds, "threads": torch.get_num_threads()}
+
+
+def sweep_images(args, configs: list, noise_floor: bool = False, arch: str = "edsr") -> dict:
+    """Every image of ``args.datasets`` through fake-quant and the ``configs`` of :func:`image_rows_task`, as Dask
+    tasks (:mod:`bench.cluster`: ``args.scheduler``, ``args.workers``, ``args.threads``); the params are
+    ``args.params`` or one calibration task the others wait for. Returns the rows in dataset and image order,
+    the seconds of each pass summed over the tasks, and the tasks' torch threads."""
+    ns = SimpleNamespace(act_bits=args.act_bits, weight_bits=args.weight_bits, words=args.words, params=args.params,
+                         calib=args.calib, images=args.images, seed=0, weights=args.weights)
+    tasks = image_tasks(args.datasets, args.data_root, args.limit)
+    with cluster.connect(args.scheduler, args.workers, args.threads) as client:
+        params = cluster.submit(client, args.threads, "params", _params_task, arch, args.weights, args.scale, ns)
+        futs = [cluster.submit(client, args.threads, f"{ds}-{i}", image_rows_task, arch, args.weights, args.scale,
+                               params, ds, str(args.data_root), idx, configs, noise_floor)
+                for i, (ds, idx) in enumerate(tasks)]
+        order = {f.key: i for i, f in enumerate(futs)}
+        parts = {}
+        with tqdm(total=sum(len(idx) for _, idx in tasks), desc="images", unit="image") as bar:
+            for fut, res in cluster.finished(client, futs):
+                parts[order[fut.key]] = res
+                bar.update(len(res["rows"]))
+    results = [parts[i] for i in range(len(futs))]
+    seconds = {}
+    for r in results:
+        for k, v in r["seconds"].items():
+            seconds[k] = seconds.get(k, 0.0) + v
+    return {"rows": [row for r in results for row in r["rows"]], "seconds": seconds,
+            "threads": results[0]["threads"] if results else args.threads}
+
+
+def _params_task(arch: str, weights: str, scale: int, ns):
+    from dfsq.model import load_model
+    from dfsq.quantize import quant_params
+
+    return quant_params(load_model(arch, weights, scale), ns)
+
+
+def run(args) -> dict:
+    bits = parse_bits(args.scale_bits)
+    done = sweep_images(args, [(sb, {"scale_bits": sb}) for sb in bits], noise_floor=args.noise_floor)
+    rows = done["rows"]
     summary = []
     for sb in (["fq64"] if args.noise_floor else []) + bits:
         for ds in dict.fromkeys(r["dataset"] for r in rows):
@@ -125,8 +162,8 @@ def run(args) -> dict:
     return {"config": {"weights": str(args.weights), "scale": args.scale, "params": args.params,
                        "act_bits": args.act_bits, "weight_bits": args.weight_bits, "words": args.words,
                        "datasets": args.datasets, "limit": args.limit, "default_scale_bits": DEFAULT_SCALE_BITS},
-            "summary": summary, "images": rows, "seconds": {"fake_quant": t_fq, **{str(k): v for k, v in timings.items()}},
-            "torch_threads": torch.get_num_threads()}
+            "summary": summary, "images": rows, "seconds": {str(k): v for k, v in done["seconds"].items()},
+            "torch_threads": done["threads"]}
 
 
 def markdown(res: dict) -> str:
@@ -189,9 +226,12 @@ def main(argv=None):
     ap.add_argument("--words", type=int, default=4)
     ap.add_argument("--no-noise-floor", dest="noise_floor", action="store_false",
                     help="skip the fake-quant float64-conv reference run")
+    cluster.add_arguments(ap, "images")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--name", default="scale_bits", help="output file stem")
     args = ap.parse_args(argv)
+    parse_bits(args.scale_bits)
+    cluster.check_arguments(args)
     check_output_dir(args.out, "--out")
     for suffix in (".json", ".md", ".png"):
         check_output_file(Path(args.out) / f"{args.name}{suffix}", "--out/--name")

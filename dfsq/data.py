@@ -63,15 +63,20 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
 
 
-def benchmark_pairs(name: str, scale: int, root: str | Path = BENCHMARK_ROOT, part: tuple[int, int] | None = None):
-    """Yield (stem, hr, lr) for a benchmark set: HR modcropped to ``scale``; LR by MATLAB-bicubic imresize.
-    ``part=(k, n)``: only the images whose index in sorted order is k modulo n (one of n disjoint parts)."""
+def benchmark_paths(name: str, root: str | Path = BENCHMARK_ROOT) -> list[Path]:
+    """The HR images of a benchmark set, in sorted order (an image's index in a set is its place here)."""
     folder = Path(root) / name / "HR"
     if not folder.is_dir():
         raise UserError(f"benchmark set {name} not found under {root} (expected {folder})")
-    paths = list_images(folder)
-    if part is not None:
-        paths = paths[part[0]::part[1]]
+    return list_images(folder)
+
+
+def benchmark_pairs(name: str, scale: int, root: str | Path = BENCHMARK_ROOT, indices=None):
+    """Yield (stem, hr, lr) for a benchmark set: HR modcropped to ``scale``; LR by MATLAB-bicubic imresize.
+    ``indices``: only the images at these places of :func:`benchmark_paths` (a sweep's task)."""
+    paths = benchmark_paths(name, root)
+    if indices is not None:
+        paths = [paths[i] for i in indices]
     for path in paths:
         hr = modcrop(load_rgb(path), scale)
         yield path.stem, hr, make_lr(hr, scale)

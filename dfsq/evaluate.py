@@ -62,20 +62,32 @@ def save_sr(sr: np.ndarray, save_dir, dataset: str, stem: str) -> Path:
     return path
 
 
-def evaluate_dataset(model, name: str, scale: int, root=BENCHMARK_ROOT, progress: bool = True,
-                     save_dir=None, part: tuple[int, int] | None = None) -> dict:
-    """Mean PSNR-Y and SSIM-Y over a benchmark set; ``model`` None means bicubic upscaling. With ``save_dir``,
-    every super-resolved image is also written to ``save_dir/<set>/<stem>.png``; ``part=(k, n)``: only that part
-    of the set (see :func:`dfsq.data.benchmark_pairs`)."""
+def evaluate_images(model, name: str, scale: int, root=BENCHMARK_ROOT, progress: bool = True, save_dir=None,
+                    indices=None) -> tuple[list[float], list[float]]:
+    """Per-image PSNR-Y and SSIM-Y of a benchmark set, in its sorted order (``indices``: only those images, as
+    :func:`dfsq.data.benchmark_pairs`); ``model`` None means bicubic upscaling. With ``save_dir``, every
+    super-resolved image is also written to ``save_dir/<set>/<stem>.png``."""
     ps, ss = [], []
-    items = list(benchmark_pairs(name, scale, root, part))
+    items = list(benchmark_pairs(name, scale, root, indices))
     for stem, hr, lr in tqdm(items, desc=f"{name} x{scale}", disable=not progress, leave=False):
         sr = imresize(lr, scale) if model is None else upscale(model, lr)
         if save_dir is not None:
             save_sr(sr, save_dir, name, stem)
         ps.append(psnr_y(sr, hr, scale))
         ss.append(ssim_y(sr, hr, scale))
-    return {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "images": len(items)}
+    return ps, ss
+
+
+def summarize(ps: list[float], ss: list[float]) -> dict:
+    """A set's result from its per-image values in the set's order (the means of :func:`evaluate_dataset`, also
+    when a sweep measured the images in several tasks)."""
+    return {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "images": len(ps)}
+
+
+def evaluate_dataset(model, name: str, scale: int, root=BENCHMARK_ROOT, progress: bool = True,
+                     save_dir=None) -> dict:
+    """Mean PSNR-Y and SSIM-Y over a benchmark set (:func:`evaluate_images`, :func:`summarize`)."""
+    return summarize(*evaluate_images(model, name, scale, root, progress, save_dir))
 
 
 def build_model(args):

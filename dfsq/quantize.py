@@ -332,11 +332,18 @@ def quantize_model(model: nn.Module, params, method: str = "dfsq") -> nn.Module:
 
 
 def build_quantized(model: nn.Module, args) -> nn.Module:
-    """The quantized network for ``dfsq.evaluate`` (``args.method`` minmax | dfsq | dfsq-hw | dfsq-int): loads
-    ``args.params`` and checks it matches the flags and weights, or calibrates now when no params are given."""
+    """The quantized network for ``dfsq.evaluate`` (``args.method`` minmax | dfsq | dfsq-hw | dfsq-int), with the
+    params of :func:`quant_params`."""
+    method = "dfsq" if args.method in ("dfsq", "dfsq-hw", "dfsq-int") else args.method
+    return quantize_model(model, quant_params(model, args), method)
+
+
+def quant_params(model: nn.Module, args):
+    """``args.params`` loaded and checked against the flags and weights, or a calibration made now when no params
+    are given (``args``: act_bits, weight_bits, words and optionally params, calib, images, seed, weights, no_norm,
+    layerwise)."""
     from .calibrate import calibrate, calibration_images, load_params, weights_fingerprint
 
-    method = "dfsq" if args.method in ("dfsq", "dfsq-hw", "dfsq-int") else args.method
     want = {"scale": int(model.scale), "act_bits": int(args.act_bits), "weight_bits": int(args.weight_bits),
             "words": int(args.words)}
     if getattr(args, "params", None):
@@ -356,4 +363,4 @@ def build_quantized(model: nn.Module, args) -> nn.Module:
                            seed=getattr(args, "seed", 0), weights=str(getattr(args, "weights", "")),
                            norm=not getattr(args, "no_norm", False), layerwise=getattr(args, "layerwise", False),
                            progress=True)
-    return quantize_model(model, params, method)
+    return params

@@ -401,57 +401,6 @@ def test_sensitivity_bench(tmp_path, tiny_edsr, one_thread):
     assert (tmp_path / "s.md").is_file() and (tmp_path / "s.png").stat().st_size > 1000
 
 
-def test_parts_merge_into_the_whole_set(tmp_path, test_weights, one_thread):
-    """``--part K/N`` caches each part on its own and, once every part is there, the whole-set cell: the same
-    mean PSNR/SSIM as one run over the set (up to float summation order), the image counts summed."""
-    from bench.psnr_table import main, parse_part
-    from dfsq.data import sample_images, save_rgb
-
-    root = tmp_path / "bench"
-    (root / "Set5" / "HR").mkdir(parents=True)
-    for i, (_, img) in enumerate(sample_images(3)):
-        save_rgb(img[:28 + 4 * i, :32], root / "Set5" / "HR" / f"{i}.png")
-    common = ["--data-root", str(root), "--weights", test_weights, "--scales", "2", "--methods", "fp",
-              "--datasets", "Set5", "--params-dir", str(tmp_path / "p"), "--no-render"]
-    whole, parts = tmp_path / "whole.json", tmp_path / "parts.json"
-    main(common + ["--cache", str(whole)])
-    main(common + ["--cache", str(parts), "--part", "1/2"])
-    got = json.loads(parts.read_text())["results"]
-    assert list(got) == ["x2/fp/-/Set5#part1of2"] and got["x2/fp/-/Set5#part1of2"]["images"] == 1
-    main(common + ["--cache", str(parts), "--part", "0/2"])
-    got = json.loads(parts.read_text())["results"]
-    ref = json.loads(whole.read_text())["results"]["x2/fp/-/Set5"]
-    merged = got["x2/fp/-/Set5"]
-    assert merged["images"] == 3 == ref["images"] and merged["parts"] == 2
-    assert merged["psnr"] == pytest.approx(ref["psnr"], rel=1e-12, abs=0)
-    assert merged["ssim"] == pytest.approx(ref["ssim"], rel=1e-12, abs=0) and merged["psnr"] != got[
-        "x2/fp/-/Set5#part0of2"]["psnr"]
-    for bad in ("2/2", "1", "a/b", "0/1"):
-        with pytest.raises(UserError, match="--part"):
-            parse_part(bad)
-
-
-def test_parts_from_different_calibrations_do_not_merge():
-    """A part measured after its params file was recalibrated (another params_sha256) keeps the cell open;
-    parts cached before the hash was recorded still merge with those that have it."""
-    from bench.psnr_table import merge_parts, part_key
-
-    k = "rdn/x2/dfsq/W4A4/words4/Urban100"
-
-    def part(i, sha, psnr):
-        r = {"psnr": psnr, "ssim": 0.9, "images": 25 + i, "seconds": 10.0, "when": f"2026-11-30 0{i}:00 UTC",
-             "weights_fingerprint": "w", "calib": 32, "seed": 0, "params": "p.npz"}
-        return r if sha is None else {**r, "params_sha256": sha}
-
-    cache = {"results": {part_key(k, (0, 2)): part(0, None, 30.0), part_key(k, (1, 2)): part(1, "aa", 31.0)}}
-    merged = merge_parts(cache, k, 2)
-    assert merged["images"] == 51 and merged["psnr"] == pytest.approx((30.0 * 25 + 31.0 * 26) / 51)
-    cache["results"][part_key(k, (0, 2))] = part(0, "bb", 30.0)
-    assert merge_parts(cache, k, 2) is None
-    del cache["results"][part_key(k, (0, 2))]
-    assert merge_parts(cache, k, 2) is None
-
-
 def test_fill_section_and_check():
     from bench.results_md import render
 

@@ -71,7 +71,7 @@ def test_table_on_a_local_cluster(local_cluster, default_export, test_weights, t
     cache = tmp_path / "cache.json"
     pt.main(["--data-root", str(root), "--weights", test_weights, "--scales", "2", "--methods", "fp,minmax,dfsq",
              "--bits", "4", "--datasets", "Set5", "--images", "2", "--params-dir", str(params_dir), "--cache",
-             str(cache), "--no-render", "--out", str(tmp_path / "r.md"), "--scheduler", cluster.scheduler_address])
+             str(cache), "--no-render", "--scheduler", cluster.scheduler_address])
     got = json.loads(cache.read_text())
     assert got["version"] == pt.CACHE_VERSION and sorted(got["results"]) == [
         "x2/dfsq/W4A4/words4/Set5", "x2/fp/-/Set5", "x2/minmax/W4A4/words4/Set5"]
@@ -88,7 +88,7 @@ def test_table_on_a_local_cluster(local_cluster, default_export, test_weights, t
     monkeypatch.setattr(pt.cluster, "connect", lambda *a, **k: pytest.fail("a cached table started a cluster"))
     again(["--data-root", str(root), "--weights", test_weights, "--scales", "2", "--methods", "fp,minmax,dfsq",
            "--bits", "4", "--datasets", "Set5", "--images", "2", "--params-dir", str(params_dir), "--cache",
-           str(cache), "--no-render", "--out", str(tmp_path / "r.md")])
+           str(cache), "--no-render"])
 
 
 def test_a_worker_killed_mid_task_is_replaced(local_cluster, test_weights, tmp_path, monkeypatch):
@@ -122,7 +122,7 @@ def test_a_worker_killed_mid_task_is_replaced(local_cluster, test_weights, tmp_p
     thread.start()
     cache = tmp_path / "cache.json"
     pt.main(["--data-root", str(root), "--weights", test_weights, "--scales", "2", "--methods", "fp",
-             "--datasets", "Set5", "--cache", str(cache), "--no-render", "--out", str(tmp_path / "r.md"),
+             "--datasets", "Set5", "--cache", str(cache), "--no-render",
              "--params-dir", str(tmp_path / "p"), "--scheduler", cluster.scheduler_address])
     thread.join(5)
     assert killed.get("suspicious", 0) >= 1, f"no task was killed mid-run: {killed}"
@@ -152,7 +152,7 @@ def test_unreachable_scheduler_is_one_line_within_seconds(test_weights, tmp_path
     with pytest.raises(SystemExit) as exc:
         main(["--scheduler", "tcp://127.0.0.1:9", "--data-root", str(root), "--weights", test_weights, "--scales",
               "2", "--methods", "fp", "--datasets", "Set5", "--cache", str(tmp_path / "c.json"), "--no-render",
-              "--out", str(tmp_path / "r.md"), "--params-dir", str(tmp_path / "p")])
+              "--params-dir", str(tmp_path / "p")])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.count("\n") == 1 and "no Dask scheduler answers at tcp://127.0.0.1:9" in err
     assert time.monotonic() - t0 < 30 and not (tmp_path / "c.json").exists()

@@ -18,16 +18,14 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from filelock import FileLock
 
-from dfsq.data import SHARED_DATA, sample_image, sample_images
+from dfsq.data import SHARED_DATA, sample_image
 from dfsq.weights import default_weights
 
 EXPORT_CROP = (200, 220, 16, 16)
-CALIB_CROP = 48
 #: Test files whose tests generate and simulate RTL, the longest ones: they run first, so that the workers of
 #: ``make test`` (pytest-xdist, ``--maxschedchunk 1``: one shared queue) finish together instead of one of them
 #: starting a minute-long simulation when the rest of the queue is empty.
@@ -73,13 +71,11 @@ def x2_model(test_weights):
 
 @pytest.fixture(scope="session")
 def calib_crops():
-    """Two small deterministic calibration inputs (network inputs, uint8 HWC)."""
-    out = []
-    for name, img in sample_images(2):
-        h, w = img.shape[:2]
-        y, x = (h - CALIB_CROP) // 2, (w - CALIB_CROP) // 2
-        out.append((name, np.ascontiguousarray(img[y:y + CALIB_CROP, x:x + CALIB_CROP])))
-    return out
+    """Two small deterministic calibration inputs (network inputs, uint8 HWC): 48x48 centre crops of scikit-image
+    pictures (tests.edsr_reference.calibration_crops)."""
+    from tests.edsr_reference import calibration_crops
+
+    return calibration_crops()
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ The lead process (the one the command runs in) submits the tasks (a task may tak
 calibration that several cells use is one task, and the cells wait for it), receives each result as it finishes,
 in any order, and is the only process that writes results. A worker that dies mid-task is replaced by its nanny
 and the task rerun, up to ``distributed.scheduler.allowed-failures`` times (then the sweep stops with one line);
-nothing a dead task computed reaches a file. bench.psnr_table, bench.denorm_format and bench.scale_bits use it.
+nothing a dead task computed reaches a file. bench.psnr_table, bench.minmax_study, bench.denorm_format and
+bench.scale_bits use it.
 """
 from __future__ import annotations
 

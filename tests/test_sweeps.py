@@ -113,9 +113,13 @@ def test_a_worker_killed_mid_task_is_replaced(local_cluster, test_weights, tmp_p
             worker, task = busy[0]
             pid = client.run(os.getpid, workers=[worker])[worker]
             os.kill(pid, signal.SIGKILL)
-            time.sleep(1.0)   # the nanny notices, the scheduler reschedules the task (its 'suspicious' count)
-            n = client.run_on_scheduler(lambda dask_scheduler, k=task: getattr(dask_scheduler.tasks.get(k),
-                                                                               "suspicious", 0))
+            # the scheduler counts the task 'suspicious' when it learns that its worker died while running it
+            for _ in range(250):
+                n = client.run_on_scheduler(lambda dask_scheduler, k=task: getattr(dask_scheduler.tasks.get(k),
+                                                                                   "suspicious", 0))
+                if n:
+                    break
+                time.sleep(0.02)
             killed.update(task=task, pid=pid, suspicious=n)
 
     thread = threading.Thread(target=killer, daemon=True)

@@ -421,6 +421,43 @@ PARAM_ARRAYS = {
 CONFIG_INTS = ("scale", "act_bits", "weight_bits", "words", "gap")
 
 
+def layer_arrays(table: dict, data: dict, packed: dict, layers: list[str], dims: list[dict], where: str,
+                 note: str = "") -> dict:
+    """The per-layer arrays of a params-like file, checked against ``table`` (name -> (dtype kinds, dimension
+    names, the first being L)): dtype kind, the shape of every layer's array consistent with the sizes in ``dims``
+    (one dict per layer, filled in as sizes are first seen), finite floats. Packed arrays (``packed``: name -> the
+    layers' shapes) are unpacked. Returns name -> stacked array or list of per-layer arrays; UserError otherwise."""
+    def fail(msg):
+        raise UserError(f"{where}: {msg}")
+
+    L = len(layers)
+    arrays = {}
+    for k, (kinds, names) in table.items():
+        a = data[k]
+        if a.dtype.kind not in kinds:
+            fail(f"{k} has dtype {a.dtype}, expected kind {kinds!r}")
+        if k in packed:
+            arrays[k] = per_layer = _unpack(a, packed[k], k, where)
+        else:
+            if a.ndim != len(names) or a.shape[0] != L:
+                fail(f"{k} has shape {a.shape}, expected {len(names)} dimensions ({', '.join(names)}) "
+                     f"with {L} layers")
+            arrays[k] = per_layer = a
+        for i in range(L):
+            shape = per_layer[i].shape
+            ok = len(shape) == len(names) - 1
+            for n, size in zip(names[1:], shape if ok else ()):
+                want = dims[i].setdefault(n, size)
+                ok = ok and size == want and size >= 1
+            if not ok:
+                expect = tuple(dims[i].get(n, n) for n in names[1:])
+                fail(f"{k} of layer {i} ({layers[i]}) has shape {shape}, expected {expect}" +
+                     (f" ({note})" if note else ""))
+        if kinds == "f" and not np.all(np.isfinite(a)):
+            fail(f"{k} holds NaN or infinite values")
+    return arrays
+
+
 def validate_params(meta, data: dict, where: str = "params") -> CalibParams:
     """Check a params file's ``meta`` (parsed JSON) and arrays against each other; CalibParams or a UserError.
 
@@ -473,30 +510,9 @@ def validate_params(meta, data: dict, where: str = "params") -> CalibParams:
     if not isinstance(packed, dict) or any(k not in ARRAY_KEYS or not isinstance(v, list) or len(v) != L
                                            for k, v in packed.items()):
         fail(f"'packed' in meta must give {L} shapes per packed array")
-    arrays, dims = {}, [{"K": K} for _ in range(L)]
-    for k, (kinds, names) in PARAM_ARRAYS.items():
-        a = data[k]
-        if a.dtype.kind not in kinds:
-            fail(f"{k} has dtype {a.dtype}, expected kind {kinds!r}")
-        if k in packed:
-            arrays[k] = per_layer = _unpack(a, packed[k], k, where)
-        else:
-            if a.ndim != len(names) or a.shape[0] != L:
-                fail(f"{k} has shape {a.shape}, expected {len(names)} dimensions ({', '.join(names)}) "
-                     f"with {L} layers")
-            arrays[k] = per_layer = a
-        for i in range(L):
-            shape = per_layer[i].shape
-            ok = len(shape) == len(names) - 1
-            for n, size in zip(names[1:], shape if ok else ()):
-                want = dims[i].setdefault(n, size)
-                ok = ok and size == want and size >= 1
-            if not ok:
-                expect = tuple(dims[i].get(n, n) for n in names[1:])
-                fail(f"{k} of layer {i} ({layers[i]}) has shape {shape}, expected {expect} "
-                     f"({dims[i]['K']} points for act_bits {cfg['act_bits']})")
-        if kinds == "f" and not np.all(np.isfinite(a)):
-            fail(f"{k} holds NaN or infinite values")
+    dims = [{"K": K} for _ in range(L)]
+    arrays = layer_arrays(PARAM_ARRAYS, data, packed, layers, dims, where,
+                          f"{K} points for act_bits {cfg['act_bits']}")
     layer_info = meta.get("layer_info") or []
     if not isinstance(layer_info, list) or (layer_info and len(layer_info) != L):
         fail(f"'layer_info' in meta must describe all {L} layers")
@@ -530,29 +546,36 @@ def validate_params(meta, data: dict, where: str = "params") -> CalibParams:
     return CalibParams(cfg, list(layers), arrays, info if isinstance(info, dict) else {}, list(layer_info))
 
 
-def load_params(path: str | Path) -> CalibParams:
-    """Read and validate a params file (:func:`validate_params`); UserError (one line) for anything wrong."""
+def read_meta_npz(path: str | Path, what: str = "params file") -> tuple[dict, dict]:
+    """(meta, arrays) of an .npz with a ``meta`` JSON string (params and reconstruction files), read with
+    ``allow_pickle=False``; UserError (one line) when it is missing, unreadable or has no JSON meta."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"params file not found: {path}")
+        raise UserError(f"{what} not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except MemoryError:
-        raise UserError(f"cannot read params file {path}: an array claims more memory than there is") from None
+        raise UserError(f"cannot read {what} {path}: an array claims more memory than there is") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if "pickle" in first:  # np.load's advice to allow pickles is not for files from others
             first = "not an .npz file (or one holding pickled objects, which are never loaded)"
-        raise UserError(f"cannot read params file {path}: {first[:160]}") from None
+        raise UserError(f"cannot read {what} {path}: {first[:160]}") from None
     if "meta" not in data:
-        raise UserError(f"{path} is not a dfsq params file (no 'meta')")
+        raise UserError(f"{path} is not a dfsq {what} (no 'meta')")
     if data["meta"].dtype.kind != "U" or data["meta"].ndim != 0:
         raise UserError(f"{path}: 'meta' is not a JSON string")
     try:
         meta = json.loads(str(data["meta"]))
     except ValueError:
         raise UserError(f"{path}: 'meta' is not valid JSON") from None
+    return meta, data
+
+
+def load_params(path: str | Path) -> CalibParams:
+    """Read and validate a params file (:func:`validate_params`); UserError (one line) for anything wrong."""
+    meta, data = read_meta_npz(path)
     return validate_params(meta, data, str(path))
 
 

@@ -1,7 +1,7 @@
 """PSNR/SSIM (Y, shave = scale) of EDSR or RDN, quantized or not, or bicubic on the benchmark sets.
 
     python -m dfsq.evaluate [--model edsr|rdn] --weights PATH|default --scale 2 --datasets Set5,Set14,B100,Urban100 \
-        --method fp|bicubic|minmax|dfsq|dfsq-hw|dfsq-int|uniform|dfsq-uniform|dfsq-uniform-hw \
+        --method fp|bicubic|minmax|dfsq|dfsq-hw|dfsq-int|uniform|dfsq-uniform|dfsq-uniform-hw|brecq|qdrop|dfsq-adaround \
         [--act-bits B --weight-bits B --words N --params PARAMS] [--data-root DIR] [--json FILE] [--save-images DIR] \
         [--device cpu|cuda] [--fmap-bits 16 [--fmap-frac F]]
 
@@ -9,6 +9,10 @@
 (``--fmap-bits``, fraction bits from the calibration unless ``--fmap-frac``), integer statistics, threshold codes,
 the engine's accumulator, requantization, ReLU and residual adds; it prints the feature-map format and how many
 values saturated.
+
+``brecq``, ``qdrop`` and ``dfsq-adaround`` evaluate a reconstruction (``python -m dfsq.reconstruct``) given as
+``--params``: a reconstruction file (brecq, qdrop: static uniform activations, AdaRound weights) or a DFSQ params
+file with reconstructed weight rounding (dfsq-adaround; ``--method dfsq`` and ``dfsq-hw`` read it too).
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ from .imresize import imresize
 from .model import ARCHS
 from .metrics import psnr_y, ssim_y
 
-METHODS = ("fp", "bicubic", "minmax", "dfsq", "dfsq-hw", "dfsq-int", "uniform", "dfsq-uniform", "dfsq-uniform-hw")
+METHODS = ("fp", "bicubic", "minmax", "dfsq", "dfsq-hw", "dfsq-int", "uniform", "dfsq-uniform", "dfsq-uniform-hw",
+           "brecq", "qdrop", "dfsq-adaround")
 #: Methods that run a network (they take --weights; bicubic does not).
 NETWORK_METHODS = tuple(m for m in METHODS if m != "bicubic")
 #: Quantized methods (they take --act-bits and --weight-bits).
@@ -37,6 +42,8 @@ QUANT_METHODS = tuple(m for m in METHODS if m not in ("fp", "bicubic"))
 PARAMS_METHODS = ("minmax", "dfsq", "dfsq-hw", "dfsq-int")
 #: Methods that calibrate on images (--calib, --images, --seed; not when --params is given).
 CALIB_METHODS = ("minmax", "dfsq", "dfsq-hw", "dfsq-int", "uniform")
+#: Methods whose network is a block reconstruction read from --params (python -m dfsq.reconstruct).
+RECON_METHODS = ("brecq", "qdrop", "dfsq-adaround")
 #: Methods that run the golden integer datapath (they take --scale-bits, --denorm, --sigma-bits, --shift-bits).
 HW_METHODS = ("dfsq-hw", "dfsq-int", "dfsq-uniform-hw")
 
@@ -107,6 +114,8 @@ def build_model(args):
         from .uniform import build_uniform  # noqa: PLC0415 - per-channel MSE-clipped uniform baseline
 
         return build_uniform(model, args)
+    if args.method in RECON_METHODS:
+        return build_reconstructed(model, args)
     from .quantize import build_quantized  # noqa: PLC0415 - quantization is optional here
 
     qmodel = build_quantized(model, args)
@@ -123,6 +132,28 @@ def build_model(args):
     return qmodel
 
 
+def build_reconstructed(model, args):
+    """The network of a reconstruction file (``--method brecq|qdrop``) or of a DFSQ params file with
+    reconstructed weight rounding (``dfsq-adaround``), checked against the model, scale, method and bits."""
+    if not getattr(args, "params", None):
+        raise UserError(f"--method {args.method} needs --params: a file of python -m dfsq.reconstruct --method "
+                        f"{args.method}")
+    if args.method == "dfsq-adaround":
+        from .calibrate import load_params  # noqa: PLC0415
+        from .quantize import build_quantized  # noqa: PLC0415
+
+        if "reconstruction" not in load_params(args.params).config:
+            raise UserError(f"{args.params} is a DFSQ calibration without reconstructed weights: evaluate it with "
+                            "--method dfsq, or make one with python -m dfsq.reconstruct --method dfsq-adaround")
+        return build_quantized(model, argparse.Namespace(**{**vars(args), "method": "dfsq"}))
+    from .recon_file import check_recon, load_recon, quantize_static  # noqa: PLC0415
+
+    result = load_recon(args.params)
+    check_recon(result, model, str(args.params), method=args.method, act_bits=args.act_bits,
+                weight_bits=args.weight_bits)
+    return quantize_static(model, result, str(args.params))
+
+
 def add_quant_args(ap) -> None:
     """The quantization options of ``dfsq.evaluate`` (each applies to the methods that use it)."""
     from golden.spec import (ACT_BITS_RANGE, DEFAULT_SCALE_BITS, SCALE_BITS_RANGE, WEIGHT_BITS_RANGE,  # noqa: PLC0415
@@ -133,8 +164,9 @@ def add_quant_args(ap) -> None:
     ap.integer("--weight-bits", *WEIGHT_BITS_RANGE, default=4, when=quant)
     ap.integer("--words", *WORDS_RANGE, default=4, when=When("method", *PARAMS_METHODS),
                help="DFSQ universal-set words (2..5)")
-    ap.input_file("--params", "params", when=When("method", *PARAMS_METHODS),
-                  help=f"calibration artifact from dfsq.calibrate ({', '.join(PARAMS_METHODS)})")
+    ap.input_file("--params", "params", when=When("method", *PARAMS_METHODS, *RECON_METHODS),
+                  help=f"calibration artifact from dfsq.calibrate ({', '.join(PARAMS_METHODS)}), or a reconstruction "
+                       f"from dfsq.reconstruct ({', '.join(RECON_METHODS)}; required)")
     calibrating = (When("method", *CALIB_METHODS), When("params", None))
     ap.input_dir("--calib", "images", when=calibrating,
                  help="calibration image folder when --params is not given")

@@ -6,6 +6,10 @@
 
 ``--method dfsq-uniform`` exports the normalized uniform baseline (DFSQ's normalization, 2^b evenly spaced points;
 no calibration) with the uniform point set in the manifest's spec, for ``sim.verify`` of its engine.
+``--method minmax`` (``--params`` a DFSQ calibration: its Min-Max ranges) and ``--method brecq|qdrop``
+(``--params`` a reconstruction file of ``dfsq.reconstruct``) export static activations (one step and zero point
+per conv input) for the static uniform engine (``hw.uniform_engine``): the layer files hold
+golden.export_io.STATIC_FIELDS and the manifest's spec is the UniformSpec with ``"datapath": "static-uniform"``.
 
 The image (``sample`` = scikit-image's astronaut) is the network input (an LR image), optionally cropped first.
 The quantized network runs once; for each quantized conv (the model's adapter lists them; ``--layers`` keeps a
@@ -28,8 +32,10 @@ from golden.errors import UserError, cli_main
 from golden.files import atomic_output_dir, check_output_dir
 from golden.spec import ACT_BITS_RANGE, DEFAULT_CHANNELS, DEFAULT_SCALE_BITS, DatapathSpec, SpecError
 
-#: What can be exported: DFSQ (a calibration's points) or the normalized uniform baseline (fixed uniform points).
-EXPORT_METHODS = ("dfsq", "dfsq-uniform")
+#: What can be exported: DFSQ (a calibration's points), the normalized uniform baseline (fixed uniform points), and
+#: the methods with static activations (Min-Max from a calibration, BRECQ and QDROP from a reconstruction file).
+EXPORT_METHODS = ("dfsq", "dfsq-uniform", "minmax", "brecq", "qdrop")
+STATIC_EXPORT_METHODS = ("minmax", "brecq", "qdrop")
 
 from .adapters import check_model_matches, model_config
 from .calibrate import load_params, versions, weights_fingerprint
@@ -180,26 +186,48 @@ def export(model, params, img: np.ndarray, out: str | Path, *, scale_bits: int =
         cfg = {"scale": int(model.scale), "act_bits": bits, "weight_bits": bits, "words": None, "gap": None,
                "seed": None, "weights": str(weights)}
         spec_kw = {"point_set": "uniform"}
+    elif method in ("brecq", "qdrop"):
+        from .recon_file import ReconResult, check_recon, quantize_static
+
+        if not isinstance(params, ReconResult):
+            raise UserError(f"--method {method} needs --params: a reconstruction file (python -m dfsq.reconstruct)")
+        if bits is not None:
+            raise UserError(f"--bits applies to --method dfsq-uniform only ({method} takes its bits from --params)")
+        where = str(params_path or "the reconstruction file")
+        check_recon(params, model, where, method=method)
+        qmodel = quantize_static(model, params, where)
+        cfg = {**params.config, "words": None, "gap": None}
     else:
         if params is None:
-            raise UserError("--method dfsq needs --params (python -m dfsq.calibrate)")
+            raise UserError(f"--method {method} needs --params (python -m dfsq.calibrate)")
         if bits is not None:
-            raise UserError("--bits applies to --method dfsq-uniform only (dfsq takes its bits from --params)")
+            raise UserError(f"--bits applies to --method dfsq-uniform only ({method} takes its bits from --params)")
         cfg = params.config
         check_model_matches(cfg, model, str(params_path or "the params file"))
         if not cfg.get("norm", True):
             raise UserError("export needs a normalized dfsq calibration (this one was made with --no-norm)")
         if params.config["weights_fingerprint"] != weights_fingerprint(model):
             raise UserError(f"params were calibrated for other weights ({cfg['weights']})")
-        qmodel = quantize_model(model, params, "dfsq")
+        qmodel = quantize_model(model, params, method)
         spec_kw = {"words": cfg["words"], "gap": cfg["gap"]}
+        if method == "minmax":
+            cfg = {**cfg, "words": None, "gap": None}
     qconvs = quant_convs(qmodel)
     count = len(qconvs)
     if layers is not None and (not layers or min(layers) < 0 or max(layers) >= count):
         raise UserError(f"layers must be indices in 0..{count - 1}, got {layers}")
+    channels = max([DEFAULT_CHANNELS] + [m.in_channels for m in qconvs])
     try:  # one spec for the widest layer; each layer runs with its own geometry (golden.layer.layer_spec)
-        spec = DatapathSpec(act_bits=cfg["act_bits"], weight_bits=cfg["weight_bits"], scale_bits=scale_bits,
-                            channels=max([DEFAULT_CHANNELS] + [m.in_channels for m in qconvs]), **spec_kw)
+        if method in STATIC_EXPORT_METHODS:
+            from golden.uniform_spec import STATIC_DATAPATH, UniformSpec
+
+            spec = UniformSpec(act_bits=cfg["act_bits"], weight_bits=cfg["weight_bits"], channels=channels,
+                               kernel=max(m.kernel for m in qconvs))
+            spec_widths = {**spec.widths(), "datapath": STATIC_DATAPATH}
+        else:
+            spec = DatapathSpec(act_bits=cfg["act_bits"], weight_bits=cfg["weight_bits"], scale_bits=scale_bits,
+                                channels=channels, **spec_kw)
+            spec_widths = spec.widths()
     except SpecError as exc:
         raise UserError(str(exc)) from None
     fields = collect_layers(qmodel, img, layers)
@@ -215,7 +243,7 @@ def export(model, params, img: np.ndarray, out: str | Path, *, scale_bits: int =
                    "words": cfg["words"], "gap": cfg["gap"], "method": method, "seed": cfg["seed"],
                    "weights": str(weights or cfg["weights"]), "params": str(params_path), "image": str(image),
                    "crop": list(crop) if crop is not None else None},
-        "spec": spec.widths(),
+        "spec": spec_widths,
         "layers": entries,
         "versions": versions(),
     }
@@ -228,9 +256,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m dfsq.export", description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="edsr", choices=ARCHS, help="network (default edsr)")
     ap.add_argument("--weights", default="default", help="checkpoint path, or 'default' for the embedded one")
-    ap.add_argument("--params", help="params file from python -m dfsq.calibrate (--method dfsq, required)")
+    ap.add_argument("--params", help="params file from python -m dfsq.calibrate (--method dfsq, minmax), or a "
+                                     "reconstruction file from python -m dfsq.reconstruct (brecq, qdrop)")
     ap.add_argument("--method", default="dfsq", choices=EXPORT_METHODS,
-                    help="dfsq (default) or dfsq-uniform: the normalized uniform baseline (no --params; --bits)")
+                    help="dfsq (default); dfsq-uniform: the normalized uniform baseline (no --params; --bits); "
+                         "minmax, brecq, qdrop: static activations, for the static uniform engine")
     ap.add_argument("--bits", type=int, default=None, help="dfsq-uniform: weight and activation bits")
     ap.add_argument("--scale", type=int, default=None, choices=(2, 3, 4),
                     help="dfsq-uniform: the network's scale (dfsq takes it from --params)")
@@ -260,10 +290,17 @@ def main(argv=None):
         params, scale, count = None, args.scale, None
     else:
         if args.params is None:
-            raise UserError("--method dfsq needs --params (python -m dfsq.calibrate)")
+            raise UserError(f"--method {args.method} needs --params (python -m "
+                            f"{'dfsq.reconstruct' if args.method in ('brecq', 'qdrop') else 'dfsq.calibrate'})")
         if args.bits is not None or args.scale is not None:
-            raise UserError("--bits and --scale apply to --method dfsq-uniform only (dfsq reads them from --params)")
-        params = load_params(args.params)
+            raise UserError(f"--bits and --scale apply to --method dfsq-uniform only ({args.method} reads them from "
+                            f"--params)")
+        if args.method in ("brecq", "qdrop"):
+            from .recon_file import load_recon
+
+            params = load_recon(args.params)
+        else:
+            params = load_params(args.params)
         if params.config.get("model", "edsr") != args.model:
             raise UserError(f"{args.params} was made for {describe_model(params.config)}, not {args.model}: "
                             f"pass --model {params.config.get('model', 'edsr')}")

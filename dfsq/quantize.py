@@ -262,14 +262,17 @@ class QuantConv(nn.Module):
     # --- export -----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def quant_fields(self, x) -> dict:
-        """The export fields of contract 2 for input ``x`` (N, C, H, W), as NumPy arrays."""
-        if self.method not in ("dfsq", "dfsq-uniform") or not self.norm:
-            raise UserError("export supports the normalized dfsq and dfsq-uniform methods only")
+        """The export fields of contract 2 for input ``x`` (N, C, H, W), as NumPy arrays (``minmax`` with one static
+        step per layer: the static fields of golden.export_io.STATIC_FIELDS)."""
+        if self.method not in ("dfsq", "dfsq-uniform", "minmax") or not self.norm:
+            raise UserError("export supports the normalized dfsq and dfsq-uniform methods and static activations")
         x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).float().contiguous()
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise UserError(f"{self.name}: input must be (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         if not torch.isfinite(x).all():
             raise UserError(f"{self.name}: input holds NaN or infinite values")
+        if self.method == "minmax":
+            return self._static_fields(x)
         mean, maxabs, scale, xn = self.normalize(x)
         codes = self.table.codes(xn)
         xq = gather_points(self.points, codes) * scale[:, :, None, None] + mean[:, :, None, None]
@@ -285,6 +288,29 @@ class QuantConv(nn.Module):
             "points": self.points.numpy().astype(np.float32),
             "point_ints": pi,
             "point_codes": ws.int_to_code(pi).astype(np.uint16),
+            "weight_q": self.weight_q.numpy().astype(np.uint8),
+            "zero_point": self.zero_point.numpy().astype(np.int32),
+            "weight_scale": self.weight_scale.numpy().astype(np.float32),
+            "bias": self.bias.numpy().astype(np.float32),
+            "y": y.numpy().astype(np.float32),
+            "relu_input": np.array(self.relu_input),
+            "name": np.array(self.name),
+            "index": np.array(self.index, dtype=np.int64),
+        }
+
+    def _static_fields(self, x: torch.Tensor) -> dict:
+        """The export fields of a static-activation layer (one step and zero point for the whole input)."""
+        if torch.is_tensor(self.act_step) or torch.is_tensor(self.act_zero):
+            raise UserError(f"{self.name}: export needs one static activation step per layer (Min-Max, BRECQ, QDROP), "
+                            "not per-channel ranges")
+        qmax = (1 << self.act_bits) - 1
+        q = torch.clamp(torch.round(x / self.act_step) + self.act_zero, 0, qmax)
+        y = self.conv((q - self.act_zero) * self.act_step)
+        return {
+            "x": x.numpy().astype(np.float32),
+            "codes": q.numpy().astype(np.uint8),
+            "act_step": np.array(self.act_step, dtype=np.float32),
+            "act_zero": np.array(self.act_zero, dtype=np.int32),
             "weight_q": self.weight_q.numpy().astype(np.uint8),
             "zero_point": self.zero_point.numpy().astype(np.int32),
             "weight_scale": self.weight_scale.numpy().astype(np.float32),

@@ -29,6 +29,13 @@ FIELDS = {
     "name": (np.str_, 0), "index": (np.int64, 0),
 }
 FLOAT_FIELDS = ("x", "mean", "maxabs", "scale", "points", "weight_scale", "bias", "y")
+# layers with one static activation step per tensor (dfsq.export --method minmax|brecq|qdrop; the manifest's spec
+# has "datapath": golden.uniform_spec.STATIC_DATAPATH): codes are q = clamp(round(x / act_step) + act_zero, 0, 2^b - 1)
+STATIC_FIELDS = {
+    "x": (np.float32, 4), "codes": (np.uint8, 4), "act_step": (np.float32, 0), "act_zero": (np.int32, 0),
+    "weight_q": (np.uint8, 4), "zero_point": (np.int32, 1), "weight_scale": (np.float32, 1), "bias": (np.float32, 1),
+    "y": (np.float32, 4), "relu_input": (np.bool_, 0), "name": (np.str_, 0), "index": (np.int64, 0),
+}
 
 
 @dataclass
@@ -77,19 +84,38 @@ class LayerData:
         return d
 
 
+@dataclass
+class StaticLayerData:
+    """One quantized conv of an export with static activations (STATIC_FIELDS): the static uniform engine's
+    layer. ``act_bits`` comes from the spec it is loaded with (the codes alone do not tell it)."""
+
+    x: np.ndarray
+    codes: np.ndarray
+    act_step: np.ndarray
+    act_zero: np.ndarray
+    weight_q: np.ndarray
+    zero_point: np.ndarray
+    weight_scale: np.ndarray
+    bias: np.ndarray
+    y: np.ndarray | None
+    relu_input: bool
+    name: str
+    index: int
+    path: str = ""
+
+    shape = LayerData.shape
+    kernel = LayerData.kernel
+    arrays = LayerData.arrays
+
+
 def _fail(where: str, msg: str):
     raise UserError(f"{where}: {msg}")
 
 
-def layer_from_fields(d: dict, where: str = "layer", spec: DatapathSpec | None = None,
-                      require_y: bool = True) -> LayerData:
-    """Validate a mapping of contract-2 fields (NumPy arrays, or anything ``np.asarray`` takes) into LayerData.
-
-    Checks dtypes, shapes against each other, value ranges, NaN/inf, points ascending and on the universal set
-    (when ``spec`` is given: also act_bits, weight range and the universal set of ``spec.words``).
-    """
+def _typed_fields(d: dict, table: dict, where: str, require_y: bool) -> dict:
+    """The fields of ``table`` (name -> (dtype, ndim)) from ``d`` as NumPy arrays, each of its dtype and rank."""
     vals = {}
-    for key, (dtype, ndim) in FIELDS.items():
+    for key, (dtype, ndim) in table.items():
         if key not in d or d[key] is None:
             if key == "y" and not require_y:
                 vals[key] = None
@@ -104,6 +130,11 @@ def layer_from_fields(d: dict, where: str = "layer", spec: DatapathSpec | None =
         if a.ndim != ndim:
             _fail(where, f"field {key!r} has shape {a.shape}, expected {ndim} dimensions")
         vals[key] = a
+    return vals
+
+
+def _check_conv_shapes(vals: dict, where: str, extra: dict) -> tuple[int, int, int, int, int, int]:
+    """Shapes of x, weights, bias, y (and ``extra``: name -> shape) consistent; (n, c, h, w, o, k)."""
     x = vals["x"]
     n, c, h, w = x.shape
     if min(x.shape) < 1:
@@ -111,16 +142,60 @@ def layer_from_fields(d: dict, where: str = "layer", spec: DatapathSpec | None =
     o, k = vals["weight_q"].shape[0], vals["weight_q"].shape[-1]
     if k not in KERNELS:
         _fail(where, f"field 'weight_q' has shape {vals['weight_q'].shape}: kernels {KERNELS} are supported")
-    expect = {"mean": (n, c), "maxabs": (n, c), "scale": (n, c), "codes": (n, c, h, w),
-              "weight_q": (o, c, k, k), "zero_point": (o,), "weight_scale": (o,), "bias": (o,)}
+    expect = {"codes": (n, c, h, w), "weight_q": (o, c, k, k), "zero_point": (o,), "weight_scale": (o,),
+              "bias": (o,), **extra}
     if vals["y"] is not None:
         expect["y"] = (n, o, h, w)
-    npts = vals["points"].shape[1] if vals["points"].ndim == 2 else -1
-    for key in ("points", "point_ints", "point_codes"):
-        expect[key] = (c, npts)
     for key, shp in expect.items():
         if vals[key].shape != shp:
             _fail(where, f"field {key!r} has shape {vals[key].shape}, expected {shp}")
+    return n, c, h, w, o, k
+
+
+def static_layer_from_fields(d: dict, where: str = "layer", spec=None, require_y: bool = True) -> StaticLayerData:
+    """Validate the fields of a static layer (STATIC_FIELDS): dtypes, shapes, finite floats, act_step > 0,
+    act_zero in [0, 2^b - 1] (0 after a ReLU), codes within 2^b levels, weights within [0, 255]; with ``spec``
+    (a :class:`golden.uniform_spec.UniformSpec`): b = spec.act_bits, the weight range, the channels and kernel."""
+    vals = _typed_fields(d, STATIC_FIELDS, where, require_y)
+    n, c, h, w, o, k = _check_conv_shapes(vals, where, {})
+    for key in ("x", "act_step", "weight_scale", "bias", "y"):
+        if vals[key] is not None and not np.all(np.isfinite(vals[key])):
+            _fail(where, f"field {key!r} holds NaN or infinite values")
+    qmax = (1 << spec.act_bits) - 1 if spec is not None else 255
+    if not float(vals["act_step"]) > 0:
+        _fail(where, "act_step must be > 0")
+    if not 0 <= int(vals["act_zero"]) <= qmax:
+        _fail(where, f"act_zero {int(vals['act_zero'])} outside [0, {qmax}]")
+    if int(vals["codes"].max(initial=0)) > qmax:
+        _fail(where, f"codes reach {int(vals['codes'].max())}, above {qmax} ({qmax + 1} levels)")
+    if np.any(vals["weight_scale"] <= 0):
+        _fail(where, "weight_scale must be > 0")
+    wmax = spec.w_max if spec is not None else 255
+    if int(vals["weight_q"].max(initial=0)) > wmax or np.any(vals["zero_point"] < 0) \
+            or int(vals["zero_point"].max(initial=0)) > wmax:
+        _fail(where, f"weight_q or zero_point outside [0, {wmax}]")
+    relu = bool(vals["relu_input"])
+    if relu and int(vals["act_zero"]) != 0:
+        _fail(where, "relu_input is set but act_zero is not zero")
+    if spec is not None and not spec.covers(c, k):
+        _fail(where, f"a {k}x{k} layer of {c} input channels exceeds the spec ({spec.kernel}x{spec.kernel}, "
+                     f"{spec.channels} channels)")
+    return StaticLayerData(**{key: vals[key] for key in STATIC_FIELDS if key not in ("relu_input", "name", "index")},
+                           relu_input=relu, name=str(vals["name"]), index=int(vals["index"]), path=str(where))
+
+
+def layer_from_fields(d: dict, where: str = "layer", spec: DatapathSpec | None = None,
+                      require_y: bool = True) -> LayerData:
+    """Validate a mapping of contract-2 fields (NumPy arrays, or anything ``np.asarray`` takes) into LayerData.
+
+    Checks dtypes, shapes against each other, value ranges, NaN/inf, points ascending and on the universal set
+    (when ``spec`` is given: also act_bits, weight range and the universal set of ``spec.words``).
+    """
+    vals = _typed_fields(d, FIELDS, where, require_y)
+    n, c = vals["x"].shape[:2]
+    npts = vals["points"].shape[1] if vals["points"].ndim == 2 else -1
+    _check_conv_shapes(vals, where, {"mean": (n, c), "maxabs": (n, c), "scale": (n, c),
+                                     **{key: (c, npts) for key in ("points", "point_ints", "point_codes")}})
     bits = npts.bit_length() - 1
     if npts < 1 or (1 << bits) != npts or not ACT_BITS_RANGE[0] <= bits <= ACT_BITS_RANGE[1]:
         _fail(where, f"points per channel must be 2^b with b in {ACT_BITS_RANGE}, got {npts}")
@@ -189,10 +264,50 @@ def load_layer(path, spec: DatapathSpec | None = None) -> LayerData:
     except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"{path}: not a readable .npz file ({first[:120]})") from None
-    unknown = sorted(set(d) - set(FIELDS))
+    static = is_static_spec(spec) if spec is not None else "act_step" in d
+    unknown = sorted(set(d) - set(STATIC_FIELDS if static else FIELDS))
     if unknown:
-        _fail(str(path), f"unknown fields {unknown}")
+        _fail(str(path), f"unknown fields {unknown}" + (" (a static-activation layer in a normalized export?)"
+                                                        if "act_step" in unknown else ""))
+    if static:
+        return static_layer_from_fields(d, str(path), spec)
     return layer_from_fields(d, str(path), spec)
+
+
+def is_static_spec(spec) -> bool:
+    """``spec`` is the static uniform datapath's (a :class:`golden.uniform_spec.UniformSpec`)."""
+    from .uniform_spec import UniformSpec
+
+    return isinstance(spec, UniformSpec)
+
+
+def is_static(manifest: dict) -> bool:
+    """The export's activations have one static step per tensor (its spec names the static uniform datapath)."""
+    from .uniform_spec import STATIC_DATAPATH
+
+    return isinstance(manifest.get("spec"), dict) and manifest["spec"].get("datapath") == STATIC_DATAPATH
+
+
+def static_spec_from_manifest(manifest: dict):
+    """The :class:`golden.uniform_spec.UniformSpec` of a static export: its act/weight bits, widened to the widest
+    layer geometry the manifest lists (each layer runs with its own: ``for_layer``)."""
+    from .uniform_spec import UniformSpec
+
+    try:
+        sp, cfg = dict(manifest.get("spec") or {}), manifest.get("config") or {}
+        kw = {k: int(sp[k]) for k in ("act_bits", "weight_bits", "channels", "kernel") if k in sp}
+        for k in ("act_bits", "weight_bits"):
+            if k in cfg and cfg[k] is not None and k in kw and int(cfg[k]) != kw[k]:
+                raise UserError(f"manifest: config {k} = {cfg[k]} but spec {k} = {kw[k]}")
+        geometry = manifest_geometry(manifest)
+        if geometry:
+            kw["channels"] = max([kw.get("channels", 0)] + [c for c, _ in geometry])
+            kw["kernel"] = max([kw.get("kernel", 1)] + [k for _, k in geometry])
+        return UniformSpec(**kw)
+    except SpecError as exc:
+        raise UserError(f"manifest: {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"manifest: bad spec/config entry ({exc})") from None
 
 
 def manifest_geometry(manifest: dict) -> list[tuple[int, int]]:
@@ -220,7 +335,11 @@ def manifest_geometry(manifest: dict) -> list[tuple[int, int]]:
 def spec_from_manifest(manifest: dict, **overrides) -> DatapathSpec:
     """The DatapathSpec of an export: its ``spec`` entry (``config`` fills words/gap/bits if absent), widened when
     needed to the widest layer geometry the manifest lists (the largest input channel count and kernel), so that
-    it covers every layer; each layer then runs with its own geometry (``golden.layer.layer_spec``)."""
+    it covers every layer; each layer then runs with its own geometry (``golden.layer.layer_spec``). A static
+    export (:func:`is_static`) has no DatapathSpec: see :func:`static_spec_from_manifest`."""
+    if is_static(manifest):
+        raise UserError("this export has static activations (the static uniform engine's datapath), not DFSQ's "
+                        "normalized datapath")
     try:
         sp = dict(manifest.get("spec") or {})
         cfg = manifest.get("config") or {}
@@ -338,15 +457,19 @@ def check_entry(layer: "LayerData", entry: dict, where: str) -> None:
             raise UserError(f"{where}: {key} is {val!r} in the file but {entry[key]!r} in the manifest")
 
 
-def load_export(directory, spec: DatapathSpec | None = None, layers=None):
-    """(manifest, [LayerData, ...]) of an export folder, in manifest order, each validated against the spec.
+def load_export(directory, spec=None, layers=None):
+    """(manifest, [LayerData, ...]) of an export folder, in manifest order, each validated against the spec (a
+    DatapathSpec; for a static export a UniformSpec, and StaticLayerData).
 
     ``layers``: optional iterable of layer indices to load (default: all).
     """
     directory = Path(directory)
     manifest = load_manifest(directory)
     if spec is None:
-        spec = spec_from_manifest(manifest)
+        spec = static_spec_from_manifest(manifest) if is_static(manifest) else spec_from_manifest(manifest)
+    elif is_static_spec(spec) != is_static(manifest):
+        raise UserError(f"{directory}: the export's datapath is {'static' if is_static(manifest) else 'normalized'}, "
+                        f"the spec given is not")
     wanted = None if layers is None else set(int(i) for i in layers)
     out = []
     for entry in manifest["layers"]:
@@ -434,4 +557,5 @@ def write_export(directory, layers: list[LayerData], spec: DatapathSpec, config:
 
 __all__ = ["LayerData", "load_layer", "load_export", "load_manifest", "validate_manifest", "check_entry",
            "spec_from_manifest", "layer_from_fields", "check_layer_spec", "save_layer", "write_export",
-           "layer_file_name", "FIELDS", "manifest_geometry"]
+           "layer_file_name", "FIELDS", "manifest_geometry", "STATIC_FIELDS", "StaticLayerData",
+           "static_layer_from_fields", "is_static", "is_static_spec", "static_spec_from_manifest"]

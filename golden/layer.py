@@ -484,8 +484,14 @@ def error_bound(layer: LayerData, ops: Operands, spec: DatapathSpec, y_hw: np.nd
     sig = layer.scale.astype(np.float64) / spec.wordset.denom
     m = absP * sig[:, :, None, None] + np.abs(layer.mean.astype(np.float64))[:, :, None, None]
     S = np.abs(layer.bias.astype(np.float64))[None, :, None, None] + ws * conv_kxk(m, absw, k)
-    n = C * k * k + 1
-    gamma = n * F32_U / (1 - n * F32_U)
-    float32 = (4.02 * F32_U + 1.0001 * gamma) * S
-    float64 = 8 * F64_U * (S + np.abs(y_hw))
+    float32, float64 = float_bounds(S, C * k * k + 1, y_hw)
     return {"fixed": fixed, "float32": float32, "float64": float64, "total": fixed + float32 + float64}
+
+
+def float_bounds(S: np.ndarray, n: int, y_hw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(float32, float64) rounding bounds of a conv output: the float32 reference's (4.02 u + 1.0001 gamma_n) S
+    (u = 2^-24, gamma_n = n u / (1 - n u), ``n`` products and the bias summed, ``S`` the sum of the magnitudes of
+    every term: each operand rounded once or twice before the products, then any summation order), and this
+    model's own float64 rounding of ``y_hw``, 8 u64 (S + |y_hw|)."""
+    gamma = n * F32_U / (1 - n * F32_U)
+    return (4.02 * F32_U + 1.0001 * gamma) * S, 8 * F64_U * (S + np.abs(y_hw))

@@ -82,3 +82,47 @@ def random_operands(rng: np.random.Generator, spec: UniformSpec, N=1, C=None, O=
         a = rng.integers(0, hi_a, (N, C, H, W)) - int(rng.integers(0, hi_a))
         bias = rng.integers(-spec.bias_max, spec.bias_max + 1, O)
     return UniformOperands(w=w.astype(np.int64), a=a.astype(np.int64), bias=bias.astype(np.int64))
+
+
+# --- exported layers with static activations (dfsq.export --method minmax|brecq|qdrop) ------------------------------
+def static_codes(x, act_step, act_zero, act_bits: int) -> np.ndarray:
+    """The activation codes q of ``x`` (float32 (N, C, H, W)), bit for bit as PyTorch's fake quantizer computes
+    them: ``clamp(round_half_even(x / s) + z, 0, 2^b - 1)`` in float32 (``x / s`` one IEEE division, exact
+    integer additions), as uint8."""
+    x = np.asarray(x, dtype=np.float32)
+    q = np.rint(x / np.float32(act_step)) + np.float32(act_zero)
+    return np.clip(q, 0, (1 << act_bits) - 1).astype(np.uint8)
+
+
+def static_operands(layer, spec: UniformSpec, codes=None) -> UniformOperands:
+    """w' = q_w - zp_w, a' = codes - act_zero and bias_int (:meth:`UniformSpec.bias_int`) of an exported static
+    layer (``codes`` default: the exported ones)."""
+    codes = layer.codes if codes is None else codes
+    w = layer.weight_q.astype(np.int64) - layer.zero_point.astype(np.int64)[:, None, None, None]
+    a = np.asarray(codes, np.int64) - int(layer.act_zero)
+    return UniformOperands(w=w, a=a, bias=spec.bias_int(layer.bias, layer.weight_scale, layer.act_step))
+
+
+def static_to_float(acc: np.ndarray, layer) -> np.ndarray:
+    """y_hw = s_w[o] s_a acc in float64 (the requantization outside the engine)."""
+    step = np.asarray(layer.weight_scale, np.float64) * float(layer.act_step)
+    return acc * step[None, :, None, None]
+
+
+def static_error_bound(layer, ops: UniformOperands, y_hw: np.ndarray) -> dict:
+    """Elementwise bound of |y_hw - y| for the exported float32 output y: ``fixed`` the bias rounding, s_w s_a / 2;
+    ``float32`` / ``float64`` the references' rounding (:func:`golden.layer.float_bounds`) with
+    S = |bias| + s_w s_a sum |w'| |a'|."""
+    from .layer import conv_kxk, float_bounds
+
+    O, C, k = ops.w.shape[0], ops.w.shape[1], ops.w.shape[-1]
+    unit = (np.asarray(layer.weight_scale, np.float64) * float(layer.act_step))[None, :, None, None]
+    absw = np.abs(ops.w).reshape(O, C * k * k).astype(np.float64)
+    S = np.abs(np.asarray(layer.bias, np.float64))[None, :, None, None] + unit * conv_kxk(
+        np.abs(ops.a).astype(np.float64), absw, k)
+    float32, float64 = float_bounds(S, C * k * k + 1, y_hw)
+    fixed = np.broadcast_to(unit * 0.5, y_hw.shape)
+    return {"fixed": fixed, "float32": float32, "float64": float64, "total": fixed + float32 + float64}
+
+
+__all__ += ["static_codes", "static_operands", "static_to_float", "static_error_bound"]

@@ -11,14 +11,25 @@ q_a, zp_a in [0, 2^ab - 1] (one zero point per tensor: Min-Max). So |w'| <= 2^wb
 every width below holds every value those bounds allow: the accumulator cannot overflow by construction. The
 output is ``y = s_w[o] * s_a * acc``; the scales never enter the engine. NumPy only; the model is
 :func:`golden.uniform_layer.accumulate`.
+
+Exported networks with static activations (``dfsq.export --method minmax|brecq|qdrop``: one step ``s_a`` and zero
+point per conv input) run on this datapath: ``bias_int[o] = round_half_up(bias[o] / (s_w[o] s_a))``
+(:meth:`UniformSpec.bias_int`), the datapath's one rounding rule; the manifest's spec carries
+``"datapath": STATIC_DATAPATH``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .spec import ACT_BITS_RANGE, DEFAULT_CHANNELS, DEFAULT_KERNEL, LayerGeometry, check_int_ranges, signed_bits
+import numpy as np
 
-__all__ = ["UniformSpec", "UNIFORM_SPEC_VERSION"]
+from .spec import (ACT_BITS_RANGE, DEFAULT_CHANNELS, DEFAULT_KERNEL, LayerGeometry, SpecError, check_int_ranges,
+                   round_half_up, signed_bits)
+
+__all__ = ["UniformSpec", "UNIFORM_SPEC_VERSION", "STATIC_DATAPATH"]
+
+#: ``spec["datapath"]`` of an export whose activations have one static step per tensor (this datapath).
+STATIC_DATAPATH = "static-uniform"
 
 UNIFORM_SPEC_VERSION = 1
 DEFAULT_UNIFORM_BITS = 6   # the uniform W6A6 engine the issue compares with DFSQ W4A4 (about the same PSNR)
@@ -97,6 +108,17 @@ class UniformSpec(LayerGeometry):
     def acc_bits(self) -> int:
         """Width of the output accumulator: cannot overflow for any operands within the bounds above."""
         return signed_bits(self.acc_max)
+
+    def bias_int(self, bias, weight_scale, act_step) -> np.ndarray:
+        """The bias in accumulator units ``s_w[o] s_a``: ``round_half_up(bias / (s_w s_a))`` in float64, int64 (O,);
+        SpecError when it is not finite or exceeds ``bias_max``."""
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            v = np.asarray(bias, np.float64) / (np.asarray(weight_scale, np.float64) * float(act_step))
+        if not np.all(np.isfinite(v)):
+            raise SpecError("bias / (weight_scale * act_step) is not finite")
+        if np.any(np.abs(v) > self.bias_max):
+            raise SpecError(f"bias does not fit in {self.bias_bits} bits in accumulator units")
+        return round_half_up(v)
 
     def widths(self) -> dict:
         """All widths and bounds, for sidecars and reports."""

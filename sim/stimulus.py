@@ -45,6 +45,7 @@ from golden.spec import CENTRE_TAP, TAPS, DatapathSpec
 ENGINE_FORMAT = "dfsq-sim-engine-stimulus-1"
 MAC_FORMAT = "dfsq-sim-mac-stimulus-1"
 MEAN_UNIT_FORMAT = "dfsq-sim-mean-unit-stimulus-1"
+UNIFORM_FORMAT = "dfsq-sim-uniform-stimulus-1"   # the static uniform engine's (sim.uniform, sim.tb_uniform_engine)
 STIMULUS_ENV = "DFSQ_SIM_STIMULUS"   # path of the stimulus .npz, read by the testbench
 RESULT_ENV = "DFSQ_SIM_RESULT"       # path of the result .npz, written by the testbench
 

@@ -21,13 +21,12 @@ import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge
 
-from sim.stimulus import RESULT_ENV, STIMULUS_ENV, load_stimulus, unpack_ints
+from sim.stimulus import RESULT_ENV, STIMULUS_ENV, UNIFORM_FORMAT, load_stimulus, unpack_ints
 from sim.tb_common import (InOrderChecker, StreamMonitor, Stopwatch, cycles_now, drive_handshake, reset, start_clock,
                            write_result)
 
 log = logging.getLogger("cocotb.uniform_engine")
 STALL_LIMIT = 10_000
-FORMAT = "dfsq-sim-uniform-stimulus-1"   # sim.uniform.UNIFORM_FORMAT (not imported: it pulls in Amaranth)
 
 
 class UniformDriver:
@@ -49,7 +48,7 @@ class UniformDriver:
 @cocotb.test()
 async def uniform_engine_matches_golden(dut):
     """Every output of every stimulus layer equals the golden model's accumulator, bit for bit, in order."""
-    stim = load_stimulus(os.environ[STIMULUS_ENV], FORMAT)
+    stim = load_stimulus(os.environ[STIMULUS_ENV], UNIFORM_FORMAT)
     acc_bits = int(stim.meta["spec"]["acc_bits"])
     layer_meta = stim.meta["layer_meta"]
     expected = np.concatenate([lay["expected"] for lay in stim.layers])

@@ -4,9 +4,9 @@
         [--size 5x6] [--samples 1] [--out-channels 3] [--seed 0] [--simulator icarus] [--fault NAME]
         [--work build/sim_uniform]
 
-The uniform engine has no export format yet (its quantizer is the Min-Max baseline of ``dfsq``), so the layers are
-random operands within the spec's bounds (:func:`golden.uniform_layer.random_operands`); the transaction-level model
-is :func:`golden.uniform_layer.accumulate`. Masked (padding) taps carry random activations, which the engine must
+Here the layers are random operands within the spec's bounds (:func:`golden.uniform_layer.random_operands`); exported
+layers with static activations (``dfsq.export --method minmax|brecq|qdrop``) run on the same engine through
+``python -m sim.verify``. The transaction-level model is :func:`golden.uniform_layer.accumulate`. Masked (padding) taps carry random activations, which the engine must
 ignore. Every output of every layer is checked (sample, output channel, pixel), in order, by
 ``sim/tb_uniform_engine.py``. Exit 0 when every output matches, 1 on a mismatch, 2 on bad input.
 """
@@ -29,20 +29,23 @@ from hw.stream import uniform_beats
 from hw.units.uniform_engine import UNIFORM_FAULTS
 
 from . import runner as simrun
-from .stimulus import RESULT_ENV, STIMULUS_ENV, pack_fields, write_stimulus
+from .stimulus import RESULT_ENV, STIMULUS_ENV, UNIFORM_FORMAT, pack_fields, write_stimulus
 
 __all__ = ["UNIFORM_FORMAT", "layer_stimulus", "verify_uniform", "main"]
 
-UNIFORM_FORMAT = "dfsq-sim-uniform-stimulus-1"
 TOP = "uniform_engine"
 
 
-def layer_stimulus(ops, spec: UniformSpec, lanes: int, rng: np.random.Generator, junk: bool = True) -> dict:
-    """Packed beats, expected accumulators and output keys of every output of one layer (schedule order: sample,
-    output channel, pixel). ``junk``: masked taps carry random activations instead of 0."""
+def layer_stimulus(ops, spec: UniformSpec, lanes: int, rng: np.random.Generator, junk: bool = True,
+                   outputs=None) -> dict:
+    """Packed beats, expected accumulators and output keys of the outputs ``(n, o, y, x)`` of one layer (default
+    every output, in schedule order: sample, output channel, pixel). ``junk``: masked taps carry random activations
+    instead of 0 (the engine must ignore them)."""
     acc = accumulate(ops, spec.for_layer(ops.w.shape[1], ops.w.shape[-1]))
     N, O, H, W = acc.shape
-    outputs = [(n, o, y, x) for n in range(N) for o in range(O) for y in range(H) for x in range(W)]
+    if outputs is None:
+        outputs = [(n, o, y, x) for n in range(N) for o in range(O) for y in range(H) for x in range(W)]
+    outputs = [tuple(int(v) for v in k) for k in outputs]
     acts, weights, masks, biases, firsts, lasts = [], [], [], [], [], []
     for _, beats in uniform_beats(ops, lanes, outputs):
         for b in beats:

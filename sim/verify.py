@@ -15,6 +15,11 @@ Layers of any geometry (RDN): the engine is generated for the export's widest la
 3x3 lanes: ``engine_spec``); each layer streams its own ``ceil(C / lanes)`` beats per output, a 1x1 layer on the
 centre tap, and is compared with the golden model run on its own geometry.
 
+Exports with static activations (``dfsq.export --method minmax|brecq|qdrop``: one step and zero point per conv
+input) run on the static uniform engine (``hw.uniform_engine``, testbench ``sim.tb_uniform_engine``): operands
+``w' = q_w - zp_w`` and ``a' = q_a - zp_a`` of the exported codes, ``bias_int`` of golden.uniform_spec, the same
+tiles and output channels; masked (padding) taps carry random activations, which the engine must ignore.
+
 Python API: :func:`verify` returns the report dict (what ``--json`` writes).
 """
 from __future__ import annotations
@@ -103,7 +108,14 @@ def choose_lanes(spec: DatapathSpec, lanes) -> int:
 
 
 def expected_ports(spec: DatapathSpec, lanes: int, top: str, codes_in: bool = False) -> dict:
-    """Contract 4's port widths (``codes_in``: the engine without point tables, beats carry point codes)."""
+    """Contract 4's port widths (``codes_in``: the engine without point tables, beats carry point codes; a
+    :class:`golden.uniform_spec.UniformSpec`: the static uniform engine's)."""
+    from golden.export_io import is_static_spec
+
+    if is_static_spec(spec):
+        return {"in_valid": 1, "in_ready": 1, "in_first": 1, "in_last": 1, "in_mask": TAPS,
+                "in_act": lanes * TAPS * spec.a_bits, "in_weight": lanes * TAPS * spec.w_bits,
+                "in_bias": spec.bias_bits, "out_valid": 1, "out_ready": 1, "out_acc": spec.acc_bits}
     if top == "mac":
         return {"in_valid": 1, "in_first": 1, "in_weight": spec.w_bits, "in_code": spec.code_bits, "out_valid": 1}
     if top == "mean-unit":
@@ -232,6 +244,51 @@ def prepare_engine(layers, spec, lanes, tiles, tile_size, seed, quiet=True, only
                      "pixels": int(len(pixels)), "macs": _layer_macs(layer, len(d["expected"])),
                      "table_writes": int(len(d["table_chan"]))})
     return arrays, meta
+
+
+def tile_outputs(layer, tiles, tile_size, seed, out_channels=None, only=None) -> list[tuple[int, int, int, int]]:
+    """The outputs (n, o, y, x) of ``layer`` that a run checks, in stream order (sample, output channel, pixel):
+    the tiles of :func:`sim.stimulus.select_pixels` and the output channels of ``select_out_channels``, as for the
+    DFSQ engine (``only`` = (pixel (n, y, x), output channel): that single output)."""
+    n, c, o, h, w = layer.shape
+    if only is not None:
+        return [(int(only[0][0]), int(only[1]), int(only[0][1]), int(only[0][2]))]
+    pixels = st.select_pixels(n, h, w, tiles, tile_size=tile_size, seed=seed + layer.index, rotate=layer.index)
+    ochs = np.arange(o) if tiles == "all" else st.select_out_channels(o, out_channels, layer.index)
+    return [(int(pn), int(oc), int(py), int(px)) for s_ in range(n) for oc in ochs
+            for pn, py, px in pixels if pn == s_]
+
+
+def prepare_static(layers, spec, lanes, tiles, tile_size, seed, quiet=True, only=None, out_channels=None):
+    """Static uniform engine stimulus (sim.uniform's packing) of the chosen outputs of each static layer."""
+    from tqdm import tqdm
+
+    from golden.spec import SpecError as _SpecError
+    from golden.uniform_layer import static_operands
+    from sim.uniform import layer_stimulus
+
+    arrays, meta = [], []
+    for layer in tqdm(layers, desc="stimulus", unit="layer", disable=quiet or len(layers) < 2, file=sys.stderr):
+        n, c, o, h, w = layer.shape
+        try:
+            ops = static_operands(layer, spec.for_layer(c, layer.kernel))
+        except _SpecError as exc:
+            raise UserError(f"{layer.name}: {exc}") from None
+        outputs = tile_outputs(layer, tiles, tile_size, seed, out_channels, only)
+        d = layer_stimulus(ops, spec, lanes, np.random.default_rng(seed + layer.index), junk=True, outputs=outputs)
+        d["groups"] = np.int64(-(-c // lanes))
+        arrays.append(d)
+        meta.append({"index": layer.index, "name": layer.name, "outputs": int(len(d["expected"])),
+                     "kernel": int(layer.kernel), "in_channels": int(c), "groups": int(d["groups"]),
+                     "pixels": len({(k[0], k[2], k[3]) for k in outputs}), "macs": _layer_macs(layer, len(outputs))})
+    return arrays, meta
+
+
+def _describe_static(arrays, meta, k):
+    j, d, kk = _locate(arrays, k)
+    n, o, y, x = (int(v) for v in d["keys"][kk])
+    return j, {"layer": meta[j]["index"], "name": meta[j]["name"], "sample": n, "output_channel": o, "y": y, "x": x,
+               "expected": int(d["expected"][kk])}
 
 
 def prepare_mac(layers, spec, outputs_per_layer, seed):
@@ -421,6 +478,15 @@ def _prepare_mac_check(lay_data, spec, lanes, tiles, tile_size, seed, quiet, out
                           "out_bits": int(_port_widths(sidecar).get("out_acc") or 0)}
 
 
+def _prepare_static_check(lay_data, spec, lanes, tiles, tile_size, seed, quiet, out_channels, codes_in, latency,
+                          sidecar):
+    arrays, meta = prepare_static(lay_data, spec, lanes, tiles, tile_size, seed, quiet, out_channels=out_channels)
+    return arrays, meta, {"spec": spec.widths(), "lanes": lanes, "latency": latency, "layer_meta": meta}
+
+
+#: How an export with static activations is checked (on the static uniform engine, whatever the top's name).
+STATIC_CHECK = Check(_prepare_static_check, st.UNIFORM_FORMAT, lambda spec, m: spec.acc_bits, _describe_static, True)
+
 #: The tops ``--top`` verifies on exported layers (their RTL and testbench come from :mod:`hw.tops`).
 CHECKS = {
     "engine": Check(_prepare_engine_check, st.ENGINE_FORMAT, lambda spec, m: spec.acc_bits, _describe_engine, True),
@@ -446,7 +512,7 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     contiguous run of the layers (at most one per layer; ``mac_per_s`` is then the aggregate over the wall time,
     ``mac_per_cpu_s`` the figure per busy core).
     """
-    from golden.export_io import load_export, load_manifest, spec_from_manifest
+    from golden.export_io import is_static, load_export, load_manifest, spec_from_manifest, static_spec_from_manifest
 
     t_start = time.perf_counter()
     if top not in TOPS:
@@ -460,12 +526,19 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
         fmt = denorm_format(denorm, sigma_bits, shift_bits)
     except SpecError as exc:
         raise UserError(str(exc)) from None
-    spec = engine_spec(spec_from_manifest(manifest, **fmt))
+    static = is_static(manifest)
+    if static:   # one static activation step per tensor: the static uniform engine
+        if top != "engine" or codes_in or any(v is not None for v in (denorm, sigma_bits, shift_bits)):
+            raise UserError("this export has static activations: it runs on the static uniform engine (--top engine, "
+                            "no --codes-in, --denorm, --sigma-bits or --shift-bits)")
+        spec = static_spec_from_manifest(manifest).for_layer(static_spec_from_manifest(manifest).channels, 3)
+    else:
+        spec = engine_spec(spec_from_manifest(manifest, **fmt))
     if codes_in and top != "engine":
         raise UserError("--codes-in applies to --top engine only")
     if top == "mean-unit" and not spec.split:
         raise UserError("--top mean-unit belongs to the split de-normalization: pass --denorm split")
-    if spec.uniform_points and top == "mac":
+    if not static and spec.uniform_points and top == "mac":
         raise UserError(f"--top {top} needs a universal-set export; this export has the uniform point set")
     available = [int(e["index"]) for e in manifest["layers"]]
     chosen = parse_layers(layers, available)
@@ -483,7 +556,7 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
 
     # RTL + build (cached per configuration); an export of the uniform point set (the normalized uniform baseline,
     # golden.spec.UniformPointSet) runs on that baseline's engine: the same ports, integer multipliers
-    hw_top = "uniform-engine" if spec.uniform_points and top == "engine" else top
+    hw_top = "uniform-engine" if static or (spec.uniform_points and top == "engine") else top
     v_path, sidecar = generate_rtl(spec, lanes, hw_top, fault, work / "rtl", codes_in=codes_in)
     toplevel = str(sidecar.get("module") or f"dfsq_{top}")
     from hw.tops import lookup
@@ -497,7 +570,7 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
 
     # stimulus + golden model
     t0 = time.perf_counter()
-    check = CHECKS[top]
+    check = STATIC_CHECK if static else CHECKS[top]
     arrays, meta, stim_meta = check.prepare(lay_data, spec, lanes, tiles, tile_size, seed, quiet, out_channels,
                                             codes_in, latency, sidecar)
     prep_seconds = time.perf_counter() - t0
@@ -567,7 +640,7 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
         first["waveform"] = None
         if waves_on_mismatch and check.waves:
             first["waveform"] = _waveform_rerun(lay_data[j], spec, lanes, latency, where, bld, sim_v, simulator,
-                                                work, quiet, codes_in, top, testbench)
+                                                work, quiet, codes_in, "static" if static else top, testbench)
         report["first_mismatch"] = first
     report["wall_seconds"] = round(time.perf_counter() - t_start, 3)
     if json_path:
@@ -604,6 +677,11 @@ def _waveform_rerun(layer, spec, lanes, latency, where, bld, v_path, simulator, 
                      classes=d["classes"].reshape(len(d["pairs"]), -1)[keep].reshape(-1))
             st.write_stimulus(stim_path, st.MEAN_UNIT_FORMAT, {"spec": spec.widths(), "latency": latency,
                                                                "layer_meta": meta}, arrays)
+        elif top == "static":   # a static export: the single output on the static uniform engine
+            arrays, meta = prepare_static([layer], spec, lanes, None, 1, 0,
+                                          only=((where["sample"], where["y"], where["x"]), where["output_channel"]))
+            st.write_stimulus(stim_path, st.UNIFORM_FORMAT, {"spec": spec.widths(), "lanes": lanes,
+                                                             "latency": latency, "layer_meta": meta}, arrays)
         else:
             arrays, meta = prepare_engine([layer], spec, lanes, None, 1, 0,
                                           only=((where["sample"], where["y"], where["x"]), where["output_channel"]),

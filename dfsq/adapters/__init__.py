@@ -11,6 +11,11 @@ The integer-only network (contract 2, ``dfsq.evaluate --method dfsq-int``, expor
 adapter may describe its quantized body as a :class:`golden.int_graph.IntGraph` (``graph``: which conv reads which
 tensors, ReLUs, residual adds, concatenations) and say how the FP prologue and epilogue wrap it (``forward_body``);
 ``entry_bound`` optionally bounds the body's entry from the prologue's weights (docs/datapath.md, "Contract 2").
+
+``blocks(model)`` groups the quantized convs into the units that block reconstruction (:mod:`dfsq.reconstruct`:
+BRECQ, QDROP) optimizes one at a time: each :class:`Block` is one module of the network, called on one tensor,
+whose output is reconstructed (EDSR: a residual block, its two convs; RDN: a residual dense block, its convs and
+LFF; the global fusion ``GFF``, its two convs). Every quantized conv belongs to exactly one block.
 """
 from __future__ import annotations
 
@@ -47,6 +52,16 @@ class QLayer:
 
 
 @dataclass(frozen=True)
+class Block:
+    """A unit of block reconstruction: ``name`` is a module of the network called on one tensor (its input is the
+    block's input, its output the block's output), ``layers`` the names of the quantized convs inside it, in
+    network order."""
+
+    name: str
+    layers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Adapter:
     """``arch``: the ``--model`` name; ``model_class``: the nn.Module it describes; ``layers(model)``: the quantized
     convs in network order; ``config(model)``: extra JSON-able facts recorded in params files and manifests
@@ -57,7 +72,10 @@ class Adapter:
     ``forward_body(model, x, body)``: the model's forward pass with its quantized body replaced by ``body``, a
     callable from the entry tensor (float, N x entry_channels x H x W) to the exit tensor; it must equal
     ``model(x)`` when ``body`` runs the graph in float (tests/test_int_network.py); ``entry_bound(model)``: a bound
-    of |entry| that holds for every input image (interval arithmetic through the prologue), or None."""
+    of |entry| that holds for every input image (interval arithmetic through the prologue), or None.
+
+    ``blocks(model)`` (optional; block reconstruction needs it): the reconstruction blocks in network order
+    (:class:`Block`)."""
 
     arch: str
     model_class: type
@@ -66,6 +84,7 @@ class Adapter:
     graph: Callable[[nn.Module], IntGraph] | None = None
     forward_body: Callable | None = None
     entry_bound: Callable[[nn.Module], float | None] | None = None
+    blocks: Callable[[nn.Module], list[Block]] | None = None
 
 
 def conv_layer(model: nn.Module, name: str, relu_input: bool, input_prefix_of: str | None = None) -> QLayer:
@@ -154,6 +173,24 @@ def quantized_layers(model: nn.Module) -> list[QLayer]:
     return adapter_for(model).layers(model)
 
 
+def model_blocks(model: nn.Module) -> list[Block]:
+    """The reconstruction blocks of ``model`` in network order, checked: every quantized conv lies in exactly one
+    block, inside that block's module, and the blocks list them in network order."""
+    adapter = adapter_for(model)
+    if adapter.blocks is None:
+        raise UserError(f"the {adapter.arch} adapter describes no reconstruction blocks (Adapter.blocks)")
+    blocks = adapter.blocks(model)
+    names = [q.name for q in quantized_layers(model)]
+    listed = [n for b in blocks for n in b.layers]
+    if listed != names:
+        raise UserError(f"the adapter's blocks list {len(listed)} convs, its layers {len(names)} (or in another order)")
+    for b in blocks:
+        get_module(model, b.name)
+        if not b.layers or any(not n.startswith(b.name + ".") for n in b.layers):
+            raise UserError(f"block {b.name}: its convs {b.layers} must lie inside it")
+    return blocks
+
+
 def model_config(model: nn.Module) -> dict:
     """``{"model": arch, ...}``: what params files and export manifests record about the network."""
     a = adapter_for(model)
@@ -181,6 +218,6 @@ def check_model_matches(cfg: dict, model: nn.Module, what: str) -> None:
                         f"pass --model {want['model']} (and its weights) or recalibrate")
 
 
-__all__ = ["QLayer", "Adapter", "conv_layer", "get_module", "set_module", "adapters", "get_adapter",
-           "adapter_for", "quantized_layers", "int_body", "interval_conv", "model_config", "describe_model",
-           "check_model_matches"]
+__all__ = ["QLayer", "Block", "Adapter", "model_blocks", "conv_layer", "get_module", "set_module", "adapters",
+           "get_adapter", "adapter_for", "quantized_layers", "int_body", "interval_conv", "model_config",
+           "describe_model", "check_model_matches"]

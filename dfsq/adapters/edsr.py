@@ -4,7 +4,9 @@ stay in float.
 
 Integer body (contract 2): the entry is the head's output ``x0``; block i reads ``x{i}``, writes the ReLU output
 ``t{i}`` (conv ``body.i.body.0`` + ReLU) and ``x{i+1} = res_scale * body.i.body.2(t{i}) + x{i}``; the exit is the
-last block's output, which ``body.16``, the global skip (+ head output, in float) and the tail take."""
+last block's output, which ``body.16``, the global skip (+ head output, in float) and the tail take.
+
+Reconstruction blocks: the residual blocks ``body.N`` (conv, ReLU, conv, plus the identity)."""
 from __future__ import annotations
 
 from torch import nn
@@ -13,7 +15,7 @@ from golden.errors import UserError
 from golden.int_graph import IntGraph, IntStep
 
 from ..model import EDSR, ResBlock
-from . import Adapter, QLayer, conv_layer, interval_conv
+from . import Adapter, Block, QLayer, conv_layer, interval_conv
 
 
 def _blocks(model: EDSR) -> list[int]:
@@ -60,5 +62,9 @@ def entry_bound(model: EDSR) -> float:
     return float(max(-lo.min(), hi.max()))
 
 
+def blocks(model: EDSR) -> list[Block]:
+    return [Block(f"body.{i}", (f"body.{i}.body.0", f"body.{i}.body.2")) for i in _blocks(model)]
+
+
 ADAPTER = Adapter(arch="edsr", model_class=EDSR, layers=layers, config=lambda model: {}, graph=graph,
-                  forward_body=forward_body, entry_bound=entry_bound)
+                  forward_body=forward_body, entry_bound=entry_bound, blocks=blocks)

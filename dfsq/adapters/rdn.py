@@ -10,7 +10,10 @@ statistics from the LFF's (``input_prefix_of``): 5x fewer histogram updates for 
 Integer body (contract 2): the entry is SFENet2's output ``b0``; in block i, conv j reads the concatenation
 ``b{i}, c{i}_0 .. c{i}_{j-1}`` and writes its ReLU output ``c{i}_j``; the LFF reads all of them and writes
 ``b{i+1} = LFF(...) + b{i}``; GFF.0 reads ``b1 .. bD`` and writes ``g0``, GFF.1 writes the exit ``g1``, to which
-the FP epilogue adds SFENet1's output (in float) before UPNet."""
+the FP epilogue adds SFENet1's output (in float) before UPNet.
+
+Reconstruction blocks: each RDB ``RDBs.i`` (its convs, its LFF and the identity) and the global fusion ``GFF``
+(GFF.0 and GFF.1, on the concatenated RDB outputs)."""
 from __future__ import annotations
 
 from torch import nn
@@ -19,7 +22,7 @@ from golden.errors import UserError
 from golden.int_graph import IntGraph, IntStep
 
 from ..rdn import RDN
-from . import Adapter, QLayer, conv_layer, interval_conv
+from . import Adapter, Block, QLayer, conv_layer, interval_conv
 
 
 def layers(model: RDN) -> list[QLayer]:
@@ -67,6 +70,12 @@ def entry_bound(model: RDN) -> float:
     return float(max(-lo.min(), hi.max()))
 
 
+def blocks(model: RDN) -> list[Block]:
+    out = [Block(f"RDBs.{i}", (*(f"RDBs.{i}.convs.{j}.conv.0" for j in range(len(rdb.convs))), f"RDBs.{i}.LFF"))
+           for i, rdb in enumerate(model.RDBs)]
+    return out + [Block("GFF", ("GFF.0", "GFF.1"))]
+
+
 ADAPTER = Adapter(arch="rdn", model_class=RDN, layers=layers,
                   config=lambda model: {"rdn_config": [int(v) for v in model.config]}, graph=graph,
-                  forward_body=forward_body, entry_bound=entry_bound)
+                  forward_body=forward_body, entry_bound=entry_bound, blocks=blocks)

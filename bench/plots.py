@@ -1,7 +1,7 @@
 """Plots for docs/results.md (matplotlib, PNG, written atomically beside the Markdown).
 
 * :func:`plot_drops`: PSNR drop from FP against bits, one panel per dataset, one colour per method; ours solid,
-  the paper's dashed (BRECQ and QDROP are the paper's only).
+  the paper's dashed (our BRECQ and QDROP: the cpu budget of dfsq.reconstruct, where measured).
 * :func:`plot_words`: the universal-set ablation (Appendix C): our PSNR change from the 4-word default against the
   number of word sets at W4A4 and W3A3, per dataset, with the paper's stated changes as a dashed line.
 """
@@ -43,12 +43,11 @@ def plot_drops(res: dict, paper, model: str, scale: int, words: int, datasets, b
     bits = sorted(bits_list)
     for ax, d in zip(axes[0], datasets):
         for m in ("minmax", "uniform", "dfsq-uniform", "dfsq", "brecq", "qdrop"):
-            if m in ("minmax", "uniform", "dfsq-uniform", "dfsq"):
-                pts = [(b, _drop(res, model, scale, m, b, words, d)) for b in bits]
-                pts = [(b, v) for b, v in pts if v is not None]
-                if pts:
-                    ax.plot(*zip(*pts), "-o", color=COLORS[m], label=f"{LABELS[m]} (ours)", ms=4)
-                    any_line = True
+            pts = [(b, _drop(res, model, scale, m, b, words, d)) for b in bits]   # ours, where measured
+            pts = [(b, v) for b, v in pts if v is not None]
+            if pts:
+                ax.plot(*zip(*pts), "-o", color=COLORS[m], label=f"{LABELS[m]} (ours)", ms=4)
+                any_line = True
             if m not in OURS_ONLY:
                 pts = [(b, paper_drop(paper, model, scale, d, m, b)) for b in bits]
                 pts = [(b, v) for b, v in pts if v is not None]

@@ -191,9 +191,11 @@ def shared_collection():
         cal._run = orig
 
 
-# Methods this bench measures: the network for each is built by build_net.
+# Methods this bench measures: the network for each is built by build_net. The block reconstructions (brecq, qdrop,
+# dfsq-adaround: dfsq.reconstruct) run with the cpu budget; their "-paper" names with the paper budget (a GPU's).
+RECON = ("brecq", "qdrop", "dfsq-adaround")
 METHODS = ("fp", "minmax", "uniform", "dfsq-uniform", "dfsq", "dfsq-nonorm", "dfsq-layerwise", "dfsq-fill", "dfsq-hw",
-           "dfsq-int")
+           "dfsq-int", *RECON, *(f"{m}-paper" for m in RECON))
 UNIFORM = ("channel", "mse")   # the uniform baseline's range rule (dfsq.uniform): per-channel, MSE-optimal clip
 
 
@@ -217,6 +219,8 @@ def build_net(model, m: str, scale: int, bits: int | None, args, weights: str, a
         from dfsq.uniform import quantize_dfsq_uniform
 
         return quantize_dfsq_uniform(model, bits, weights), None, {"points": "uniform"}
+    if m.removesuffix("-paper") in RECON:
+        return recon_net(model, m, scale, bits, args, weights, arch)
     norm, layerwise, fill = m != "dfsq-nonorm", m == "dfsq-layerwise", m == "dfsq-fill"
     params, ppath = get_params(model, scale, bits, args.words, args.images, args.seed, Path(args.params_dir),
                                weights, norm=norm, layerwise=layerwise, arch=arch, fill=fill)
@@ -236,6 +240,66 @@ def integer_net(net, m: str):
 
         return IntNetwork(net)
     return net
+
+
+def recon_path(params_dir, arch: str, scale: int, bits: int, method: str, budget: str, images: int = 32,
+               seed: int = 0) -> Path:
+    """Where the table caches a block reconstruction (``python -m dfsq.reconstruct --out`` writes the same file)."""
+    prefix = "" if arch == "edsr" else f"{arch}_"
+    return Path(params_dir) / f"{prefix}x{scale}_w{bits}a{bits}_{method}_{budget}_n{images}_seed{seed}.npz"
+
+
+def recon_net(model, m: str, scale: int, bits: int, args, weights: str, arch: str):
+    """(network, file, extra fields) of a block reconstruction: read from the params folder when made for these
+    weights, else reconstructed now (on ``args.device``; minutes to hours; resumable) and saved there; one
+    reconstruction task per file (:func:`prep_key`) that the cell's evaluation tasks wait for."""
+    from dfsq.reconstruct import reconstruct
+
+    method = m.removesuffix("-paper")
+    budget = "paper" if m.endswith("-paper") else "cpu"
+    path = recon_path(args.params_dir, arch, scale, bits, method, budget, args.images, args.seed)
+    fp = weights_fingerprint(model)
+    result = None
+    if path.is_file():
+        if method == "dfsq-adaround":
+            result = load_params(path)
+            ok = result.config["weights_fingerprint"] == fp and "reconstruction" in result.config
+        else:
+            from dfsq.recon_file import load_recon
+
+            result = load_recon(path)
+            ok = result.config["weights_fingerprint"] == fp and result.config["method"] == method
+        if not ok:
+            result = None
+    if result is None:
+        dfsq = None
+        if method == "dfsq-adaround":
+            dfsq, _ = get_params(model, scale, bits, args.words, args.images, args.seed, Path(args.params_dir),
+                                 weights, arch=arch)
+        device = torch.device(getattr(args, "device", "cpu"))   # a reconstruction runs where the table runs
+        result = reconstruct(model, method, act_bits=bits, weight_bits=bits, budget=budget,
+                             images=calibration_images(None, args.images, scale), seed=args.seed, device=device,
+                             dfsq_params=dfsq, weights=weights, checkpoints=Path(str(path) + ".partial"),
+                             progress=True)
+        if method == "dfsq-adaround":
+            save_params(result, path)
+        else:
+            from dfsq.recon_file import save_recon
+
+            save_recon(result, path)
+        import shutil
+
+        shutil.rmtree(Path(str(path) + ".partial"), ignore_errors=True)
+        print(f"  reconstructed {arch} x{scale} W{bits}A{bits} {method} ({budget} budget) -> {path}")
+    if method == "dfsq-adaround":
+        net = quantize_model(model, result, "dfsq")
+    else:
+        from dfsq.recon_file import quantize_static
+
+        net = quantize_static(model, result, str(path))
+    info = result.info.get("reconstruction", result.info) if method == "dfsq-adaround" else result.info
+    cost = {k: info[k] for k in ("seconds", "cpu_seconds", "torch_threads", "device", "max_rss_mb") if k in info}
+    return net, path, {"budget": budget, "reconstruction": cost}
 
 
 from bench.results_md import fmt, render  # noqa: E402  (the Markdown lives in its own module)
@@ -372,7 +436,8 @@ def plan(args, cache, models, scales, datasets, bits_list, methods, words_list) 
 
 def task_args(args, words: int) -> SimpleNamespace:
     """What :func:`build_net` reads from the command line, for a worker."""
-    return SimpleNamespace(words=words, images=args.images, seed=args.seed, params_dir=str(args.params_dir))
+    return SimpleNamespace(words=words, images=args.images, seed=args.seed, params_dir=str(args.params_dir),
+                           device=args.device.type if args.device.type != "cuda" else str(args.device))
 
 
 def prep_key(cell: Cell, args) -> str | None:
@@ -387,6 +452,9 @@ def prep_key(cell: Cell, args) -> str | None:
         variant = params_variant(norm=cell.method != "dfsq-nonorm", layerwise=cell.method == "dfsq-layerwise",
                                  fill=cell.method == "dfsq-fill")
         return params_path("", cell.arch, cell.scale, cell.bits, cell.words, args.images, args.seed, variant).stem
+    if cell.method.removesuffix("-paper") in RECON:   # one reconstruction task per file
+        return recon_path("", cell.arch, cell.scale, cell.bits, cell.method.removesuffix("-paper"),
+                          "paper" if cell.method.endswith("-paper") else "cpu", args.images, args.seed).stem
     return f"{prefix}{cell.method}_x{cell.scale}_w{cell.bits}_words{cell.words}"   # its own, to be safe
 
 

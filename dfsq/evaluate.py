@@ -145,7 +145,9 @@ def build_reconstructed(model, args):
         if "reconstruction" not in load_params(args.params).config:
             raise UserError(f"{args.params} is a DFSQ calibration without reconstructed weights: evaluate it with "
                             "--method dfsq, or make one with python -m dfsq.reconstruct --method dfsq-adaround")
-        return build_quantized(model, argparse.Namespace(**{**vars(args), "method": "dfsq"}))
+        from argparse import Namespace  # noqa: PLC0415
+
+        return build_quantized(model, Namespace(**{**vars(args), "method": "dfsq"}))
     from .recon_file import check_recon, load_recon, quantize_static  # noqa: PLC0415
 
     result = load_recon(args.params)

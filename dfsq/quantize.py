@@ -301,8 +301,8 @@ class QuantConv(nn.Module):
     def _static_fields(self, x: torch.Tensor) -> dict:
         """The export fields of a static-activation layer (one step and zero point for the whole input)."""
         if torch.is_tensor(self.act_step) or torch.is_tensor(self.act_zero):
-            raise UserError(f"{self.name}: export needs one static activation step per layer (Min-Max, BRECQ, QDROP), "
-                            "not per-channel ranges")
+            raise UserError(f"{self.name}: export needs one static activation step per layer (Min-Max, BRECQ, "
+                            "QDROP), not per-channel ranges")
         qmax = (1 << self.act_bits) - 1
         q = torch.clamp(torch.round(x / self.act_step) + self.act_zero, 0, qmax)
         y = self.conv((q - self.act_zero) * self.act_step)

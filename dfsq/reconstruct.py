@@ -43,7 +43,6 @@ checkpoints. The output file is written atomically at the end and the checkpoint
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import shutil
@@ -520,11 +519,14 @@ def reconstruct(model, method: str, *, act_bits: int, weight_bits: int, budget: 
     finally:
         bar.close()
     convs = recon_convs(rmodel)
+    import resource
+
     info = {"seconds": round(time.perf_counter() - t0, 2), "cpu_seconds": round(time.process_time() - c0, 2),
+            "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "torch_threads": torch.get_num_threads(), "device": device.type, "blocks": [b.name for b in blocks],
             "patches": int(len(patches)), "stats": stats, "versions": versions()}
-    recon_cfg = {"method": method, "budget": asdict(budget), "settings": method_settings(method, budget), "seed": int(seed),
-                 "images": len(images)}
+    recon_cfg = {"method": method, "budget": asdict(budget), "settings": method_settings(method, budget),
+                 "seed": int(seed), "images": len(images)}
     if method == "dfsq-adaround":
         out = copy.deepcopy(dfsq_params)
         out.arrays["weight_q"] = stack_if_uniform([c.weight.hard_q().cpu().numpy().astype(np.uint8) for c in convs])
@@ -563,49 +565,48 @@ def _points_digest(params) -> str:
 
 
 # --- CLI -----------------------------------------------------------------------------------------------------------
-def _parser():
+def build_parser():
+    from golden.args import Parser, When
+    from golden.spec import ACT_BITS_RANGE, WEIGHT_BITS_RANGE, WORDS_RANGE
+
     from .device import DEVICES
     from .model import ARCHS
 
-    ap = argparse.ArgumentParser(prog="python -m dfsq.reconstruct", description=__doc__.split("\n")[0])
-    ap.add_argument("--method", required=True, choices=RECON_METHODS)
-    ap.add_argument("--model", default="edsr", choices=ARCHS, help="network (default edsr)")
-    ap.add_argument("--weights", default="default", help="checkpoint path, or 'default' for the embedded one")
-    ap.add_argument("--scale", type=int, default=2, choices=(2, 4))
-    ap.add_argument("--act-bits", type=int, default=4)
-    ap.add_argument("--weight-bits", type=int, default=4)
-    ap.add_argument("--budget", default="cpu", choices=tuple(BUDGETS),
-                    help="cpu (default: minutes on 2 cores) or paper (the methods' own settings; for a GPU)")
-    ap.add_argument("--out", required=True, help="file to write (.npz; a .json sidecar is written too)")
-    ap.add_argument("--images", type=int, default=32, help="calibration images the patches are cut from")
-    ap.add_argument("--calib", help="calibration image folder (default: DFSQ's, dfsq.calibrate)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="cpu", choices=DEVICES)
-    ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    ap.add_argument("--restart", action="store_true", help="discard the checkpoints of an interrupted run")
-    ap.add_argument("--params", help="dfsq-adaround: the DFSQ calibration whose points are kept (default: calibrate "
-                                     "now)")
-    ap.add_argument("--words", type=int, default=4, help="dfsq-adaround without --params: universal-set words")
+    adaround = When("method", "dfsq-adaround")
+    ap = Parser(prog="python -m dfsq.reconstruct", description=__doc__.split("\n")[0])
+    ap.choice("--method", RECON_METHODS, required=True)
+    ap.choice("--model", ARCHS, default="edsr", help="network (default edsr)")
+    ap.input_file("--weights", "checkpoint", special=("default",), default="default",
+                  help="checkpoint path, or 'default' for the embedded one")
+    ap.choice("--scale", (2, 4), default=2)
+    ap.integer("--act-bits", *ACT_BITS_RANGE, default=4)
+    ap.integer("--weight-bits", *WEIGHT_BITS_RANGE, default=4)
+    ap.choice("--budget", tuple(BUDGETS), default="cpu",
+              help="cpu (default: minutes on 2 cores) or paper (the methods' own settings; for a GPU)")
+    ap.output_file("--out", required=True, help="file to write (.npz; a .json sidecar is written too)")
+    ap.integer("--images", 1, 100_000, default=32, help="calibration images the patches are cut from")
+    ap.input_dir("--calib", "images", help="calibration image folder (default: DFSQ's, dfsq.calibrate)")
+    ap.seed()
+    ap.choice("--device", DEVICES, default="cpu")
+    ap.threads()
+    ap.flag("--restart", help="discard the checkpoints of an interrupted run")
+    ap.input_file("--params", "params", when=adaround,
+                  help="the DFSQ calibration whose points are kept (default: calibrate now)")
+    ap.integer("--words", *WORDS_RANGE, default=None, when=(adaround, When("params", None)),
+               help="universal-set words when calibrating now (default 4)")
     return ap
 
 
 @cli_main
 def main(argv=None):
-    from .calibrate import (calibrate, calibration_images, check_bits, load_params, save_params, sidecar_path,
-                            weights_fingerprint)
+    from .calibrate import calibrate, calibration_images, load_params, save_params, sidecar_path, weights_fingerprint
     from .device import resolve_device
     from .model import load_model
     from .recon_file import save_recon
 
-    args = _parser().parse_args(argv)
-    check_bits(args.act_bits, args.weight_bits, args.words)
+    args = build_parser().parse_args(argv)
+    args.words = 4 if args.words is None else args.words
     budget = get_budget(args.budget)
-    if args.seed < 0:
-        raise UserError(f"--seed must be >= 0, got {args.seed}")
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"--threads must be a positive integer, got {args.threads}")
-    if args.params and args.method != "dfsq-adaround":
-        raise UserError(f"--params applies to --method dfsq-adaround only, not {args.method}")
     out = check_output_file(args.out, "--out")
     check_output_file(sidecar_path(out), "sidecar")
     check_output_dir(checkpoint_dir(out), "checkpoint folder")

@@ -6,9 +6,10 @@
 
 Here the layers are random operands within the spec's bounds (:func:`golden.uniform_layer.random_operands`); exported
 layers with static activations (``dfsq.export --method minmax|brecq|qdrop``) run on the same engine through
-``python -m sim.verify``. The transaction-level model is :func:`golden.uniform_layer.accumulate`. Masked (padding) taps carry random activations, which the engine must
-ignore. Every output of every layer is checked (sample, output channel, pixel), in order, by
-``sim/tb_uniform_engine.py``. Exit 0 when every output matches, 1 on a mismatch, 2 on bad input.
+``python -m sim.verify``. The transaction-level model is :func:`golden.uniform_layer.accumulate`. Masked (padding)
+taps carry random activations, which the engine must ignore. Every output of every layer is checked (sample, output
+channel, pixel), in order, by ``sim/tb_uniform_engine.py``. Exit 0 when every output matches, 1 on a mismatch, 2 on
+bad input.
 """
 from __future__ import annotations
 

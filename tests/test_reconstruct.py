@@ -370,7 +370,7 @@ def test_cli_bad_input(rdn_files, tmp_path, capsys, tiny_budget):
     code, io = _cli(rc.main, [*base[:-1], str(tmp_path)], capsys)
     assert code == 2 and io.err.count("\n") == 1 and "folder" in io.err
     code, io = _cli(rc.main, [*base, "--params", str(tmp_path / "p.npz")], capsys)
-    assert code == 2 and "dfsq-adaround only" in io.err
+    assert code == 2 and io.err.count("\n") == 1 and "--method dfsq-adaround" in io.err
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 

@@ -73,13 +73,13 @@ def test_render_shows_paper_beside_ours_with_both_drops():
     md = render(_cache(), 4, (2, 4), ["Set5", "B100"], [8, 6, 4, 3], paper=PAPER)
     row = next(line for line in md.splitlines() if line.startswith("| Set5 | DFSQ | 4 |"))
     cells = [c.strip() for c in row.split("|")[1:-1]]
-    assert cells[3] == "37.14 / 0.9500" and cells[4] == "-0.12"           # ours and our drop from our FP
-    assert cells[5] == "37.90 / 0.9590" and cells[6] == "-0.10"           # the paper's and its drop
-    assert cells[7] == "-0.02"
-    assert "| Set5 | BRECQ | 4 | not run by us |  | 37.61 / 0.9560 | -0.39 |" in md
+    assert cells[3] == "37.140 / 0.9500" and cells[4] == "-0.120"           # ours and our drop from our FP
+    assert cells[5] == "37.900 / 0.9590" and cells[6] == "-0.100"           # the paper's and its drop
+    assert cells[7] == "-0.020"
+    assert "| Set5 | BRECQ | 4 | not run by us |  | 37.610 / 0.9560 | -0.390 |" in md
     assert "n/a" not in md
     assert "within 0.05 dB of the paper's drop from its FP in 1 of 1 cells" in md
-    assert "| Set5 | Uniform-MSE (ours) | 4 | 36.90 / 0.9500 | -0.36 |" in md
+    assert "| Set5 | Uniform-MSE (ours) | 4 | 36.900 / 0.9500 | -0.360 |" in md
     # Appendix C: our word-count deltas beside the paper's stated ones, the missing cells with their command
     assert "| Set5 | W4A4 | 36.950 | 37.100 | 37.140 | … | +0.150 (+0.340) | +0.040 (+0.002) | … (-0.051) |" in md
     assert "python -m bench.psnr_table --scales 2 --methods dfsq --bits 4 --words 5 --datasets Set5" in md
@@ -91,10 +91,10 @@ def test_render_adds_rdn_rows_when_the_cache_has_them():
 
     md = render(_cache(rdn=True), 4, (2, 4), ["Set5"], [4], paper=PAPER)
     assert "## RDN x2" in md
-    assert "| Set5 | DFSQ | 4 | 37.30 / 0.9500 | -0.20 | 38.00 / 0.9600 | -0.20 | +0.00 |" in md
+    assert "| Set5 | DFSQ | 4 | 37.300 / 0.9500 | -0.200 | 38.000 / 0.9600 | -0.200 | +0.000 |" in md
     # the checks cover RDN too; Min-Max RDN is missing here
     assert "- RDN x2 Set5 4-bit: DFSQ beats Min-Max: not measured" in md
-    assert "- x2 Set5 4-bit: DFSQ beats Min-Max: yes (37.14 vs 35.50 dB)" in md
+    assert "- x2 Set5 4-bit: DFSQ beats Min-Max: yes (37.140 vs 35.500 dB)" in md
 
 
 def test_timing_table_names_the_device():
@@ -135,7 +135,7 @@ def test_render_without_paper():
     from bench.results_md import render
 
     md = render(_cache(), 4, (2,), ["Set5"], [4], paper={"tables": {}})
-    assert "| Set5 | DFSQ | 4 | 37.14 / 0.9500 | -0.12 | — | — |  |" in md
+    assert "| Set5 | DFSQ | 4 | 37.140 / 0.9500 | -0.120 | — | — |  |" in md
 
 
 def test_plots_are_written(tmp_path):
@@ -414,3 +414,27 @@ def test_fill_section_and_check():
     assert ("RDN x2 Set5 8-bit DFSQ within 0.02 dB of FP: NO (-0.040 dB); with `--fill`: yes (-0.010 dB)"
             in md)
     assert "Filling repeated points" not in render(_cache(rdn=True), 4, (2,), ["Set5"], [8, 6, 4, 3], paper=PAPER)
+
+
+def test_render_reconstructions_beside_the_paper():
+    """Our BRECQ and QDROP (cpu budget) get columns beside the paper's, an ordering table that says where ours and
+    the paper's agree, checks, the DFSQ + AdaRound rows and the reconstruction cost."""
+    from bench.results_md import render
+
+    cache = _cache()
+    res = cache["results"]
+    res[key(2, "brecq", 4, 4, "Set5")] = dict(_r(37.00), budget="cpu", params="x.npz",
+                                              reconstruction={"seconds": 600, "cpu_seconds": 540, "torch_threads": 1})
+    res[key(2, "qdrop", 4, 4, "Set5")] = dict(_r(37.20), budget="cpu")
+    res[key(2, "dfsq-adaround", 4, 4, "Set5")] = dict(_r(37.20), budget="cpu")
+    md = render(cache, 4, (2,), ["Set5"], [8, 6, 4, 3], paper=PAPER)
+    assert "| Set5 | BRECQ (cpu budget) | 4 | 37.000 / 0.9500 | -0.260 | 37.610 / 0.9560 | -0.390 | +0.130 |" in md
+    assert "| Set5 | BRECQ | 8 |" not in md          # no paper cell, not measured: no row
+    # ours: QDROP -0.06 > DFSQ -0.12 > BRECQ -0.26; paper: DFSQ -0.10 > BRECQ -0.39 > QDROP -0.58
+    assert ("| Set5 | 4 | -0.120 | -0.260 | -0.060 | QDROP > DFSQ > BRECQ | -0.100 | -0.390 | -0.580 | "
+            "DFSQ > BRECQ > QDROP | ours no, paper yes |") in md
+    assert "ours and the paper's agree in 0 of 1 cells" in md
+    assert "- x2 Set5 4-bit: DFSQ beats QDROP (cpu budget): NO (37.140 vs 37.200 dB)" in md
+    assert "- x2 Set5 4-bit: DFSQ beats BRECQ (cpu budget): yes (37.140 vs 37.000 dB)" in md
+    assert "| EDSR-baseline x2 | Set5 | 4 | 37.260 / 0.9500 | 37.140 / 0.9500 | 37.200 / 0.9500 | +0.060 | 50% |" in md
+    assert "| x2/brecq/W4A4/words4 | cpu | 10.0 | 9.0 | 1 |  |" in md

@@ -280,14 +280,20 @@ class QuantConv(nn.Module):
         ws = UniformPointSet(self.act_bits) if self.method == "dfsq-uniform" else WordSet(self.words, self.gap)
         pi = self.point_ints.numpy().astype(np.int32)
         return {
-            "x": x.numpy().astype(np.float32),
+            **self._conv_fields(x, codes, y),
             "mean": mean.numpy().astype(np.float32),
             "maxabs": maxabs.numpy().astype(np.float32),
             "scale": scale.numpy().astype(np.float32),
-            "codes": codes.numpy().astype(np.uint8),
             "points": self.points.numpy().astype(np.float32),
             "point_ints": pi,
             "point_codes": ws.int_to_code(pi).astype(np.uint16),
+        }
+
+    def _conv_fields(self, x: torch.Tensor, codes: torch.Tensor, y: torch.Tensor) -> dict:
+        """The export fields every datapath has: input, activation codes, weights, bias, output, identity."""
+        return {
+            "x": x.numpy().astype(np.float32),
+            "codes": codes.numpy().astype(np.uint8),
             "weight_q": self.weight_q.numpy().astype(np.uint8),
             "zero_point": self.zero_point.numpy().astype(np.int32),
             "weight_scale": self.weight_scale.numpy().astype(np.float32),
@@ -306,20 +312,8 @@ class QuantConv(nn.Module):
         qmax = (1 << self.act_bits) - 1
         q = torch.clamp(torch.round(x / self.act_step) + self.act_zero, 0, qmax)
         y = self.conv((q - self.act_zero) * self.act_step)
-        return {
-            "x": x.numpy().astype(np.float32),
-            "codes": q.numpy().astype(np.uint8),
-            "act_step": np.array(self.act_step, dtype=np.float32),
-            "act_zero": np.array(self.act_zero, dtype=np.int32),
-            "weight_q": self.weight_q.numpy().astype(np.uint8),
-            "zero_point": self.zero_point.numpy().astype(np.int32),
-            "weight_scale": self.weight_scale.numpy().astype(np.float32),
-            "bias": self.bias.numpy().astype(np.float32),
-            "y": y.numpy().astype(np.float32),
-            "relu_input": np.array(self.relu_input),
-            "name": np.array(self.name),
-            "index": np.array(self.index, dtype=np.int64),
-        }
+        return {**self._conv_fields(x, q, y), "act_step": np.array(self.act_step, dtype=np.float32),
+                "act_zero": np.array(self.act_zero, dtype=np.int32)}
 
 
 def quant_convs(model: nn.Module) -> list[QuantConv]:

@@ -31,43 +31,51 @@ from .layer import derive_codes, error_bound, layer_spec, run_layer
 from .spec import EPS, SCALE_BITS_RANGE, DatapathSpec, add_denorm_args, denorm_format
 
 
+def code_diff(derived: np.ndarray, exported: np.ndarray) -> tuple[int, dict | None]:
+    """(number of codes that differ, the first of them as n, c, h, w with both values, or None)."""
+    diff = derived != exported
+    n_diff = int(np.count_nonzero(diff))
+    if not n_diff:
+        return 0, None
+    n, c, h, w = (int(v) for v in np.argwhere(diff)[0])
+    return n_diff, {"n": n, "c": c, "h": h, "w": w, "exported": int(exported[n, c, h, w]),
+                    "derived": int(derived[n, c, h, w])}
+
+
+def error_report(y_hw: np.ndarray, y: np.ndarray, bound: dict) -> dict:
+    """The error fields of a layer's report: |y_hw - y| against the elementwise ``bound`` (its ``total``)."""
+    err = np.abs(y_hw - y.astype(np.float64))
+    total = bound["total"]
+    ratio = err / total
+    i = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    ymax = float(np.max(np.abs(y)))
+    return {"max_abs_err": float(err.max()), "max_rel_err": float(err.max()) / ymax if ymax else 0.0,
+            "y_max_abs": ymax, "bound_max": float(total.max()),
+            "rel_bound_max": float(total.max()) / ymax if ymax else 0.0,
+            "bound_fixed_max": float(bound["fixed"].max()), "bound_float32_max": float(bound["float32"].max()),
+            "worst_err_over_bound": float(ratio[i]), "worst_at": [int(v) for v in i],
+            "within_bound": bool(np.all(err <= total))}
+
+
 def check_layer(layer: LayerData, spec: DatapathSpec) -> dict:
     """The per-layer report (a JSON-able dict); ``passed`` is the verdict."""
     codes = derive_codes(layer.x, layer.mean, layer.scale, layer.points)
-    diff = codes != layer.codes
-    n_diff = int(np.count_nonzero(diff))
-    first = None
-    if n_diff:
-        n, c, h, w = (int(v) for v in np.argwhere(diff)[0])
-        first = {"n": n, "c": c, "h": h, "w": w, "exported": int(layer.codes[n, c, h, w]),
-                 "derived": int(codes[n, c, h, w])}
+    n_diff, first = code_diff(codes, layer.codes)
     maxabs = np.abs(layer.x - layer.mean[:, :, None, None]).max((2, 3))
     maxabs_ok = bool(np.array_equal(maxabs, layer.maxabs))
     scale_ref = layer.maxabs + np.float32(EPS)
     scale_ok = bool(np.all(np.abs(layer.scale - scale_ref) <= np.spacing(scale_ref)))
     ops, acc, y_hw = run_layer(layer, spec, codes)
     lspec = layer_spec(spec, layer.x.shape[1], layer.kernel)
-    y = layer.y.astype(np.float64)
-    err = np.abs(y_hw - y)
-    bound = error_bound(layer, ops, spec, y_hw)
-    total = bound["total"]
-    ratio = err / total
-    i = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
-    ymax = float(np.max(np.abs(y)))
-    within = bool(np.all(err <= total))
-    passed = n_diff == 0 and maxabs_ok and scale_ok and within
+    errors = error_report(y_hw, layer.y, error_bound(layer, ops, spec, y_hw))
     return {
         "index": layer.index, "name": layer.name, "shape": list(layer.shape), "kernel": layer.kernel,
         "relu_input": layer.relu_input,
         "codes_equal": n_diff == 0, "code_diffs": n_diff, "codes_total": int(codes.size), "first_code_diff": first,
         "maxabs_exact": maxabs_ok, "scale_ok": scale_ok,
         "E": [int(e) for e in ops.E], "acc_max_abs": int(np.max(np.abs(acc))), "acc_bits": lspec.acc_bits,
-        "acc_bound": lspec.acc_max,
-        "max_abs_err": float(err.max()), "max_rel_err": float(err.max()) / ymax if ymax else 0.0,
-        "y_max_abs": ymax, "bound_max": float(total.max()), "rel_bound_max": float(total.max()) / ymax if ymax else 0.0,
-        "bound_fixed_max": float(bound["fixed"].max()), "bound_float32_max": float(bound["float32"].max()),
-        "worst_err_over_bound": float(ratio[i]), "worst_at": [int(v) for v in i],
-        "within_bound": within, "passed": passed,
+        "acc_bound": lspec.acc_max, **errors,
+        "passed": n_diff == 0 and maxabs_ok and scale_ok and errors["within_bound"],
     }
 
 
@@ -77,13 +85,7 @@ def check_static_layer(layer, spec) -> dict:
     from .uniform_layer import accumulate, static_codes, static_error_bound, static_operands, static_to_float
 
     codes = static_codes(layer.x, layer.act_step, layer.act_zero, spec.act_bits)
-    diff = codes != layer.codes
-    n_diff = int(np.count_nonzero(diff))
-    first = None
-    if n_diff:
-        n, c, h, w = (int(v) for v in np.argwhere(diff)[0])
-        first = {"n": n, "c": c, "h": h, "w": w, "exported": int(layer.codes[n, c, h, w]),
-                 "derived": int(codes[n, c, h, w])}
+    n_diff, first = code_diff(codes, layer.codes)
     lspec = spec.for_layer(layer.x.shape[1], layer.kernel)
     try:
         ops = static_operands(layer, lspec, codes)
@@ -91,24 +93,13 @@ def check_static_layer(layer, spec) -> dict:
     except SpecError as exc:
         raise UserError(f"{layer.name}: {exc}") from None
     y_hw = static_to_float(acc, layer)
-    y = layer.y.astype(np.float64)
-    err = np.abs(y_hw - y)
-    bound = static_error_bound(layer, ops, y_hw)
-    total = bound["total"]
-    ratio = err / total
-    i = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
-    ymax = float(np.max(np.abs(y)))
-    within = bool(np.all(err <= total))
+    errors = error_report(y_hw, layer.y, static_error_bound(layer, ops, y_hw))
     return {
         "index": layer.index, "name": layer.name, "shape": list(layer.shape), "kernel": layer.kernel,
         "relu_input": layer.relu_input, "act_step": float(layer.act_step), "act_zero": int(layer.act_zero),
         "codes_equal": n_diff == 0, "code_diffs": n_diff, "codes_total": int(codes.size), "first_code_diff": first,
-        "acc_max_abs": int(np.max(np.abs(acc))), "acc_bits": lspec.acc_bits, "acc_bound": lspec.acc_max,
-        "max_abs_err": float(err.max()), "max_rel_err": float(err.max()) / ymax if ymax else 0.0,
-        "y_max_abs": ymax, "bound_max": float(total.max()), "rel_bound_max": float(total.max()) / ymax if ymax else 0.0,
-        "bound_fixed_max": float(bound["fixed"].max()), "bound_float32_max": float(bound["float32"].max()),
-        "worst_err_over_bound": float(ratio[i]), "worst_at": [int(v) for v in i],
-        "within_bound": within, "passed": n_diff == 0 and within,
+        "acc_max_abs": int(np.max(np.abs(acc))), "acc_bits": lspec.acc_bits, "acc_bound": lspec.acc_max, **errors,
+        "passed": n_diff == 0 and errors["within_bound"],
     }
 
 

@@ -15,6 +15,7 @@ from dfsq.model import EDSR, build_model
 from dfsq.rdn import CONFIGS, RDNConfig
 from dfsq.recon_file import load_recon, quantize_static, save_recon
 from golden.errors import UserError
+from tests.test_adapters import _cli
 
 TINY_RDN = RDNConfig(2, 2, 8, 16)
 TINY = R.Budget("cpu", patches=16, patch=12, batch=4, iters=40, act_iters=10)
@@ -293,14 +294,6 @@ def test_paper_budget_is_wired(monkeypatch):
 
 
 # --- CLIs ------------------------------------------------------------------------------------------------------------
-def _cli(main, argv, capsys):
-    try:
-        code = main(argv) or 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr()
-
-
 @pytest.fixture(scope="module")
 def rdn_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("recon_cli")

@@ -30,6 +30,7 @@ import torch
 
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output_dir, check_output_dir
+from golden.int_spec import DEFAULT_FMAP_BITS, FMAP_BITS_RANGE
 from golden.spec import ACT_BITS_RANGE, DEFAULT_CHANNELS, DEFAULT_SCALE_BITS, DatapathSpec, SpecError
 
 #: What can be exported: DFSQ (a calibration's points), the normalized uniform baseline (fixed uniform points), and
@@ -142,13 +143,17 @@ def _is_export_dir(path: Path) -> bool:
         return False
 
 
-def write_export(layers: list[dict], manifest: dict, out: str | Path, compress: bool = False) -> Path:
-    """Write the layer files and manifest into a temporary sibling of ``out``, then rename it to ``out``
-    (replacing a previous export there; refusing anything else). Nothing is left behind on failure or signal."""
+def write_export(layers: list[dict], manifest: dict, out: str | Path, compress: bool = False,
+                 extra: dict | None = None) -> Path:
+    """Write the layer files, the ``extra`` files (name -> fields: the integer body's entry) and the manifest into a
+    temporary sibling of ``out``, then rename it to ``out`` (replacing a previous export there; refusing anything
+    else). Nothing is left behind on failure or signal."""
     out = check_export_out(out)
     with atomic_output_dir(out, replace=_is_export_dir) as tmp:
         for f, entry in zip(layers, manifest["layers"]):
             (_write_npz_compressed if compress else _write_npz)(tmp / entry["file"], f)
+        for name, f in (extra or {}).items():
+            (_write_npz_compressed if compress else _write_npz)(tmp / name, f)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return out
 
@@ -163,13 +168,18 @@ def check_export_out(out: str | Path) -> Path:
 
 def export(model, params, img: np.ndarray, out: str | Path, *, scale_bits: int = DEFAULT_SCALE_BITS,
            weights: str = "", params_path: str = "", image: str = "", crop=None, layers=None,
-           compress: bool = False, method: str = "dfsq", bits: int | None = None) -> dict:
+           compress: bool = False, method: str = "dfsq", bits: int | None = None,
+           fmap_bits: int = DEFAULT_FMAP_BITS) -> dict:
     """Quantize ``model`` (full-precision EDSR or RDN) with ``params``, run it on ``img`` (network input, uint8
     HWC, already cropped) and write the export directory ``out`` (all quantized layers, or the indices in
     ``layers``; ``compress``: zip-deflate the layer files, which ``np.load`` reads unchanged). Returns the
     manifest. ``method="dfsq-uniform"``: the normalized uniform baseline at ``bits`` (weights and activations; no
     ``params``: its points are fixed), exported with the uniform point set (``spec.point_set = "uniform"``), for
-    the normalized uniform engine."""
+    the normalized uniform engine.
+
+    A DFSQ export of every layer also carries the integer network (contract 2, docs/datapath.md): the manifest's
+    ``integer`` section (feature-map format of ``fmap_bits``, the adapter's graph) and the body's integer entry tensor
+    (``INTEGER_ENTRY_FILE``), from which golden recomputes every layer's integer input."""
     if method not in EXPORT_METHODS:
         raise UserError(f"--method must be one of {', '.join(EXPORT_METHODS)}, got {method!r}")
     img = np.asarray(img)
@@ -247,8 +257,27 @@ def export(model, params, img: np.ndarray, out: str | Path, *, scale_bits: int =
         "layers": entries,
         "versions": versions(),
     }
-    write_export(fields, manifest, out, compress)
+    extra = {}
+    if method == "dfsq" and layers is None:
+        manifest["integer"], extra = integer_fields(qmodel, img, fmap_bits)
+    write_export(fields, manifest, out, compress, extra)
     return manifest
+
+
+#: The integer body's entry tensor of an export (golden.int_export reads it).
+INTEGER_ENTRY_FILE = "body_input.npz"
+
+
+@torch.no_grad()
+def integer_fields(qmodel, img: np.ndarray, fmap_bits: int) -> tuple[dict, dict]:
+    """(manifest ``integer`` section, {file: fields}) of the integer network on ``img``: the body's entry as
+    ``x`` (N, C, H, W) in the feature-map format's integer type."""
+    from .int_mode import IntNetwork
+
+    net = IntNetwork(qmodel, fmap_bits=fmap_bits)
+    net(torch.from_numpy(np.array(img, order="C")).permute(2, 0, 1)[None].float())
+    sat = net.saturations.get(net.graph.entry, 0)
+    return net.manifest_entry(INTEGER_ENTRY_FILE, sat), {INTEGER_ENTRY_FILE: {"x": net.last_entry}}
 
 
 @cli_main
@@ -269,11 +298,15 @@ def main(argv=None):
     ap.add_argument("--layers", default="all", help="'all' (default) or comma-separated layer indices to export")
     ap.add_argument("--compress", action="store_true", help="deflate the layer files (smaller, slower to write)")
     ap.add_argument("--scale-bits", type=int, default=DEFAULT_SCALE_BITS, help="for the manifest's spec widths")
+    ap.add_argument("--fmap-bits", type=int, default=DEFAULT_FMAP_BITS,
+                    help=f"width of the integer network's feature maps (default {DEFAULT_FMAP_BITS}; dfsq, all layers)")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", required=True, help="export directory to write")
     args = ap.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be a positive integer, got {args.threads}")
+    if not FMAP_BITS_RANGE[0] <= args.fmap_bits <= FMAP_BITS_RANGE[1]:
+        raise UserError(f"--fmap-bits must be in {FMAP_BITS_RANGE[0]}..{FMAP_BITS_RANGE[1]}, got {args.fmap_bits}")
     check_export_out(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -315,7 +348,7 @@ def main(argv=None):
         layers = parse_layers(args.layers, len(quantized_layers(model)))
     manifest = export(model, params, img, args.out, scale_bits=args.scale_bits, weights=args.weights,
                       params_path=args.params or "", image=args.image, crop=crop, layers=layers,
-                      compress=args.compress, method=args.method, bits=args.bits)
+                      compress=args.compress, method=args.method, bits=args.bits, fmap_bits=args.fmap_bits)
     n = len(manifest["layers"])
     print(f"exported {n} layers of a {img.shape[0]}x{img.shape[1]} input to {args.out} "
           f"in {time.perf_counter() - t0:.1f} s wall ({time.process_time() - c0:.1f} s CPU)")

@@ -127,6 +127,7 @@ class IntNetwork(nn.Module):
             X0, sat0 = fmt.to_fixed(h.detach().float().cpu().numpy())
         except SpecError as exc:
             raise UserError(f"integer network entry: {exc}") from None
+        self.last_entry = X0          # the body's integer input of the last run (dfsq.export stores it)
         threads = self.threads if self.threads is not None else torch.get_num_threads()
         res = run_body(self.graph, self.convs, X0, self.ispec, threads=threads, entry_saturations=sat0,
                        post_params=self.post_params)
@@ -145,6 +146,16 @@ class IntNetwork(nn.Module):
         y = self.adapter.forward_body(self.qmodel, x, self.body)
         self.seconds["prologue+epilogue"] += time.perf_counter() - t0 - (self.seconds["body"] - body0)
         return y
+
+    def manifest_entry(self, entry_file: str, entry_saturations: int) -> dict:
+        """The ``integer`` section of an export manifest (docs/export-format.md): what golden needs to rerun the
+        body from its entry tensor."""
+        r = self.report()
+        return {"version": 1, "fmap_bits": r["fmap_bits"], "fmap_frac": r["fmap_frac"],
+                "max_pixels": self.ispec.max_pixels, "calibrated_range": r["calibrated_range"],
+                "margin": r["margin"], "entry_bound": r["entry_bound"], "entry_file": entry_file,
+                "entry_saturations": int(entry_saturations), "graph": self.graph.to_json(),
+                "widths": self.ispec.widths()}
 
     def report(self) -> dict:
         """Saturation counts and the formats, JSON-able."""

@@ -441,7 +441,9 @@ def validate_manifest(manifest: dict, directory=None) -> None:
     if absent:
         raise UserError(f"{where}: listed layer file {absent[0]} is missing" +
                         (f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""))
-    unlisted = sorted(p.name for p in directory.glob("*.npz") if p.name not in seen["file"])
+    integer = manifest.get("integer")
+    other = {integer.get("entry_file")} if isinstance(integer, dict) else set()   # the integer body's entry
+    unlisted = sorted(p.name for p in directory.glob("*.npz") if p.name not in seen["file"] | other)
     if unlisted:
         raise UserError(f"{where}: lists {len(seen['file'])} layers, but {len(unlisted)} more layer files are in "
                         f"the folder ({unlisted[0]}{', ...' if len(unlisted) > 1 else ''}): a trimmed manifest?")

@@ -325,12 +325,23 @@ def post(acc, E, mult, r, frac: int, ispec: IntSpec, relu: bool = False, skip=No
     """Y = sat(sat(relu(requantize(acc))) + skip) (skip optional), in the feature-map format of ``ispec``.
 
     Computed in blocks of about POST_BLOCK values (whole output channels), so every pass stays in the CPU's cache."""
+    y, n_sat, _ = post_values(acc, mult, post_shift(E, r, frac, ispec), ispec, relu, skip)
+    return PostResult(y, n_sat)
+
+
+def post_values(acc, mult, sh, ispec: IntSpec, relu: bool = False, skip=None, flags: bool = False):
+    """(y, saturations, flags) of the post unit for acc (N, O, H, W), mult (O,) and sh (N, O) (>= 1): y in the
+    feature-map format; ``saturations`` counts clamps (a value clamped before and after its residual add counts
+    twice); with ``flags``, a uint8 (N, O, H, W) array whose bit 0 says the requantized value was clamped and bit 1
+    that the sum was (what the RTL post unit outputs per lane), else None."""
     acc = np.asarray(acc, dtype=np.int64)
-    sh = post_shift(E, r, frac, ispec)
     mult = np.asarray(mult, dtype=np.int64)
-    if mult.shape != (acc.shape[1],) or np.any(mult < 1) or np.any(mult >> MULT_BITS):
-        raise SpecError(f"post unit: one multiplier in 1 .. 2^{MULT_BITS} - 1 per output channel is needed")
+    sh = np.asarray(sh, dtype=np.int64)
     N, O = acc.shape[:2]
+    if mult.shape != (O,) or np.any(mult < 1) or np.any(mult >> MULT_BITS):
+        raise SpecError(f"post unit: one multiplier in 1 .. 2^{MULT_BITS} - 1 per output channel is needed")
+    if sh.shape != (N, O) or np.any(sh < 1):
+        raise SpecError("post unit: one shift >= 1 per (sample, output channel) is needed")
     if skip is not None:
         skip = np.asarray(skip)
         if skip.shape != acc.shape:
@@ -339,6 +350,7 @@ def post(acc, E, mult, r, frac: int, ispec: IntSpec, relu: bool = False, skip=No
             raise UserError("residual: the skip tensor is outside the feature-map format")
     lim = ispec.x_max
     y = np.empty(acc.shape, dtype=ispec.fmap.dtype)
+    fl = np.zeros(acc.shape, dtype=np.uint8) if flags else None
     n_sat = 0
     step = max(1, POST_BLOCK // max(1, acc.shape[2] * acc.shape[3]))   # output channels per block
     for n in range(N):
@@ -347,18 +359,19 @@ def post(acc, E, mult, r, frac: int, ispec: IntSpec, relu: bool = False, skip=No
             v = _requantize(acc[n, o0:o1], mult[o0:o1, None, None], sh[n, o0:o1, None, None])
             if relu:
                 np.maximum(v, 0, out=v)
-            hi, lo = int(v.max(initial=0)), int(v.min(initial=0))
-            if hi > lim or lo < -lim:
-                n_sat += int(np.count_nonzero(v > lim)) + int(np.count_nonzero(v < -lim))
-                np.clip(v, -lim, lim, out=v)
-            if skip is not None:
-                v += skip[n, o0:o1]
-                hi, lo = int(v.max(initial=0)), int(v.min(initial=0))
-                if hi > lim or lo < -lim:
-                    n_sat += int(np.count_nonzero(v > lim)) + int(np.count_nonzero(v < -lim))
+            for bit, add in ((1, None), (2, None if skip is None else skip[n, o0:o1])):
+                if add is None and bit == 2:
+                    break
+                if add is not None:
+                    v += add
+                if int(v.max(initial=0)) > lim or int(v.min(initial=0)) < -lim:
+                    hit = (v > lim) | (v < -lim)
+                    n_sat += int(np.count_nonzero(hit))
+                    if fl is not None:
+                        fl[n, o0:o1] |= hit.astype(np.uint8) * bit
                     np.clip(v, -lim, lim, out=v)
             y[n, o0:o1] = v
-    return PostResult(y, n_sat)
+    return y, n_sat, fl
 
 
 def static_requantize(acc, mult, sh, zero, bits: int) -> np.ndarray:
@@ -471,5 +484,5 @@ def run_conv(X, p: IntConvParams, ispec: IntSpec, threads: int = 1) -> ConvRecor
 
 __all__ = ["div_round_half_up", "scaled_round", "largest_shift", "float32_parts", "channel_stats", "mean_range",
            "check_point_table", "thresholds", "codes_from_thresholds", "nearest_codes", "bias_cap", "bias_int",
-           "fixed_point_int", "post_multiplier", "post_shift", "requantize", "PostResult", "post",
+           "fixed_point_int", "post_multiplier", "post_shift", "requantize", "PostResult", "post", "post_values",
            "static_requantize", "IntConvParams", "ConvRecord", "conv_operands", "run_conv"]

@@ -57,6 +57,15 @@ MAX_PIXELS_RANGE = (1, 1 << 30)
 MULT_BITS = 24                # requantization multiplier: a float32 significand (24 bits with the hidden one)
 
 
+def requant_widths(acc_max: int) -> tuple[int, int, int]:
+    """(product bound, product bits, largest shift) of a rounding requantizer ``floor((acc mult + 2^(sh-1)) / 2^sh)``
+    for |acc| <= acc_max and a MULT_BITS-bit multiplier: beyond the largest shift (product bits + 1) every result is
+    0, so larger shifts are clamped to it. The post unit (IntSpec) and the static uniform requantizer share it."""
+    pmax = int(acc_max) * ((1 << MULT_BITS) - 1)
+    bits = signed_bits(pmax)
+    return pmax, bits, bits + 1
+
+
 def fmap_frac_for(max_abs: float, fmap_bits: int, margin: float = FMAP_MARGIN) -> int:
     """The largest fraction-bit count F with ``margin * max_abs * 2^F <= x_max`` (x_max = 2^(fmap_bits-1) - 1).
 
@@ -228,17 +237,17 @@ class IntSpec:
     @property
     def post_product_max(self) -> int:
         """Bound of acc * mult (the engine's acc_max for the widest layer)."""
-        return self.datapath.acc_max * ((1 << MULT_BITS) - 1)
+        return requant_widths(self.datapath.acc_max)[0]
 
     @property
     def post_product_bits(self) -> int:
-        return signed_bits(self.post_product_max)
+        return requant_widths(self.datapath.acc_max)[1]
 
     @property
     def post_shift_max(self) -> int:
         """Largest right shift the post unit applies: beyond it |acc mult| < 2^(sh-1), so the result is 0 (or -0
         rounded up to 0) for every larger shift too; larger shifts are clamped to it."""
-        return self.post_product_bits + 1
+        return requant_widths(self.datapath.acc_max)[2]
 
     @property
     def post_shift_bits(self) -> int:
@@ -256,4 +265,4 @@ class IntSpec:
 
 
 __all__ = ["INT_SPEC_VERSION", "FMAP_BITS_RANGE", "DEFAULT_FMAP_BITS", "FMAP_MARGIN", "DEFAULT_MAX_PIXELS",
-           "MULT_BITS", "fmap_frac_for", "FmapFormat", "IntSpec"]
+           "MULT_BITS", "requant_widths", "fmap_frac_for", "FmapFormat", "IntSpec"]

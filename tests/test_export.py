@@ -42,7 +42,7 @@ def test_manifest(default_export):
         assert e["relu_input"] == e["name"].endswith(".2")
         assert e["input_shape"] == [1, 64, 16, 16] == e["output_shape"]
     assert sorted(p.name for p in default_export.iterdir()) == sorted([e["file"] for e in m["layers"]] +
-                                                                       ["manifest.json"])
+                                                                       ["manifest.json", m["integer"]["entry_file"]])
 
 
 @pytest.mark.parametrize("which", ["default_export", "alt_export"])

@@ -148,3 +148,32 @@ def test_evaluate_dfsq_int_flags_are_checked(capsys):
             main(args + ["--datasets", "Set5"])
         err = capsys.readouterr().err
         assert exc.value.code == 2 and msg in err and len(err.strip().splitlines()) == 1
+
+
+def test_export_carries_the_integer_body(default_export, tmp_path):
+    """An export of every layer has the integer section and the entry tensor; golden reruns the body from it: the
+    entry is the first layer's float input in the feature-map format, and every record is consistent."""
+    import json
+    import shutil
+
+    from golden.int_export import load_int_body
+
+    body = load_int_body(default_export)
+    assert np.array_equal(body.x0, body.ispec.fmap.to_fixed(body.layers[0].x)[0])
+    res = body.run()
+    assert len(res.records) == len(body.layers) == len(body.graph.steps)
+    m = json.loads((default_export / "manifest.json").read_text())
+    assert m["integer"]["entry_file"] == "body_input.npz" and m["integer"]["graph"]["exit"] == "x16"
+    # bad input: no integer section, a wrong entry file
+    bad = tmp_path / "bad"
+    shutil.copytree(default_export, bad)
+    m2 = dict(m)
+    del m2["integer"]
+    (bad / "manifest.json").write_text(json.dumps(m2))
+    (bad / "body_input.npz").unlink()
+    with pytest.raises(UserError, match="no integer network"):
+        load_int_body(bad)
+    (bad / "manifest.json").write_text(json.dumps(m))
+    np.savez(bad / "body_input.npz", x=np.zeros((1, 64, 2, 2), np.int16))
+    with pytest.raises(UserError, match="x must be"):
+        load_int_body(bad)

@@ -15,7 +15,7 @@ from amaranth.sim import Simulator
 
 from .stream import engine_beats, pack, table_writes, uniform_beats
 
-__all__ = ["Run", "run_mac", "run_engine", "run_uniform_engine"]
+__all__ = ["Run", "run_mac", "run_engine", "run_uniform_engine", "run_stream"]
 
 
 @dataclass
@@ -197,6 +197,67 @@ def run_uniform_engine(engine, ops, outputs, expected, *, valid_prob=1.0, ready_
 
     async def bench(ctx):
         await _stream(ctx, engine, beats, expected, run, rng, valid_prob, ready_prob, limit, set_beat)
+
+    sim.add_testbench(bench)
+    sim.run()
+    return run
+
+
+def _port_value(port):
+    """A port as a plain Amaranth value (layouts and arrays as their raw bits)."""
+    return port.as_value() if hasattr(port, "as_value") else port
+
+
+def run_stream(dut, beats, read_out, *, writes=(), valid_prob=1.0, ready_prob=1.0, seed=0,
+               max_cycles=None) -> Run:
+    """A valid/ready stream through any unit with ``in_valid``/``in_ready``/``out_valid``/``out_ready``.
+
+    ``writes``: lists of (port, int) applied one per cycle before the stream (table or threshold loading; each
+    list's ports are set, then one clock edge, then its ports are cleared to 0); ``beats``: lists of (port, int)
+    offered in order with random gaps (``valid_prob``); every output taken under random back-pressure
+    (``ready_prob``) is ``read_out(ctx)`` appended to ``run.outputs``; ``run.latencies`` holds, for the first
+    output after each accepted beat, the cycles since that beat's handshake when ``ready_prob`` is 1 (units with
+    one output per beat). Values are the ports' raw bits (pack / unpack with :func:`hw.stream.pack`)."""
+    run = Run()
+    rng = random.Random(seed)
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    limit = max_cycles or 50 * len(beats) + len(writes) + 2000
+
+    async def bench(ctx):
+        for w in writes:
+            for port, value in w:
+                ctx.set(_port_value(port), value)
+            await ctx.tick()
+            for port, _ in w:
+                ctx.set(_port_value(port), 0)
+        i = cycle = 0
+        taken = collections.deque()
+        idle = 0
+        while cycle < limit:
+            ready = rng.random() < ready_prob
+            ctx.set(dut.out_ready, ready)
+            if ctx.get(dut.out_valid) and ready:
+                run.outputs.append(read_out(ctx))
+                if taken:
+                    run.latencies.add(cycle - taken.popleft())
+                idle = 0
+            offer = i < len(beats) and rng.random() < valid_prob
+            ctx.set(dut.in_valid, offer)
+            if offer:
+                for port, value in beats[i]:
+                    ctx.set(_port_value(port), value)
+                if ctx.get(dut.in_ready):
+                    taken.append(cycle)
+                    i += 1
+            await ctx.tick()
+            cycle += 1
+            if i == len(beats):
+                idle += 1
+                if idle > 400:   # nothing came out for a while after the last beat: done
+                    break
+        run.cycles = cycle
+        run.missing = len(beats) - i
 
     sim.add_testbench(bench)
     sim.run()

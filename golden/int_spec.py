@@ -260,7 +260,7 @@ class IntSpec:
              "thr_bits": self.thr_bits, "thr_product_bits": self.thr_product_bits,
              "thr_divisor": self.thr_divisor, "mult_bits": self.mult_bits,
              "post_product_bits": self.post_product_bits, "post_shift_max": self.post_shift_max,
-             "post_shift_bits": self.post_shift_bits}
+             "post_shift_bits": self.post_shift_bits, "datapath": self.datapath.widths()}
         return d
 
 

@@ -33,6 +33,7 @@ from amaranth.lib import data
 from golden.args import Parser, When
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_dir
+from golden.int_spec import DEFAULT_FMAP_BITS, FMAP_BITS_RANGE, IntSpec
 from golden.spec import DEFAULT_CHANNELS, DEFAULT_SCALE_BITS, DatapathSpec, SpecError, add_denorm_args
 
 from . import tops
@@ -161,7 +162,7 @@ def build_parser() -> Parser:
 
     p = Parser(prog="python -m hw.generate", description=__doc__.split("\n\n")[0])
     # which tops each option has an effect on, from the registry (hw.tops)
-    dfsq_tops = When("top", *tops.names_where(lambda t: t.spec_type is DatapathSpec and t.cli_flag is None))
+    dfsq_tops = When("top", *tops.names_where(lambda t: t.spec_type in (DatapathSpec, IntSpec) and t.cli_flag is None))
     with_lanes = When("top", *tops.names_where(lambda t: t.lanes))
     p.integer("--words", *WORDS_RANGE, default=None, when=dfsq_tops,
               help="words per point (2..5, default 4; DFSQ tops only)")
@@ -190,6 +191,9 @@ def build_parser() -> Parser:
                         "de-normalization, evenly spaced points, integer multipliers)")
     p.flag("--codes-in", when=When("top", *tops.names_where(lambda t: t.codes_in)),
            help="engine without point tables: beats carry point codes, decoded where activations enter")
+    p.integer("--fmap-bits", *FMAP_BITS_RANGE, default=None,
+              when=When("top", *tops.names_where(lambda t: t.spec_type is IntSpec)),
+              help=f"feature-map width of the contract-2 units (default {DEFAULT_FMAP_BITS})")
     p.output_dir("--out", default="rtl_out", help="output folder (default rtl_out/)")
     return p
 

@@ -16,13 +16,18 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from golden.errors import UserError
+from golden.int_spec import DEFAULT_FMAP_BITS, INT_SPEC_VERSION, FmapFormat, IntSpec
 from golden.spec import DEFAULT_GAP, DEFAULT_SCALE_BITS, DEFAULT_WORDS, SPEC_VERSION, DatapathSpec, denorm_format
 from golden.uniform_spec import DEFAULT_UNIFORM_BITS, UNIFORM_SPEC_VERSION, UniformSpec
 
 from .units.engine import ENGINE_FAULTS, ConvEngine, check_lanes
 from .units.mac import ShiftAddMAC
 from .units.mean_unit import MEAN_UNIT_FAULTS, MeanUnit
+from .units.post_unit import POST_FAULTS, PostUnit, StaticRequantizer
+from .units.quantizer import QUANTIZER_FAULTS, Quantizer
 from .units.shift_add import COMBINATIONAL_VARIANTS, FAULTS, VARIANTS
+from .units.stats_unit import STATS_FAULTS, StatsUnit
+from .units.threshold_unit import THRESHOLD_FAULTS, ThresholdUnit
 from .units.uniform_engine import UNIFORM_FAULTS, UniformEngine, check_uniform_lanes
 
 __all__ = ["Top", "register", "lookup", "by_name", "for_args", "names", "names_where", "modules", "all_faults", "REGISTRY"]
@@ -362,3 +367,101 @@ MEAN_UNIT = register(Top(
              "input channel; out_class k = 4 r + q (golden.mean_unit), 16 outputs per output channel"),
     latency_definition="cycles from the handshake of a last beat to its first out_valid", faults=MEAN_UNIT_FAULTS,
     testbench="sim.tb_mean_unit", description="the split de-normalization's start values (hw.units.mean_unit)"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Contract 2: the integer network's units, built from a golden.int_spec.IntSpec (docs/datapath.md "Contract 2")
+
+def _int_spec_from_args(args) -> IntSpec:
+    """The DFSQ datapath of the arguments and the feature-map width ``--fmap-bits`` (the fraction bits are no
+    hardware parameter: the units see integers; 0 here)."""
+    bits = DEFAULT_FMAP_BITS if getattr(args, "fmap_bits", None) is None else args.fmap_bits
+    return IntSpec(datapath=_dfsq_spec_from_args(args), fmap=FmapFormat(bits, 0))
+
+
+def _int_spec(top: str, spec) -> IntSpec:
+    if not isinstance(spec, IntSpec):
+        raise UserError(f"--top {top} needs a golden.int_spec.IntSpec, not {type(spec).__name__}")
+    _dfsq_spec(top, spec.datapath)
+    return spec
+
+
+def _int_stem(module: str, spec: IntSpec, lanes=None, fault=None) -> str:
+    return (_dfsq_stem(module, spec.datapath) + f"_f{spec.fmap.bits}" + (f"_l{lanes}" if lanes else "")
+            + _fault_suffix(fault))
+
+
+def _int_config(top: Top, component, spec: IntSpec, lanes, fault, variant) -> dict:
+    return dict(_dfsq_config(top, spec.datapath, fault, variant), fmap_bits=spec.fmap.bits,
+                max_pixels=spec.max_pixels, **({"lanes": lanes} if top.lanes else {}))
+
+
+def _int_builder(name: str, cls, faults, lanes: bool):
+    def build(spec, n_lanes, fault, variant, tables):
+        spec = _int_spec(name, spec)
+        _check_fault(name, fault, faults)
+        if variant is not None:
+            raise UserError(f"--variant does not apply to --top {name} (no shift-add multiplier)")
+        kw = {"lanes": n_lanes} if lanes else {}
+        return _user_errors(cls, spec=spec, fault=fault, **kw)
+    return build
+
+
+def _register_int(name: str, module: str, cls, faults, lanes: bool, packing: str, latency: str, testbench: str,
+                  description: str, denorm: bool = False) -> Top:
+    top = None
+
+    def config(component, spec, n_lanes, fault, variant):
+        return _int_config(top, component, spec, n_lanes, fault, variant)
+
+    top = register(Top(
+        name=name, module=module, spec_type=IntSpec, build=_int_builder(name, cls, faults, lanes),
+        stem=lambda spec, n_lanes, fault, variant, tables: _int_stem(module, spec, n_lanes if lanes else None, fault),
+        config=config, packing=packing, latency_definition=latency, faults=faults, testbench=testbench, lanes=lanes,
+        versions=("int_spec", INT_SPEC_VERSION), default_spec=IntSpec, spec_from_args=_int_spec_from_args,
+        denorm=denorm, description=description))
+    return top
+
+
+_LANES_PACKING = ("lane l of a beat with group g is channel g*L + l; element l of an array port at bits "
+                  "[l*width, (l+1)*width), signed elements two's complement")
+STATS_UNIT = _register_int(
+    "stats-unit", "dfsq_stats_unit", StatsUnit, STATS_FAULTS, True, _LANES_PACKING,
+    "cycles from the handshake of a map's last beat to its first out_valid (out_ready high)", "sim.tb_stream",
+    "per-channel sum, min, max, rounded mean and M of a streamed feature map (hw.units.stats_unit)")
+THRESHOLD_UNIT = _register_int(
+    "threshold-unit", "dfsq_threshold_unit", ThresholdUnit, THRESHOLD_FAULTS, False,
+    "tbl_code: golden.spec point-code layout; one input per channel, 2^b - 1 outputs (k ascending) per channel",
+    "cycles from a channel's input handshake to its first threshold's out_valid (out_ready high)",
+    "sim.tb_stream", "a channel's 2^b - 1 thresholds with one multiplier (hw.units.threshold_unit)")
+QUANTIZER = _register_int(
+    "quantizer", "dfsq_quantizer", Quantizer, QUANTIZER_FAULTS, True, _LANES_PACKING + "; codes unsigned",
+    _STREAM_LATENCY.replace("a last beat", "a beat"), "sim.tb_stream",
+    "pipelined binary-search thresholding, b stages (hw.units.quantizer)")
+POST_UNIT = _register_int(
+    "post-unit", "dfsq_post_unit", PostUnit, POST_FAULTS, True,
+    "element l of in_acc/in_mult/in_shift/in_skip/out_y/out_sat at bits [l*width, (l+1)*width); out_sat bit 0: the "
+    "requantized value clamped, bit 1: the sum clamped", _STREAM_LATENCY.replace("a last beat", "a beat"),
+    "sim.tb_stream", "requantization, ReLU, saturation and residual add (hw.units.post_unit)", denorm=True)
+
+
+def _build_uniform_requant(spec, lanes, fault, variant, tables):
+    if not isinstance(spec, UniformSpec):
+        raise UserError(f"--top uniform-requant needs a golden.uniform_spec.UniformSpec, not {type(spec).__name__}")
+    _check_fault("uniform-requant", fault, {})
+    if variant is not None:
+        raise UserError("--variant does not apply to --top uniform-requant")
+    return _user_errors(StaticRequantizer, spec=spec, lanes=lanes)
+
+
+UNIFORM_REQUANT = register(Top(
+    name="uniform-requant", module="uniform_requant", spec_type=UniformSpec, build=_build_uniform_requant,
+    stem=lambda spec, lanes, fault, variant, tables: (
+        f"uniform_requant_a{spec.act_bits}_b{spec.weight_bits}_c{spec.channels}_l{lanes}"),
+    config=lambda component, spec, lanes, fault, variant: {
+        "top": "uniform-requant", "module": "uniform_requant", "act_bits": spec.act_bits,
+        "weight_bits": spec.weight_bits, "channels": spec.channels, "lanes": lanes},
+    packing="element l of in_acc/out_code at bits [l*width, (l+1)*width); one multiplier, shift, zero point per tensor",
+    latency_definition=_STREAM_LATENCY.replace("a last beat", "a beat"), faults={}, testbench=None, lanes=True,
+    versions=("uniform_spec", UNIFORM_SPEC_VERSION), default_spec=UniformSpec, spec_from_args=_uniform_spec_from_args,
+    denorm=False, description="the static uniform requantizer of a Min-Max / Uniform-MSE design (hw.units.post_unit)"))

@@ -245,36 +245,34 @@ class StatsUnit(wiring.Component):
                      self.out_chan.eq(chan), self.out_sum.eq(cur.sum), self.out_min.eq(cur.min),
                      self.out_max.eq(cur.max), self.out_mu.eq(mu), self.out_m.eq(mm)]
 
-        with m.Switch(state):
-            with m.Case(INIT):
-                m.d.sync += init_g.eq(init_g + 1)
-                with m.If(init_g == G - 1):
-                    m.d.sync += [state.eq(ACCUM), init_g.eq(0)]
-            with m.Case(ACCUM):
-                with m.If(v2 & last2):   # the last beat's write happens now; drain from the next cycle
-                    m.d.sync += [state.eq(DRAIN), step.eq(D_READ), dg.eq(0), dl.eq(0), chan.eq(0)]
-            with m.Case(DRAIN):
-                with m.Switch(step):
-                    with m.Case(D_READ):
-                        m.d.sync += step.eq(D_LOAD)
-                    with m.Case(D_LOAD):
-                        m.d.sync += [neg.eq(num < 0), rem.eq(Mux(num < 0, -num, num)),
-                                     dsh.eq(pixels << qb), q.eq(0), it.eq(0), step.eq(D_DIV)]
-                    with m.Case(D_DIV):
-                        m.d.sync += [dsh.eq(dsh >> 1), it.eq(it + 1), q.eq(Cat(ge, q[:-1]) if qb > 1 else ge)]
-                        with m.If(ge):
-                            m.d.sync += rem.eq(rem - dsh)
-                        with m.If(it == qb - 1):
-                            m.d.sync += step.eq(D_OUT)
-                    with m.Case(D_OUT):
-                        with m.If(self.out_ready):
-                            m.d.sync += [chan.eq(chan + 1), dl.eq(dl + 1)]
-                            with m.If((dl == L - 1) | (chan == chans - 1)):
-                                m.d.sync += step.eq(D_CLEAR)
-                            with m.Else():
-                                m.d.sync += step.eq(D_LOAD)
-                    with m.Case(D_CLEAR):
-                        m.d.sync += [dg.eq(dg + 1), dl.eq(0), step.eq(D_READ)]
-                        with m.If(chan == chans):
-                            m.d.sync += state.eq(ACCUM)
+        # the control, as if/elif chains (a case statement would become a Verilog function: see hw.generate)
+        with m.If(state == INIT):
+            m.d.sync += init_g.eq(init_g + 1)
+            with m.If(init_g == G - 1):
+                m.d.sync += [state.eq(ACCUM), init_g.eq(0)]
+        with m.Elif(state == ACCUM):
+            with m.If(v2 & last2):   # the last beat's write happens now; drain from the next cycle
+                m.d.sync += [state.eq(DRAIN), step.eq(D_READ), dg.eq(0), dl.eq(0), chan.eq(0)]
+        with m.Elif(step == D_READ):
+            m.d.sync += step.eq(D_LOAD)
+        with m.Elif(step == D_LOAD):
+            m.d.sync += [neg.eq(num < 0), rem.eq(Mux(num < 0, -num, num)),
+                         dsh.eq(pixels << qb), q.eq(0), it.eq(0), step.eq(D_DIV)]
+        with m.Elif(step == D_DIV):
+            m.d.sync += [dsh.eq(dsh >> 1), it.eq(it + 1), q.eq(Cat(ge, q[:-1]) if qb > 1 else ge)]
+            with m.If(ge):
+                m.d.sync += rem.eq(rem - dsh)
+            with m.If(it == qb - 1):
+                m.d.sync += step.eq(D_OUT)
+        with m.Elif(step == D_OUT):
+            with m.If(self.out_ready):
+                m.d.sync += [chan.eq(chan + 1), dl.eq(dl + 1)]
+                with m.If((dl == L - 1) | (chan == chans - 1)):
+                    m.d.sync += step.eq(D_CLEAR)
+                with m.Else():
+                    m.d.sync += step.eq(D_LOAD)
+        with m.Else():   # D_CLEAR
+            m.d.sync += [dg.eq(dg + 1), dl.eq(0), step.eq(D_READ)]
+            with m.If(chan == chans):
+                m.d.sync += state.eq(ACCUM)
         return m

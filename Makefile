@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,fast]'
+	$(PY) -m pip install -q --no-compile -e '.[dev,fast]'   # bytecode is compiled on first import, for what is used
 	@touch $(STAMP)
 
 demo: setup

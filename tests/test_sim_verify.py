@@ -32,6 +32,7 @@ from sim.verify import choose_lanes, main, parse_layers, parse_tiles, shard_laye
 # 4 output channels per tile (a run rotating with the layer index: every output channel over 16 layers).
 ROUTINE_TILES = 1
 ROUTINE_OUT_CHANNELS = 4
+FAULT_LANES = 4   # the fault variants: one tile of one layer, so the cheapest engine to generate that shows them
 # Generating an engine (Amaranth) and simulating a layer (Icarus, mostly loading its point tables and weights)
 # cost about the same for 1 or 4 output channels, so the routine runs of the configurations other than the default
 # take fewer layers, not fewer outputs: 4 layers with indices 0, 1, 2, 3 mod 4 (every corner tile) alternating
@@ -96,7 +97,7 @@ def test_mutation_wrong_shift_is_caught(default_export, sim_work, tmp_path, caps
     """hw fault 'shift' (one wrong shift amount in word 2's decoder) must fail the same verify path, precisely."""
     report_path = tmp_path / "report.json"
     rc = main(["--export", str(default_export), "--layers", "0", "--tiles", "1", "--out-channels", "4",
-               "--lanes", "16", "--simulator", "icarus", "--work-dir", str(sim_work), "--fault", "shift",
+               "--lanes", str(FAULT_LANES), "--simulator", "icarus", "--work-dir", str(sim_work), "--fault", "shift",
                "--json", str(report_path)])
     out = capsys.readouterr().out
     assert rc == 1
@@ -283,7 +284,7 @@ def test_icarus_split_engine_layers(default_export, sim_work, sigma_bits, shift_
 def test_icarus_split_engine_faults_are_caught(default_export, sim_work, tmp_path, fault):
     report_path = tmp_path / "report.json"
     rc = main(["--export", str(default_export), "--layers", "3", "--tiles", "1", "--out-channels", "2",
-               "--lanes", "16", "--simulator", "icarus", "--work-dir", str(sim_work), "--fault", fault,
+               "--lanes", str(FAULT_LANES), "--simulator", "icarus", "--work-dir", str(sim_work), "--fault", fault,
                "--denorm", "split", "--sigma-bits", "4", "--shift-bits", "3", "--no-waves",
                "--json", str(report_path)])
     assert rc == 1
@@ -341,7 +342,7 @@ def test_icarus_normalized_uniform_engine_layers(uniform_export, sim_work, capsy
     _check_clean(r, layers)
     assert r["spec"]["point_set"] == "uniform" and r["spec"]["act_bits"] == 6 and "uniform_engine" in r["rtl"]
     bad = verify(uniform_export, layers=[1], tiles=1, out_channels=2, simulator="icarus", work_dir=sim_work,
-                 quiet=True, lanes=16, denorm="split", fault="start_class", waves_on_mismatch=False)
+                 quiet=True, lanes=FAULT_LANES, denorm="split", fault="start_class", waves_on_mismatch=False)
     assert bad["mismatches"] > 0 and not bad["bit_exact"]
 
 
@@ -355,7 +356,8 @@ def test_icarus_codes_in_engine_layers(default_export, sim_work, layers):
     _check_clean(r, layers)
     assert r["codes_in"] is True and "codes-in" in r["rtl"] and r["spec"]["sigma_bits"] == 6
     bad = verify(default_export, layers=[2], tiles=1, out_channels=2, simulator="icarus", work_dir=sim_work,
-                 quiet=True, lanes=16, denorm="split", codes_in=True, fault="shift", waves_on_mismatch=False)
+                 quiet=True, lanes=FAULT_LANES, denorm="split", codes_in=True, fault="shift",
+                 waves_on_mismatch=False)
     assert bad["mismatches"] > 0 and not bad["bit_exact"]
 
 

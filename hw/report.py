@@ -822,9 +822,9 @@ def _int_units_section(rows: list[dict]) -> list[str]:
     lines += ["", f"Share of a DFSQ layer pipeline (LUT4-eq without DSPs; the engine: {engine['name']}, "
                   f"{_fmt(eng)}; its mean unit: {_fmt(res(mean).get('lut_eq'))}):", "",
               "| pipeline | engine + mean unit | statistics | thresholds | quantizer | post unit | DFSQ's own "
-              "units (stats + thresholds + quantizer) | their share of the pipeline | static uniform requantizer "
-              "instead (of the same lanes as the post unit) |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "units (statistics + thresholds + quantizer) | their share of the pipeline | static uniform "
+              "requantizer (lanes of the post unit) | DFSQ's activation units (own + post) / static requantizer |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, ls, lq, lp in (("every unit at 16 lanes", ECP5_LANES, ECP5_LANES, ECP5_LANES),
                               ("rate-matched: quantizer 16 lanes, statistics and post unit 1 lane", 1, ECP5_LANES,
                                1)):
@@ -837,7 +837,7 @@ def _int_units_section(rows: list[dict]) -> list[str]:
         own = st + th + qu
         total = base + own + po
         lines.append(f"| {label} | {_fmt(base)} | {_fmt(st)} | {_fmt(th)} | {_fmt(qu)} | {_fmt(po)} | {_fmt(own)} "
-                     f"| {100 * own / total:.1f}% | {_fmt(un)} |")
+                     f"| {100 * own / total:.1f}% | {_fmt(un)} | {_fmt(_ratio(own + po, un), 1)} |")
     lines += ["", "One engine emits at most one accumulator per cycle (64 input channels on 16 lanes: one per 4 "
                   "cycles), so one post-unit lane and one statistics lane keep up with it; the quantizer feeds the "
                   "engine's lanes and keeps 16. A static uniform design replaces statistics, thresholds, quantizer "

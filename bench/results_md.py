@@ -441,6 +441,54 @@ def fill_section(res, words, scales, datasets) -> list[str]:
     return lines + [""]
 
 
+INT_CMD = "python -m bench.psnr_table --models {m} --scales {s} --bits {b} --methods dfsq,dfsq-hw,dfsq-int"
+INT_GOAL_DB = 0.01
+
+
+def integer_section(res, datasets) -> list[str]:
+    """The integer-only network (contract 2, ``dfsq-int``) beside fake-quant (``dfsq``) and the contract-1 hardware
+    datapath (``dfsq-hw``), with the feature-map format and its saturations (docs/datapath.md "Contract 2")."""
+    cells = [(m, s, b) for m in MODELS for s in (2, 4) for b in (4, 3)
+             if any(res.get(_key(s, "dfsq-int", b, 4, d, m)) for d in datasets)]
+    if not cells:
+        return []
+    lines = ["## The integer-only network (contract 2)", "",
+             "`dfsq-int`: the whole quantized body on integers: 16-bit fixed-point feature maps between the convs, "
+             "per-channel statistics, threshold codes, the engine's exact accumulator, requantization, ReLU and "
+             "residual adds in integers, from the FP head's output to the FP tail's input (docs/datapath.md "
+             "\"Contract 2\"). Beside it the same calibration's fake-quant (`dfsq`, float32) and `dfsq-hw` (the "
+             "quantized convs on the integer datapath, everything between them in float32: contract 1). Differences "
+             f"in dB to 4 decimals (goal: within {INT_GOAL_DB} dB of fake-quant); saturated: values clamped to the "
+             "feature-map format (entry, requantized outputs and residual sums) over every value written.", "",
+             "| network | bits | set | fake-quant | dfsq-hw | dfsq-int | hw - fq | int - fq | feature maps | "
+             "saturated |", "|---|---|---|---:|---:|---:|---:|---:|---|---:|"]
+    worst = []
+    for m, s, b in cells:
+        for d in datasets:
+            fq, hw, it = (res.get(_key(s, meth, b, 4, d, m)) for meth in ("dfsq", "dfsq-hw", "dfsq-int"))
+            if it is None:
+                continue
+            integer = it.get("integer") or {}
+            dif = None if fq is None else it["psnr"] - fq["psnr"]
+            if dif is not None:
+                worst.append((abs(dif), f"{MODEL_LABEL[m]} x{s} W{b}A{b} {d}"))
+            sat = (f"{integer['saturated']:,} of {integer['values']:,}" if integer.get("values") else "")
+            p4 = lambda r: "" if r is None else f"{r['psnr']:.4f}"  # noqa: E731
+            hwd = "" if fq is None or hw is None else _d(hw["psnr"] - fq["psnr"], 4)
+            lines.append(f"| {MODEL_LABEL[m]} x{s} | W{b}A{b} | {d} | {p4(fq)} | {p4(hw)} | {p4(it)} | {hwd} | "
+                         f"{_d(dif, 4)} | {integer.get('fmap', '')} | {sat} |")
+    if worst:
+        w, where = max(worst)
+        within = sum(1 for v, _ in worst if v <= INT_GOAL_DB)
+        groups = {}
+        for m, s, b in cells:
+            groups.setdefault((m, s), []).append(str(b))
+        cmds = "; ".join(f"`{INT_CMD.format(m=m, s=s, b=','.join(bs))}`" for (m, s), bs in groups.items())
+        lines += ["", f"Within {INT_GOAL_DB} dB of fake-quant: {within} of {len(worst)} cells; largest difference "
+                      f"{w:.4f} dB ({where}). Commands: {cmds}."]
+    return lines + [""]
+
+
 def render(cache: dict, words: int, scales, datasets, bits_list, paper=None, plots=None) -> str:
     """The whole docs/results.md. ``plots``: {name: relative path} of the PNGs written beside it."""
     from bench.paper import load_paper
@@ -483,6 +531,7 @@ def render(cache: dict, words: int, scales, datasets, bits_list, paper=None, plo
     lines += recon_section(res, paper, words, scales, datasets)
     lines += adaround_section(res, words, scales, datasets)
     lines += recon_cost_section(res)
+    lines += integer_section(res, datasets)
     checks = []
     for model in MODELS:
         for scale in scales:

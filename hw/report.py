@@ -159,7 +159,43 @@ def ecp5_plan() -> list[dict]:
             if UNIFORM_FMAX[b] != ECP5_LANES:
                 job["fmax_make"] = _uniform_engine(spec, UNIFORM_FMAX[b])
         jobs.append(job)
-    return jobs
+    return jobs + int_units_plan()
+
+
+#: The contract-2 units (docs/datapath.md "Contract 2") at the engine's size: 64 channels, 16-bit feature maps,
+#: the split 6:0 engine's accumulator for the post unit; at 16 lanes (the issue's size) and at 1 lane (what one
+#: engine's output stream needs: at most one accumulator per cycle). Beside them the static uniform requantizer of
+#: the uniform W6A6 engine (the uniform design of DFSQ W4A4's PSNR, docs/results.md): its only activation unit.
+INT_FMAP_BITS = 16
+INT_FLOWS = ("ecp5", "ecp5-dsp")
+
+
+def int_units_plan() -> list[dict]:
+    from golden.int_spec import FmapFormat, IntSpec
+
+    from .units.post_unit import PostUnit, StaticRequantizer
+    from .units.quantizer import Quantizer
+    from .units.stats_unit import StatsUnit
+    from .units.threshold_unit import ThresholdUnit
+
+    dp = DatapathSpec(channels=ECP5_CHANNELS, denorm="split", sigma_bits=SPLIT_DEFAULT[0], shift_bits=SPLIT_DEFAULT[1])
+    ispec = IntSpec(datapath=dp, fmap=FmapFormat(INT_FMAP_BITS, 0))
+    uspec = UniformSpec(act_bits=UNIFORM_COMPARE_BITS, weight_bits=UNIFORM_COMPARE_BITS, channels=ECP5_CHANNELS)
+    c = ECP5_CHANNELS
+    designs = [("stats", f"statistics unit c{c} l{ECP5_LANES}", ECP5_LANES, lambda: StatsUnit(spec=ispec, lanes=16)),
+               ("stats", f"statistics unit c{c} l1", 1, lambda: StatsUnit(spec=ispec, lanes=1)),
+               ("thresholds", f"threshold unit c{c}", None, lambda: ThresholdUnit(spec=ispec)),
+               ("quantizer", f"quantizer c{c} l{ECP5_LANES}", ECP5_LANES, lambda: Quantizer(spec=ispec, lanes=16)),
+               ("post", f"post unit (split {SPLIT_DEFAULT[0]}:{SPLIT_DEFAULT[1]} acc) l{ECP5_LANES}", ECP5_LANES,
+                lambda: PostUnit(spec=ispec, lanes=16)),
+               ("post", f"post unit (split {SPLIT_DEFAULT[0]}:{SPLIT_DEFAULT[1]} acc) l1", 1,
+                lambda: PostUnit(spec=ispec, lanes=1)),
+               ("uniform-requant", f"static uniform requantizer W{UNIFORM_COMPARE_BITS}A{UNIFORM_COMPARE_BITS} "
+                                   f"l{ECP5_LANES}", ECP5_LANES, lambda: StaticRequantizer(spec=uspec, lanes=16)),
+               ("uniform-requant", f"static uniform requantizer W{UNIFORM_COMPARE_BITS}A{UNIFORM_COMPARE_BITS} l1",
+                1, lambda: StaticRequantizer(spec=uspec, lanes=1))]
+    return [dict(group="ecp5-int", name=name, kind=kind, words=4, bits=4, lanes=lanes, channels=c,
+                 fmap_bits=INT_FMAP_BITS, make=make, flows=INT_FLOWS) for kind, name, lanes, make in designs]
 
 
 def plan(sweep: str, engine_sweep: str, ecp5: str = "none") -> list[dict]:
@@ -523,6 +559,7 @@ def render(summary: dict, psnr: dict, psnr_sources: list[str], versions: dict, a
                           f"{ICE40_DEVICE[0].lstrip('-').upper()} (more logic cells than the device has), so it has "
                           "no fmax on this device."]
     lines += _ecp5_section(rows)
+    lines += _int_units_section(rows)
     if any(r["group"] == "ecp5" for r in rows):
         from .iso_psnr import section as iso_section
 
@@ -748,6 +785,67 @@ def _ecp5_section(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _int_units_section(rows: list[dict]) -> list[str]:
+    """The contract-2 units beside the engine: their area, the share of DFSQ's activation units in a layer
+    pipeline, and the static uniform requantizer a Min-Max / Uniform-MSE design needs instead."""
+    units = [r for r in rows if r["group"] == "ecp5-int" and r["raw"].get("ecp5")]
+    if not units:
+        return []
+
+    def res(r, flow="ecp5"):
+        return (r or {}).get("raw", {}).get(flow, {})
+
+    def pick(kind, lanes):
+        return next((r for r in units if r["kind"] == kind and r.get("lanes") == lanes), None)
+
+    lines = ["", "## ECP5: DFSQ's statistics, thresholds and quantizer (contract 2) beside the engine", "",
+             "The units of the integer-only network (docs/datapath.md \"Contract 2\"; `hw.generate --top "
+             "stats-unit|threshold-unit|quantizer|post-unit`, 16-bit feature maps, 64 channels; bit-exact under "
+             "Icarus on every layer of an EDSR and an RDN-S export: `python -m sim.verify_int`) and the static "
+             "uniform requantizer (`--top uniform-requant`: one multiplier, shift and zero point per tensor, no "
+             "statistics: what a Min-Max or Uniform-MSE design needs between layers). Columns as above; MULT18X18D "
+             "with DSPs allowed.", "",
+             "| unit | LUT4 | carry | DPR16X4 | LUT4-eq | FF | BRAM | with DSPs: LUT4-eq | MULT18X18D |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in units:
+        e, d = res(r), res(r, "ecp5-dsp")
+        lines.append(f"| {r['name']} | {_fmt(e.get('lut4'))} | {_fmt(e.get('carry'))} | {_fmt(e.get('dpram'))} "
+                     f"| {_fmt(e.get('lut_eq'))} | {_fmt(e.get('ffs'))} | {_fmt(e.get('bram'))} "
+                     f"| {_fmt(d.get('lut_eq'))} | {_fmt(d.get('mult18'))} |")
+    engine = next((r for r in rows if r["group"] == "ecp5" and r.get("denorm") == "split" and not r.get("codes_in")
+                   and (r.get("sigma_bits"), r.get("shift_bits")) == SPLIT_DEFAULT and r.get("lanes") == ECP5_LANES),
+                  None)
+    mean = next((r for r in rows if r["group"] == "ecp5" and r["kind"] == "mean-unit"), None)
+    if not engine or not res(engine).get("lut_eq"):
+        return lines
+    eng = res(engine)["lut_eq"]
+    lines += ["", f"Share of a DFSQ layer pipeline (LUT4-eq without DSPs; the engine: {engine['name']}, "
+                  f"{_fmt(eng)}; its mean unit: {_fmt(res(mean).get('lut_eq'))}):", "",
+              "| pipeline | engine + mean unit | statistics | thresholds | quantizer | post unit | DFSQ's own "
+              "units (statistics + thresholds + quantizer) | their share of the pipeline | static uniform "
+              "requantizer (lanes of the post unit) | DFSQ's activation units (own + post) / static requantizer |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, ls, lq, lp in (("every unit at 16 lanes", ECP5_LANES, ECP5_LANES, ECP5_LANES),
+                              ("rate-matched: quantizer 16 lanes, statistics and post unit 1 lane", 1, ECP5_LANES,
+                               1)):
+        st, th, qu, po = (res(pick(k, lanes)).get("lut_eq") for k, lanes in
+                          (("stats", ls), ("thresholds", None), ("quantizer", lq), ("post", lp)))
+        un = res(pick("uniform-requant", lp)).get("lut_eq")
+        if None in (st, th, qu, po):
+            continue
+        base = eng + (res(mean).get("lut_eq") or 0)
+        own = st + th + qu
+        total = base + own + po
+        lines.append(f"| {label} | {_fmt(base)} | {_fmt(st)} | {_fmt(th)} | {_fmt(qu)} | {_fmt(po)} | {_fmt(own)} "
+                     f"| {100 * own / total:.1f}% | {_fmt(un)} | {_fmt(_ratio(own + po, un), 1)} |")
+    lines += ["", "One engine emits at most one accumulator per cycle (64 input channels on 16 lanes: one per 4 "
+                  "cycles), so one post-unit lane and one statistics lane keep up with it; the quantizer feeds the "
+                  "engine's lanes and keeps 16. A static uniform design replaces statistics, thresholds, quantizer "
+                  "and post unit by the static requantizer (it still needs the engine, its point-free datapath "
+                  "and, for residual adds, a second requantization of the skip path, not counted here)."]
+    return lines
+
+
 def _throughput_section(rows: list[dict]) -> list[str]:
     """Cycles and frames per second of whole quantized bodies on the 16-lane split engine at its measured fmax
     (hw.throughput's model, checked against the cycles sim.verify simulates: tests/test_throughput.py)."""
@@ -836,7 +934,20 @@ def _parser():
     p.add_argument("--results", default=str(ROOT / "bench" / "results"), help="folder of PSNR result JSON files")
     p.add_argument("--out", default=str(ROOT / "docs" / "hardware.md"), help="Markdown output")
     p.add_argument("--json", default=str(ROOT / "docs" / "hardware.json"), help="raw numbers (JSON)")
+    p.add_argument("--reuse", default=None, metavar="JSON",
+                   help="take each design's results from this earlier report's JSON (same group and name) instead of "
+                        "synthesizing it again: a rerender that adds new designs without the synthesis cache (only "
+                        "valid while the designs in that file are unchanged)")
     return p
+
+
+def reused_results(path) -> dict:
+    """(group, name) -> raw results of an earlier report's JSON (``--reuse``)."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return {(r["group"], r["name"]): r["raw"] for r in data["rows"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"--reuse {path}: not a hw.report JSON ({type(exc).__name__}: {exc})") from None
 
 
 @cli_main
@@ -850,9 +961,12 @@ def main(argv=None):
     tools = Tools()
     versions = tools.versions()
     jobs = plan(args.sweep, args.engine_sweep, args.ecp5)
+    reuse = reused_results(args.reuse) if args.reuse else {}
     results = []
     for job in tqdm(jobs, desc="synthesis", unit="design"):
-        results.append(measure(job, Path(args.cache), tools))
+        old = reuse.get((job["group"], job["name"]))
+        results.append(old if old is not None and all(f in old for f in job["flows"]) else
+                       measure(job, Path(args.cache), tools))
     summary = summarize(jobs, results)
     argv_line = "python -m hw.report" + (" " + " ".join(argv) if argv else "")
     text = render(summary, psnr, sources, versions, argv_line)

@@ -30,7 +30,7 @@ EXPORT_CROP = (200, 220, 16, 16)
 #: ``make test`` (pytest-xdist, ``--maxschedchunk 1``: one shared queue) finish together instead of one of them
 #: starting a minute-long simulation when the rest of the queue is empty.
 LONG_FIRST = ("test_sim_verify.py", "test_throughput.py", "test_sim_rdn.py", "test_sim_uniform.py",
-              "test_hw_generate.py")
+              "test_hw_generate.py", "test_sim_int_units.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -371,3 +371,27 @@ def test_units_validate_and_elaborate():
     with pytest.raises(ValueError, match="unknown fault"):
         Quantizer(spec=spec, lanes=4, fault="x")
     assert WordSet(4).denom * 2 == spec.thr_divisor
+
+
+def test_report_rows_and_section():
+    """hw.report's contract-2 designs elaborate, and its section turns rows into the pipeline share."""
+    from hw.report import ECP5_LANES, SPLIT_DEFAULT, _int_units_section, int_units_plan
+
+    jobs = int_units_plan()
+    assert {j["kind"] for j in jobs} == {"stats", "thresholds", "quantizer", "post", "uniform-requant"}
+    for j in jobs[:3]:
+        Fragment.get(j["make"](), None)
+
+    def row(kind, lanes, lut_eq, group="ecp5-int", **kw):
+        return dict(group=group, kind=kind, lanes=lanes, name=f"{kind} l{lanes}",
+                    raw={"ecp5": {"lut_eq": lut_eq, "lut4": lut_eq}, "ecp5-dsp": {"lut_eq": lut_eq, "mult18": 0}}, **kw)
+
+    rows = [row("stats", 16, 300), row("stats", 1, 100), row("thresholds", None, 200), row("quantizer", 16, 400),
+            row("post", 16, 1600), row("post", 1, 100), row("uniform-requant", 16, 900), row("uniform-requant", 1, 60),
+            row("dfsq", ECP5_LANES, 8000, group="ecp5", denorm="split", sigma_bits=SPLIT_DEFAULT[0],
+                shift_bits=SPLIT_DEFAULT[1]),
+            row("mean-unit", None, 1000, group="ecp5")]
+    text = "\n".join(_int_units_section(rows))
+    assert "| every unit at 16 lanes | 9000 | 300 | 200 | 400 | 1600 | 900 | 7.8% | 900 | 2.8 |" in text
+    assert "| rate-matched: quantizer 16 lanes, statistics and post unit 1 lane | 9000 | 100 | 200 | 400 | 100 | " \
+           "700 | 7.1% | 60 | 13.3 |" in text

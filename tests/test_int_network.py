@@ -177,3 +177,27 @@ def test_export_carries_the_integer_body(default_export, tmp_path):
     np.savez(bad / "body_input.npz", x=np.zeros((1, 64, 2, 2), np.int16))
     with pytest.raises(UserError, match="x must be"):
         load_int_body(bad)
+
+
+def test_results_section_shows_the_three_datapaths():
+    from bench.results_md import integer_section
+
+    rep = {"fmap": "Q10.5 (16 bits, range +-1023.97)", "saturated": 0, "values": 1000}
+    res = {"x2/dfsq/W4A4/words4/Set5": {"psnr": 37.14, "ssim": 0.9},
+           "x2/dfsq-hw/W4A4/words4/Set5": {"psnr": 37.136, "ssim": 0.9},
+           "x2/dfsq-int/W4A4/words4/Set5": {"psnr": 37.1331, "ssim": 0.9, "integer": rep},
+           "x2/dfsq-int/W3A3/words4/Set14": {"psnr": 32.5, "ssim": 0.9, "integer": rep}}
+    text = "\n".join(integer_section(res, ["Set5", "Set14"]))
+    assert "| EDSR-baseline x2 | W4A4 | Set5 | 37.1400 | 37.1360 | 37.1331 | -0.0040 | -0.0069 | Q10.5" in text
+    assert "0 of 1,000" in text and "Within 0.01 dB of fake-quant: 1 of 1 cells" in text
+    assert "--scales 2 --bits 4,3 --methods dfsq,dfsq-hw,dfsq-int" in text
+    assert integer_section({}, ["Set5"]) == []
+
+
+def test_int_speed_bad_input(tmp_path, capsys):
+    from bench.int_speed import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--params", str(tmp_path / "none.npz"), "--out", str(tmp_path / "s")])
+    assert exc.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())

@@ -7,7 +7,6 @@ embedded weights and params), two tiles each (whole maps for the threshold unit)
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -20,12 +19,6 @@ needs_icarus = pytest.mark.skipif(shutil.which("iverilog") is None or shutil.whi
                                   reason="Icarus Verilog is not installed (sudo apt-get install iverilog)")
 UNITS = {"stats-unit": "dropped_min", "threshold-unit": "off_by_one", "quantizer": "stale_prefix",
          "post-unit": "truncate"}
-
-
-@pytest.fixture(scope="session")
-def sim_work(tmp_path_factory) -> Path:
-    env = os.environ.get("DFSQ_SIM_WORK")
-    return Path(env) if env else tmp_path_factory.mktemp("sim_int_work")
 
 
 def test_tile_origins():

@@ -192,10 +192,24 @@ def build_parser() -> Parser:
     p.flag("--codes-in", when=When("top", *tops.names_where(lambda t: t.codes_in)),
            help="engine without point tables: beats carry point codes, decoded where activations enter")
     p.integer("--fmap-bits", *FMAP_BITS_RANGE, default=None,
-              when=When("top", *tops.names_where(lambda t: t.spec_type is IntSpec)),
-              help=f"feature-map width of the contract-2 units (default {DEFAULT_FMAP_BITS})")
+              when=When("top", *tops.names_where(lambda t: t.spec_type is IntSpec), "accelerator"),
+              help=f"feature-map width of the contract-2 units and the accelerator (default {DEFAULT_FMAP_BITS})")
+    accel = When("top", "accelerator")
+    p.choice("--model", ("edsr", "rdn"), default="edsr", when=accel,
+             help="accelerator: the network whose integer graph sizes it (no network-specific logic)")
+    p.text("--rdn-config", _rdn_config, default="S", when=(accel, When("model", "rdn")),
+           help="accelerator: RDN structure (S, A, B or D,C,G[,G0]; default S, the embedded one)")
+    p.integer("--max-pixels", 1, 1 << 22, default=128 * 128, when=accel,
+              help="accelerator: pixels per channel of the feature-map memory (default 128 x 128)")
     p.output_dir("--out", default="rtl_out", help="output folder (default rtl_out/)")
     return p
+
+
+def _rdn_config(text: str) -> str:
+    from dfsq.rdn import parse_config
+
+    parse_config(text)
+    return text
 
 
 def _quiet_unused_elaboratables() -> None:

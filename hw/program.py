@@ -41,6 +41,7 @@ from .stream import kernel_taps
 from .units.accel_spec import CFG_FIELDS, MEMS, AccelSpec, record_width
 
 __all__ = ["Step", "Program", "size_for", "allocate", "compile_program", "pack_record", "config_image",
+           "entry_image", "load_records", "model_sizes",
            "check_program", "mutate", "MUTATIONS", "PROGRAM_VERSION"]
 
 PROGRAM_VERSION = 1
@@ -313,6 +314,18 @@ def entry_image(prog: Program, x0: np.ndarray) -> tuple[int, np.ndarray]:
     words = padded.reshape(G, L, spec.max_pixels).transpose(0, 2, 1).reshape(G * spec.max_pixels, L)
     rows = pack_record(spec.fm_layout(), {f"x{l}": words[:, l] for l in range(L)}, len(words))
     return g0 * spec.max_pixels, rows
+
+
+def load_records(prog: Program, x0: np.ndarray, height: int, width: int) -> list:
+    """What the host writes before a run, in order: [(memory number, first address, uint8 rows)]: the run
+    configuration, the program and parameter memories, and the entry tensor X0 (C, H, W) (only its own pixels)."""
+    fm_addr, fm_rows = entry_image(prog, x0)
+    recs = [(MEMS.index("cfg"), 0, config_image(prog, height, width))]
+    recs += [(MEMS.index(n), 0, prog.images[n]) for n in ("prog", "tmem", "omem", "wmem", "pmem")]
+    mp, hw = prog.spec.max_pixels, height * width
+    for g in range(len(fm_rows) // mp):
+        recs.append((MEMS.index("fm"), fm_addr + g * mp, fm_rows[g * mp:g * mp + hw]))
+    return recs
 
 
 def check_program(prog: Program) -> None:

@@ -72,6 +72,10 @@ class Top:
     codes_in: bool = False
     #: the top has a de-normalization format (``--denorm``, ``--sigma-bits``, ``--shift-bits`` apply)
     denorm: bool = True
+    #: its Verilog must have no case blocks (``always @*``): the tops simulated under Icarus (hw.generate checks)
+    case_free: bool = True
+    #: its memories start with zeros (False: undefined, no initialization in the Verilog: see hw.generate)
+    zero_init: bool = True
 
     def resolve_variant(self, variant):
         """The variant the component is built with: the top's default when none is given."""
@@ -526,6 +530,7 @@ ACCELERATOR = register(Top(
     packing=("host_data: the record of memory host_mem (hw.units.accel_spec layouts, fields LSB first); "
              "trace_data: every value the post unit writes, steps in order, pixel-major, output channel innermost"),
     latency_definition="cycles from start to done: the report of sim.network", faults=_accel_faults(),
-    testbench=None, lanes=True, denorm=False, spec_from_args=_accel_spec_from_args,
+    testbench=None, lanes=True, denorm=False, case_free=False, zero_init=False,
+    spec_from_args=_accel_spec_from_args,
     default_spec=lambda: None,
     description="the whole-body DFSQ accelerator (hw.units.accelerator), driven by sim.network's C++ harness"))

@@ -103,7 +103,7 @@ def build(verilog, *, top: str, cpp: str, build_dir, extra_flags: tuple = (), jo
             for what, cmd in (("verilating", verilate), ("compiling", make)):
                 if log:
                     log(f"{what} {verilog.name} ({'C++ at -O3' if what == 'compiling' else 'Verilator'}) ...")
-                proc = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, cwd=build_dir)
+                proc = _run_group(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, cwd=build_dir)
                 if proc.returncode != 0:
                     tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
                     raise SimulationFailed(f"{what} {verilog.name} failed (see {log_path}): {tail[0][:200]}")
@@ -116,8 +116,14 @@ def build(verilog, *, top: str, cpp: str, build_dir, extra_flags: tuple = (), jo
 
 def run(exe, args, *, cwd=None, timeout=None) -> subprocess.CompletedProcess:
     """Run a native simulator; Ctrl-C or SIGTERM stops it (SIGTERM, then SIGKILL) before the exception goes on."""
-    proc = subprocess.Popen([str(exe), *map(str, args)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    return _run_group([str(exe), *map(str, args)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                      text=True, timeout=timeout)
+
+
+def _run_group(cmd, *, timeout=None, **kw) -> subprocess.CompletedProcess:
+    """subprocess.run in its own process group, so an interruption stops the command and its children (make's
+    compilers) before the exception goes on."""
+    proc = subprocess.Popen(cmd, start_new_session=True, **kw)
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException:

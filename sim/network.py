@@ -120,36 +120,23 @@ def accel_sizes(net, model: str, rdn_config, lanes: int, max_pixels: int):
                        fmap_bits=net.ispec.fmap.bits)
 
 
-def generate_accel(spec, fault, out_dir: Path, quiet: bool):
-    """(Verilog path, sidecar) of the accelerator, reused while hw's sources and the sizes are unchanged."""
+def generate_accel(spec, fault, out_dir: Path, quiet: bool, flat: bool = True):
+    """(Verilog path, sidecar) of the accelerator (``flat``: one flattened module, which Verilator runs faster),
+    reused while hw's sources and the sizes are unchanged."""
     from hw.generate import generate, stem
 
     from .verify import _generator_digest
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = stem("accelerator", spec, spec.lanes, fault)
+    name = stem("accelerator", spec, spec.lanes, fault) + ("_flat" if flat else "")
     v_path, j_path, stamp = out_dir / f"{name}.v", out_dir / f"{name}.json", out_dir / f"{name}.digest"
-    digest = _generator_digest("accelerator", spec, spec.lanes, fault)
+    digest = _generator_digest("accelerator", spec, spec.lanes, fault, flat=flat)
     if not (v_path.is_file() and j_path.is_file() and stamp.is_file() and stamp.read_text() == digest):
-        _say(f"generating the accelerator's Verilog ({spec.lanes} lanes) ...", quiet)
-        v_path, j_path = generate("accelerator", spec, spec.lanes, fault, out_dir)
+        _say(f"generating the accelerator's Verilog ({spec.lanes} lanes{', flattened' if flat else ''}) ...", quiet)
+        v_path, j_path = generate("accelerator", spec, spec.lanes, fault, out_dir, flat=flat)
         with atomic_output(stamp) as tmp:
             tmp.write_text(digest)
     return Path(v_path), json.loads(Path(j_path).read_text())
-
-
-def _load_records(prog, x0, height: int, width: int):
-    from hw.program import config_image, entry_image
-    from hw.units.accel_spec import MEMS
-
-    fm_addr, fm_rows = entry_image(prog, x0)
-    recs = [(MEMS.index("cfg"), 0, config_image(prog, height, width))]
-    recs += [(MEMS.index(n), 0, prog.images[n]) for n in ("prog", "tmem", "omem", "wmem", "pmem")]
-    # only the entry's own pixels: rows of each group [g * max_pixels, g * max_pixels + H W)
-    mp, hw = prog.spec.max_pixels, height * width
-    for g in range(len(fm_rows) // mp):
-        recs.append((MEMS.index("fm"), fm_addr + g * mp, fm_rows[g * mp:g * mp + hw]))
-    return recs
 
 
 def compare(prog, res, trace: np.ndarray, height: int, width: int, fb: int):
@@ -215,18 +202,22 @@ def _is_previous(path: Path) -> bool:
 def run_network(*, model: str, weights: str, params: str, image: str, crop=None, out, hr=None,
                 lanes: int = DEFAULT_LANES, max_pixels: int = DEFAULT_MAX_PIXELS, work_dir="sim_build",
                 fault=None, mutation=None, quiet: bool = False, json_path=None, max_cycles=None,
-                threads=None) -> dict:
-    """Run the network's body through the RTL; returns the report (also DIR/report.json)."""
+                threads=None, netlist: str = "flat") -> dict:
+    """Run the network's body through the RTL; returns the report (also DIR/report.json). ``image``: a path,
+    'sample' or a uint8 (H, W, 3) LR array."""
     from dfsq.data import load_rgb, sample_image
     from dfsq.export import apply_crop
-    from hw.program import check_program, compile_program, mutate
+    from hw.program import check_program, compile_program, load_records, mutate
     from sim import native
     from sim.accel_harness import harness_cpp, read_report, read_trace, write_load
     from sim.runner import check_simulator
 
     t_start = time.perf_counter()
     check_simulator("verilator")                            # fail fast: one line when it is missing
-    img = sample_image() if image == "sample" else load_rgb(image)
+    if isinstance(image, np.ndarray):
+        img, image = image, "(an image array)"
+    else:
+        img = sample_image() if image == "sample" else load_rgb(image)
     lr = apply_crop(img, crop)
     height, width = lr.shape[:2]
     if height * width > max_pixels:
@@ -248,8 +239,7 @@ def run_network(*, model: str, weights: str, params: str, image: str, crop=None,
             prog = mutate(prog, mutation)
         check_program(prog)
         work = Path(work_dir).resolve()
-        v_path, sidecar = generate_accel(spec, fault, work / "rtl", quiet)
-        t0 = time.perf_counter()
+        v_path, sidecar = generate_accel(spec, fault, work / "rtl", quiet, flat=netlist == "flat")
         bld = native.build(v_path, top=sidecar["module"], cpp=harness_cpp(sidecar),
                            build_dir=work / "build" / f"{v_path.stem}-native", log=None if quiet else
                            (lambda msg: _say(msg + " (once per configuration; minutes for 64 lanes)", quiet)))
@@ -259,7 +249,7 @@ def run_network(*, model: str, weights: str, params: str, image: str, crop=None,
         run_dir.mkdir(parents=True)
         try:
             load, trace_p, rep_p = run_dir / "load.bin", run_dir / "trace.bin", run_dir / "run.json"
-            write_load(load, _load_records(prog, x0, height, width))
+            write_load(load, load_records(prog, x0, height, width))
             macs = sum(height * width * s.out_channels * s.in_channels * s.kernel ** 2 for s in prog.steps)
             _say(f"simulating {len(prog.steps)} steps, {macs:,} MACs on {spec.lanes} lanes under Verilator ...", quiet)
             limit = max_cycles or 4 * sum(height * width * s.out_channels * s.groups + 200 * (s.in_channels +
@@ -299,7 +289,7 @@ def run_network(*, model: str, weights: str, params: str, image: str, crop=None,
         report = {
             "tool": TOOL, "model": model, "params": str(params), "image": str(image),
             "crop": list(crop) if crop else None, "height": height, "width": width, "scale": scale,
-            "lanes": spec.lanes, "rtl": str(v_path), "accelerator": spec.describe(), "fault": fault,
+            "lanes": spec.lanes, "rtl": str(v_path), "netlist": netlist, "accelerator": spec.describe(), "fault": fault,
             "mutation": list(getattr(prog, "mutation", ())) or None, "steps": rows, "bit_exact": bool(bit_exact),
             "first_mismatch": first, "status": run["status"], "done": run["done"], "cycles": run["cycles"],
             "sim_seconds": round(sim_s, 3), "sim_cpu_seconds": round(float(run["cpu_seconds"]), 3),
@@ -366,6 +356,9 @@ def build_parser() -> Parser:
                help=f"pixels per channel of the simulated feature-map memory (default {DEFAULT_MAX_PIXELS})")
     ap.work_dir("--work-dir", default="sim_build", help="generated RTL, Verilator builds, runs (default sim_build/)")
     ap.output_file("--json", default=None, help="also write the report here")
+    ap.choice("--netlist", ("flat", "generated"), default="flat",
+              help="simulate the accelerator generated as one flattened module (default; Verilator runs it faster)"
+                   " or the generated hierarchy")
     ap.choice("--fault", sorted(ACCEL_FAULTS), default=None, help="a deliberately broken accelerator (mutation tests)")
     ap.choice("--mutate", sorted(MUTATIONS), default=None, help="a deliberately wrong layer program (mutation tests)")
     ap.threads()
@@ -382,7 +375,7 @@ def main(argv=None):
     report = run_network(model=args.model, weights=args.weights, params=args.params, image=args.image,
                          crop=args.crop, out=args.out, hr=args.hr, lanes=args.lanes, max_pixels=args.max_pixels,
                          work_dir=args.work_dir, fault=args.fault, mutation=args.mutate, json_path=args.json,
-                         threads=args.threads)
+                         threads=args.threads, netlist=args.netlist)
     print(format_report(report))
     return 0 if report["bit_exact"] else 1
 

@@ -85,13 +85,61 @@ def _round_shift(m: Module, value, amount, *, max_left: int, width: int, name: s
     return out
 
 
-def _rotate(value, amount, lanes: int, width: int):
+def _sig(m: Module, value, name: str, shape=None):
+    """``value`` held in a named Signal (an expression used more than once is computed once)."""
+    s = Signal(shape if shape is not None else value.shape(), name=name)
+    m.d.comb += s.eq(value)
+    return s
+
+
+def _clamp(m: Module, value, lo: int, hi: int, name: str):
+    v = _sig(m, value, f"{name}_in")
+    return _sig(m, Mux(v > hi, hi, Mux(v < lo, lo, v)), name)
+
+
+class _LaneMemory:
+    """A memory of ``lanes`` equal lanes kept as one memory per lane, so a write of some lanes is a whole-word
+    write of those lanes' memories (a partial-word write becomes one statement per bit in Yosys' netlists and a
+    test per bit per cycle in Verilator). ``w_addr``/``w_data``/``w_en`` (a lane mask) write; each reader has
+    ``addr`` and ``data`` (every lane, synchronous)."""
+
+    def __init__(self, m: Module, name: str, lanes: int, width: int, depth: int, readers: int):
+        mems = [Memory(shape=unsigned(width), depth=depth, init=[]) for _ in range(lanes)]
+        for i, mem in enumerate(mems):
+            m.submodules[f"{name}_l{i}"] = mem
+        self.w_addr = Signal(range(max(2, depth)), name=f"{name}_waddr")
+        self.w_data = Signal(lanes * width, name=f"{name}_wdata")
+        self.w_en = Signal(lanes, name=f"{name}_wen")
+        for i, mem in enumerate(mems):
+            wp = mem.write_port()
+            m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(self.w_data[i * width:(i + 1) * width]),
+                         wp.en.eq(self.w_en[i])]
+        self.readers = []
+        for r in range(readers):
+            addr = Signal(range(max(2, depth)), name=f"{name}_raddr{r}")
+            data = Signal(lanes * width, name=f"{name}_rdata{r}")
+            ports = [mem.read_port() for mem in mems]
+            m.d.comb += [p.addr.eq(addr) for p in ports]
+            m.d.comb += data.eq(Cat(*(p.data for p in ports)))
+            self.readers.append(_Reader(addr, data))
+
+
+class _Reader:
+    def __init__(self, addr, data):
+        self.addr, self.data = addr, data
+
+
+class _Writer:
+    def __init__(self, lm: _LaneMemory):
+        self.addr, self.data, self.en = lm.w_addr, lm.w_data, lm.w_en
+
+
+def _rotate(m: Module, value, amount, lanes: int, width: int):
     """Lane ``i`` of the result is lane ``(i + amount) mod lanes`` of ``value`` (a barrel rotator)."""
-    cur = value
+    cur = _sig(m, value, "rot_in")
     for s in range(max(0, (lanes - 1).bit_length())):
         k = 1 << s
-        rot = Cat(cur[k * width:], cur[:k * width])
-        cur = Mux(amount[s], rot, cur)
+        cur = _sig(m, Mux(amount[s], Cat(cur[k * width:], cur[:k * width]), cur), f"rot_s{s}")
     return cur
 
 
@@ -180,9 +228,8 @@ class Accelerator(wiring.Component):
         # --- host-written memories ------------------------------------------------------------------------------
         mems = {}
         for i, name in enumerate(MEMS):
-            if name == "cfg":
+            if name in ("cfg", "fm"):
                 continue
-            gran = fb if name == "fm" else None
             mem = Memory(shape=unsigned(record_width(layouts[name])), depth=depths[name], init=[])
             m.submodules[f"mem_{name}"] = mem
             mems[name] = mem
@@ -199,10 +246,9 @@ class Accelerator(wiring.Component):
                 for a, f in enumerate(CFG_FIELDS):
                     with m.Case(a):
                         m.d.sync += cfg[f].eq(self.host_data)
-        fm = mems["fm"]
-        fm_w = fm.write_port(granularity=fb)
-        fm_ra = fm.read_port()          # entry statistics / quantize
-        fm_rb = fm.read_port()          # residual
+        fm = _LaneMemory(m, "mem_fm", L, fb, S.fm_depth, readers=2)
+        fm_w = _Writer(fm)
+        fm_ra, fm_rb = fm.readers       # entry statistics / quantize; residual
         prog_r = mems["prog"].read_port()
         tmem_r = mems["tmem"].read_port()
         omem_r = mems["omem"].read_port()
@@ -218,23 +264,22 @@ class Accelerator(wiring.Component):
         m.submodules.mem_mum = mum = Memory(shape=unsigned(record_width(mum_layout)), depth=S.channels, init=[])
         mum_w, mum_r = mum.write_port(), mum.read_port()
         thr_w_bits = (K - 1) * fb
-        m.submodules.mem_thr = thr = Memory(shape=unsigned(L * thr_w_bits), depth=S.groups, init=[])
-        thr_w, thr_r = thr.write_port(granularity=thr_w_bits), thr.read_port()
+        thr = _LaneMemory(m, "mem_thr", L, thr_w_bits, S.groups, readers=1)
+        thr_w, thr_r = _Writer(thr), thr.readers[0]
         pc_bits = K * dp.code_bits
-        m.submodules.mem_pcode = pcode = Memory(shape=unsigned(L * pc_bits), depth=S.groups, init=[])
-        pcode_w, pcode_r = pcode.write_port(granularity=pc_bits), pcode.read_port()
+        pcode = _LaneMemory(m, "mem_pcode", L, pc_bits, S.groups, readers=1)
+        pcode_w, pcode_r = _Writer(pcode), pcode.readers[0]
         sb = dp.scale_bits
-        m.submodules.mem_sig = sig = Memory(shape=unsigned(2 * L * sb), depth=S.groups, init=[])
-        sig_w, sig_r = sig.write_port(granularity=sb), sig.read_port()
+        sig = _LaneMemory(m, "mem_sig", 2 * L, sb, S.groups, readers=1)   # sigma_m lanes, then mu_m lanes
+        sig_w, sig_r = _Writer(sig), sig.readers[0]
         sh_bits = bits_for(isp.post_shift_max)
         # sh1 = sh - 1: floor((acc mult + 2^(sh-1)) / 2^sh) = floor((floor(acc mult / 2^(sh-1)) + 1) / 2)
         opar_layout = (("bias", dp.bias_bits, True), ("mult", isp.mult_bits, False), ("sh1", sh_bits, False))
         m.submodules.mem_opar = opar = Memory(shape=unsigned(record_width(opar_layout)), depth=S.max_out, init=[])
         opar_w, opar_ra, opar_rb = opar.write_port(), opar.read_port(), opar.read_port()
         cb = dp.code_bits
-        m.submodules.mem_code = code = Memory(shape=unsigned(L * cb), depth=S.code_depth, init=[])
-        code_w = code.write_port(granularity=cb)
-        code_r = [code.read_port() for _ in range(TAPS)]
+        code = _LaneMemory(m, "mem_code", L, cb, S.code_depth, readers=TAPS)
+        code_w, code_r = _Writer(code), code.readers
 
         # --- run state --------------------------------------------------------------------------------------------
         instr = Signal(record_width(layouts["prog"]))
@@ -348,6 +393,16 @@ class Accelerator(wiring.Component):
         m.d.comb += last_step.eq(step + 1 >= cfg["steps"])
 
         tm = _fields(tmem_r.data, layouts["tmem"])
+        # M and the exponent's candidate of one channel (pass 1)
+        d1, d2 = _sig(m, mx_lat - mu, "p1_d1"), _sig(m, mu - mn_lat, "p1_d2")
+        p1_M = _sig(m, Mux(d1 > d2, d1, d2), "p1_M")
+        mu_den = _sig(m, Mux(mu < 0, -mu, mu) << S.log2_denom, "p1_mu_den")
+        p1_vc = _sig(m, Mux(p1_M > mu_den, p1_M, mu_den), "p1_vc")
+        # thresholds (pass 1): T_k = clamp(mu + floor(M (P_k + P_{k+1}) / (2 denom))), one multiplier
+        pv = Array([pts[j * S.p_bits:(j + 1) * S.p_bits].as_signed() for j in range(K)])
+        pair = _sig(m, pv[k] + pv[k + 1], "thr_pair")
+        tsum = _sig(m, mu + ((Mr * pair) >> S.log2_thr_divisor), "thr_sum")
+        tcl = _clamp(m, tsum, isp.thr_lo, isp.thr_hi, "thr")
         # the exponent E: ls = the largest k with V 2^k <= B (B = mant_max denom), by V's leading one
         B = dp.mant_max << S.log2_denom
         if max(2 * x_max, x_max << S.log2_denom) >= B:
@@ -358,7 +413,7 @@ class Accelerator(wiring.Component):
                 m.d.comb += vmsb.eq(j)
         k0 = Signal(range(B.bit_length() + 1))
         m.d.comb += k0.eq(B.bit_length() - 1 - vmsb)
-        ls = Mux((V << k0) > B, k0 - 1, k0)
+        ls = _sig(m, Mux((V << k0) > B, k0 - 1, k0), "ls")
         p2_valid = Signal()
         p2_c = Signal(range(S.channels))
         mr = _fields(mum_r.data, mum_layout)
@@ -438,21 +493,13 @@ class Accelerator(wiring.Component):
                     m.d.sync += mu.eq(div_mu.quotient)
                     m.next = "P1_M"
             with m.State("P1_M"):
-                d1, d2 = mx_lat - mu, mu - mn_lat
-                Mv = Mux(d1 > d2, d1, d2)
-                mu_abs = Mux(mu < 0, -mu, mu)
-                vc = Mux(Mv > (mu_abs << S.log2_denom), Mv, mu_abs << S.log2_denom)
+                Mv, vc = p1_M, p1_vc
                 m.d.sync += [Mr.eq(Mv), k.eq(0)]
                 with m.If(vc > V):
                     m.d.sync += V.eq(vc)
                 m.d.comb += [mum_w.en.eq(1), mum_w.addr.eq(c), mum_w.data.eq(Cat(mu[:fb], Mv[:isp.m_bits]))]
                 m.next = "P1_T"
             with m.State("P1_T"):
-                pv = Array([pts[j * S.p_bits:(j + 1) * S.p_bits].as_signed() for j in range(K)])
-                pair = pv[k] + pv[k + 1]
-                q = (Mr * pair) >> S.log2_thr_divisor
-                t = mu + q
-                tcl = Mux(t > isp.thr_hi, isp.thr_hi, Mux(t < isp.thr_lo, isp.thr_lo, t))
                 for j in range(K - 1):
                     with m.If(k == j):
                         m.d.sync += thr_regs[j].eq(tcl)
@@ -573,18 +620,18 @@ class Accelerator(wiring.Component):
         lb = max(1, lanes_log2)
         rot = Signal(lb)
         m.d.comb += rot.eq(pc2["src_lane"] - pc2["dst_lane"])
-        rotated = _rotate(fm_ra.data, rot, L, fb)
+        rotated = _rotate(m, fm_ra.data, rot, L, fb)
         codes = []
         for i in range(L):
             x = rotated[i * fb:(i + 1) * fb].as_signed()
             tl = thr_r.data[i * thr_w_bits:(i + 1) * thr_w_bits]
             tv = Array([tl[j * fb:(j + 1) * fb].as_signed() for j in range(K - 1)] + [Const(x_max, signed(fb))])
+            x = _sig(m, x, f"q_x{i}")
             idx = Const(0, unsigned(dp.act_bits))
             for s in reversed(range(dp.act_bits)):   # binary search: #{k : x > T_k}
                 probe = idx + (1 << s) - 1
-                idx = Mux(x > tv[probe], idx + (1 << s), idx)
-            idx_s = Signal(unsigned(dp.act_bits), name=f"q_idx{i}")
-            m.d.comb += idx_s.eq(idx)
+                idx = _sig(m, Mux(x > tv[probe], idx + (1 << s), idx), f"q_idx{i}_{s}", unsigned(dp.act_bits))
+            idx_s = idx
             pcl = pcode_r.data[i * pc_bits:(i + 1) * pc_bits]
             codes.append(Array([pcl[j * cb:(j + 1) * cb] for j in range(K)])[idx_s])
         lane_ids = [Const(i, bits_for(L)) for i in range(L)]
@@ -659,18 +706,16 @@ class Accelerator(wiring.Component):
             with m.Else():
                 m.d.sync += po.eq(po + 1)
         opb = _fields(opar_rb.data, opar_layout)
-        prod = pa_acc * opb["mult"]
-        rq = ((prod >> opb["sh1"]) + 1) >> 1
-        relu_v = Mux(ins["relu"] & (rq < 0), 0, rq)
-        sat1 = Mux(relu_v > x_max, x_max, Mux(relu_v < -x_max, -x_max, relu_v))
+        prod = _sig(m, pa_acc * opb["mult"], "post_prod")
+        rq = _sig(m, ((prod >> opb["sh1"]) + 1) >> 1, "post_rq")
+        relu_v = _sig(m, Mux(ins["relu"] & (rq < 0), 0, rq), "post_relu")
+        sat1 = _clamp(m, relu_v, -x_max, x_max, "post_sat1")
         res_lane = pa_o[:lanes_log2] if L > 1 else Const(0, 1)
         if self._fault == "residual_lane":
             res_lane = res_lane + 1
         res_v = Array([fm_rb.data[i * fb:(i + 1) * fb].as_signed() for i in range(L)])[res_lane]
-        summed = sat1 + Mux(ins["residual"], res_v, 0)
-        y = Mux(summed > x_max, x_max, Mux(summed < -x_max, -x_max, summed))
-        y_s = Signal(signed(fb))
-        m.d.comb += y_s.eq(y)
+        y_s = _sig(m, _clamp(m, sat1 + Mux(ins["residual"], res_v, 0), -x_max, x_max, "post_sum"), "post_y",
+                   signed(fb))
         with m.If(pa_valid):
             out_grp = ins["out_group"] + (pa_o >> lanes_log2)
             lane_sel = (1 << pa_o[:lanes_log2]) if L > 1 else 1

@@ -59,19 +59,30 @@ def test_harness_touches_only_ports():
     assert "top->host_data[i] = w[i]" in cpp       # a wide port, word by word
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["--crop", "0,0,200,200", "--max-pixels", "64"], "holds 64"),
-    (["--model", "rdn"], "was made for edsr"),
-    (["--crop", "0,0,6"], "crop"),
-])
 @needs_verilator
-def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, msg):
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
     out = tmp_path / "out"
-    p = _cli("--params", PARAMS, "--image", "sample", "--out", out, "--work-dir", tmp_path / "w", *args)
+    p = _cli("--params", PARAMS, "--image", "sample", "--out", out, "--work-dir", tmp_path / "w", "--crop",
+             "0,0,200,200", "--max-pixels", "64")
     assert p.returncode == 2, p.stderr[-2000:]
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert lines and msg in lines[-1] and "Traceback" not in p.stderr
+    assert lines and "holds 64" in lines[-1] and "Traceback" not in p.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("kw,msg", [(dict(model="rdn"), "was made for edsr"),
+                                    (dict(crop=(0, 0, 600, 4)), "does not fit")])
+@needs_verilator
+def test_bad_input_api(tmp_path, kw, msg):
+    from golden.errors import UserError
+    from sim.network import run_network
+
+    args = dict(model="edsr", weights="default", params=str(PARAMS), image="sample", crop=(0, 0, 4, 4),
+                out=tmp_path / "out", work_dir=tmp_path / "w", quiet=True)
+    args.update(kw)
+    with pytest.raises(UserError, match=msg):
+        run_network(**args)
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_verilator_is_one_line(tmp_path, monkeypatch):

@@ -244,12 +244,10 @@ def compile_program(graph, convs, ispec, post_params, spec: AccelSpec) -> Progra
                           cap=0 if cap is None else cap, in_channels=C, out_channels=O, groups=G,
                           out_group=where[s.output], res_group=res_group, tbase=tbase, obase=obase, wbase=wbase,
                           pbase=pbase, pieces=len(pieces)))
-        # per input channel: its feature-map channel (statistics), points and point codes
+        # per input channel: its feature-map channel (statistics) and point codes
         fm_ch = np.concatenate([g0 * L + np.arange(ch) for _, ch, g0 in inputs])
-        pi = np.asarray(p.point_ints, np.int64)
         pc = np.asarray(p.point_codes, np.int64)
-        trows.append({"fm_channel": fm_ch, **{f"p{j}": pi[:, j] for j in range(K)},
-                      **{f"c{j}": pc[:, j] for j in range(K)}})
+        trows.append({"fm_channel": fm_ch, **{f"c{j}": pc[:, j] for j in range(K)}})
         # per output channel: bias / s_w = bm 2^jb / sm, mult 2^-r
         bm, be = float32_parts(p.bias)
         sm, se = float32_parts(p.weight_scale)
@@ -295,7 +293,7 @@ def config_image(prog: Program, height: int, width: int) -> np.ndarray:
                         f"holds {spec.max_pixels} per channel")
     g0, ch = prog.tensors[prog.entry]
     vals = {"height": height, "width": width, "steps": len(prog.steps), "frac": prog.frac, "entry_group": g0,
-            "entry_groups": -(-ch // spec.lanes)}
+            "entry_channels": ch}
     return pack_record(spec.layouts()["cfg"], {"value": np.array([vals[f] for f in CFG_FIELDS])}, len(CFG_FIELDS))
 
 

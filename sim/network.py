@@ -278,7 +278,8 @@ def run_network(*, model: str, weights: str, params: str, image: str, crop=None,
         exit_rtl = rtl_tensors.get(prog.exit)
         sr_rtl = None
         if exit_rtl is not None:
-            sr_rtl = _upscale(net, lr, lambda h: torch.from_numpy(fmt.to_float(exit_rtl[None])))
+            # the same contiguous float32 tensor as golden's (PyTorch's conv may round a strided input differently)
+            sr_rtl = _upscale(net, lr, lambda h: torch.from_numpy(np.ascontiguousarray(fmt.to_float(exit_rtl[None]))))
         _save_png(sr_golden, tmp_out / "sr_golden.png")
         if sr_rtl is not None:
             _save_png(sr_rtl, tmp_out / "sr_rtl.png")

@@ -34,8 +34,8 @@ __all__ = ["AccelSpec", "MEMS", "CFG_FIELDS", "bits_for", "signed_bits_for", "re
 #: host-writable memories, by ``host_mem`` number
 MEMS = ("cfg", "prog", "tmem", "omem", "wmem", "pmem", "fm")
 #: the run configuration (``cfg`` memory, one register per address): image size, steps, the feature map's fraction
-#: bits, and the entry tensor's groups (its statistics are gathered before the first step)
-CFG_FIELDS = ("height", "width", "steps", "frac", "entry_group", "entry_groups")
+#: bits, and the entry tensor's first group and channels (its statistics are gathered before the first step)
+CFG_FIELDS = ("height", "width", "steps", "frac", "entry_group", "entry_channels")
 #: ``status`` port values after ``done``
 STATUS = {"ok": 0, "shift": 1}
 
@@ -169,16 +169,11 @@ class AccelSpec:
                 ("pieces", bits_for(self.pmem), False))
 
     def tmem_layout(self):
-        """Per input channel of a step: its feature-map channel (statistics), point integers, point codes."""
+        """Per input channel of a step: its feature-map channel (statistics) and its 2^b point codes (the threshold
+        unit's point table and the code decoder)."""
         dp = self.datapath
-        p_bits = signed_bits_for(-dp.wordset.p_max, dp.wordset.p_max)
         return (("fm_channel", bits_for(self.fm_channels - 1), False),
-                *((f"p{k}", p_bits, True) for k in range(self.points)),
                 *((f"c{k}", dp.code_bits, False) for k in range(self.points)))
-
-    @property
-    def p_bits(self) -> int:
-        return self.tmem_layout()[1][1]
 
     @property
     def bias_m_bits(self) -> int:
@@ -207,7 +202,8 @@ class AccelSpec:
         return tuple((f"x{l}", self.fb, True) for l in range(self.lanes))
 
     def cfg_width(self) -> int:
-        return max(self.dim_bits, bits_for(self.steps), bits_for(self.fm_groups), self.frac_bits)
+        return max(self.dim_bits, bits_for(self.steps), bits_for(self.fm_groups), self.frac_bits,
+                   bits_for(self.channels))
 
     def layouts(self) -> dict:
         return {"cfg": (("value", self.cfg_width(), False),), "prog": self.instr_layout(),

@@ -49,12 +49,16 @@ from golden.spec import CENTRE_TAP, TAPS
 from .accel_spec import CFG_FIELDS, MEMS, STATUS, AccelSpec, bits_for, record_width
 from .divider import SeqDivider
 from .engine import ConvEngine
+from .post_unit import PostUnit
+from .quantizer import Quantizer
+from .stats_unit import StatsUnit
+from .threshold_unit import ThresholdUnit
 
 __all__ = ["Accelerator", "ACCEL_FAULTS"]
 
 #: Deliberately broken accelerators, for mutation tests only.
 ACCEL_FAULTS = {
-    "stats_min": "the statistics unit never updates a channel's minimum (xmin stays at the first value)",
+    "stats_min": "the statistics unit's lane never updates a channel's minimum (its 'dropped_min' fault)",
     "residual_lane": "the post unit adds the residual of the next channel (a wrong residual address)",
 }
 
@@ -98,30 +102,22 @@ def _clamp(m: Module, value, lo: int, hi: int, name: str):
 
 
 class _LaneMemory:
-    """A memory of ``lanes`` equal lanes kept as one memory per lane, so a write of some lanes is a whole-word
-    write of those lanes' memories (a partial-word write becomes one statement per bit in Yosys' netlists and a
-    test per bit per cycle in Verilator). ``w_addr``/``w_data``/``w_en`` (a lane mask) write; each reader has
-    ``addr`` and ``data`` (every lane, synchronous)."""
+    """A memory of ``lanes`` equal lanes with lane write enables: ``w_addr``/``w_data``/``w_en`` (a lane mask) write;
+    each reader has ``addr`` and ``data`` (every lane, synchronous). One memory with a lane-granular write port
+    (Yosys writes one slice assignment per lane; a memory per lane would cost Verilator a read per lane per port)."""
 
     def __init__(self, m: Module, name: str, lanes: int, width: int, depth: int, readers: int):
-        mems = [Memory(shape=unsigned(width), depth=depth, init=[]) for _ in range(lanes)]
-        for i, mem in enumerate(mems):
-            m.submodules[f"{name}_l{i}"] = mem
+        mem = Memory(shape=unsigned(lanes * width), depth=depth, init=[])
+        m.submodules[name] = mem
         self.w_addr = Signal(range(max(2, depth)), name=f"{name}_waddr")
         self.w_data = Signal(lanes * width, name=f"{name}_wdata")
         self.w_en = Signal(lanes, name=f"{name}_wen")
-        for i, mem in enumerate(mems):
-            wp = mem.write_port()
-            m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(self.w_data[i * width:(i + 1) * width]),
-                         wp.en.eq(self.w_en[i])]
+        wp = mem.write_port(granularity=width)
+        m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(self.w_data), wp.en.eq(self.w_en)]
         self.readers = []
         for r in range(readers):
-            addr = Signal(range(max(2, depth)), name=f"{name}_raddr{r}")
-            data = Signal(lanes * width, name=f"{name}_rdata{r}")
-            ports = [mem.read_port() for mem in mems]
-            m.d.comb += [p.addr.eq(addr) for p in ports]
-            m.d.comb += data.eq(Cat(*(p.data for p in ports)))
-            self.readers.append(_Reader(addr, data))
+            rp = mem.read_port()
+            self.readers.append(_Reader(rp.addr, rp.data))
 
 
 class _Reader:
@@ -222,8 +218,15 @@ class Accelerator(wiring.Component):
         L, K, fb, MP = S.lanes, S.points, S.fb, S.max_pixels
         lanes_log2 = L.bit_length() - 1
         x_max = isp.x_max
-        m.submodules.engine = eng = self._engine
         layouts, depths = S.layouts(), S.depths()
+        m.submodules.engine = eng = self._engine
+        # issue 23's units: statistics (one value per beat: the post unit's output stream), thresholds (one
+        # multiplier), the L-lane binary-search quantizer, the post unit (one lane: one output per cycle)
+        m.submodules.stats = stu = StatsUnit(spec=isp, lanes=1,
+                                             fault="dropped_min" if self._fault == "stats_min" else None)
+        m.submodules.thresholds = thu = ThresholdUnit(spec=isp)
+        m.submodules.quantizer = qu = Quantizer(spec=isp, lanes=L)
+        m.submodules.post = pu = PostUnit(spec=isp, lanes=1)
 
         # --- host-written memories ------------------------------------------------------------------------------
         mems = {}
@@ -233,14 +236,10 @@ class Accelerator(wiring.Component):
             mem = Memory(shape=unsigned(record_width(layouts[name])), depth=depths[name], init=[])
             m.submodules[f"mem_{name}"] = mem
             mems[name] = mem
-        cfg = {f: Signal(S.cfg_width(), name=f"cfg_{f}") for f in CFG_FIELDS}
-        host_w = {}
-        for i, name in enumerate(MEMS):
-            if name in ("cfg", "fm"):
-                continue
-            wp = mems[name].write_port()
+            wp = mem.write_port()
             m.d.comb += [wp.addr.eq(self.host_addr), wp.data.eq(self.host_data),
                          wp.en.eq(self.host_we & (self.host_mem == i) & ~self.busy)]
+        cfg = {f: Signal(S.cfg_width(), name=f"cfg_{f}") for f in CFG_FIELDS}
         with m.If(self.host_we & (self.host_mem == MEMS.index("cfg")) & ~self.busy):
             with m.Switch(self.host_addr):
                 for a, f in enumerate(CFG_FIELDS):
@@ -256,25 +255,23 @@ class Accelerator(wiring.Component):
         pmem_r = mems["pmem"].read_port()
 
         # --- internal memories -----------------------------------------------------------------------------------
-        stat_layout = (("s", isp.sum_bits, True), ("mn", fb, True), ("mx", fb, True))
+        # per feature-map channel: the statistics unit's mu and M (with mean subtraction) and the minimum and maximum,
+        # from which a reader that takes the tensor as a ReLU output forms its own M (mu = 0)
+        stat_layout = (("mu", fb, True), ("M", isp.m_bits, False), ("mn", fb, True), ("mx", fb, True))
+        mum_layout = (("mu", fb, True), ("M", isp.m_bits, False))
         m.submodules.mem_stats = stats = Memory(shape=unsigned(record_width(stat_layout)), depth=S.fm_channels,
                                                 init=[])
         stats_w, stats_r = stats.write_port(), stats.read_port()
-        mum_layout = (("mu", fb, True), ("M", isp.m_bits, False))
         m.submodules.mem_mum = mum = Memory(shape=unsigned(record_width(mum_layout)), depth=S.channels, init=[])
         mum_w, mum_r = mum.write_port(), mum.read_port()
-        thr_w_bits = (K - 1) * fb
-        thr = _LaneMemory(m, "mem_thr", L, thr_w_bits, S.groups, readers=1)
-        thr_w, thr_r = _Writer(thr), thr.readers[0]
         pc_bits = K * dp.code_bits
         pcode = _LaneMemory(m, "mem_pcode", L, pc_bits, S.groups, readers=1)
         pcode_w, pcode_r = _Writer(pcode), pcode.readers[0]
         sb = dp.scale_bits
         sig = _LaneMemory(m, "mem_sig", 2 * L, sb, S.groups, readers=1)   # sigma_m lanes, then mu_m lanes
         sig_w, sig_r = _Writer(sig), sig.readers[0]
-        sh_bits = bits_for(isp.post_shift_max)
-        # sh1 = sh - 1: floor((acc mult + 2^(sh-1)) / 2^sh) = floor((floor(acc mult / 2^(sh-1)) + 1) / 2)
-        opar_layout = (("bias", dp.bias_bits, True), ("mult", isp.mult_bits, False), ("sh1", sh_bits, False))
+        sh_bits = isp.post_shift_bits
+        opar_layout = (("bias", dp.bias_bits, True), ("mult", isp.mult_bits, False), ("sh", sh_bits, False))
         m.submodules.mem_opar = opar = Memory(shape=unsigned(record_width(opar_layout)), depth=S.max_out, init=[])
         opar_w, opar_ra, opar_rb = opar.write_port(), opar.read_port(), opar.read_port()
         cb = dp.code_bits
@@ -292,83 +289,67 @@ class Accelerator(wiring.Component):
         m.d.sync += self.done.eq(0)
         frac = cfg["frac"][:S.frac_bits]
         H, W = cfg["height"][:S.dim_bits], cfg["width"][:S.dim_bits]
+        G = ins["groups"]
+        C_in, O_out = ins["in_channels"], ins["out_channels"]
+        last_step = Signal()
+        m.d.comb += last_step.eq(step + 1 >= cfg["steps"])
 
-        # --- statistics unit: L-lane bank (entry) or one channel per output (post) --------------------------------
-        NB = max(L, S.max_out)
-        acc_s = [Signal(signed(isp.sum_bits), name=f"st_s{i}") for i in range(NB)]
-        acc_mn = [Signal(signed(fb), name=f"st_mn{i}") for i in range(NB)]
-        acc_mx = [Signal(signed(fb), name=f"st_mx{i}") for i in range(NB)]
-        st_lanes_valid = Signal()         # entry pass: lanes 0..L-1 take st_lanes
-        st_lanes = Signal(L * fb)
-        st_one_valid = Signal()           # post: element st_idx takes st_val
-        st_idx = Signal(range(NB))
-        st_val = Signal(signed(fb))
-        st_first = Signal()
-        e_first = Signal()
-        for i in range(NB):
-            lane_v = st_lanes[i * fb:(i + 1) * fb].as_signed() if i < L else Const(0, signed(fb))
-            take = Signal(name=f"st_take{i}")
-            val = Signal(signed(fb), name=f"st_val{i}")
-            m.d.comb += [take.eq((st_lanes_valid & (i < L)) | (st_one_valid & (st_idx == i))),
-                         val.eq(Mux(st_lanes_valid, lane_v, st_val))]
-            with m.If(take):
-                with m.If(st_first):
-                    m.d.sync += [acc_s[i].eq(val), acc_mn[i].eq(val), acc_mx[i].eq(val)]
-                with m.Else():
-                    m.d.sync += acc_s[i].eq(acc_s[i] + val)
-                    if self._fault != "stats_min":
-                        m.d.sync += acc_mn[i].eq(Mux(val < acc_mn[i], val, acc_mn[i]))
-                    m.d.sync += acc_mx[i].eq(Mux(val > acc_mx[i], val, acc_mx[i]))
-        a_s, a_mn, a_mx = Array(acc_s), Array(acc_mn), Array(acc_mx)
-
-        # --- dividers -----------------------------------------------------------------------------------------------
-        m.submodules.div_mu = div_mu = SeqDivider(num_bits=isp.sum_bits + 3, den_bits=S.pixel_bits + 2)
+        # --- dividers (bias_int) ----------------------------------------------------------------------------------
         jneg_max = S.bias_s_bits + 2        # beyond this, bias_int is 0 (|bias / s_w 2^E| < 1/4)
         num_b = dp.bias_bits + S.bias_s_bits + S.bias_m_bits + 4
         jpos_max = num_b - S.bias_m_bits - 3     # E <= the bias cap keeps bias_int, so bm 2^j / sm, in range
         m.submodules.div_b = div_b = SeqDivider(num_bits=num_b, den_bits=S.bias_s_bits + 2 + jneg_max)
-        m.d.comb += [div_mu.start.eq(0), div_b.start.eq(0)]
+        m.d.comb += div_b.start.eq(0)
 
-        # --- defaults -----------------------------------------------------------------------------------------------
-        for p in (fm_w, stats_w, mum_w, thr_w, pcode_w, sig_w, opar_w, code_w):
+        # --- defaults ---------------------------------------------------------------------------------------------
+        for p in (fm_w, stats_w, mum_w, pcode_w, sig_w, opar_w, code_w):
             m.d.comb += p.en.eq(0)
         m.d.comb += [fm_w.addr.eq(self.host_addr), fm_w.data.eq(self.host_data[:L * fb]),
                      fm_w.en.eq(Mux(self.host_we & (self.host_mem == MEMS.index("fm")) & ~self.busy,
                                     (1 << L) - 1, 0))]
+        m.d.comb += [thu.tbl_we.eq(0), thu.in_valid.eq(0), thu.out_ready.eq(1), qu.out_ready.eq(1),
+                     stu.in_valid.eq(0), stu.out_ready.eq(1), pu.out_ready.eq(1), eng.out_ready.eq(1)]
+        # the threshold unit's thresholds go straight into the quantizer's threshold memories
+        m.d.comb += [qu.thr_we.eq(thu.out_valid), qu.thr_chan.eq(thu.out_chan), qu.thr_k.eq(thu.out_k),
+                     qu.thr_value.eq(thu.out_t)]
+        thr_count = Signal(range(S.channels * K + 1))
+        with m.If(thu.out_valid):
+            m.d.sync += thr_count.eq(thr_count + 1)
 
-        # per-channel and per-phase counters
         c = Signal(range(S.channels + 1))           # channel / output counter of the parameter phases
+        kk = Signal(range(K + 1))                   # point index of the table load
         V = Signal(unsigned(max(isp.m_bits, fb + S.log2_denom) + 1))
         E = Signal(signed(S.exp_bits + 2))
         err = Signal()
-        mu = Signal(signed(fb + 1))
-        Mr = Signal(unsigned(isp.m_bits))
-        pts = Signal(K * S.p_bits)
-        k = Signal(range(K + 1))
-        thr_regs = [Signal(signed(fb), name=f"thr{i}") for i in range(K - 1)]
-        fm_channel = Signal(bits_for(S.fm_channels - 1))
-        s_lat = Signal(signed(isp.sum_bits))
-        mn_lat, mx_lat = Signal(signed(fb)), Signal(signed(fb))
-        G = ins["groups"]
-        C_in, O_out = ins["in_channels"], ins["out_channels"]
+        drained = Signal(range(max(S.channels, S.max_out) + 1))   # statistics written back
+        # the statistics unit's drain: mu and M of each channel into the statistics memory
+        st_base = Signal(range(S.fm_channels + 1))
+        with m.If(stu.out_valid):
+            m.d.comb += [stats_w.en.eq(1), stats_w.addr.eq(st_base + stu.out_chan),
+                         stats_w.data.eq(Cat(stu.out_mu, stu.out_m, stu.out_min, stu.out_max))]
+            m.d.sync += drained.eq(drained + 1)
 
         # entry pass
         eg = Signal(bits_for(S.fm_groups))
         ep = Signal(S.pixel_bits)
-        e_valid = Signal()
-        e_last = Signal()
+        el = Signal(range(max(L, 2)))
+        e_valid, e_last, e_lane = Signal(), Signal(), Signal(range(max(L, 2)))
+        e_chan_r = Signal(range(S.channels + 1))
+        entry_channels = cfg["entry_channels"]
 
         # quantize pipeline
         qp = Signal(S.pixel_bits)
         qj = Signal(bits_for(S.pmem))
         q_run = Signal()
-        q1_valid, q2_valid = Signal(), Signal()
-        q1_p, q2_p = Signal(S.pixel_bits), Signal(S.pixel_bits)
-        q3_codes, q3_mask, q3_addr, q3_valid = (Signal(L * dp.code_bits), Signal(L), Signal(range(S.code_depth)),
-                                                Signal())
+        q1_valid = Signal()
+        q1_p = Signal(S.pixel_bits)
         piece = _fields(pmem_r.data, layouts["pmem"])
-        q2_piece = Signal(record_width(layouts["pmem"]))
-        pc2 = _fields(q2_piece, layouts["pmem"])
+        pw = record_width(layouts["pmem"])
+        qlat = qu.latency
+        # the piece and pixel of each beat in the quantizer: a delay line as long as its latency
+        dl_valid = [Signal(name=f"qd_v{i}") for i in range(qlat + 1)]
+        dl_piece = [Signal(pw, name=f"qd_piece{i}") for i in range(qlat + 1)]
+        dl_p = [Signal(S.pixel_bits, name=f"qd_p{i}") for i in range(qlat + 1)]
 
         # conv
         cy, cx = Signal(S.dim_bits), Signal(S.dim_bits)
@@ -379,30 +360,14 @@ class Accelerator(wiring.Component):
         c_run = Signal()
         b_valid, b_first, b_last, b_group, b_mask = Signal(), Signal(), Signal(), Signal(range(S.groups)), Signal(TAPS)
 
-        # post
-        pp = Signal(S.pixel_bits)
-        po = Signal(range(S.max_out + 1))
+        # post: engine output -> (residual and parameters read) -> post unit -> write
+        po, pp = Signal(range(S.max_out + 1)), Signal(S.pixel_bits)       # outputs entering the post unit
+        wo, wpx = Signal(range(S.max_out + 1)), Signal(S.pixel_bits)      # outputs leaving it
         outs_left = Signal(S.pixel_bits + bits_for(S.max_out) + 1)
         pa_valid = Signal()
         pa_acc = Signal(signed(dp.acc_bits))
         pa_o = Signal(range(S.max_out))
-        pa_first = Signal()
-        pa_p = Signal(S.pixel_bits)
 
-        last_step = Signal()
-        m.d.comb += last_step.eq(step + 1 >= cfg["steps"])
-
-        tm = _fields(tmem_r.data, layouts["tmem"])
-        # M and the exponent's candidate of one channel (pass 1)
-        d1, d2 = _sig(m, mx_lat - mu, "p1_d1"), _sig(m, mu - mn_lat, "p1_d2")
-        p1_M = _sig(m, Mux(d1 > d2, d1, d2), "p1_M")
-        mu_den = _sig(m, Mux(mu < 0, -mu, mu) << S.log2_denom, "p1_mu_den")
-        p1_vc = _sig(m, Mux(p1_M > mu_den, p1_M, mu_den), "p1_vc")
-        # thresholds (pass 1): T_k = clamp(mu + floor(M (P_k + P_{k+1}) / (2 denom))), one multiplier
-        pv = Array([pts[j * S.p_bits:(j + 1) * S.p_bits].as_signed() for j in range(K)])
-        pair = _sig(m, pv[k] + pv[k + 1], "thr_pair")
-        tsum = _sig(m, mu + ((Mr * pair) >> S.log2_thr_divisor), "thr_sum")
-        tcl = _clamp(m, tsum, isp.thr_lo, isp.thr_hi, "thr")
         # the exponent E: ls = the largest k with V 2^k <= B (B = mant_max denom), by V's leading one
         B = dp.mant_max << S.log2_denom
         if max(2 * x_max, x_max << S.log2_denom) >= B:
@@ -414,6 +379,8 @@ class Accelerator(wiring.Component):
         k0 = Signal(range(B.bit_length() + 1))
         m.d.comb += k0.eq(B.bit_length() - 1 - vmsb)
         ls = _sig(m, Mux((V << k0) > B, k0 - 1, k0), "ls")
+
+        # pass 2: sigma_m and mu_m per input channel, one per cycle (read at t, written at t+1)
         p2_valid = Signal()
         p2_c = Signal(range(S.channels))
         mr = _fields(mum_r.data, mum_layout)
@@ -428,93 +395,100 @@ class Accelerator(wiring.Component):
         om = _fields(omem_r.data, layouts["omem"])
         om_lat = Signal(record_width(layouts["omem"]))
         oml = _fields(om_lat, layouts["omem"])
+        tm = _fields(tmem_r.data, layouts["tmem"])
+        st = _fields(stats_r.data, stat_layout)
+        # the reader's mu and M: the tensor's, or after a ReLU mu = 0 and M = max(xmax, -xmin)
+        p1_mu = _sig(m, Mux(ins["relu_input"], 0, st["mu"]), "p1_mu", signed(fb))
+        neg_mn = _sig(m, -st["mn"], "p1_neg_mn")
+        p1_m = _sig(m, Mux(ins["relu_input"], Mux(st["mx"] > neg_mn, st["mx"], neg_mn), st["M"]), "p1_m",
+                    unsigned(isp.m_bits))
+        mu_den = _sig(m, Mux(p1_mu < 0, -p1_mu, p1_mu) << S.log2_denom, "p1_mu_den")
+        p1_vc = _sig(m, Mux(p1_m > mu_den, p1_m, mu_den), "p1_vc")
 
         with m.FSM(name="seq"):
             with m.State("IDLE"):
                 with m.If(self.start & ~self.busy):
                     m.d.sync += [self.busy.eq(1), status.eq(STATUS["ok"]), err.eq(0), step.eq(0), npix.eq(H * W),
-                                 eg.eq(0), ep.eq(0)]
-                    m.next = "ENTRY"
+                                 eg.eq(0), ep.eq(0), el.eq(0), drained.eq(0),
+                                 st_base.eq(cfg["entry_group"] * L)]
+                    m.next = "ENTRY_WAIT"
 
-            # ---- entry statistics: one pass over the entry tensor's groups --------------------------------------
+            # ---- entry statistics: every value of the entry tensor through the statistics unit -------------------
+            with m.State("ENTRY_WAIT"):
+                with m.If(stu.in_ready):            # it clears its memory after reset
+                    m.next = "ENTRY"
             with m.State("ENTRY"):
-                with m.If(eg >= cfg["entry_groups"]):
-                    m.next = "FETCH"
-                with m.Else():
-                    m.d.comb += fm_ra.addr.eq((cfg["entry_group"] + eg) * MP + ep)
-                    m.d.sync += [e_valid.eq(1), e_last.eq(ep + 1 == npix), e_first.eq(ep == 0)]
+                m.d.comb += fm_ra.addr.eq((cfg["entry_group"] + eg) * MP + ep)
+                chan = _sig(m, eg * L + el, "e_chan")
+                chan_last = chan + 1 == entry_channels
+                m.d.sync += [e_valid.eq(1), e_lane.eq(el), e_chan_r.eq(chan), e_last.eq((ep + 1 == npix) & chan_last)]
+                with m.If((el + 1 == L) | chan_last):
+                    m.d.sync += el.eq(0)
                     with m.If(ep + 1 == npix):
-                        m.d.sync += ep.eq(0)
-                        m.next = "ENTRY_LAST"
+                        m.d.sync += [ep.eq(0), eg.eq(eg + 1)]
+                        with m.If(chan_last):
+                            m.next = "ENTRY_DRAIN"
                     with m.Else():
                         m.d.sync += ep.eq(ep + 1)
-            with m.State("ENTRY_LAST"):
-                m.d.sync += [e_valid.eq(0), c.eq(0)]
-                m.next = "ENTRY_WB"
-            with m.State("ENTRY_WB"):
-                m.d.comb += [stats_w.en.eq(1), stats_w.addr.eq((cfg["entry_group"] + eg) * L + c),
-                             stats_w.data.eq(Cat(a_s[c], a_mn[c], a_mx[c]))]
-                m.d.sync += c.eq(c + 1)
-                with m.If(c + 1 == L):
-                    m.d.sync += eg.eq(eg + 1)
-                    m.next = "ENTRY"
+                with m.Else():
+                    m.d.sync += el.eq(el + 1)
+            with m.State("ENTRY_DRAIN"):
+                m.d.sync += e_valid.eq(0)
+                with m.If(drained == entry_channels):
+                    m.next = "FETCH"
 
             # ---- fetch the step's instruction -------------------------------------------------------------------
             with m.State("FETCH"):
                 m.d.comb += prog_r.addr.eq(step)
                 m.next = "FETCH2"
             with m.State("FETCH2"):
-                m.d.sync += [instr.eq(prog_r.data), c.eq(0), V.eq(0)]
-                m.next = "P1_A"
+                m.d.sync += [instr.eq(prog_r.data), c.eq(0), kk.eq(0), V.eq(0), thr_count.eq(0)]
+                m.next = "P0_A"
 
-            # ---- parameters, pass 1: per input channel ------------------------------------------------------------
+            # ---- parameters, pass 0: the step's point tables (threshold unit, code decoder) ----------------------
+            with m.State("P0_A"):
+                m.d.comb += tmem_r.addr.eq(ins["tbase"] + c)
+                m.next = "P0_B"
+            with m.State("P0_B"):
+                m.d.comb += tmem_r.addr.eq(ins["tbase"] + c)     # held: the data stays valid while kk counts
+                m.d.comb += [thu.tbl_we.eq(1), thu.tbl_chan.eq(c),  thu.tbl_idx.eq(kk),
+                             thu.tbl_code.eq(Array([tm[f"c{j}"] for j in range(K)])[kk])]
+                with m.If(kk == 0):
+                    m.d.comb += [pcode_w.en.eq(1 << c[:lanes_log2] if L > 1 else 1),
+                                 pcode_w.addr.eq(c >> lanes_log2),
+                                 pcode_w.data.eq(Cat(*([Cat(*(tm[f"c{j}"] for j in range(K)))] * L)))]
+                m.d.sync += kk.eq(kk + 1)
+                with m.If(kk == K - 1):
+                    m.d.sync += [kk.eq(0), c.eq(c + 1)]
+                    with m.If(c + 1 == C_in):
+                        m.d.sync += c.eq(0)
+                        m.next = "P1_A"
+                    with m.Else():
+                        m.next = "P0_A"
+
+            # ---- parameters, pass 1: per input channel, its statistics into the threshold unit ------------------
             with m.State("P1_A"):
                 m.d.comb += tmem_r.addr.eq(ins["tbase"] + c)
                 m.next = "P1_B"
             with m.State("P1_B"):
-                m.d.comb += [stats_r.addr.eq(tm["fm_channel"]),
-                             pcode_w.en.eq(1 << c[:lanes_log2] if L > 1 else 1),
-                             pcode_w.addr.eq(c >> lanes_log2),
-                             pcode_w.data.eq(Cat(*([Cat(*(tm[f"c{j}"] for j in range(K)))] * L)))]
-                m.d.sync += pts.eq(Cat(*(tm[f"p{j}"] for j in range(K))))
+                m.d.comb += [tmem_r.addr.eq(ins["tbase"] + c), stats_r.addr.eq(tm["fm_channel"])]
                 m.next = "P1_C"
-            with m.State("P1_C"):
-                st = _fields(stats_r.data, stat_layout)
-                m.d.sync += [s_lat.eq(st["s"]), mn_lat.eq(st["mn"]), mx_lat.eq(st["mx"])]
-                with m.If(ins["relu_input"]):
-                    m.d.sync += mu.eq(0)
-                    m.next = "P1_M"
-                with m.Else():
-                    m.d.comb += [div_mu.start.eq(1), div_mu.num.eq((st["s"] << 1) + npix),
-                                 div_mu.den.eq(npix << 1)]
-                    m.next = "P1_DIV"
-            with m.State("P1_DIV"):
-                with m.If(div_mu.done):
-                    m.d.sync += mu.eq(div_mu.quotient)
-                    m.next = "P1_M"
-            with m.State("P1_M"):
-                Mv, vc = p1_M, p1_vc
-                m.d.sync += [Mr.eq(Mv), k.eq(0)]
-                with m.If(vc > V):
-                    m.d.sync += V.eq(vc)
-                m.d.comb += [mum_w.en.eq(1), mum_w.addr.eq(c), mum_w.data.eq(Cat(mu[:fb], Mv[:isp.m_bits]))]
-                m.next = "P1_T"
-            with m.State("P1_T"):
-                for j in range(K - 1):
-                    with m.If(k == j):
-                        m.d.sync += thr_regs[j].eq(tcl)
-                m.d.sync += k.eq(k + 1)
-                with m.If(k == K - 2):
-                    m.next = "P1_TW"
-            with m.State("P1_TW"):
-                m.d.comb += [thr_w.en.eq(1 << c[:lanes_log2] if L > 1 else 1), thr_w.addr.eq(c >> lanes_log2),
-                             thr_w.data.eq(Cat(*([Cat(*thr_regs)] * L)))]
-                m.d.sync += c.eq(c + 1)
-                with m.If(c + 1 == C_in):
+            with m.State("P1_C"):   # addresses held: the data stays while the threshold unit is busy
+                m.d.comb += [tmem_r.addr.eq(ins["tbase"] + c), stats_r.addr.eq(tm["fm_channel"]), thu.in_valid.eq(1), thu.in_chan.eq(c), thu.in_mu.eq(p1_mu), thu.in_m.eq(p1_m)]
+                with m.If(thu.in_ready):
+                    m.d.comb += [mum_w.en.eq(1), mum_w.addr.eq(c), mum_w.data.eq(Cat(p1_mu, p1_m))]
+                    with m.If(p1_vc > V):
+                        m.d.sync += V.eq(p1_vc)
+                    m.d.sync += c.eq(c + 1)
+                    with m.If(c + 1 == C_in):
+                        m.next = "P1_WAIT"
+                    with m.Else():
+                        m.next = "P1_A"
+            with m.State("P1_WAIT"):   # every threshold written into the quantizer
+                with m.If(thr_count == C_in * (K - 1)):
                     m.next = "EXP"
-                with m.Else():
-                    m.next = "P1_A"
 
+            # ---- the exponent E -----------------------------------------------------------------------------------
             with m.State("EXP"):
                 capv = ls + frac
                 with m.If(V == 0):
@@ -526,7 +500,7 @@ class Accelerator(wiring.Component):
                 m.d.sync += c.eq(0)
                 m.next = "P2"
 
-            # ---- parameters, pass 2: sigma_m and mu_m per input channel (one per cycle) -------------------------
+            # ---- parameters, pass 2: sigma_m and mu_m ---------------------------------------------------------------
             with m.State("P2"):
                 m.d.comb += mum_r.addr.eq(c)
                 m.d.sync += [p2_valid.eq(1), p2_c.eq(c), c.eq(c + 1)]
@@ -558,7 +532,7 @@ class Accelerator(wiring.Component):
                     sh = E + oml["r"] - frac
                     with m.If(sh < 1):
                         m.d.sync += [err.eq(1), status.eq(STATUS["shift"])]
-                    shc = Mux(sh > isp.post_shift_max, isp.post_shift_max, Mux(sh < 1, 1, sh)) - 1
+                    shc = Mux(sh > isp.post_shift_max, isp.post_shift_max, Mux(sh < 1, 1, sh))
                     m.d.comb += [opar_w.en.eq(1), opar_w.addr.eq(c),
                                  opar_w.data.eq(Cat(div_b.quotient[:dp.bias_bits], oml["mult"],
                                                     shc.as_unsigned()[:sh_bits]))]
@@ -571,23 +545,20 @@ class Accelerator(wiring.Component):
 
             # ---- quantize: pieces of every pixel, 1 per cycle, pipelined ------------------------------------------
             with m.State("QUANT"):
-                with m.If(~q_run & ~q1_valid & ~q2_valid & ~q3_valid):
+                with m.If(~q_run & ~q1_valid & ~Cat(*dl_valid).any()):
                     m.d.sync += [cy.eq(0), cx.eq(0), cpix.eq(0), co.eq(0), cg.eq(0), wa.eq(ins["wbase"]),
-                                 c_run.eq(1), pp.eq(0), po.eq(0), outs_left.eq(npix * O_out)]
+                                 c_run.eq(1), pp.eq(0), po.eq(0), wo.eq(0), wpx.eq(0), outs_left.eq(npix * O_out),
+                                 drained.eq(0), st_base.eq(ins["out_group"] * L)]
                     m.next = "CONV"
 
             # ---- conv and post ------------------------------------------------------------------------------------
             with m.State("CONV"):
-                with m.If(~c_run & (outs_left == 0) & ~pa_valid):
-                    m.d.sync += c.eq(0)
-                    m.next = "WB"
+                with m.If(~c_run & (outs_left == 0)):
+                    m.next = "DRAIN"
 
-            # ---- write-back of the output statistics ----------------------------------------------------------------
-            with m.State("WB"):
-                m.d.comb += [stats_w.en.eq(1), stats_w.addr.eq(ins["out_group"] * L + c),
-                             stats_w.data.eq(Cat(a_s[c], a_mn[c], a_mx[c]))]
-                m.d.sync += c.eq(c + 1)
-                with m.If(c + 1 == O_out):
+            # ---- the statistics unit drains the output's statistics -----------------------------------------------
+            with m.State("DRAIN"):
+                with m.If(drained == O_out):
                     with m.If(last_step | err):
                         m.d.sync += [self.busy.eq(0), self.done.eq(1)]
                         m.next = "IDLE"
@@ -595,13 +566,16 @@ class Accelerator(wiring.Component):
                         m.d.sync += step.eq(step + 1)
                         m.next = "FETCH"
 
-        # --- entry statistics data path (the read issued in ENTRY arrives a cycle later) ----------------------------
+        # --- entry pass data path: the word read in ENTRY arrives a cycle later; one lane per beat ------------------
+        e_word = Array([fm_ra.data[i * fb:(i + 1) * fb].as_signed() for i in range(L)])
         with m.If(e_valid):
-            m.d.comb += [st_lanes_valid.eq(1), st_lanes.eq(fm_ra.data), st_first.eq(e_first)]
+            m.d.comb += [stu.in_valid.eq(1), stu.in_group.eq(e_chan_r), stu.in_data.eq(e_word[e_lane]),
+                         stu.in_last.eq(e_last), stu.cfg_channels.eq(entry_channels), stu.cfg_pixels.eq(npix),
+                         stu.cfg_relu.eq(0)]
 
         # --- quantize pipeline -------------------------------------------------------------------------------------
-        # stage 0: piece address; stage 1: piece -> feature-map, threshold and code-table reads; stage 2: data ->
-        # rotate, binary search, point code -> stage 3: masked write of the code memory
+        # stage 0: piece address; stage 1: piece -> feature-map read; stage 2: rotate -> quantizer; at its output:
+        # point codes (decoder table read one cycle ahead) -> masked write of the code memory
         with m.If(q_run):
             m.d.comb += pmem_r.addr.eq(ins["pbase"] + qj)
             m.d.sync += [q1_valid.eq(1), q1_p.eq(qp)]
@@ -614,40 +588,32 @@ class Accelerator(wiring.Component):
         with m.Else():
             m.d.sync += q1_valid.eq(0)
         with m.If(q1_valid):
-            m.d.comb += [fm_ra.addr.eq(piece["src_group"] * MP + q1_p), thr_r.addr.eq(piece["dst_group"]),
-                         pcode_r.addr.eq(piece["dst_group"])]
-        m.d.sync += [q2_valid.eq(q1_valid), q2_p.eq(q1_p), q2_piece.eq(pmem_r.data)]
-        lb = max(1, lanes_log2)
-        rot = Signal(lb)
-        m.d.comb += rot.eq(pc2["src_lane"] - pc2["dst_lane"])
+            m.d.comb += fm_ra.addr.eq(piece["src_group"] * MP + q1_p)
+        m.d.sync += [dl_valid[0].eq(q1_valid), dl_piece[0].eq(pmem_r.data), dl_p[0].eq(q1_p)]
+        pc0 = _fields(dl_piece[0], layouts["pmem"])
+        rot = Signal(max(1, lanes_log2))
+        m.d.comb += rot.eq(pc0["src_lane"] - pc0["dst_lane"])
         rotated = _rotate(m, fm_ra.data, rot, L, fb)
+        m.d.comb += [qu.in_valid.eq(dl_valid[0]), qu.in_group.eq(pc0["dst_group"]), qu.in_data.eq(rotated)]
+        for i in range(qlat):
+            m.d.sync += [dl_valid[i + 1].eq(dl_valid[i]), dl_piece[i + 1].eq(dl_piece[i]), dl_p[i + 1].eq(dl_p[i])]
+        pc_pre = _fields(dl_piece[qlat - 1], layouts["pmem"])
+        m.d.comb += pcode_r.addr.eq(pc_pre["dst_group"])
+        pcq = _fields(dl_piece[qlat], layouts["pmem"])
         codes = []
         for i in range(L):
-            x = rotated[i * fb:(i + 1) * fb].as_signed()
-            tl = thr_r.data[i * thr_w_bits:(i + 1) * thr_w_bits]
-            tv = Array([tl[j * fb:(j + 1) * fb].as_signed() for j in range(K - 1)] + [Const(x_max, signed(fb))])
-            x = _sig(m, x, f"q_x{i}")
-            idx = Const(0, unsigned(dp.act_bits))
-            for s in reversed(range(dp.act_bits)):   # binary search: #{k : x > T_k}
-                probe = idx + (1 << s) - 1
-                idx = _sig(m, Mux(x > tv[probe], idx + (1 << s), idx), f"q_idx{i}_{s}", unsigned(dp.act_bits))
-            idx_s = idx
             pcl = pcode_r.data[i * pc_bits:(i + 1) * pc_bits]
-            codes.append(Array([pcl[j * cb:(j + 1) * cb] for j in range(K)])[idx_s])
+            idx = _sig(m, qu.out_code[i], f"q_idx{i}", unsigned(dp.act_bits))
+            codes.append(Array([pcl[j * cb:(j + 1) * cb] for j in range(K)])[idx])
         lane_ids = [Const(i, bits_for(L)) for i in range(L)]
-        m.d.sync += [q3_valid.eq(q2_valid), q3_codes.eq(Cat(*codes)), q3_addr.eq(pc2["dst_group"] * MP + q2_p),
-                     q3_mask.eq(Cat(*((lane_ids[i] >= pc2["dst_lane"]) & (lane_ids[i] < pc2["dst_lane"]
-                                                                               + pc2["count"])
-                                      for i in range(L))))]
-        with m.If(q3_valid):
-            m.d.comb += [code_w.en.eq(q3_mask), code_w.addr.eq(q3_addr), code_w.data.eq(q3_codes)]
+        with m.If(dl_valid[qlat]):
+            m.d.comb += [code_w.en.eq(Cat(*((lane_ids[i] >= pcq["dst_lane"])
+                                           & (lane_ids[i] < pcq["dst_lane"] + pcq["count"]) for i in range(L)))),
+                         code_w.addr.eq(pcq["dst_group"] * MP + dl_p[qlat]), code_w.data.eq(Cat(*codes))]
 
         # --- conv beats: issue reads at t, the engine takes the beat at t+1 -----------------------------------------
         kernel1 = ins["kernel1"]
-        offs = []
-        for t in range(TAPS):
-            dy, dx = t // 3 - 1, t % 3 - 1
-            offs.append((dy, dx))
+        offs = [(t // 3 - 1, t % 3 - 1) for t in range(TAPS)]
         with m.If(c_run):
             row = {-1: cpix - W, 0: cpix, 1: cpix + W}
             for t, (dy, dx) in enumerate(offs):
@@ -667,7 +633,6 @@ class Accelerator(wiring.Component):
                 inside.append(Mux(kernel1, t == CENTRE_TAP, ok))
             m.d.sync += [b_valid.eq(1), b_first.eq(cg == 0), b_last.eq(cg + 1 == G), b_group.eq(cg),
                          b_mask.eq(Cat(*inside)), wa.eq(wa + 1)]
-            # counters: group, output channel, pixel
             with m.If(cg + 1 == G):
                 m.d.sync += cg.eq(0)
                 with m.If(co + 1 == O_out):
@@ -684,43 +649,44 @@ class Accelerator(wiring.Component):
                 m.d.sync += cg.eq(cg + 1)
         with m.Else():
             m.d.sync += b_valid.eq(0)
-        # the engine's beat
-        in_code = []
-        for lane in range(L):
-            for t in range(TAPS):
-                in_code.append(code_r[t].data[lane * cb:(lane + 1) * cb])
+        in_code = [code_r[t].data[lane * cb:(lane + 1) * cb] for lane in range(L) for t in range(TAPS)]
         opa = _fields(opar_ra.data, opar_layout)
         m.d.comb += [eng.in_valid.eq(b_valid), eng.in_first.eq(b_first), eng.in_last.eq(b_last),
                      eng.in_group.eq(b_group), eng.in_mask.eq(b_mask), eng.in_code.eq(Cat(*in_code)),
                      eng.in_weight.eq(wmem_r.data), eng.in_sigma.eq(sig_r.data[:L * sb]),
-                     eng.in_mu.eq(sig_r.data[L * sb:]), eng.in_bias.eq(opa["bias"]), eng.out_ready.eq(1)]
+                     eng.in_mu.eq(sig_r.data[L * sb:]), eng.in_bias.eq(opa["bias"])]
 
-        # --- post unit: stage A (engine output, reads) -> B (requantize, ReLU, residual) -> write ----------------
+        # --- post: stage A reads the output channel's parameters and the residual; the post unit (contract 2's
+        # requantization, ReLU, saturation, residual add) follows; its output is written and fed to the statistics
+        # unit (the next steps' statistics, no extra pass) and the trace ------------------------------------------
         m.d.sync += pa_valid.eq(eng.out_valid)
         with m.If(eng.out_valid):
-            ogrp = ins["res_group"] + (po >> lanes_log2)
-            m.d.comb += [opar_rb.addr.eq(po), fm_rb.addr.eq(ogrp * MP + pp)]
-            m.d.sync += [pa_acc.eq(eng.out_acc), pa_o.eq(po), pa_p.eq(pp), pa_first.eq(pp == 0)]
+            m.d.comb += [opar_rb.addr.eq(po), fm_rb.addr.eq((ins["res_group"] + (po >> lanes_log2)) * MP + pp)]
+            m.d.sync += [pa_acc.eq(eng.out_acc), pa_o.eq(po)]
             with m.If(po + 1 == O_out):
                 m.d.sync += [po.eq(0), pp.eq(pp + 1)]
             with m.Else():
                 m.d.sync += po.eq(po + 1)
         opb = _fields(opar_rb.data, opar_layout)
-        prod = _sig(m, pa_acc * opb["mult"], "post_prod")
-        rq = _sig(m, ((prod >> opb["sh1"]) + 1) >> 1, "post_rq")
-        relu_v = _sig(m, Mux(ins["relu"] & (rq < 0), 0, rq), "post_relu")
-        sat1 = _clamp(m, relu_v, -x_max, x_max, "post_sat1")
         res_lane = pa_o[:lanes_log2] if L > 1 else Const(0, 1)
         if self._fault == "residual_lane":
             res_lane = res_lane + 1
         res_v = Array([fm_rb.data[i * fb:(i + 1) * fb].as_signed() for i in range(L)])[res_lane]
-        y_s = _sig(m, _clamp(m, sat1 + Mux(ins["residual"], res_v, 0), -x_max, x_max, "post_sum"), "post_y",
-                   signed(fb))
-        with m.If(pa_valid):
-            out_grp = ins["out_group"] + (pa_o >> lanes_log2)
-            lane_sel = (1 << pa_o[:lanes_log2]) if L > 1 else 1
-            m.d.comb += [fm_w.en.eq(lane_sel), fm_w.addr.eq(out_grp * MP + pa_p), fm_w.data.eq(Cat(*([y_s] * L))),
-                         st_one_valid.eq(1), st_idx.eq(pa_o), st_val.eq(y_s), st_first.eq(pa_first),
-                         self.trace_valid.eq(1), self.trace_data.eq(y_s)]
+        m.d.comb += [pu.in_valid.eq(pa_valid), pu.in_relu.eq(ins["relu"]), pu.in_add.eq(ins["residual"]),
+                     pu.in_acc[0].eq(pa_acc), pu.in_mult[0].eq(opb["mult"]), pu.in_shift[0].eq(opb["sh"]),
+                     pu.in_skip[0].eq(res_v)]
+        y = pu.out_y[0]
+        with m.If(pu.out_valid):
+            lane_sel = (1 << wo[:lanes_log2]) if L > 1 else 1
+            m.d.comb += [fm_w.en.eq(lane_sel), fm_w.addr.eq((ins["out_group"] + (wo >> lanes_log2)) * MP + wpx),
+                         fm_w.data.eq(Cat(*([y] * L))),
+                         stu.in_valid.eq(1), stu.in_group.eq(wo), stu.in_data.eq(y),
+                         stu.in_last.eq((wo + 1 == O_out) & (wpx + 1 == npix)), stu.cfg_channels.eq(O_out),
+                         stu.cfg_pixels.eq(npix), stu.cfg_relu.eq(0),
+                         self.trace_valid.eq(1), self.trace_data.eq(y)]
             m.d.sync += outs_left.eq(outs_left - 1)
+            with m.If(wo + 1 == O_out):
+                m.d.sync += [wo.eq(0), wpx.eq(wpx + 1)]
+            with m.Else():
+                m.d.sync += wo.eq(wo + 1)
         return m

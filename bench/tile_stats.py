@@ -191,8 +191,8 @@ def main(argv=None):
 
         model = load_model("edsr", args.weights, args.scale)
         fp = weights_fingerprint(model)
-        for t in tiles:
-            for b in bits_list:
+        for b in bits_list:          # every tile at the first bit width first: the main comparison
+            for t in tiles:
                 todo = [d for d in datasets if (cache["results"].get(cell_key(args.scale, t, b, d)) or {})
                         .get("weights_fingerprint") != fp]
                 if not todo:

@@ -781,15 +781,20 @@ def _ecp5_section(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _split_fmax(rows: list[dict]):
+    """The measured fmax (MHz) of the 16-lane split 6:0 DFSQ engine (nextpnr-ecp5), or None."""
+    split = next((r for r in rows if r["group"] == "ecp5" and r.get("denorm") == "split" and not r.get("codes_in")
+                  and (r.get("sigma_bits"), r.get("shift_bits")) == SPLIT_DEFAULT and r.get("lanes") == ECP5_LANES),
+                 None)
+    return (split or {}).get("raw", {}).get("ecp5-fmax", {}).get("fmax_mhz") if split else None
+
+
 def _throughput_section(rows: list[dict]) -> list[str]:
     """Cycles and frames per second of whole quantized bodies on the 16-lane split engine at its measured fmax
     (hw.throughput's model, checked against the cycles sim.verify simulates: tests/test_throughput.py)."""
     from .throughput import _model_layers, body_cycles, summary
 
-    split = next((r for r in rows if r["group"] == "ecp5" and r.get("denorm") == "split" and not r.get("codes_in")
-                  and (r.get("sigma_bits"), r.get("shift_bits")) == SPLIT_DEFAULT and r.get("lanes") == ECP5_LANES),
-                 None)
-    fmax = (split or {}).get("raw", {}).get("ecp5-fmax", {}).get("fmax_mhz") if split else None
+    fmax = _split_fmax(rows)
     if not fmax:
         return []
     H, W = 360, 640
@@ -815,10 +820,7 @@ def _system_section(rows: list[dict]) -> list[str]:
     statistics (hw.system_cost)."""
     from .system_cost import section
 
-    split = next((r for r in rows if r["group"] == "ecp5" and r.get("denorm") == "split" and not r.get("codes_in")
-                  and (r.get("sigma_bits"), r.get("shift_bits")) == SPLIT_DEFAULT and r.get("lanes") == ECP5_LANES),
-                 None)
-    fmax = (split or {}).get("raw", {}).get("ecp5-fmax", {}).get("fmax_mhz") if split else None
+    fmax = _split_fmax(rows)
     if not fmax:
         return []
     return section(rows, [ROOT / "bench" / "results" / "psnr_table.json"],

@@ -8,34 +8,34 @@ of the network. The RTL holds nothing network-specific: the program (:mod:`hw.pr
 adapter's integer graph) says what each step reads, writes and adds; the sizes come from
 :class:`~hw.units.accel_spec.AccelSpec`.
 
-Per step (one quantized conv and its post unit, golden.int_network's loop), the sequencer runs five phases:
+Per step (one quantized conv and its post unit, golden.int_network's loop), the sequencer runs these phases; the
+contract-2 units are issue 23's (:mod:`hw.units.stats_unit`, :mod:`hw.units.threshold_unit`,
+:mod:`hw.units.quantizer`, :mod:`hw.units.post_unit`):
 
-1. **Parameters**, per input channel c of the step: the statistics (S, xmin, xmax) of the feature-map channel the
-   program maps c to, gathered when that channel was written; mu = floor((2 S + N) / (2 N)) (0 after a ReLU; a
-   sequential divider), M = max(xmax - mu, mu - xmin); the 2^b - 1 thresholds T_k = clamp(mu + floor(M (P_k +
-   P_{k+1}) / (2 denom))) with one multiplier (golden.int_layer.thresholds); the channel's point codes into the
-   decoder table. Then the exponent E (golden.int_layer.fixed_point_int, "fused": the largest E with
-   max_c(M_c / denom, |mu_c|) 2^(E - frac) <= mant_max, capped by the layer's bias cap from the program); sigma_m and
-   mu_m of every channel (shifts with rounding half up); per output channel bias_int = round(bias / s_w 2^E) (the
-   program stores bias / s_w as bm 2^jb / sm exactly; a sequential divider) and the requantization shift
-   sh = E + r - frac (an error status when sh < 1, as golden's SpecError).
+1. **Parameters**: the step's point codes into the threshold unit's point table and the code decoder; per input
+   channel c, mu and M of the feature-map channel the program maps c to (the statistics unit's, gathered when that
+   channel was written; after a ReLU the reader takes mu = 0 and M = max(xmax, -xmin)) into the threshold unit,
+   whose 2^b - 1 thresholds go straight into the quantizer. Then the exponent E (golden.int_layer.fixed_point_int,
+   "fused": the largest E with max_c(M_c / denom, |mu_c|) 2^(E - frac) <= mant_max, capped by the layer's bias cap
+   from the program); sigma_m and mu_m of every channel (shifts with rounding half up); per output channel
+   bias_int = round(bias / s_w 2^E) (the program stores bias / s_w as bm 2^jb / sm exactly; a sequential divider)
+   and the requantization shift sh = E + r - frac (an error status when sh < 1, as golden's SpecError).
 2. **Quantize**: every pixel of every input channel once: the program's quantize pieces move up to L channels of a
-   feature-map word to their place in the step's input (a lane rotation: RDN's concatenations), the threshold unit's
-   binary search gives the point index (#{k : X > T_k}) and the decoder table the point code, written to the code
-   memory (the step's quantized input, L channels per word).
+   feature-map word to their place in the step's input (a lane rotation: RDN's concatenations), the quantizer gives
+   the point indices and the decoder table the point codes, written to the code memory (the step's quantized input,
+   L channels per word).
 3. **Conv**: the engine (:class:`hw.units.engine.ConvEngine` without tables) streams ``H W O G`` beats, pixel-major:
    the 3x3 window of point codes (9 reads of the code memory; taps outside the image masked; a 1x1 layer on the
    centre tap), one beat of weights, the lanes' sigma_m / mu_m and the output channel's bias_int.
-4. **Post**, on each engine output (the same cycles as the conv): Y = sat(relu(floor((acc mult + 2^(sh-1)) / 2^sh)))
-   plus the residual (read from the feature-map memory), saturated again (golden.int_layer.post), written to the
-   output tensor's channel, and fed to the **statistics unit** (per output channel: sum, minimum, maximum), so the
-   next layer's statistics are ready when it starts: no extra pass.
-5. **Write-back** of the output channels' statistics.
+4. **Post**, on each engine output (the same cycles as the conv): the post unit (one lane: an output per cycle)
+   requantizes, applies the ReLU, saturates and adds the residual read from the feature-map memory; the result is
+   written to the output tensor's channel, traced, and fed to the **statistics unit**, so the next layer's
+   statistics are ready when it starts: no extra pass.
+5. **Drain**: the statistics unit's mu, M, min and max of every output channel into the statistics memory.
 
-The entry tensor (written by the host) gets its statistics in one pass before the first step. Memories are
-on-chip RAM models sized for ``max_pixels`` (docs/hardware.md, "The accelerator", says what a real device needs:
-the feature maps in DRAM, line buffers for the windows). The parameter, quantize and write-back phases take
-O(C (2^b + 48) + O 100) cycles per step, against the conv's H W O G.
+The entry tensor (written by the host) passes through the statistics unit once before the first step. Memories are
+on-chip RAM models sized for ``max_pixels`` (docs/accelerator.md says what a real device needs: the feature maps in
+DRAM, line buffers for the windows).
 """
 from __future__ import annotations
 

@@ -1,21 +1,24 @@
 """`make demo`: the whole flow on the embedded defaults, from a fresh clone, in a few minutes.
 
     python -m demo [--model edsr|rdn] [--weights default] [--params PATH] [--crop Y,X,H,W]
-        [--compare-crop Y,X,H,W] [--tiles N] [--out out/demo]
+        [--compare-crop Y,X,H,W] [--tiles N] [--no-rtl] [--out out/demo (out/demo-rdn for --model rdn)]
 
 1. the embedded x2 checkpoint: EDSR-baseline (weights/edsr_baseline_x2.pt, the default) or, with
    ``--model rdn``, the embedded RDN (config S, weights/rdn_s_x2.pt);
 2. the embedded DFSQ calibration (weights/dfsq_x2_a4w4_words4.npz for EDSR, weights/dfsq_rdn_s_x2_a4w4_words4.npz
    for RDN: 4-bit activations and weights, 4 words), or, when it is absent, a quick calibration on images that
    ship with scikit-image;
-3. PSNR/SSIM (Y) of bicubic, FP and DFSQ on scikit-image's 'astronaut' (HR 512x512, x2), and
-   <out>/comparison.png: one crop as HR, bicubic, FP, DFSQ fake-quant and DFSQ hardware-exact, each labelled with
-   its PSNR-Y on the crop;
+3. PSNR/SSIM (Y) of bicubic, FP and DFSQ on scikit-image's 'astronaut' (HR 512x512, x2);
 4. an export of all quantized layers (EDSR 32, RDN-S 42) for an LR crop of that image, checked by the golden
    model;
 5. Verilog of the conv engine and the MAC for that configuration (in <out>/rtl);
 6. Icarus simulation of tiles of every layer, every output compared bit for bit with the golden model;
-7. a summary: bit-exact yes/no with counts, the PSNR figures, and the MAC's area from Yosys.
+7. the MAC's area from Yosys;
+8. the whole quantized body of a 16x16 LR crop through the accelerator (hw.units.accelerator, 16 lanes) under
+   Verilator (sim.network: every layer bit for bit against the golden integer network; the model is built once,
+   minutes), and <out>/comparison.png: one crop (the astronaut's eye and smile) as HR, bicubic, FP, DFSQ
+   fake-quant, DFSQ hardware-exact and, in its centre, the accelerator's, each labelled with its PSNR-Y;
+9. a summary: bit-exact yes/no with counts, the PSNR figures, the RTL crop, the MAC's area.
 """
 from __future__ import annotations
 
@@ -34,12 +37,14 @@ DEFAULT_PARAMS_BY_MODEL = {"edsr": DEFAULT_PARAMS, "rdn": ROOT / "weights" / "df
 
 
 DEFAULT_CROP = (96, 96, 48, 48)   # LR pixels: the astronaut's face and helmet edge
-COMPARE_CROP = (104, 104, 32, 32)  # LR pixels of the comparison picture (inside DEFAULT_CROP; the hardware-exact
-                                   # model runs the golden integer datapath, about 15 ms of CPU per LR pixel)
+COMPARE_CROP = (40, 90, 32, 32)   # LR pixels of the comparison picture: an eye, the nose and the smile (the
+                                  # hardware-exact model runs the golden integer datapath, ~15 ms of CPU per LR pixel)
+RTL_CROP = (48, 98, 16, 16)       # its centre, through the whole accelerator under Verilator (sim.network)
+RTL_LANES = 16
 
 
 def _step(n: int, text: str) -> float:
-    print(f"\n[{n}/7] {text}", flush=True)
+    print(f"\n[{n}/8] {text}", flush=True)
     return time.perf_counter()
 
 
@@ -53,9 +58,9 @@ def parse_crop_arg(text: str) -> tuple[int, int, int, int]:
     return tuple(int(v) for v in parse_crop(text))
 
 
-def write_comparison(model, qmodel, hr, lr, crop, path: Path) -> Path:
-    """The five-panel picture of ``crop`` (LR y, x, h, w): HR, bicubic, FP, DFSQ fake-quant, DFSQ hardware-exact
-    (the golden integer datapath), each labelled with its PSNR-Y on the crop (:mod:`dfsq.compare`)."""
+def write_comparison(model, qmodel, hr, lr, crop, path: Path, extra=None) -> Path:
+    """The picture of ``crop`` (LR y, x, h, w): HR, bicubic, FP, DFSQ fake-quant, DFSQ hardware-exact (the golden
+    integer datapath) and the ``extra`` panels (the RTL's crop), each labelled with its PSNR-Y (:mod:`dfsq.compare`)."""
     import copy
 
     from dfsq.compare import comparison_png
@@ -63,8 +68,30 @@ def write_comparison(model, qmodel, hr, lr, crop, path: Path) -> Path:
 
     hw = apply_hw_mode(copy.deepcopy(qmodel))
     comparison_png(hr, lr, 2, {"FP": model, "DFSQ fake-quant": qmodel, "DFSQ hardware-exact": hw}, crop, path,
-                   margin=6, zoom=3)
+                   margin=6, zoom=3, extra=extra)
     return path
+
+
+def rtl_panel(args, params_path: Path, lr, out: Path):
+    """(report, panel) of the quantized body on ``RTL_CROP`` through the whole accelerator under Verilator
+    (sim.network: every layer compared with the golden integer network); (None, None) without Verilator."""
+    import numpy as np
+    from PIL import Image
+
+    from sim.runner import SimulatorNotFound, check_simulator
+
+    try:
+        check_simulator("verilator")
+    except SimulatorNotFound as exc:
+        print(f"      RTL panel skipped: {exc}")
+        return None, None
+    from sim.network import run_network
+
+    y, x, h, w = RTL_CROP
+    rep = run_network(model=args.model, weights=args.weights, params=str(params_path), image=lr, crop=RTL_CROP,
+                      out=out / "rtl_crop", lanes=RTL_LANES, max_pixels=h * w, work_dir=ROOT / "sim_build", quiet=True)
+    sr = np.asarray(Image.open(out / "rtl_crop" / "sr_rtl.png").convert("RGB"))
+    return rep, ("DFSQ RTL (accelerator)\ncentre crop", sr, RTL_CROP)
 
 
 @cli_main
@@ -82,8 +109,11 @@ def main(argv=None):
     ap.add_argument("--simulator", default="icarus", choices=("icarus", "verilator"))
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                     help="simulator processes in parallel (default: up to 2)")
-    ap.add_argument("--out", default="out/demo")
+    ap.add_argument("--out", default=None, help="output folder (default out/demo, out/demo-rdn for --model rdn)")
+    ap.add_argument("--no-rtl", action="store_true", help="skip the RTL panel (the whole accelerator under Verilator)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = "out/demo" if args.model == "edsr" else f"out/demo-{args.model}"
     with remove_dir_on_failure(args.out, "--out") as out:  # a failed demo leaves no (half-filled) --out folder behind
         return _run(args, out)
 
@@ -133,8 +163,6 @@ def _run(args, out: Path):
     for name, sr in (("bicubic", imresize(lr, 2)), ("fp", upscale(model, lr)), ("dfsq W4A4", upscale(qmodel, lr))):
         rows[name] = {"psnr": psnr_y(sr, hr, 2), "ssim": ssim_y(sr, hr, 2)}
         print(f"      {name:<10} PSNR-Y {rows[name]['psnr']:6.2f} dB   SSIM-Y {rows[name]['ssim']:.4f}")
-    comparison = write_comparison(model, qmodel, hr, lr, parse_crop_arg(args.compare_crop), out / "comparison.png")
-    print(f"      comparison of the crop (HR, bicubic, FP, DFSQ fake-quant, DFSQ hardware-exact) -> {comparison}")
     _done(t)
 
     t = _step(4, f"export of all {len(params.layers)} quantized layers + golden check")
@@ -174,12 +202,29 @@ def _run(args, out: Path):
     area = mac_area(spec)
     _done(t)
 
-    exact = rep["mismatches"] == 0 and codes_ok and within
+    t = _step(8, f"the quantized body of a {RTL_CROP[2]}x{RTL_CROP[3]} crop through the whole accelerator "
+                 f"({RTL_LANES} lanes, Verilator; its model is built once, into sim_build/) + comparison picture")
+    rtl, panel = (None, None) if args.no_rtl else rtl_panel(args, params_path, lr, out)
+    if rtl is not None:
+        print(f"      {len(rtl['steps'])} layers, {rtl['cycles']:,} cycles, {rtl['macs']:,} MACs in "
+              f"{rtl['sim_seconds']:.1f} s of simulation ({rtl['mac_per_s'] / 1e6:.1f}M MAC/s); bit-exact with the "
+              f"golden integer network: {'YES' if rtl['bit_exact'] else 'NO'}")
+    comparison = write_comparison(model, qmodel, hr, lr, parse_crop_arg(args.compare_crop), out / "comparison.png",
+                                  extra=[panel] if panel else None)
+    print(f"      comparison of the crop (HR, bicubic, FP, DFSQ fake-quant, DFSQ hardware-exact"
+          f"{', DFSQ RTL' if panel else ''}) -> {comparison}")
+    _done(t)
+
+    exact = rep["mismatches"] == 0 and codes_ok and within and (rtl is None or rtl["bit_exact"])
     summary = {
         "bit_exact": exact, "outputs_compared": rep["compared"], "mismatches": rep["mismatches"],
         "model": args.model, "layers": len(rep["layers"]), "simulated_cycles": rep.get("cycles"),
         "mac_per_s": rep.get("mac_per_s"), "psnr": rows, "mac_area": area, "seconds": time.perf_counter() - t_all,
         "comparison_png": str(comparison),
+        "rtl_crop": None if rtl is None else {"crop": list(RTL_CROP), "bit_exact": rtl["bit_exact"],
+                                              "cycles": rtl["cycles"], "mac_per_s": rtl["mac_per_s"],
+                                              "lanes": rtl["lanes"], "sim_seconds": rtl["sim_seconds"],
+                                              "build_seconds": rtl["build_seconds"]},
     }
     with atomic_output(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n")
@@ -191,7 +236,11 @@ def _run(args, out: Path):
           f"DFSQ W4A4 {rows['dfsq W4A4']['psnr']:.2f} dB")
     print(f"MAC area (iCE40 LUT4): DFSQ shift-add {area['dfsq_lut4']} vs equal-precision multiplier "
           f"{area['baseline_lut4']} ({area['dfsq_lut4'] / area['baseline_lut4']:.2f}x)")
-    print(f"comparison picture (same crop, five methods, PSNR-Y of the crop): {comparison}")
+    if rtl is not None:
+        print(f"RTL crop ({RTL_CROP[2]}x{RTL_CROP[3]} LR, all {len(rtl['steps'])} layers of the body through the "
+              f"accelerator under Verilator): bit-exact {'YES' if rtl['bit_exact'] else 'NO'}, "
+              f"{rtl['mac_per_s'] / 1e6:.1f}M MAC/s on {rtl['lanes']} lanes")
+    print(f"comparison picture (same crop, {'six' if rtl else 'five'} panels, PSNR-Y of each): {comparison}")
     print(f"total {summary['seconds']:.0f} s; details in {out / 'summary.json'}")
     if not exact:
         raise SystemExit(1)

@@ -149,7 +149,8 @@ class _Collector:
     another's (``QLayer.input_prefix_of``: RDN's RDB convs) is not hooked: its statistics are the first channels
     of the other layer's."""
 
-    def __init__(self, model, bins: int, norm: bool, static_scale: list[torch.Tensor] | None):
+    def __init__(self, model, bins: int, norm: bool, static_scale: list[torch.Tensor] | None, stats_tile=None):
+        self.stats_tile = stats_tile   # per-tile statistics (dfsq.tile_stats), else per feature map
         self.qlayers = quantized_layers(model)
         self.convs = [(q.name, get_module(model, q.name)) for q in self.qlayers]
         L = len(self.convs)
@@ -187,7 +188,11 @@ class _Collector:
             n, c = x.shape[:2]
             # the float32 ops of contract 1 in the same order (in place where that changes no rounding):
             # xn = (x - mean) / (max|x - mean| + EPS); bin = floor((xn + 1) * bins / 2), clamped
-            if self.norm:
+            if self.norm and self.stats_tile is not None:
+                from .tile_stats import tile_normalize
+
+                d = tile_normalize(x, relu, self.stats_tile)
+            elif self.norm:
                 mean = torch.zeros(n, c) if relu else x.mean((2, 3))
                 d = x - mean[:, :, None, None]
                 maxabs = torch.maximum(d.amax((2, 3)), -d.amin((2, 3)))  # == d.abs().amax((2, 3)), exactly
@@ -255,9 +260,10 @@ def collect_histograms(model, images, bins: int = DEFAULT_BINS, progress: bool =
 def calibrate(model, images, *, act_bits: int = 4, weight_bits: int = 4, words: int = 4, gap: int = DEFAULT_GAP,
               seed: int = 0, norm: bool = True, layerwise: bool = False, restarts: int = DEFAULT_RESTARTS,
               bins: int = DEFAULT_BINS, refine: bool = True, fill: bool = False, weights: str = "",
-              progress: bool = False) -> CalibParams:
+              progress: bool = False, stats_tile=None) -> CalibParams:
     """Calibrate ``model`` (a full-precision EDSR or RDN, left unchanged) on ``images``: network inputs, a list of
-    uint8 (H, W, 3) arrays or (name, array) pairs. Deterministic for a seed."""
+    uint8 (H, W, 3) arrays or (name, array) pairs. Deterministic for a seed. ``stats_tile``: normalize per tile
+    (:mod:`dfsq.tile_stats`, e.g. ``"64x64"``), recorded in the config; default per feature map."""
     check_bits(act_bits, weight_bits, words)
     try:
         ws = WordSet(words, gap)
@@ -283,7 +289,13 @@ def calibrate(model, images, *, act_bits: int = 4, weight_bits: int = 4, words: 
         finally:
             col.close()
         static_scale = [m + EPS for m in col.layer_stats()[2]]
-    col = _Collector(model, bins, norm, static_scale)
+    if stats_tile is not None:
+        from .tile_stats import tile_name
+
+        if not norm:
+            raise UserError("per-tile statistics belong to the normalized method (not --no-norm)")
+        stats_tile = tile_name(stats_tile)
+    col = _Collector(model, bins, norm, static_scale, stats_tile)
     try:
         _run(model, inputs, col, progress, "calibration" if norm else "calibration pass 2/2")
     finally:
@@ -336,6 +348,7 @@ def calibrate(model, images, *, act_bits: int = 4, weight_bits: int = 4, words: 
               "words": int(words), "gap": int(gap), "norm": bool(norm), "layerwise": bool(layerwise),
               "seed": int(seed), "restarts": int(restarts), "bins": int(bins), "refine": bool(refine),
               **({"fill": True} if fill else {}),  # absent unless used: default params files stay as they were
+              **({"stats_tile": stats_tile} if stats_tile else {}),
               "weights": str(weights), "weights_fingerprint": weights_fingerprint(model)}
     mean_loss = float(np.concatenate([np.ravel(v) for v in loss]).mean())
     info = {"images": [n for n, _ in inputs], "n_images": len(inputs),

@@ -27,30 +27,34 @@ def panel_size(crop_hw: tuple[int, int], zoom: int, panels: int = len(PANELS)) -
 
 
 def compose(images: list[tuple[str, np.ndarray]], zoom: int = 2) -> Image.Image:
-    """Panels (label, uint8 (h, w, 3)) side by side with a label strip above each."""
+    """Panels (label, uint8 (h, w, 3)) side by side with a label strip above each. The first panel sets the size;
+    a smaller panel (a crop of the crop) is centred in its place at the same zoom."""
     if not images:
         raise UserError("nothing to compose")
     h, w = images[0][1].shape[:2]
-    if any(im.shape[:2] != (h, w) for _, im in images):
-        raise UserError("all panels must have the same size")
+    if any(im.shape[0] > h or im.shape[1] > w for _, im in images):
+        raise UserError("a panel is larger than the first one")
     W, H = panel_size((h, w), zoom, len(images))
     canvas = Image.new("RGB", (W, H), "white")
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
     for i, (label, im) in enumerate(images):
         x = i * (w * zoom + GAP)
-        canvas.paste(Image.fromarray(np.ascontiguousarray(im)).resize((w * zoom, h * zoom), Image.NEAREST),
-                     (x, LABEL_H))
+        ph, pw = im.shape[:2]
+        canvas.paste(Image.fromarray(np.ascontiguousarray(im)).resize((pw * zoom, ph * zoom), Image.NEAREST),
+                     (x + (w - pw) * zoom // 2, LABEL_H + (h - ph) * zoom // 2))
         for j, line in enumerate(label.split("\n")[:2]):
             draw.text((x + 3, 2 + 15 * j), line, fill="black", font=font)
     return canvas
 
 
 def comparison_png(hr: np.ndarray, lr: np.ndarray, scale: int, nets: dict, crop: tuple[int, int, int, int],
-                   path: str | Path, margin: int = 16, zoom: int = 2) -> dict:
+                   path: str | Path, margin: int = 16, zoom: int = 2, extra=None) -> dict:
     """Write the five-panel PNG for the LR crop ``crop`` = (y, x, h, w) of ``lr`` (HR: the same region times
-    ``scale``). ``nets``: {"FP": model, "DFSQ fake-quant": qmodel, "DFSQ hardware-exact": hw_model}. Returns
-    {panel: PSNR-Y (dB) on the crop, HR: inf} in panel order, and writes ``path`` atomically."""
+    ``scale``). ``nets``: {"FP": model, "DFSQ fake-quant": qmodel, "DFSQ hardware-exact": hw_model}. ``extra``:
+    more panels computed elsewhere, [(label, SR uint8 image of an LR sub-crop (y, x, h, w) inside ``crop``, that
+    sub-crop)] (the RTL's), each labelled with its PSNR-Y against the HR of its sub-crop. Returns {panel: PSNR-Y (dB)
+    on the crop, HR: inf} in panel order, and writes ``path`` atomically."""
     from .evaluate import upscale
     from .imresize import imresize
     from .metrics import psnr_y
@@ -79,6 +83,12 @@ def comparison_png(hr: np.ndarray, lr: np.ndarray, scale: int, nets: dict, crop:
     for name in PANELS[1:]:
         psnrs[name] = psnr_y(outs[name], hr_crop, 0)
         panels.append((f"{name}\nPSNR-Y {psnrs[name]:.2f} dB", outs[name]))
+    for label, sr, (sy, sx, sh, sw) in extra or ():
+        if sy < y or sx < x or sy + sh > y + h or sx + sw > x + w or sr.shape[:2] != (sh * scale, sw * scale):
+            raise UserError(f"panel {label!r}: its crop {(sy, sx, sh, sw)} is not an SR sub-crop of {crop}")
+        sub = hr[sy * scale:(sy + sh) * scale, sx * scale:(sx + sw) * scale]
+        psnrs[label] = psnr_y(sr, sub, 0)
+        panels.append((f"{label}\nPSNR-Y {psnrs[label]:.2f} dB", sr))
     img = compose(panels, zoom)
     with atomic_output(path, ".png") as tmp:
         img.save(tmp, format="PNG")

@@ -107,3 +107,37 @@ def write_rdn_export(directory, spec: DatapathSpec | None = None, seed=0, N=1, H
     rng = np.random.default_rng(seed)
     layers = rdn_layers(rng, spec, N=N, H=H, W=W, geometry=geometry)
     return write_export(directory, layers, spec, config={"model": "rdn", "seed": seed, "image": "synthetic"})
+
+
+def synthetic_int_network(rng: np.random.Generator, H: int = 5, W: int = 6, fmap_frac: int = 8):
+    """A small integer body that exercises every feature of an IntGraph: a 3x3 conv with a ReLU, a post-ReLU conv
+    with a residual add, a 1x1 conv on a concatenation, and a 3x3 conv on a concatenation whose second tensor starts
+    at a channel offset that is no multiple of 4 (6 + 8 channels). Returns (graph, convs, ispec, post_params, X0 (1,
+    8, H, W), golden.int_network.BodyResult with every tensor)."""
+    from .int_graph import IntGraph, IntStep
+    from .int_layer import IntConvParams
+    from .int_network import run_body, step_post_params
+    from .int_spec import FmapFormat, IntSpec
+
+    spec = DatapathSpec(channels=16)
+
+    def conv(name, idx, k, C, O, relu_input):
+        pi = random_points(rng, spec, C)
+        if relu_input:
+            pi = np.sort(np.abs(pi), axis=1)
+        return IntConvParams(name=name, index=idx, kernel=k, relu_input=relu_input,
+                             w=rng.integers(-7, 9, size=(O, C, k, k)), point_ints=pi,
+                             point_codes=spec.wordset.int_to_code(pi),
+                             weight_scale=(rng.uniform(0.5, 2, O) * 1e-2).astype(np.float32),
+                             bias=rng.normal(0, 0.5, O).astype(np.float32))
+
+    convs = [conv("c0", 0, 3, 8, 8, False), conv("c1", 1, 3, 8, 8, True), conv("c2", 2, 1, 16, 6, False),
+             conv("c3", 3, 3, 14, 4, False)]
+    graph = IntGraph(entry="x0", entry_channels=8, exit="z", steps=(
+        IntStep(0, ("x0",), "t0", relu=True), IntStep(1, ("t0",), "x1", residual="x0"),
+        IntStep(2, ("x1", "t0"), "y"), IntStep(3, ("y", "x1"), "z")))
+    graph.check([(c.in_channels, c.out_channels, c.relu_input) for c in convs])
+    ispec = IntSpec(datapath=spec, fmap=FmapFormat(16, fmap_frac))
+    X0 = rng.integers(-3000, 3001, size=(1, 8, H, W)).astype(np.int16)
+    post = step_post_params(graph, convs)
+    return graph, convs, ispec, post, X0, run_body(graph, convs, X0, ispec, keep=True, post_params=post)

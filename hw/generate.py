@@ -21,6 +21,7 @@ dfsq-uniform``) and one integer multiplier ``w' * P`` per tap in place of the sh
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -113,11 +114,40 @@ def sidecar(top: str, component, spec, lanes: int, fault, variant, name: str) ->
 VERILOG_SCRIPT = ("proc -norom", "opt_clean", "memory_collect")
 
 
-def to_verilog(component, name: str) -> str:
-    """Verilog text of ``component`` with top module ``name`` (``VERILOG_SCRIPT``, no source attributes)."""
-    text = rtlil.convert(component, name=name, emit_src=False)
+@contextlib.contextmanager
+def _no_zero_meminit():
+    """Amaranth's RTLIL backend writes every memory's initial contents, zeros included, as one constant of depth x
+    width bits: for the accelerator's megabit memories that is gigabytes of work for nothing (the host writes what a
+    run reads). Inside this block a memory whose contents are all zero gets no initialization cell."""
+    from amaranth.back.rtlil import ModuleEmitter
+
+    original = ModuleEmitter.emit_memory
+
+    def emit_memory(self, cell_idx, cell):
+        if any(cell.init):
+            original(self, cell_idx, cell)
+
+    ModuleEmitter.emit_memory = emit_memory
+    try:
+        yield
+    finally:
+        ModuleEmitter.emit_memory = original
+
+
+#: ``flat=True``: the same Verilog as one flattened, cheaply optimized module (Verilator runs a big design faster
+#: that way: sim.network); memories stay whole-word arrays, as Yosys keeps them from Amaranth's RTLIL.
+FLAT_VERILOG_SCRIPT = ("proc -norom", "flatten", "opt -fast", "opt_clean -purge", "memory_collect")
+
+
+def to_verilog(component, name: str, zero_init: bool = True, flat: bool = False) -> str:
+    """Verilog text of ``component`` with top module ``name`` (``VERILOG_SCRIPT``, no source attributes).
+    ``zero_init=False``: memories whose initial contents are zero start undefined (no initialization);
+    ``flat``: one flattened module (``FLAT_VERILOG_SCRIPT``)."""
+    with (contextlib.nullcontext() if zero_init else _no_zero_meminit()):
+        text = rtlil.convert(component, name=name, emit_src=False)
     yosys = find_yosys(lambda ver: ver >= (0, 40))
-    script = [f"read_rtlil <<rtlil\n{text}\nrtlil", *VERILOG_SCRIPT, "write_verilog -norename"]
+    script = [f"read_rtlil <<rtlil\n{text}\nrtlil", *(FLAT_VERILOG_SCRIPT if flat else VERILOG_SCRIPT),
+              "write_verilog -norename"]
     try:
         verilog = yosys.run(["-q", "-"], "\n".join(script), ignore_warnings=True)
     except YosysError as exc:  # pragma: no cover - a bug of ours, not of the user's input
@@ -125,14 +155,16 @@ def to_verilog(component, name: str) -> str:
     return verilog
 
 
-def render(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None, tables: bool = True):
-    """(verilog text, sidecar dict, stem) without writing anything."""
+def render(top: str, spec, lanes: int = DEFAULT_LANES, fault=None, variant=None, tables: bool = True,
+           flat: bool = False):
+    """(verilog text, sidecar dict, stem) without writing anything; ``flat``: one flattened module (stem
+    ``<stem>_flat``)."""
     entry = tops.lookup(top, spec)
     variant = entry.resolve_variant(variant)
     component = entry.build(spec, lanes, fault, variant, tables)
-    name = entry.stem(spec, lanes, fault, variant, tables)
-    text = to_verilog(component, entry.module)
-    if "always @*" in text or "function " in text:  # pragma: no cover - the datapath is written as muxes
+    name = entry.stem(spec, lanes, fault, variant, tables) + ("_flat" if flat else "")
+    text = to_verilog(component, entry.module, zero_init=entry.zero_init, flat=flat)
+    if entry.case_free and ("always @*" in text or "function " in text):  # pragma: no cover - the datapath is written as muxes
         raise AssertionError(f"{name}: the Verilog has a case block; write that logic as muxes (see hw/units/shift_add.py)")
     text = f"{TIMESCALE}\n{text}"
     return text, sidecar(top, component, spec, lanes, fault, variant, name), name
@@ -144,12 +176,12 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def generate(top: str = "engine", spec=None, lanes: int = DEFAULT_LANES, fault=None,
-             out_dir="rtl_out", variant=None, tables: bool = True):
+             out_dir="rtl_out", variant=None, tables: bool = True, flat: bool = False):
     """Write ``<out_dir>/<stem>.v`` and ``<out_dir>/<stem>.json``; return their paths. ``spec``: a
     :class:`DatapathSpec` (default ``DatapathSpec()``), or a :class:`UniformSpec` for ``uniform-engine``."""
     if spec is None:
         spec = tops.by_name(top).default_spec()
-    text, meta, name = render(top, spec, lanes, fault, variant, tables)
+    text, meta, name = render(top, spec, lanes, fault, variant, tables, flat)
     out = check_output_dir(out_dir, "output folder")
     v_path, j_path = out / f"{name}.v", out / f"{name}.json"
     _write_atomic(v_path, text)
@@ -192,10 +224,24 @@ def build_parser() -> Parser:
     p.flag("--codes-in", when=When("top", *tops.names_where(lambda t: t.codes_in)),
            help="engine without point tables: beats carry point codes, decoded where activations enter")
     p.integer("--fmap-bits", *FMAP_BITS_RANGE, default=None,
-              when=When("top", *tops.names_where(lambda t: t.spec_type is IntSpec)),
-              help=f"feature-map width of the contract-2 units (default {DEFAULT_FMAP_BITS})")
+              when=When("top", *tops.names_where(lambda t: t.spec_type is IntSpec), "accelerator"),
+              help=f"feature-map width of the contract-2 units and the accelerator (default {DEFAULT_FMAP_BITS})")
+    accel = When("top", "accelerator")
+    p.choice("--model", ("edsr", "rdn"), default="edsr", when=accel,
+             help="accelerator: the network whose integer graph sizes it (no network-specific logic)")
+    p.text("--rdn-config", _rdn_config, default="S", when=(accel, When("model", "rdn")),
+           help="accelerator: RDN structure (S, A, B or D,C,G[,G0]; default S, the embedded one)")
+    p.integer("--max-pixels", 1, 1 << 22, default=128 * 128, when=accel,
+              help="accelerator: pixels per channel of the feature-map memory (default 128 x 128)")
     p.output_dir("--out", default="rtl_out", help="output folder (default rtl_out/)")
     return p
+
+
+def _rdn_config(text: str) -> str:
+    from dfsq.rdn import parse_config
+
+    parse_config(text)
+    return text
 
 
 def _quiet_unused_elaboratables() -> None:

@@ -198,6 +198,38 @@ def int_units_plan() -> list[dict]:
                  fmap_bits=INT_FMAP_BITS, make=make, flows=INT_FLOWS) for kind, name, lanes, make in designs]
 
 
+#: The accelerator synthesized for area (hw.units.accelerator, EDSR's sizes at 16 lanes): memories sized as a real
+#: device would hold them on chip (one 16 x 16 tile of each feature map instead of whole maps, the weights of two
+#: layers instead of all 32: docs/hardware.md, "The accelerator"); the logic is the one sim.network runs.
+ACCEL_AREA = dict(max_pixels=256, steps=32, wmem=2 * 64 * 4, tmem=2 * 64, omem=2 * 64, pmem=16)
+
+
+def accelerator_area_spec():
+    """The :class:`~hw.units.accel_spec.AccelSpec` of the area rows (EDSR's widths, ``ACCEL_AREA`` memories)."""
+    import dataclasses
+
+    from .program import model_sizes
+
+    s = model_sizes("edsr", lanes=ECP5_LANES, max_pixels=ACCEL_AREA["max_pixels"])
+    return dataclasses.replace(s, **{k: v for k, v in ACCEL_AREA.items() if k != "max_pixels"})
+
+
+def accelerator_plan() -> list[dict]:
+    """ECP5 jobs of the whole accelerator and of the engine it instantiates (fused, codes-in)."""
+    from .units.accelerator import Accelerator
+
+    espec = DatapathSpec(channels=ECP5_CHANNELS)
+    return [
+        dict(group="ecp5-accel", name=f"DFSQ accelerator W4A4 l{ECP5_LANES} (EDSR sizes)", kind="accelerator",
+             words=4, bits=4, lanes=ECP5_LANES, channels=ECP5_CHANNELS,
+             make=lambda: Accelerator(spec=accelerator_area_spec()), flows=("ecp5", "ecp5-dsp"), zero_init=False,
+             timeout=12 * 3600),
+        dict(group="ecp5-accel", name=f"its engine: DFSQ engine w4 a4 b4 c{ECP5_CHANNELS} l{ECP5_LANES} codes-in",
+             kind="dfsq", words=4, bits=4, lanes=ECP5_LANES, channels=ECP5_CHANNELS, codes_in=True,
+             make=_engine(espec, ECP5_LANES, tables=False), flows=("ecp5",)),
+    ]
+
+
 def plan(sweep: str, engine_sweep: str, ecp5: str = "none") -> list[dict]:
     """Every design to measure: name, kind, configuration, factory, flows."""
     jobs = []
@@ -244,7 +276,7 @@ def measure(job: dict, cache: Path, tools: Tools) -> dict:
     """Run every flow of a job (the bare design for area, the scan harness for fmax)."""
     out = {}
     top = "design"
-    bare = to_verilog(job["make"](), top)
+    bare = to_verilog(job["make"](), top, zero_init=job.get("zero_init", True))
     for flow in job["flows"]:
         if flow in ("fmax", "ecp5-fmax"):
             text = to_verilog(ScanHarness(job.get("fmax_make", job["make"])()), "harness")
@@ -255,7 +287,7 @@ def measure(job: dict, cache: Path, tools: Tools) -> dict:
                     raise
                 out[flow] = {"fmax_mhz": None, "fits": False, "error": str(exc)}
         else:
-            out[flow] = run_flow(flow, bare, top, cache, tools)
+            out[flow] = run_flow(flow, bare, top, cache, tools, timeout=job.get("timeout", 3600))
     return out
 
 
@@ -565,6 +597,7 @@ def render(summary: dict, psnr: dict, psnr_sources: list[str], versions: dict, a
 
         lines += iso_section(rows, [ROOT / "bench" / "results" / "psnr_table.json"], split_format=SPLIT_DEFAULT)
     lines += _throughput_section(rows)
+    lines += _system_section(rows)
     lines += ["", GEOMETRY_SECTION.rstrip("\n")]
     lines += [
         "",
@@ -846,15 +879,20 @@ def _int_units_section(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _split_fmax(rows: list[dict]):
+    """The measured fmax (MHz) of the 16-lane split 6:0 DFSQ engine (nextpnr-ecp5), or None."""
+    split = next((r for r in rows if r["group"] == "ecp5" and r.get("denorm") == "split" and not r.get("codes_in")
+                  and (r.get("sigma_bits"), r.get("shift_bits")) == SPLIT_DEFAULT and r.get("lanes") == ECP5_LANES),
+                 None)
+    return (split or {}).get("raw", {}).get("ecp5-fmax", {}).get("fmax_mhz") if split else None
+
+
 def _throughput_section(rows: list[dict]) -> list[str]:
     """Cycles and frames per second of whole quantized bodies on the 16-lane split engine at its measured fmax
     (hw.throughput's model, checked against the cycles sim.verify simulates: tests/test_throughput.py)."""
     from .throughput import _model_layers, body_cycles, summary
 
-    split = next((r for r in rows if r["group"] == "ecp5" and r.get("denorm") == "split" and not r.get("codes_in")
-                  and (r.get("sigma_bits"), r.get("shift_bits")) == SPLIT_DEFAULT and r.get("lanes") == ECP5_LANES),
-                 None)
-    fmax = (split or {}).get("raw", {}).get("ecp5-fmax", {}).get("fmax_mhz") if split else None
+    fmax = _split_fmax(rows)
     if not fmax:
         return []
     H, W = 360, 640
@@ -873,6 +911,18 @@ def _throughput_section(rows: list[dict]) -> list[str]:
         lines.append(f"| {label} | {sm['layers']} | {sm['macs']:,} | {sm['cycles']:,} | "
                      f"{100 * sm['utilization']:.1f}% | {sm['seconds_per_frame']:.2f} | {sm['fps']:.3f} |")
     return lines
+
+
+def _system_section(rows: list[dict]) -> list[str]:
+    """The whole accelerator against static uniform designs of equal PSNR: area, memory, DRAM, fps, per-tile
+    statistics (hw.system_cost)."""
+    from .system_cost import section
+
+    fmax = _split_fmax(rows)
+    if not fmax:
+        return []
+    return section(rows, [ROOT / "bench" / "results" / "psnr_table.json"],
+                   ROOT / "bench" / "results" / "tile_stats.json", fmax)
 
 
 GEOMETRY_SECTION = """## Layers of any geometry (RDN): 1x1 kernels and up to 1024 input channels
@@ -938,6 +988,9 @@ def _parser():
                    help="take each design's results from this earlier report's JSON (same group and name) instead of "
                         "synthesizing it again: a rerender that adds new designs without the synthesis cache (only "
                         "valid while the designs in that file are unchanged)")
+    p.add_argument("--accelerator", action="store_true",
+                   help="also synthesize the whole accelerator (hw.units.accelerator) and its engine on ECP5 for the "
+                        "system-cost section")
     return p
 
 
@@ -960,7 +1013,7 @@ def main(argv=None):
     psnr, sources = load_psnr(Path(args.results))
     tools = Tools()
     versions = tools.versions()
-    jobs = plan(args.sweep, args.engine_sweep, args.ecp5)
+    jobs = plan(args.sweep, args.engine_sweep, args.ecp5) + (accelerator_plan() if args.accelerator else [])
     reuse = reused_results(args.reuse) if args.reuse else {}
     results = []
     for job in tqdm(jobs, desc="synthesis", unit="design"):

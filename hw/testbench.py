@@ -15,7 +15,7 @@ from amaranth.sim import Simulator
 
 from .stream import engine_beats, pack, table_writes, uniform_beats
 
-__all__ = ["Run", "run_mac", "run_engine", "run_uniform_engine", "run_stream"]
+__all__ = ["Run", "run_mac", "run_engine", "run_uniform_engine", "run_stream", "run_accelerator"]
 
 
 @dataclass
@@ -258,6 +258,39 @@ def run_stream(dut, beats, read_out, *, writes=(), valid_prob=1.0, ready_prob=1.
                     break
         run.cycles = cycle
         run.missing = len(beats) - i
+
+
+def run_accelerator(accel, records, max_cycles: int = 1_000_000) -> Run:
+    """Load ``records`` ([(memory number, first address, uint8 rows)]) through the host port of a
+    :class:`hw.units.accelerator.Accelerator`, pulse ``start`` and run until ``done``: ``outputs`` holds every traced
+    value in order, ``cycles`` the cycles from start to done (``missing`` = 1 when it never finished), and
+    ``latencies`` the final status. The Amaranth simulator: small configurations only (sim.network runs the real
+    ones under Verilator)."""
+    run = Run()
+    sim = Simulator(accel)
+    sim.add_clock(1e-8)
+
+    async def bench(ctx):
+        for mem, addr, rows in records:
+            ctx.set(accel.host_mem, mem)
+            for i, row in enumerate(rows):
+                ctx.set(accel.host_we, 1)
+                ctx.set(accel.host_addr, addr + i)
+                ctx.set(accel.host_data, int.from_bytes(row.tobytes(), "little"))
+                await ctx.tick()
+        ctx.set(accel.host_we, 0)
+        ctx.set(accel.start, 1)
+        await ctx.tick()
+        ctx.set(accel.start, 0)
+        while run.cycles < max_cycles:
+            if ctx.get(accel.trace_valid):
+                run.outputs.append(ctx.get(accel.trace_data))
+            if ctx.get(accel.done):
+                run.latencies.add(ctx.get(accel.status))
+                return
+            await ctx.tick()
+            run.cycles += 1
+        run.missing = 1
 
     sim.add_testbench(bench)
     sim.run()

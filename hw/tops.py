@@ -20,6 +20,7 @@ from golden.int_spec import DEFAULT_FMAP_BITS, INT_SPEC_VERSION, FmapFormat, Int
 from golden.spec import DEFAULT_GAP, DEFAULT_SCALE_BITS, DEFAULT_WORDS, SPEC_VERSION, DatapathSpec, denorm_format
 from golden.uniform_spec import DEFAULT_UNIFORM_BITS, UNIFORM_SPEC_VERSION, UniformSpec
 
+from .units.accel_spec import AccelSpec
 from .units.engine import ENGINE_FAULTS, ConvEngine, check_lanes
 from .units.mac import ShiftAddMAC
 from .units.mean_unit import MEAN_UNIT_FAULTS, MeanUnit
@@ -71,6 +72,10 @@ class Top:
     codes_in: bool = False
     #: the top has a de-normalization format (``--denorm``, ``--sigma-bits``, ``--shift-bits`` apply)
     denorm: bool = True
+    #: its Verilog must have no case blocks (``always @*``): the tops simulated under Icarus (hw.generate checks)
+    case_free: bool = True
+    #: its memories start with zeros (False: undefined, no initialization in the Verilog: see hw.generate)
+    zero_init: bool = True
 
     def resolve_variant(self, variant):
         """The variant the component is built with: the top's default when none is given."""
@@ -465,3 +470,67 @@ UNIFORM_REQUANT = register(Top(
     latency_definition=_STREAM_LATENCY.replace("a last beat", "a beat"), faults={}, testbench=None, lanes=True,
     versions=("uniform_spec", UNIFORM_SPEC_VERSION), default_spec=UniformSpec, spec_from_args=_uniform_spec_from_args,
     denorm=False, description="the static uniform requantizer of a Min-Max / Uniform-MSE design (hw.units.post_unit)"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The whole-body accelerator: sized for a model's integer graph (hw.program), nothing network-specific in its RTL
+
+def _accel_spec_from_args(args):
+    from .program import model_sizes
+
+    _not_applying(args, ("gap", "variant", "sigma_bits", "shift_bits"), "--top accelerator")
+    if args.denorm not in (None, "fused"):
+        raise UserError("--top accelerator implements the fused de-normalization (--denorm fused)")
+    lanes = args.lanes if args.lanes is not None else 16
+    return model_sizes(args.model, rdn_config=args.rdn_config, lanes=lanes, max_pixels=args.max_pixels,
+                       words=_given(args.words, DEFAULT_WORDS), act_bits=_given(args.act_bits, 4),
+                       weight_bits=_given(args.weight_bits, 4), scale_bits=_given(args.scale_bits, DEFAULT_SCALE_BITS),
+                       fmap_bits=_given(args.fmap_bits, DEFAULT_FMAP_BITS))
+
+
+def _build_accel(spec, lanes, fault, variant, tables):
+    from .units.accelerator import ACCEL_FAULTS, Accelerator
+
+    if not isinstance(spec, AccelSpec):
+        raise UserError(f"--top accelerator needs an hw.units.accel_spec.AccelSpec, not {type(spec).__name__}")
+    _check_fault("accelerator", fault, ACCEL_FAULTS)
+    if variant is not None:
+        raise UserError("--variant does not apply to --top accelerator")
+    if lanes != spec.lanes:
+        raise UserError(f"--lanes {lanes} does not match the accelerator's sizes ({spec.lanes} lanes)")
+    return _user_errors(Accelerator, spec=spec, fault=fault)
+
+
+def _accel_stem(spec, lanes, fault, variant, tables):
+    import hashlib
+    import json
+
+    dp = spec.datapath
+    digest = hashlib.sha256(json.dumps(spec.describe(), sort_keys=True).encode()).hexdigest()[:8]
+    return (f"dfsq_accel_w{dp.words}_a{dp.act_bits}_b{dp.weight_bits}_s{dp.scale_bits}_f{spec.fb}_l{spec.lanes}"
+            f"_px{spec.max_pixels}_{digest}" + _fault_suffix(fault))
+
+
+def _accel_config(component, spec, lanes, fault, variant):
+    from .units.accelerator import ACCEL_FAULTS
+
+    return {"top": "accelerator", "module": "dfsq_accel", **spec.describe(), "fault": fault,
+            "fault_description": ACCEL_FAULTS.get(fault) if fault else None}
+
+
+def _accel_faults():
+    from .units.accelerator import ACCEL_FAULTS
+
+    return ACCEL_FAULTS
+
+
+ACCELERATOR = register(Top(
+    name="accelerator", module="dfsq_accel", spec_type=AccelSpec, build=_build_accel, stem=_accel_stem,
+    config=_accel_config,
+    packing=("host_data: the record of memory host_mem (hw.units.accel_spec layouts, fields LSB first); "
+             "trace_data: every value the post unit writes, steps in order, pixel-major, output channel innermost"),
+    latency_definition="cycles from start to done: the report of sim.network", faults=_accel_faults(),
+    testbench=None, lanes=True, denorm=False, case_free=False, zero_init=False,
+    spec_from_args=_accel_spec_from_args,
+    default_spec=lambda: None,
+    description="the whole-body DFSQ accelerator (hw.units.accelerator), driven by sim.network's C++ harness"))

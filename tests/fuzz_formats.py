@@ -182,7 +182,12 @@ def _sample_recon(folder: Path) -> Path:
         c.weight.freeze()
         c.act.set(0.5, 0 if c.act.relu_input else 5)
     R.set_modes(R.recon_convs(r), "hard", True)
-    return save_recon(R.static_result(m, r, {"act_bits": 4, "weight_bits": 4}, {}), folder / "recon.npz")
+    from dfsq.calibrate import weights_fingerprint
+
+    config = {"method": "brecq", "model": "edsr", "scale": 2, "act_bits": 4, "weight_bits": 4, "seed": 0,
+              "images": 1, "weights": "random", "weights_fingerprint": weights_fingerprint(m),
+              "budget": {"name": "cpu"}, "settings": {}}
+    return save_recon(R.static_result(m, r, config, {}), folder / "recon.npz")
 
 
 SAMPLES = {

@@ -59,6 +59,8 @@ BASES = {
                                   "0,0,8,8", "--out", O / "exp"], (W, P)),
     "dfsq.plot_distributions": (lambda L, O: ["--weights", L.checkpoint, "--calib", L.images, "--images", "1",
                                               "--out", O / "f.png"], (W,)),
+    "dfsq.reconstruct": (lambda L, O: ["--method", "brecq", "--weights", L.checkpoint, "--calib", L.images,
+                                       "--images", "1", "--out", O / "r.npz"], (W,)),
     "dfsq.train": (lambda L, O: ["--data", L.images, "--minutes", "0.001", "--out", O / "m.pt", "--patch", "8",
                                  "--batch", "1", "--val-every", "0"], ()),
     "golden.check": (lambda L, O: ["--export", L.export, "--quiet", "--json", O / "c.json"], ()),
@@ -93,7 +95,7 @@ BASES = {
                         (I,)),
 }
 #: commands whose runs past the parser take seconds (model loads, simulators): their file cases are slow
-HEAVY = {"demo", "dfsq.calibrate", "dfsq.evaluate", "dfsq.export", "dfsq.plot_distributions", "dfsq.train",
+HEAVY = {"demo", "dfsq.calibrate", "dfsq.reconstruct", "dfsq.evaluate", "dfsq.export", "dfsq.plot_distributions", "dfsq.train",
          "bench.denorm_format", "bench.fakequant_speed", "bench.scale_bits", "bench.sensitivity", "sim.verify",
          "sim.uniform", "bench.sim_speed", "bench.psnr_table"}
 

@@ -81,16 +81,19 @@ def load_cache(path: Path, records: tuple[str, ...] = ()) -> dict:
     if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
         raise UserError(f"{path} is not a psnr_table cache (no 'format': {CACHE_FORMAT!r}); move it away to start a "
                         f"new one")
-    results = need(data, "results", OBJECT, str(path))
-    for k, r in results.items():
-        at = f"{path}: results[{k!r}]"
-        if not isinstance(r, dict):
-            raise UserError(f"{at}: expected an object, got {type(r).__name__} (the cache is garbled: restore it from "
-                            f"git or move it away)")
-        if records and k.startswith(records):
-            need(r, "rows", LIST, at, check=lambda v: all(isinstance(x, dict) for x in v), expect="a list of objects")
-        else:
-            check_result(r, at)
+    try:
+        results = need(data, "results", OBJECT, str(path))
+        for k, r in results.items():
+            at = f"{path}: results[{k!r}]"
+            if not isinstance(r, dict):
+                raise UserError(f"{at}: expected an object, got {type(r).__name__}")
+            if records and k.startswith(records):
+                need(r, "rows", LIST, at, check=lambda v: all(isinstance(x, dict) for x in v),
+                     expect="a list of objects")
+            else:
+                check_result(r, at)
+    except UserError as exc:
+        raise UserError(f"{exc}: the cache is garbled (restore it from git or move it away)") from None
     version = data.get("version")
     if version == 1:
         parts = [k for k in results if "#part" in k]

@@ -101,7 +101,7 @@ def read_json(path, what: str):
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise UserError(f"{path}: not a {what} (invalid JSON: {str(exc).splitlines()[0][:80]})") from None
+        raise UserError(f"{path}: not valid JSON ({str(exc).splitlines()[0][:80]}); expected a {what}") from None
 
 
 def _is_int(v) -> bool:

@@ -1,7 +1,7 @@
 """`make demo`: the whole flow on the embedded defaults, from a fresh clone, in a few minutes.
 
     python -m demo [--model edsr|rdn] [--weights default] [--params PATH] [--crop Y,X,H,W]
-        [--compare-crop Y,X,H,W] [--tiles N] [--no-rtl] [--out out/demo (out/demo-rdn for --model rdn)]
+        [--compare-crop Y,X,H,W] [--tiles N] [--no-rtl] [--out out/demo (out/demo-rdn with --model rdn)]
 
 1. the embedded x2 checkpoint: EDSR-baseline (weights/edsr_baseline_x2.pt, the default) or, with
    ``--model rdn``, the embedded RDN (config S, weights/rdn_s_x2.pt);
@@ -22,17 +22,19 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 from pathlib import Path
 
+from golden.args import Parser
+from dfsq.weights import weights_option
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, remove_dir_on_failure
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_PARAMS = ROOT / "weights" / "dfsq_x2_a4w4_words4.npz"
+DEFAULT_OUT = {"edsr": "out/demo", "rdn": "out/demo-rdn"}
 DEFAULT_PARAMS_BY_MODEL = {"edsr": DEFAULT_PARAMS, "rdn": ROOT / "weights" / "dfsq_rdn_s_x2_a4w4_words4.npz"}
 
 
@@ -50,12 +52,6 @@ def _step(n: int, text: str) -> float:
 
 def _done(t0: float, text: str = "") -> None:
     print(f"      {text}{' ' if text else ''}({time.perf_counter() - t0:.1f} s)", flush=True)
-
-
-def parse_crop_arg(text: str) -> tuple[int, int, int, int]:
-    from dfsq.export import parse_crop
-
-    return tuple(int(v) for v in parse_crop(text))
 
 
 def write_comparison(model, qmodel, hr, lr, crop, path: Path, extra=None) -> Path:
@@ -94,26 +90,33 @@ def rtl_panel(args, params_path: Path, lr, out: Path):
     return rep, ("DFSQ RTL (accelerator)\ncentre crop", sr, RTL_CROP)
 
 
+def build_parser() -> Parser:
+    from dfsq.export import crop_option
+    from sim.runner import SIMULATORS
+
+    ap = Parser(prog="python -m demo", description=__doc__.split("\n")[0])
+    ap.choice("--model", ("edsr", "rdn"), default="edsr", help="network (default edsr)")
+    weights_option(ap, help="checkpoint path, or 'default' for the embedded one")
+    ap.input_file("--params", "params", default=None, help="calibration artifact (default: the embedded one of "
+                                                         f"--model, {DEFAULT_PARAMS.name} for EDSR)")
+    ap.text("--crop", crop_option, default=DEFAULT_CROP, help="LR crop Y,X,H,W to export (default "
+                                                       f"{','.join(map(str, DEFAULT_CROP))})")
+    ap.text("--compare-crop", crop_option, default=COMPARE_CROP,
+            help=f"LR crop Y,X,H,W of the comparison picture (default {','.join(map(str, COMPARE_CROP))})")
+    ap.integer("--tiles", 1, 1_000_000, special=("all",), default=1, help="tiles per layer to simulate (or 'all')")
+    ap.integer("--out-channels", 1, 4096, default=16, help="output channels simulated per tile")
+    ap.choice("--simulator", SIMULATORS, default="icarus")
+    ap.jobs(default=min(2, os.cpu_count() or 1), help="simulator processes in parallel (default: up to 2)")
+    ap.flag("--no-rtl", help="skip the RTL panel (the whole accelerator under Verilator)")
+    ap.output_dir("--out", default=None, help="output folder (default out/demo, out/demo-rdn with --model rdn)")
+    return ap
+
+
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m demo", description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="edsr", choices=("edsr", "rdn"), help="network (default edsr)")
-    ap.add_argument("--weights", default="default")
-    ap.add_argument("--params", default=None, help="calibration artifact (default: the embedded one of --model, "
-                                                   f"{DEFAULT_PARAMS.name} for EDSR)")
-    ap.add_argument("--crop", default=",".join(map(str, DEFAULT_CROP)), help="LR crop Y,X,H,W to export")
-    ap.add_argument("--compare-crop", default=",".join(map(str, COMPARE_CROP)),
-                    help="LR crop Y,X,H,W of the comparison picture (out/comparison.png)")
-    ap.add_argument("--tiles", default="1", help="tiles per layer to simulate (or 'all')")
-    ap.add_argument("--out-channels", type=int, default=16, help="output channels simulated per tile")
-    ap.add_argument("--simulator", default="icarus", choices=("icarus", "verilator"))
-    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                    help="simulator processes in parallel (default: up to 2)")
-    ap.add_argument("--out", default=None, help="output folder (default out/demo, out/demo-rdn for --model rdn)")
-    ap.add_argument("--no-rtl", action="store_true", help="skip the RTL panel (the whole accelerator under Verilator)")
-    args = ap.parse_args(argv)
-    if args.out is None:
-        args.out = "out/demo" if args.model == "edsr" else f"out/demo-{args.model}"
+    args = build_parser().parse_args(argv)
+    if args.out is None:   # each network's demo has its own folder: an RDN run never overwrites the EDSR demo
+        args.out = DEFAULT_OUT[args.model]
     with remove_dir_on_failure(args.out, "--out") as out:  # a failed demo leaves no (half-filled) --out folder behind
         return _run(args, out)
 
@@ -125,7 +128,7 @@ def _run(args, out: Path):
     from dfsq.calibrate import calibrate, load_params, save_params
     from dfsq.data import make_lr, modcrop, sample_image, sample_images
     from dfsq.evaluate import upscale
-    from dfsq.export import apply_crop, export, parse_crop
+    from dfsq.export import apply_crop, export
     from dfsq.imresize import imresize
     from dfsq.metrics import psnr_y, ssim_y
     from dfsq.model import load_model
@@ -133,8 +136,6 @@ def _run(args, out: Path):
     from sim.runner import check_simulator
 
     check_simulator(args.simulator)  # fail before the heavy work when the simulator is missing
-    if args.jobs < 1:
-        raise UserError(f"--jobs must be >= 1, got {args.jobs}")
 
     t = _step(1, f"{'EDSR-baseline' if args.model == 'edsr' else 'RDN'} x2, weights {args.weights}")
     model = load_model(args.model, args.weights, 2)
@@ -166,7 +167,7 @@ def _run(args, out: Path):
     _done(t)
 
     t = _step(4, f"export of all {len(params.layers)} quantized layers + golden check")
-    crop = parse_crop(args.crop)
+    crop = tuple(args.crop)
     export_dir = out / "export"
     manifest = export(model, params, apply_crop(lr, crop), export_dir, weights=str(args.weights),
                       params_path=str(params_path), image="skimage:astronaut (LR x2)", crop=crop)
@@ -209,7 +210,7 @@ def _run(args, out: Path):
         print(f"      {len(rtl['steps'])} layers, {rtl['cycles']:,} cycles, {rtl['macs']:,} MACs in "
               f"{rtl['sim_seconds']:.1f} s of simulation ({rtl['mac_per_s'] / 1e6:.1f}M MAC/s); bit-exact with the "
               f"golden integer network: {'YES' if rtl['bit_exact'] else 'NO'}")
-    comparison = write_comparison(model, qmodel, hr, lr, parse_crop_arg(args.compare_crop), out / "comparison.png",
+    comparison = write_comparison(model, qmodel, hr, lr, tuple(args.compare_crop), out / "comparison.png",
                                   extra=[panel] if panel else None)
     print(f"      comparison of the crop (HR, bicubic, FP, DFSQ fake-quant, DFSQ hardware-exact"
           f"{', DFSQ RTL' if panel else ''}) -> {comparison}")

@@ -19,7 +19,6 @@ Writes ``<out>.json`` and ``<out>.md``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -30,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from golden.args import Parser, When
 from golden.errors import UserError, cli_main
+from golden.files import write_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
 GOALS = {"S": {"seconds": 300, "rss_gb": None}, "B": {"seconds": 600, "rss_gb": 4.0}, "edsr": {}}
@@ -146,34 +147,80 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+ROW_FIELDS = {"case": "text", "model": "text", "weights": "text", "layers": "int", "channels": "int",
+              "max_in_channels": "int", "images": "int", "pixels": "int", "seconds_wall": "number",
+              "seconds_cpu": "number", "seconds_collect": "number", "seconds_select": "number",
+              "peak_rss_gb": "number"}
+
+
+def load_rows(path) -> list[dict]:
+    """The format validator of measured rows (:mod:`golden.formats` ``calib-rows``): one JSON object per line
+    (lines not starting with ``{`` are skipped: the progress lines of a run), each with the fields the Markdown
+    shows; a one-line UserError naming the file, the line and the field otherwise."""
+    from golden.formats import INT, LIST, NUMBER, TEXT, need
+
+    kinds = {"text": TEXT, "int": INT, "number": NUMBER}
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not JSON lines (not UTF-8 text)") from None
+    except OSError as exc:
+        raise UserError(f"cannot read rows file {path}: {exc.strerror or exc}") from None
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.startswith("{"):
+            continue
+        where = f"{path}: line {n}"
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise UserError(f"{where}: not valid JSON") from None
+        for key, kind in ROW_FIELDS.items():
+            need(row, key, kinds[kind], where)
+        if row["case"] not in GOALS:
+            raise UserError(f"{where}: field 'case' must be one of {', '.join(GOALS)}, got {row['case']!r}")
+        need(row, "config", LIST, where, null=True)
+        need(row, "seconds_forward_only", NUMBER, where, null=True)
+        for key in ("loadavg_before", "loadavg_after"):
+            need(row, key, LIST, where, check=lambda v: len(v) >= 1 and all(isinstance(x, (int, float)) for x in v),
+                 expect="a list of load averages")
+        for key in ("cpu_seconds_collect", "cpu_seconds_select", "cpu_seconds_32_extrapolated"):
+            need(row, key, NUMBER, where, optional=True, null=True)
+        need(row, "note", TEXT, where, optional=True)
+        rows.append(row)
+    if not rows:
+        raise UserError(f"{path}: no rows (JSON objects, one per line)")
+    return rows
+
+
+def build_parser() -> Parser:
+    ap = Parser(prog="python -m bench.calib_scale", description=__doc__.split("\n")[0])
+    measuring = (When("from_rows", None), When("one", None))
+    ap.choice_list("--cases", tuple(GOALS), default=["S", "B"], when=measuring,
+                   help="comma-separated: S, B, edsr (default S,B)")
+    ap.threads(when=When("from_rows", None))
+    ap.output_stem("--out", (".json", ".md"), default=str(ROOT / "bench" / "results" / "calib_scale"),
+                   when=When("one", None),
+                   help="writes OUT.json and OUT.md (default bench/results/calib_scale, the documented result)")
+    ap.flag("--skip-forward", when=When("from_rows", None), help="do not time the bare forward passes")
+    ap.integer("--images", 1, 100_000, default=32, when=When("from_rows", None),
+               help="calibration images per case (default 32; fewer: the CPU time is also extrapolated to 32)")
+    ap.input_file("--from-rows", "calib-rows", when=When("one", None),
+                  help="only write <out>.json/.md from the JSON rows (one per line) in this file, e.g. cases run "
+                       "separately with --one")
+    ap.choice("--one", tuple(GOALS), when=When("from_rows", None),
+              help="run one case in this process and print its JSON row")
+    return ap
+
+
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m bench.calib_scale", description=__doc__.split("\n")[0])
-    ap.add_argument("--cases", default="S,B", help="comma-separated: S, B, edsr (default S,B)")
-    ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "calib_scale"))
-    ap.add_argument("--skip-forward", action="store_true", help="do not time the bare forward passes")
-    ap.add_argument("--images", type=int, default=32,
-                    help="calibration images per case (default 32; fewer: the CPU time is also extrapolated to 32)")
-    ap.add_argument("--from-rows", help="only write <out>.json/.md from the JSON rows (one per line) in this file, "
-                                        "e.g. cases run separately with --one")
-    ap.add_argument("--one", help="run one case in this process and print its JSON row")
-    args = ap.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.one:
-        if args.one not in GOALS:
-            raise UserError(f"--one must be one of {', '.join(GOALS)}, got {args.one!r}")
         print(json.dumps(run_case(args.one, args.threads, not args.skip_forward, args.images)))
         return 0
-    rows = []
-    if args.from_rows:
-        rows = [json.loads(line) for line in Path(args.from_rows).read_text().splitlines()
-                if line.startswith("{")]
-        cases = []
-    else:
-        cases = [c for c in args.cases.split(",") if c]
-        bad = [c for c in cases if c not in GOALS]
-        if bad or not cases:
-            raise UserError(f"--cases must be a comma-separated subset of {', '.join(GOALS)}, got {args.cases!r}")
+    rows, cases = (load_rows(args.from_rows), []) if args.from_rows else ([], args.cases)
     for c in cases:
         cmd = [sys.executable, "-m", "bench.calib_scale", "--one", c]
         if args.threads:
@@ -187,11 +234,9 @@ def main(argv=None):
             raise UserError(f"case {c} failed (exit {res.returncode})")
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(rows))
-    print(markdown(rows))
+    text = markdown(rows)   # rendered before anything is written: a bad row writes nothing
+    write_outputs({f"{args.out}.json": json.dumps({"rows": rows}, indent=2) + "\n", f"{args.out}.md": text})
+    print(text)
     return 0
 
 

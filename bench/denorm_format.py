@@ -8,24 +8,21 @@ A format ``m:s`` is ``DatapathSpec(denorm="split", sigma_bits=m, shift_bits=s)``
 datapath with 24-bit sigma_m and mu_m in every lane. Every image of every dataset runs through fake-quant DFSQ and
 through the golden integer datapath (``dfsq.hw_mode``) in each format; the table gives the mean PSNR-Y difference
 per dataset, the plot the PSNR loss against m. Also times fake-quant against hardware-exact (the same images, one
-after the other, in each task; the images run as Dask tasks, :mod:`bench.cluster`). Writes ``<out>/<name>.json``, ``.md`` and ``.png``.
+after the other, in each task; the images run as Dask tasks, :mod:`bench.cluster`). Writes ``<out>/<name>.json``, ``.md`` and ``.png`` (default ``build/bench/``).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from bench import ROOT, SCRATCH
+from golden.args import Parser, plain_name
 from golden.errors import UserError, cli_main
-from golden.files import atomic_output, check_output_dir, check_output_file
+from golden.files import check_output_file, write_outputs
 from golden.spec import SHIFT_BITS_RANGE, SIGMA_BITS_RANGE, DatapathSpec, SpecError
-
-from bench import cluster
-
-RESULTS = Path(__file__).resolve().parent / "results"
 TOLERANCE_DB = 0.01
 
 
@@ -41,13 +38,13 @@ def parse_formats(text: str) -> list[str]:
         try:
             m, s = (int(v) for v in item.split(":"))
         except ValueError:
-            raise UserError(f"--formats: {item!r} is neither 'fused' nor 'm:s' (for example 4:3)") from None
+            raise UserError(f"{item!r} is neither 'fused' nor 'm:s' (for example 4:3)") from None
         if not (SIGMA_BITS_RANGE[0] <= m <= SIGMA_BITS_RANGE[1] and SHIFT_BITS_RANGE[0] <= s <= SHIFT_BITS_RANGE[1]):
-            raise UserError(f"--formats: {item!r}: sigma bits must be in {SIGMA_BITS_RANGE[0]}..{SIGMA_BITS_RANGE[1]}"
+            raise UserError(f"{item!r}: sigma bits must be in {SIGMA_BITS_RANGE[0]}..{SIGMA_BITS_RANGE[1]}"
                             f", shift bits in {SHIFT_BITS_RANGE[0]}..{SHIFT_BITS_RANGE[1]}")
         out.append(f"{m}:{s}")
     if not out:
-        raise UserError("--formats selects nothing")
+        raise UserError("selects no format")
     return list(dict.fromkeys(out))
 
 
@@ -66,7 +63,7 @@ def format_spec(fmt: str, args, channels: int = 64) -> DatapathSpec:
 def run(args) -> dict:
     from bench.scale_bits import sweep_images
 
-    formats = parse_formats(args.formats)
+    formats = parse_formats(args.formats) if isinstance(args.formats, str) else args.formats
     for f in formats:
         try:
             format_spec(f, args)
@@ -93,7 +90,7 @@ def run(args) -> dict:
     cheapest = min(ok, key=lambda f: tuple(int(v) for v in f.split(":"))) if ok else None
     return {"config": {"model": args.model, "weights": str(args.weights), "scale": args.scale, "params": args.params,
                        "act_bits": args.act_bits, "weight_bits": args.weight_bits, "words": args.words,
-                       "datasets": args.datasets, "limit": args.limit, "formats": formats},
+                       "datasets": ",".join(args.datasets), "limit": args.limit, "formats": formats},
             "summary": summary, "within_tolerance": ok, "cheapest_within_tolerance": cheapest,
             "tolerance_db": TOLERANCE_DB, "images": rows, "seconds": timings,
             "torch_threads": done["threads"]}
@@ -151,49 +148,56 @@ def plot(res: dict, path: Path) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     try:
-        with atomic_output(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=120)
+        fig.savefig(path, dpi=120, format="png")
     finally:
         plt.close(fig)
 
 
+def _formats(text: str) -> list[str]:
+    from types import SimpleNamespace
+
+    formats = parse_formats(text)
+    for f in formats:
+        try:
+            format_spec(f, SimpleNamespace(words=4, act_bits=4, weight_bits=4))   # widths of the format itself
+        except SpecError as exc:
+            raise UserError(f"{f}: {exc}") from None
+    return formats
+
+
+def build_parser() -> Parser:
+    from bench.scale_bits import add_run_args
+    from golden.spec import ACT_BITS_RANGE, WEIGHT_BITS_RANGE, WORDS_RANGE
+
+    ap = Parser(prog="python -m bench.denorm_format", description=__doc__.split("\n")[0])
+    ap.choice("--model", ("edsr", "rdn"), default="edsr")
+    add_run_args(ap)
+    ap.text("--formats", _formats, default=parse_formats("fused,1:0,2:0,4:0,8:0,1:4,2:3,3:3,4:3,6:3,8:3"),
+            help="fused and m:s formats (default fused,1:0,2:0,4:0,8:0,1:4,2:3,3:3,4:3,6:3,8:3)")
+    ap.integer("--act-bits", *ACT_BITS_RANGE, default=4)
+    ap.integer("--weight-bits", *WEIGHT_BITS_RANGE, default=4)
+    ap.integer("--words", *WORDS_RANGE, default=4)
+    ap.output_dir("--out", default=str(SCRATCH), help=f"output folder (default {SCRATCH.relative_to(ROOT)}/; the "
+                                                     f"documented results are in bench/results/)")
+    ap.text("--name", plain_name, default="denorm_format", help="output file stem")
+    return ap
+
+
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m bench.denorm_format", description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="edsr", choices=("edsr", "rdn"))
-    ap.add_argument("--weights", default="default")
-    ap.add_argument("--scale", type=int, default=2, choices=(2, 4))
-    ap.add_argument("--params", help="calibration artifact (dfsq.calibrate); calibrates now when absent")
-    ap.add_argument("--calib", help="calibration image folder when --params is not given")
-    ap.add_argument("--images", type=int, default=32, help="calibration images when --params is not given")
-    ap.add_argument("--datasets", default="Set5")
-    ap.add_argument("--data-root", default=None)
-    ap.add_argument("--limit", type=int, default=0, help="at most this many images per dataset (0: all)")
-    ap.add_argument("--formats", default="fused,1:0,2:0,4:0,8:0,1:4,2:3,3:3,4:3,6:3,8:3")
-    ap.add_argument("--act-bits", type=int, default=4)
-    ap.add_argument("--weight-bits", type=int, default=4)
-    ap.add_argument("--words", type=int, default=4)
-    cluster.add_arguments(ap, "images")
-    ap.add_argument("--out", default=str(RESULTS))
-    ap.add_argument("--name", default="denorm_format", help="output file stem")
-    args = ap.parse_args(argv)
-    parse_formats(args.formats)
-    cluster.check_arguments(args)
-    check_output_dir(args.out, "--out")
-    for suffix in (".json", ".md", ".png"):
-        check_output_file(Path(args.out) / f"{args.name}{suffix}", "--out/--name")
-    if args.data_root is None:
-        from dfsq.data import BENCHMARK_ROOT
-        args.data_root = str(BENCHMARK_ROOT)
+    args = build_parser().parse_args(argv)
+    outputs = [Path(args.out) / f"{args.name}{suffix}" for suffix in (".json", ".md", ".png")]
+    for path in outputs:
+        check_output_file(path, "--out/--name")
+    if args.params:
+        from dfsq.calibrate import load_params
+
+        load_params(args.params)   # a bad file is refused here, before any worker starts
     res = run(args)
     res["argv"] = " ".join(argv) if argv is not None else " ".join(os.sys.argv[1:])
-    out = Path(args.out)
     md = markdown(res)
-    with atomic_output(out / f"{args.name}.json") as tmp:
-        tmp.write_text(json.dumps(res, indent=2) + "\n")
-    with atomic_output(out / f"{args.name}.md") as tmp:
-        tmp.write_text(md)
-    plot(res, out / f"{args.name}.png")
+    write_outputs({outputs[0]: json.dumps(res, indent=2) + "\n", outputs[1]: md,
+                   outputs[2]: lambda tmp: plot(res, tmp)})
     print(md)
 
 

@@ -9,11 +9,10 @@ scikit-image astronaut when ../shared is absent) goes through the network once p
 (torch) and the kernel; best of ``--repeat`` runs. The outputs must be ``torch.equal`` (the JSON says so and the
 command exits 1 otherwise). Params: ``bench.psnr_table``'s cached file for this model, scale and bits (as
 ``bench.sensitivity``), or ``--params``. Writes ``STEM.json``, ``STEM.md`` and ``STEM.png`` (default
-bench/results/fakequant_speed_MODEL_xS_wBaB).
+build/bench/fakequant_speed_MODEL_xS_wBaB; the documented run's is in bench/results/).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -22,12 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.psnr_table import DEFAULT_PARAMS, params_path, parse_list
+from bench import ROOT, SCRATCH
+from bench.psnr_table import DEFAULT_PARAMS, params_path
 from dfsq.data import BENCHMARK_ROOT, DATASETS
+from dfsq.quantize import check_params_fit
+from golden.args import Parser
+from dfsq.weights import weights_option
 from golden.errors import UserError, cli_main
-from golden.files import atomic_output, check_output_file
-
-ROOT = Path(__file__).resolve().parent.parent
+from golden.files import check_output_file, write_outputs
 METHODS = ("fp", "minmax", "dfsq")
 
 
@@ -114,39 +115,49 @@ def plot(res: dict, path: Path) -> None:
     ax.set_xlabel("seconds per forward")
     ax.set_title(f"{res['model']} x{res['scale']} W{res['bits']}A{res['bits']}, {res['image']}", fontsize=9)
     fig.tight_layout()
-    with atomic_output(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=110, format="png")
+    finally:
+        plt.close(fig)
+
+
+def _set_stem(text: str) -> bool:
+    """``SET/STEM`` of a benchmark set (and not an existing path)."""
+    name, _, stem = text.partition("/")
+    return name in DATASETS and bool(stem) and "/" not in stem and not Path(text).exists()
+
+
+def build_parser() -> Parser:
+    from golden.spec import ACT_BITS_RANGE, WORDS_RANGE
+
+    ap = Parser(prog="python -m bench.fakequant_speed", description=__doc__.split("\n")[0])
+    ap.choice("--model", ("edsr", "rdn"), default="rdn")
+    weights_option(ap)
+    ap.choice("--scale", (2, 4), default=2)
+    ap.integer("--bits", *ACT_BITS_RANGE, default=4)
+    ap.integer("--words", *WORDS_RANGE, default=4)
+    ap.choice_list("--methods", METHODS, default=list(METHODS), help="default fp,minmax,dfsq")
+    ap.input_file("--image", "image", special=_set_stem,
+                  help="SET/STEM of a benchmark set, or an LR image file (default: first Urban100)")
+    ap.input_dir("--data-root", "benchmarks", default=str(BENCHMARK_ROOT))
+    ap.input_file("--params", "params", help="calibration artifact (default: bench.psnr_table's cached one)")
+    ap.integer("--repeat", 1, 1000, default=1)
+    ap.threads(default=1, help="torch threads (default 1)")
+    ap.output_stem("--out", (".json", ".md", ".png"),
+                   help=f"output stem (default {SCRATCH.relative_to(ROOT)}/fakequant_speed_MODEL_xS_wBaB)")
+    return ap
 
 
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m bench.fakequant_speed", description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="rdn", choices=("edsr", "rdn"))
-    ap.add_argument("--weights", default="default")
-    ap.add_argument("--scale", type=int, default=2, choices=(2, 4))
-    ap.add_argument("--bits", type=int, default=4)
-    ap.add_argument("--words", type=int, default=4)
-    ap.add_argument("--methods", default="fp,minmax,dfsq")
-    ap.add_argument("--image", help="SET/STEM of a benchmark set, or an LR image file (default: first Urban100)")
-    ap.add_argument("--data-root", default=str(BENCHMARK_ROOT))
-    ap.add_argument("--params", help="calibration artifact (default: bench.psnr_table's cached one)")
-    ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", help="output stem (default bench/results/fakequant_speed_MODEL_xS_wBaB)")
-    args = ap.parse_args(argv)
-    methods = parse_list(args.methods, str, METHODS, "methods")
-    if args.repeat < 1:
-        raise UserError(f"--repeat must be at least 1, got {args.repeat}")
-    if args.threads < 1:
-        raise UserError(f"--threads must be a positive integer, got {args.threads}")
+    args = build_parser().parse_args(argv)
+    methods = args.methods
     params = Path(args.params) if args.params else params_path(DEFAULT_PARAMS, args.model, args.scale, args.bits,
                                                                args.words)
     if set(methods) - {"fp"} and not params.is_file():
         raise UserError(f"params not found: {params} (run bench.psnr_table for this cell, or pass --params)")
-    stem = Path(args.out) if args.out else (
-        ROOT / "bench" / "results" / f"fakequant_speed_{args.model}_x{args.scale}_w{args.bits}a{args.bits}")
-    outs = [check_output_file(stem.with_suffix(s), "--out") for s in (".json", ".md", ".png")]
+    stem = args.out or str(SCRATCH / f"fakequant_speed_{args.model}_x{args.scale}_w{args.bits}a{args.bits}")
+    outs = [check_output_file(f"{stem}{s}", "--out") for s in (".json", ".md", ".png")]
     torch.set_num_threads(args.threads)
 
     from dfsq import fastquant
@@ -158,9 +169,8 @@ def main(argv=None):
     model = load_model(args.model, args.weights, args.scale).eval()
     x = torch.from_numpy(np.array(lr, copy=True)).permute(2, 0, 1)[None].float()
     p = load_params(params) if set(methods) - {"fp"} else None
-    if p is not None and (p.config.get("act_bits") != args.bits or p.config.get("words") != args.words):
-        raise UserError(f"{params} is A{p.config.get('act_bits')} with {p.config.get('words')} words, not "
-                        f"A{args.bits} with {args.words}")
+    if p is not None:
+        check_params_fit(p, model, str(params), act_bits=args.bits, weight_bits=args.bits, words=args.words)
     rows, ok = {}, True
     for m in methods:
         if m == "fp":
@@ -180,11 +190,8 @@ def main(argv=None):
            "cpu": cpu_label(),
            "kernel": "loaded" if fastquant.library() is not None else f"unavailable ({fastquant.why_unavailable()})",
            "params": None if p is None else str(params)}
-    with atomic_output(outs[0]) as tmp:
-        tmp.write_text(json.dumps(res, indent=1) + "\n")
-    with atomic_output(outs[1]) as tmp:
-        tmp.write_text(render(res))
-    plot(res, outs[2])
+    write_outputs({outs[0]: json.dumps(res, indent=1) + "\n", outs[1]: render(res),
+                   outs[2]: lambda tmp: plot(res, tmp)})
     print(render(res))
     print(f"wrote {outs[1]}")
     if not ok:

@@ -14,7 +14,6 @@ workers supply the parallelism; a multi-threaded BLAS inside each worker only ov
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -26,14 +25,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench import RESULTS
+from golden.args import Parser, When, plain_name
 from golden.errors import UserError, cli_main
-from golden.files import atomic_output, check_output_dir, check_output_file
+from golden.files import check_output_file, write_outputs
 from golden.export_io import load_export
 from golden.layer import accumulate, derive_codes, operands, to_float
 from golden.spec import DatapathSpec
 from golden.synthetic import synthetic_layer
 
-RESULTS = Path(__file__).resolve().parent / "results"
 GOAL = 1.5
 
 
@@ -138,46 +138,47 @@ def _blas_core() -> str:
     return "unknown"
 
 
+def build_parser() -> Parser:
+    ap = Parser(prog="python -m bench.golden_speed", description=__doc__.split("\n")[0])
+    ap.input_dir("--export", "export", help="export folder: time its layer --layer")
+    ap.integer("--layer", 0, 100_000, default=0, when=When.given("export"),
+               help="layer index of --export to time (default 0)")
+    ap.int_list("--sizes", 1, 4096, special=("none",), default=[48, 128],
+                help="synthetic 64->64-channel layers of these H = W (default 48,128; 'none' for none)")
+    ap.integer("--repeat", 1, 10_000, default=7)
+    ap.threads(help="torch threads and golden worker threads (default: torch's default, golden 1); run with "
+                    "OPENBLAS_NUM_THREADS=1 so that the golden workers' BLAS calls do not oversubscribe")
+    ap.output_dir("--out", default=str(RESULTS), help="output folder (default bench/results/, the documented "
+                                                     "result)")
+    ap.text("--name", plain_name, default="golden_speed", help="output file stem")
+    return ap
+
+
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m bench.golden_speed", description=__doc__.split("\n")[0])
-    ap.add_argument("--export", help="export folder: time its layer --layer")
-    ap.add_argument("--layer", type=int, default=0)
-    ap.add_argument("--sizes", default="48,128", help="synthetic 64->64-channel layers of these H = W ('' for none)")
-    ap.add_argument("--repeat", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch threads and golden worker threads (0: torch's default, golden 1); run with "
-                         "OPENBLAS_NUM_THREADS=1 so that the golden workers' BLAS calls do not oversubscribe")
-    ap.add_argument("--out", default=str(RESULTS))
-    ap.add_argument("--name", default="golden_speed", help="output file stem")
-    args = ap.parse_args(argv)
-    if args.repeat < 1:
-        raise UserError("--repeat must be at least 1")
-    if args.threads < 0:
-        raise UserError(f"--threads must be 0 (default) or positive, got {args.threads}")
-    check_output_dir(args.out, "--out")
+    args = build_parser().parse_args(argv)
+    if args.export is None and args.sizes == "none":
+        raise UserError("nothing to time: give --export or --sizes")
     for suffix in (".json", ".md"):
         check_output_file(Path(args.out) / f"{args.name}{suffix}", "--out/--name")
     if args.threads:
         torch.set_num_threads(args.threads)
     golden_threads = args.threads or 1
     runs = []
+    exported = load_export(args.export, layers=[args.layer]) if args.export else None   # checked before any work
     # Warm-up, so that every layer is timed in the steady state of a long-running process: BLAS buffers, oneDNN
     # kernels, and glibc's dynamic mmap threshold (it rises after a large block is freed; before that every
     # array above 128 KiB is a fresh mmap whose pages fault on first touch, which doubled the time of the first
     # layer measured in a fresh process on this VM).
     time_layer(synthetic_layer(np.random.default_rng(0), DatapathSpec(), N=1, C=64, O=64, H=96, W=96),
                DatapathSpec(), 3, golden_threads)
-    if args.export:
-        manifest, layers = load_export(args.export, layers=[args.layer])
+    if exported:
+        manifest, layers = exported
         from golden.export_io import spec_from_manifest
         r = time_layer(layers[0], spec_from_manifest(manifest), args.repeat, golden_threads)
         r["source"] = "export"
         runs.append(r)
-    try:
-        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    except ValueError:
-        raise UserError(f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
+    sizes = [] if args.sizes == "none" else args.sizes
     spec = DatapathSpec()
     for s in sizes:
         lay = synthetic_layer(np.random.default_rng(s), spec, N=1, C=64, O=64, H=s, W=s)
@@ -194,10 +195,8 @@ def main(argv=None):
            "goal": GOAL, "argv": " ".join(argv) if argv is not None else " ".join(os.sys.argv[1:]),
            "load_average": os.getloadavg()}
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in ((f"{args.name}.json", json.dumps(res, indent=2) + "\n"), (f"{args.name}.md", markdown(res))):
-        with atomic_output(out / name) as tmp:
-            tmp.write_text(text)
+    write_outputs({out / f"{args.name}.json": json.dumps(res, indent=2) + "\n",
+                   out / f"{args.name}.md": markdown(res)})
     print(markdown(res))
 
 

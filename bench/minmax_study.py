@@ -14,7 +14,6 @@ hand).
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import time
 from datetime import datetime, timezone
@@ -24,7 +23,8 @@ from bench import cluster
 from bench.psnr_table import key as table_key
 from bench.psnr_table import load_cache, store_result
 from dfsq.data import BENCHMARK_ROOT, DATASETS, benchmark_paths
-from golden.errors import UserError, cli_main
+from golden.args import Parser, When
+from golden.errors import cli_main
 from golden.files import atomic_output
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,29 +215,35 @@ def cell_task(scale: int, bits: int, cfg: str, dataset: str, indices: list[int],
     return {"psnr": ps, "ssim": ss, "seconds": time.perf_counter() - t0}
 
 
+def load_study_cache(path) -> dict:
+    """The format validator of this study's cache (``minmax-cache`` in :mod:`golden.formats`): measured cells and
+    the outlier tables (``outliers/xS``: ``{"rows": [...]}``)."""
+    return load_cache(Path(path), RECORDS)
+
+
+def build_parser() -> Parser:
+    ap = Parser(prog="python -m bench.minmax_study", description=__doc__.split("\n")[0])
+    measuring = When("render_only", False)
+    ap.choice("--scale", (2, 4), default=2)
+    ap.integer("--bits", 2, 8, default=4)
+    ap.choice_list("--datasets", DATASETS, default=["Set5", "Set14"], help="default Set5,Set14")
+    ap.choice_list("--configs", tuple(CONFIGS), default=list(CONFIGS), when=measuring,
+                   help="default: all")
+    cluster.add_arguments(ap, when=measuring)
+    ap.cache_file("--cache", "minmax-cache", default=str(DEFAULT_CACHE))
+    ap.output_file("--md", default=str(DEFAULT_MD))
+    ap.output_file("--doc", default=str(DOC), help="the doc whose generated section is rewritten (default "
+                                                  "docs/quantization.md)")
+    ap.flag("--render-only")
+    return ap
+
+
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m bench.minmax_study", description=__doc__.split("\n")[0])
-    ap.add_argument("--scale", type=int, default=2, choices=(2, 4))
-    ap.add_argument("--bits", type=int, default=4, choices=range(2, 9))
-    ap.add_argument("--datasets", default="Set5,Set14")
-    ap.add_argument("--configs", default="all")
-    cluster.add_arguments(ap)
-    ap.add_argument("--cache", default=str(DEFAULT_CACHE))
-    ap.add_argument("--md", default=str(DEFAULT_MD))
-    ap.add_argument("--doc", default=str(DOC))
-    ap.add_argument("--render-only", action="store_true")
-    args = ap.parse_args(argv)
-    datasets = [d for d in args.datasets.split(",") if d]
-    if any(d not in DATASETS for d in datasets) or not datasets:
-        raise UserError(f"--datasets: {args.datasets!r}, expected a subset of {list(DATASETS)}")
-    configs = list(CONFIGS) if args.configs == "all" else [c for c in args.configs.split(",") if c]
-    bad = [c for c in configs if c not in CONFIGS]
-    if bad:
-        raise UserError(f"--configs: unknown {bad}; known: {list(CONFIGS)}")
-    cluster.check_arguments(args)
+    args = build_parser().parse_args(argv)
+    datasets, configs = args.datasets, args.configs
     cache_path = Path(args.cache)
-    cache = load_cache(cache_path, RECORDS)
+    cache = load_study_cache(cache_path)
     state = {"cache": cache, "outliers": cache["results"].get(f"outliers/x{args.scale}", {}).get("rows")}
 
     def publish_now():

@@ -66,24 +66,34 @@ CACHE_VERSION = 2   # 1: could hold "<cell>#partKofN" entries of the retired --p
 
 
 def load_cache(path: Path, records: tuple[str, ...] = ()) -> dict:
-    """The results cache at ``path`` (a new one if absent). A version-1 cache is upgraded in memory (its --part
-    entries dropped: every one of them was merged into its cell, which stays) and says so; a garbled cache or one
-    of another version is refused in one line, never merged into. Every entry is a result (psnr, ssim, images)
-    except those whose key starts with one of ``records`` (other tables' own records, e.g. bench.minmax_study's
-    outlier rows)."""
-    if not path.is_file():
+    """The results cache at ``path`` (a new one if absent); the format validator of ``psnr-cache``
+    (:mod:`golden.formats`). A version-1 cache is upgraded in memory (its --part entries dropped: every one of them
+    was merged into its cell, which stays) and says so; a garbled cache or one of another version is refused in one
+    line naming the entry and the field, never merged into. Every entry is a result (:func:`check_result`) except
+    those whose key starts with one of ``records`` (other tables' own records, e.g. bench.minmax_study's outlier
+    rows: ``{"rows": [...]}``)."""
+    from golden.formats import LIST, OBJECT, need, read_json
+
+    path = Path(path)
+    if not path.exists():
         return {"format": CACHE_FORMAT, "version": CACHE_VERSION, "results": {}}
-    try:
-        data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        raise UserError(f"{path} is not valid JSON; move it away to start a new cache") from None
+    data = read_json(path, "psnr_table cache")
     if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
-        raise UserError(f"{path} is not a psnr_table cache")
-    results = data.get("results")
-    if not isinstance(results, dict) or not all(isinstance(r, dict) and (k.startswith(records) or _is_result(r))
-                                                for k, r in results.items()):
-        raise UserError(f"{path}: a cached result lacks psnr/ssim/images or holds non-numbers; the cache is garbled "
-                        "(restore it from git or move it away)")
+        raise UserError(f"{path} is not a psnr_table cache (no 'format': {CACHE_FORMAT!r}); move it away to start a "
+                        f"new one")
+    try:
+        results = need(data, "results", OBJECT, str(path))
+        for k, r in results.items():
+            at = f"{path}: results[{k!r}]"
+            if not isinstance(r, dict):
+                raise UserError(f"{at}: expected an object, got {type(r).__name__}")
+            if records and k.startswith(records):
+                need(r, "rows", LIST, at, check=lambda v: all(isinstance(x, dict) for x in v),
+                     expect="a list of objects")
+            else:
+                check_result(r, at)
+    except UserError as exc:
+        raise UserError(f"{exc}: the cache is garbled (restore it from git or move it away)") from None
     version = data.get("version")
     if version == 1:
         parts = [k for k in results if "#part" in k]
@@ -97,9 +107,23 @@ def load_cache(path: Path, records: tuple[str, ...] = ()) -> dict:
     return data
 
 
-def _is_result(r: dict) -> bool:
-    return (all(isinstance(r.get(f), (int, float)) and not isinstance(r.get(f), bool) for f in ("psnr", "ssim"))
-            and isinstance(r.get("images"), int) and r["images"] > 0)
+def check_result(r: dict, at: str) -> None:
+    """One cached result: psnr, ssim, images, seconds and when, and the optional fields' types (one line naming the
+    field otherwise)."""
+    from golden.formats import INT, NUMBER, TEXT, need
+
+    need(r, "psnr", NUMBER, at, check=lambda v: 0 < v < 200, expect="a PSNR in dB")
+    need(r, "ssim", NUMBER, at, check=lambda v: -1 <= v <= 1, expect="an SSIM in -1..1")
+    need(r, "images", INT, at, check=lambda v: v >= 1, expect="an image count >= 1")
+    need(r, "seconds", NUMBER, at, optional=True, check=lambda v: v >= 0, expect="seconds >= 0")
+    need(r, "calib", INT, at, optional=True, check=lambda v: v >= 1, expect="an image count >= 1")
+    need(r, "seed", INT, at, optional=True, check=lambda v: v >= 0, expect="a seed >= 0")
+    need(r, "threads", INT, at, optional=True, check=lambda v: v >= 1, expect="a thread count >= 1")
+    need(r, "parts", INT, at, optional=True, check=lambda v: v >= 2, expect="a part count >= 2")
+    need(r, "params", TEXT, at, optional=True, null=True)
+    for f in ("when", "weights", "weights_fingerprint", "cpu", "params_sha256", "device", "points", "clip",
+              "granularity"):
+        need(r, f, TEXT, at, optional=True)
 
 
 def save_json(path: Path, data: dict) -> None:
@@ -114,7 +138,6 @@ def store_result(path: Path, k: str, result: dict, records: tuple[str, ...] = ()
     import hashlib
     import tempfile
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     tag = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
     with open(Path(tempfile.gettempdir()) / f"psnr_table-{tag}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -1,7 +1,7 @@
 """PSNR cost of the de-normalization format: hardware-exact DFSQ (golden integer datapath) vs fake-quant DFSQ.
 
     python -m bench.scale_bits [--weights default] [--scale 2] [--params PARAMS] [--datasets Set5] \
-        [--scale-bits 8,10,12,16,20,24] [--act-bits 4 --weight-bits 4 --words 4] [--out bench/results]
+        [--scale-bits 8,10,12,16,20,24] [--act-bits 4 --weight-bits 4 --words 4] [--out build/bench]
 
 For each ``scale_bits`` the 32 quantized convs run on the golden datapath (dfsq.hw_mode) and the PSNR-Y / SSIM-Y
 of every image is compared with fake-quant DFSQ (the same params). Writes ``<out>/scale_bits.json``,
@@ -9,7 +9,6 @@ of every image is compared with fake-quant DFSQ (the same params). Writes ``<out
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -20,18 +19,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from bench import ROOT, SCRATCH, cluster
+from dfsq.weights import weights_option
+from golden.args import Parser, When, plain_name
 from golden.errors import UserError, cli_main
-from golden.files import atomic_output, check_output_dir, check_output_file
+from golden.files import check_output_file, write_outputs
 from golden.spec import DEFAULT_SCALE_BITS, SCALE_BITS_RANGE, DatapathSpec
-
-from bench import cluster
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    with atomic_output(path) as tmp:
-        (tmp.write_bytes if isinstance(data, bytes) else tmp.write_text)(data)
 
 
 def parse_bits(text: str) -> list[int]:
@@ -45,15 +38,19 @@ def parse_bits(text: str) -> list[int]:
     return bits
 
 
-def image_tasks(datasets: str, data_root, limit: int = 0) -> list[tuple[str, list[int]]]:
-    """(dataset, image indices) of the tasks covering the first ``limit`` images (0: all) of each of the
-    comma-separated ``datasets``, cut by :func:`bench.cluster.chunks_by_pixels`."""
+def image_tasks(datasets, data_root, limit: int = 0) -> list[tuple[str, list[int]]]:
+    """(dataset, image indices) of the tasks covering the first ``limit`` images (0: all) of each of ``datasets``
+    (a list, or comma-separated), cut by :func:`bench.cluster.chunks_by_pixels`."""
     from dfsq.data import benchmark_paths
 
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        raise UserError(f"--limit must be 0 (all) or a positive image count, got {limit!r}")
     out = []
-    for name in datasets.split(","):
+    for name in (datasets.split(",") if isinstance(datasets, str) else datasets):
         paths = benchmark_paths(name, data_root)
         paths = paths[:limit] if limit else paths
+        if not paths:
+            raise UserError(f"benchmark set {name} has no images under {data_root}")
         out += [(name, chunk) for chunk in cluster.chunks_by_pixels(paths)]
     return out
 
@@ -141,7 +138,7 @@ def _params_task(arch: str, weights: str, scale: int, ns):
 
 
 def run(args) -> dict:
-    bits = parse_bits(args.scale_bits)
+    bits = parse_bits(args.scale_bits) if isinstance(args.scale_bits, str) else sorted(args.scale_bits)
     done = sweep_images(args, [(sb, {"scale_bits": sb}) for sb in bits], noise_floor=args.noise_floor)
     rows = done["rows"]
     summary = []
@@ -161,7 +158,8 @@ def run(args) -> dict:
                                 scale_bits=sb).acc_bits})
     return {"config": {"weights": str(args.weights), "scale": args.scale, "params": args.params,
                        "act_bits": args.act_bits, "weight_bits": args.weight_bits, "words": args.words,
-                       "datasets": args.datasets, "limit": args.limit, "default_scale_bits": DEFAULT_SCALE_BITS},
+                       "datasets": ",".join(args.datasets), "limit": args.limit,
+                       "default_scale_bits": DEFAULT_SCALE_BITS},
             "summary": summary, "images": rows, "seconds": {str(k): v for k, v in done["seconds"].items()},
             "torch_threads": done["threads"]}
 
@@ -203,49 +201,62 @@ def plot(res: dict, path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     try:
-        with atomic_output(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=120)
+        fig.savefig(path, dpi=120, format="png")
     finally:
         plt.close(fig)
 
 
+def add_run_args(ap: Parser) -> None:
+    """The options shared by the benchmarks that run a quantized network on benchmark images (this one and
+    bench.denorm_format): weights, scale, params or a calibration, datasets, a per-set image limit and the Dask
+    scheduler of the image tasks."""
+    from dfsq.data import BENCHMARK_ROOT
+
+    calibrating = When("params", None)
+    weights_option(ap)
+    ap.choice("--scale", (2, 4), default=2)
+    ap.input_file("--params", "params", help="calibration artifact (dfsq.calibrate); calibrates now when absent")
+    ap.input_dir("--calib", "images", when=calibrating, help="calibration image folder when --params is not given")
+    ap.integer("--images", 1, 100_000, default=32, when=calibrating,
+               help="calibration images when --params is not given")
+    ap.name_list("--datasets", default=["Set5"], help="sets under --data-root (default Set5)")
+    ap.input_dir("--data-root", "benchmarks", default=str(BENCHMARK_ROOT))
+    ap.integer("--limit", 0, 1_000_000, default=0, help="at most this many images per dataset (0: all)")
+    cluster.add_arguments(ap, "images")
+
+
+def build_parser() -> Parser:
+    from golden.spec import ACT_BITS_RANGE, WEIGHT_BITS_RANGE, WORDS_RANGE
+
+    ap = Parser(prog="python -m bench.scale_bits", description=__doc__.split("\n")[0])
+    add_run_args(ap)
+    ap.int_list("--scale-bits", *SCALE_BITS_RANGE, default=[8, 10, 12, 16, 20, 24],
+                help="sigma/mu widths to measure (default 8,10,12,16,20,24)")
+    ap.integer("--act-bits", *ACT_BITS_RANGE, default=4)
+    ap.integer("--weight-bits", *WEIGHT_BITS_RANGE, default=4)
+    ap.integer("--words", *WORDS_RANGE, default=4)
+    ap.flag("--no-noise-floor", dest="noise_floor", negate=True, help="skip the fake-quant float64-conv reference run")
+    ap.output_dir("--out", default=str(SCRATCH), help=f"output folder (default {SCRATCH.relative_to(ROOT)}/; the "
+                                                     f"documented results are in bench/results/)")
+    ap.text("--name", plain_name, default="scale_bits", help="output file stem")
+    return ap
+
+
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m bench.scale_bits", description=__doc__.split("\n")[0])
-    ap.add_argument("--weights", default="default")
-    ap.add_argument("--scale", type=int, default=2, choices=(2, 4))
-    ap.add_argument("--params", help="calibration artifact (dfsq.calibrate); calibrates now when absent")
-    ap.add_argument("--calib", help="calibration image folder when --params is not given")
-    ap.add_argument("--images", type=int, default=32, help="calibration images when --params is not given")
-    ap.add_argument("--datasets", default="Set5")
-    ap.add_argument("--data-root", default=None)
-    ap.add_argument("--limit", type=int, default=0, help="at most this many images per dataset (0: all)")
-    ap.add_argument("--scale-bits", default="8,10,12,16,20,24")
-    ap.add_argument("--act-bits", type=int, default=4)
-    ap.add_argument("--weight-bits", type=int, default=4)
-    ap.add_argument("--words", type=int, default=4)
-    ap.add_argument("--no-noise-floor", dest="noise_floor", action="store_false",
-                    help="skip the fake-quant float64-conv reference run")
-    cluster.add_arguments(ap, "images")
-    ap.add_argument("--out", default=str(RESULTS))
-    ap.add_argument("--name", default="scale_bits", help="output file stem")
-    args = ap.parse_args(argv)
-    parse_bits(args.scale_bits)
-    cluster.check_arguments(args)
-    check_output_dir(args.out, "--out")
-    for suffix in (".json", ".md", ".png"):
-        check_output_file(Path(args.out) / f"{args.name}{suffix}", "--out/--name")
-    if args.data_root is None:
-        from dfsq.data import BENCHMARK_ROOT
-        args.data_root = str(BENCHMARK_ROOT)
+    args = build_parser().parse_args(argv)
+    outputs = [Path(args.out) / f"{args.name}{suffix}" for suffix in (".json", ".md", ".png")]
+    for path in outputs:
+        check_output_file(path, "--out/--name")
+    if args.params:
+        from dfsq.calibrate import load_params
+
+        load_params(args.params)   # a bad file is refused here, before any worker starts
     res = run(args)
     res["argv"] = " ".join(argv) if argv is not None else " ".join(os.sys.argv[1:])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     md = markdown(res)
-    _atomic_write(out / f"{args.name}.json", json.dumps(res, indent=2) + "\n")
-    _atomic_write(out / f"{args.name}.md", md)
-    plot(res, out / f"{args.name}.png")
+    write_outputs({outputs[0]: json.dumps(res, indent=2) + "\n", outputs[1]: md,
+                   outputs[2]: lambda tmp: plot(res, tmp)})
     print(md)
 
 

@@ -18,7 +18,6 @@ Writes ``<out>.json``, ``<out>.md`` and ``<out>.png`` (time per channel versus n
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -27,8 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from golden.args import Parser, When
+from dfsq.weights import weights_option
 from golden.errors import UserError, cli_main
-from golden.files import atomic_output, check_output_file
+from golden.files import write_outputs
 from golden.spec import WordSet
 from dfsq.calibrate import calibrate, calibration_images, collect_histograms
 from dfsq.model import load_edsr, quantized_convs
@@ -138,8 +139,7 @@ def plot(rows: list[dict], path: Path) -> None:
         a_.grid(alpha=0.3, which="both")
     fig.tight_layout()
     try:
-        with atomic_output(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=120)
+        fig.savefig(path, dpi=120, format="png")
     finally:
         plt.close(fig)
 
@@ -173,33 +173,63 @@ def markdown(res: dict) -> str:
     return "\n".join(L) + "\n"
 
 
+def load_result(path) -> dict:
+    """The format validator of this benchmark's JSON (``selection-speed`` in :mod:`golden.formats`, read by
+    ``--replot``): the header fields and every row's numbers; a one-line UserError naming the field otherwise."""
+    from golden.formats import INT, LIST, NUMBER, TEXT, need, read_json
+
+    res = read_json(path, "selection_speed result")
+    where = str(path)
+    for f in ("command", "layer"):
+        need(res, f, TEXT, where)
+    for f in ("channels", "images", "bins", "torch_threads"):
+        need(res, f, INT, where, check=lambda v: v >= 1, expect="a count >= 1")
+    for i, r in enumerate(need(res, "selection", LIST, where, check=bool, expect="a non-empty list")):
+        at = f"{where}: selection[{i}]"
+        for f in ("words", "universal_set", "points", "subsets"):
+            need(r, f, INT, at, check=lambda v: v >= 1, expect="a count >= 1")
+        for f in ("fast_s_per_channel", "fast_loss"):
+            need(r, f, NUMBER, at, check=lambda v: v >= 0, expect="a number >= 0")
+        for f in ("exhaustive_s_per_channel", "exhaustive_loss", "exhaustive_s_per_channel_extrapolated",
+                  "s_per_subset"):
+            need(r, f, NUMBER, at, optional=True, check=lambda v: v >= 0, expect="a number >= 0")
+    if not any(r["points"] == 16 for r in res["selection"]):
+        raise UserError(f"{where}: selection has no 16-point rows (the plot's sweep)")
+    for i, r in enumerate(need(res, "universal_set_psnr", LIST, where, optional=True) or []):
+        at = f"{where}: universal_set_psnr[{i}]"
+        for f in ("words", "universal_set", "bits"):
+            need(r, f, INT, at, check=lambda v: v >= 1, expect="a count >= 1")
+        for f in ("psnr", "ssim", "mean_loss", "calib_s"):
+            need(r, f, NUMBER, at)
+        need(r, "calib_cpu_s", NUMBER, at, optional=True)
+    return res
+
+
+def build_parser() -> Parser:
+    measuring = When("replot", False)
+    ap = Parser(prog="python -m bench.selection_speed", description=__doc__.split("\n")[0])
+    weights_option(ap, when=measuring)
+    ap.text("--layer", str, default="body.4.body.0", when=measuring, help="quantized layer (default body.4.body.0)")
+    ap.integer("--channels", 1, 4096, default=8, when=measuring)
+    ap.integer("--images", 1, 100_000, default=4, when=measuring)
+    ap.flag("--skip-psnr", when=measuring)
+    ap.integer("--psnr-images", 1, 100_000, default=32, when=(measuring, When("skip_psnr", False)))
+    ap.threads(when=measuring)
+    ap.output_stem("--out", (".json", ".md", ".png"), default=str(ROOT / "bench" / "results" / "selection_speed"),
+                   help="writes OUT.json, OUT.md and OUT.png (default bench/results/selection_speed, the "
+                        "documented result)")
+    ap.flag("--replot", help="only redraw <out>.md and <out>.png from <out>.json")
+    return ap
+
+
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m bench.selection_speed", description=__doc__.split("\n")[0])
-    ap.add_argument("--weights", default="default")
-    ap.add_argument("--layer", default="body.4.body.0")
-    ap.add_argument("--channels", type=int, default=8)
-    ap.add_argument("--images", type=int, default=4)
-    ap.add_argument("--skip-psnr", action="store_true")
-    ap.add_argument("--psnr-images", type=int, default=32)
-    ap.add_argument("--threads", type=int)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "selection_speed"))
-    ap.add_argument("--replot", action="store_true", help="only redraw <out>.md and <out>.png from <out>.json")
-    args = ap.parse_args(argv)
-    for suffix in (".json", ".md", ".png"):
-        check_output_file(Path(args.out).with_suffix(suffix), "--out")
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"--threads must be a positive integer, got {args.threads}")
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
     if args.replot:
-        out = Path(args.out)
-        try:
-            res = json.loads(out.with_suffix(".json").read_text())
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read {out.with_suffix('.json')}: {exc}") from None
-        with atomic_output(out.with_suffix(".md")) as tmp:
-            tmp.write_text(markdown(res))
-        plot(res["selection"], out.with_suffix(".png"))
-        print(f"redrew {out.with_suffix('.md')} and .png")
+        res = load_result(f"{out}.json")
+        write_outputs({f"{out}.md": markdown(res), f"{out}.png": lambda tmp: plot(res["selection"], tmp)})
+        print(f"redrew {out}.md and .png")
         return
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -216,14 +246,9 @@ def main(argv=None):
     res["selection"] = part1(hist, histogram_values(BINS))
     if not args.skip_psnr:
         res["universal_set_psnr"] = part2(args.weights, args.psnr_images, "")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for suffix, text in ((".json", json.dumps(res, indent=1) + "\n"), (".md", markdown(res))):
-        p = out.with_suffix(suffix)
-        with atomic_output(p) as tmp:
-            tmp.write_text(text)
-    plot(res["selection"], out.with_suffix(".png"))
-    print(f"wrote {out.with_suffix('.md')}, .json, .png")
+    write_outputs({f"{out}.json": json.dumps(res, indent=1) + "\n", f"{out}.md": markdown(res),
+                   f"{out}.png": lambda tmp: plot(res["selection"], tmp)})
+    print(f"wrote {out}.md, .json, .png")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ many passes as the model has quantized convs (RDN-S: 42).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -20,12 +19,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from bench.psnr_table import DEFAULT_PARAMS, params_path, parse_list
-from dfsq.data import BENCHMARK_ROOT, DATASETS
+from bench import ROOT, SCRATCH
+from bench.psnr_table import DEFAULT_PARAMS, params_path
+from dfsq.data import BENCHMARK_ROOT
+from dfsq.quantize import check_params_fit
+from golden.args import Parser
+from dfsq.weights import weights_option
 from golden.errors import UserError, cli_main
-from golden.files import atomic_output, check_output_file
-
-ROOT = Path(__file__).resolve().parent.parent
+from golden.files import check_output_file, write_outputs
 
 
 def _mean_psnr(net, datasets, scale, root) -> dict:
@@ -101,41 +102,46 @@ def plot(res: dict, path: Path) -> None:
     ax.axhline(0, color="k", lw=0.5)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_output(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=120, format="png")
+    finally:
+        plt.close(fig)
+
+
+def build_parser() -> Parser:
+    from golden.spec import ACT_BITS_RANGE, WORDS_RANGE
+
+    ap = Parser(prog="python -m bench.sensitivity", description=__doc__.split("\n")[0])
+    ap.choice("--model", ("edsr", "rdn"), default="rdn")
+    weights_option(ap)
+    ap.choice("--scale", (2, 4), default=4)
+    ap.integer("--bits", *ACT_BITS_RANGE, default=8)
+    ap.integer("--words", *WORDS_RANGE, default=4)
+    ap.input_file("--params", "params", help="calibration artifact (default: bench.psnr_table's cached one)")
+    ap.name_list("--datasets", default=["Set5"], help="sets under --data-root (default Set5)")
+    ap.input_dir("--data-root", "benchmarks", default=str(BENCHMARK_ROOT))
+    ap.flag("--no-layers", help="skip the per-layer passes")
+    ap.threads()
+    ap.output_stem("--out", (".json", ".md", ".png"),
+                   help=f"output stem (default {SCRATCH.relative_to(ROOT)}/sensitivity_MODEL_xS_wBaB)")
+    return ap
 
 
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m bench.sensitivity", description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="rdn", choices=("edsr", "rdn"))
-    ap.add_argument("--weights", default="default")
-    ap.add_argument("--scale", type=int, default=4, choices=(2, 4))
-    ap.add_argument("--bits", type=int, default=8)
-    ap.add_argument("--words", type=int, default=4)
-    ap.add_argument("--params", help="calibration artifact (default: bench.psnr_table's cached one)")
-    ap.add_argument("--datasets", default="Set5")
-    ap.add_argument("--data-root", default=str(BENCHMARK_ROOT))
-    ap.add_argument("--no-layers", action="store_true", help="skip the per-layer passes")
-    ap.add_argument("--threads", type=int)
-    ap.add_argument("--out", help="output stem (default bench/results/sensitivity_MODEL_xS_wBaB)")
-    args = ap.parse_args(argv)
-    datasets = parse_list(args.datasets, str, DATASETS, "datasets")
+    args = build_parser().parse_args(argv)
+    datasets = args.datasets
     for d in datasets:
         if not (Path(args.data_root) / d / "HR").is_dir():
             raise UserError(f"dataset {d} not found under {args.data_root}")
     if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads must be a positive integer, got {args.threads}")
         torch.set_num_threads(args.threads)
     params = Path(args.params) if args.params else params_path(DEFAULT_PARAMS, args.model, args.scale, args.bits,
                                                                args.words)
     if not params.is_file():
         raise UserError(f"params not found: {params} (run bench.psnr_table for this cell, or pass --params)")
-    stem = Path(args.out) if args.out else (
-        ROOT / "bench" / "results" / f"sensitivity_{args.model}_x{args.scale}_w{args.bits}a{args.bits}")
-    outs = [check_output_file(stem.with_suffix(s), "--out") for s in (".json", ".md", ".png")]
+    stem = args.out or str(SCRATCH / f"sensitivity_{args.model}_x{args.scale}_w{args.bits}a{args.bits}")
+    outs = [check_output_file(f"{stem}{s}", "--out") for s in (".json", ".md", ".png")]
 
     from dfsq.calibrate import load_params
     from dfsq.model import load_model
@@ -143,9 +149,7 @@ def main(argv=None):
 
     model = load_model(args.model, args.weights, args.scale)
     p = load_params(params)
-    if p.config.get("act_bits") != args.bits or p.config.get("words") != args.words:
-        raise UserError(f"{params} is W{p.config.get('weight_bits')}A{p.config.get('act_bits')} with "
-                        f"{p.config.get('words')} words, not W{args.bits}A{args.bits} with {args.words}")
+    check_params_fit(p, model, str(params), act_bits=args.bits, weight_bits=args.bits, words=args.words)
     qnet = quantize_model(model, p, "dfsq")
     sw = _Switch(qnet, model)
     t0 = time.perf_counter()
@@ -164,12 +168,8 @@ def main(argv=None):
     res = {"model": args.model, "scale": args.scale, "bits": args.bits, "words": args.words,
            "params": str(shown), "datasets": datasets, "rows": rows, "layers": layers,
            "seconds": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads()}
-    with atomic_output(outs[0]) as tmp:
-        tmp.write_text(json.dumps(res, indent=1) + "\n")
-    with atomic_output(outs[1]) as tmp:
-        tmp.write_text(render(res))
-    if layers:
-        plot(res, outs[2])
+    write_outputs({outs[0]: json.dumps(res, indent=1) + "\n", outs[1]: render(res),
+                   **({outs[2]: lambda tmp: plot(res, tmp)} if layers else {})})
     print(render(res))
     print(f"wrote {outs[1]}")
 

@@ -1,7 +1,7 @@
 """Simulation speed of the verification flow: MAC/s of the generated conv engine under Icarus and Verilator.
 
     python -m bench.sim_speed [--export DIR] [--layers 0] [--simulators icarus,verilator] [--lanes 64]
-        [--icarus-tiles 4] [--verilator-tiles all] [--jobs 1] [--work-dir sim_build] [--out bench/results]
+        [--icarus-tiles 4] [--verilator-tiles all] [--jobs 1] [--work-dir build/sim_speed] [--out bench/results]
 
 Each run is ``sim.verify`` (cocotb testbench, every output compared with the golden model, bit for bit) on one
 layer: ``--export`` (a real export) or, without it, a synthetic 64 -> 64 channel layer of ``--size`` pixels
@@ -22,7 +22,6 @@ Build times (RTL generation is cached; the simulator build is not when ``--rebui
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -31,13 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import RESULTS, ROOT
+from golden.args import Parser, When
 from golden.errors import UserError, cli_main
-from golden.files import atomic_output, check_output_dir
+from golden.files import remove_dir_on_failure, write_outputs
 from golden.spec import DatapathSpec
 from sim import runner as simrun
 from sim.verify import verify
 
-RESULTS = Path(__file__).resolve().parent / "results"
 GOALS = {"icarus": 100_000, "verilator": 1_000_000}
 
 
@@ -48,11 +48,6 @@ def synthetic_export(directory: Path, size: int, seed: int = 0) -> Path:
     spec = DatapathSpec()
     layer = synthetic_layer(np.random.default_rng(seed), spec, N=1, C=64, O=64, H=size, W=size, index=0)
     return write_export(directory, [layer], spec, {"image": f"synthetic {size}x{size}"})
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(text)
 
 
 def _num(v) -> str:
@@ -78,42 +73,49 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines)
 
 
+def build_parser() -> Parser:
+    from golden.spec import MAX_CHANNELS
+    from sim.verify import NETLISTS
+
+    ap = Parser(prog="python -m bench.sim_speed", description=__doc__.split("\n\n")[0])
+    ap.input_dir("--export", "export", default=None, help="export folder (default: a synthetic 64->64 layer)")
+    ap.int_list("--layers", 0, 100_000, default=[0], help="comma-separated layer indices of the export (default 0)")
+    ap.int_list("--jobs", 1, 256, default=[1], help="comma-separated parallel simulator process counts for Icarus "
+                                                   "(default 1)")
+    ap.integer("--size", 4, 4096, default=48, when=When("export", None),
+               help="synthetic layer size in pixels (default 48)")
+    ap.choice_list("--simulators", simrun.SIMULATORS, default=list(simrun.SIMULATORS),
+                   help="comma-separated (default both)")
+    ap.int_list("--lanes", 1, MAX_CHANNELS, default=[64],
+                help="comma-separated lane counts (default 64: one beat per output)")
+    ap.choice_list("--netlists", NETLISTS, default=list(NETLISTS),
+                   help="Icarus netlists: generated file and/or the Yosys-flattened copy (default both)")
+    ap.integer("--icarus-tiles", 1, 1_000_000, special=("all",), default=4,
+               help="2x2 tiles of the layer under Icarus (default 4)")
+    ap.integer("--verilator-tiles", 1, 1_000_000, special=("all",), default="all",
+               help="tiles under Verilator (default all: the full layer)")
+    ap.work_dir("--work-dir", default=str(ROOT / "build" / "sim_speed"),
+                help="RTL, builds and runs (default build/sim_speed/)")
+    ap.output_dir("--out", default=str(RESULTS), help="folder for sim_speed.json / .md (default bench/results/, "
+                                                     "the documented result)")
+    return ap
+
+
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m bench.sim_speed", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--export", default=None, help="export folder (default: a synthetic 64->64 layer)")
-    ap.add_argument("--layers", default="0", help="comma-separated layer indices of the export (default 0)")
-    ap.add_argument("--jobs", default="1", help="comma-separated parallel simulator process counts for Icarus "
-                                                "(default 1)")
-    ap.add_argument("--size", type=int, default=48, help="synthetic layer size in pixels (default 48)")
-    ap.add_argument("--simulators", default="icarus,verilator", help="comma-separated (default both)")
-    ap.add_argument("--lanes", default="64", help="comma-separated lane counts (default 64: one beat per output)")
-    ap.add_argument("--netlists", default="generated,flat",
-                    help="Icarus netlists: generated file and/or the Yosys-flattened copy (default both)")
-    ap.add_argument("--icarus-tiles", default="4", help="2x2 tiles of the layer under Icarus (default 4)")
-    ap.add_argument("--verilator-tiles", default="all", help="tiles under Verilator (default all: the full layer)")
-    ap.add_argument("--work-dir", default="sim_build", help="RTL, builds and runs (default sim_build/)")
-    ap.add_argument("--out", default=str(RESULTS), help="folder for sim_speed.json / .md")
-    args = ap.parse_args(argv)
-    check_output_dir(args.out, "--out")
-    check_output_dir(args.work_dir, "--work-dir")
-    sims = [s.strip() for s in args.simulators.split(",") if s.strip()]
+    args = build_parser().parse_args(argv)
+    with remove_dir_on_failure(args.work_dir, "--work-dir"):   # a failed run leaves no work folder it created
+        return _run(args, argv)
+
+
+def _run(args, argv):
+    sims = args.simulators
     for s in sims:
         simrun.check_simulator(s)
-    try:
-        lanes_list = [int(v) for v in args.lanes.split(",")]
-    except ValueError:
-        raise UserError(f"--lanes must be comma-separated integers, got {args.lanes!r}") from None
+    lanes_list, layers, jobs_list = args.lanes, args.layers, args.jobs
     work = Path(args.work_dir)
-    try:
-        layers = [int(v) for v in args.layers.split(",") if v.strip()]
-        jobs_list = [int(v) for v in args.jobs.split(",") if v.strip()]
-    except ValueError:
-        raise UserError("--layers and --jobs must be comma-separated integers") from None
-    if not layers or not jobs_list or min(jobs_list) < 1:
-        raise UserError("--layers needs at least one index and --jobs positive counts")
     if args.export:
-        export_dir, what = Path(args.export), f"layers {args.layers} of {args.export}"
+        export_dir, what = Path(args.export), f"layers {','.join(map(str, layers))} of {args.export}"
     else:
         if layers != [0]:
             raise UserError("the synthetic layer has only layer 0: give --export for other layers")
@@ -149,8 +151,8 @@ def main(argv=None):
                       f"{_num(r['stream_mac_per_s'])}; {r['mac_per_cpu_s'] or 0:,.0f} per CPU s; goal {goal:,}); "
                       f"bit-exact: {r['bit_exact']}")
     out = Path(args.out)
-    _atomic_text(out / "sim_speed.json", json.dumps({"meta": meta, "runs": rows}, indent=2) + "\n")
-    _atomic_text(out / "sim_speed.md", markdown(rows, meta))
+    write_outputs({out / "sim_speed.json": json.dumps({"meta": meta, "runs": rows}, indent=2) + "\n",
+                   out / "sim_speed.md": markdown(rows, meta)})
     print(f"wrote {out / 'sim_speed.json'} and {out / 'sim_speed.md'}")
     return 0 if all(r["bit_exact"] for r in rows) else 1
 

@@ -25,7 +25,6 @@ per-layer array is stored flattened and concatenated, with the per-layer shapes 
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import platform
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from golden.args import Parser
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_file
 from golden.spec import (ACT_BITS_RANGE, DEFAULT_GAP, EPS, SPEC_VERSION, WEIGHT_BITS_RANGE, WORDS_RANGE, SpecError,
@@ -47,6 +47,7 @@ from .adapters import get_module, model_config, quantized_layers
 from .model import ARCHS
 from .quantize import quantize_weight
 from .select import DEFAULT_RESTARTS, Prefix, histogram_values, kmeans_select
+from .weights import weights_option
 
 FORMAT = "dfsq-params"
 VERSION = 1
@@ -545,6 +546,11 @@ def validate_params(meta, data: dict, where: str = "params") -> CalibParams:
         fail("weight_scale must be > 0")
     if np.any(data["static_scale"] <= 0):
         fail("static_scale must be > 0")
+    lo, hi = data["act_min"], data["act_max"]
+    bad = np.flatnonzero(~(lo < hi)) if lo.shape == hi.shape else [0]
+    if len(bad):
+        fail(f"act_min must be below act_max (the Min-Max range of layer {int(bad[0])} ({layers[int(bad[0])]}) "
+             f"is empty or reversed)")
     pi = data["point_ints"]
     if not np.all(np.isin(pi, ws.ints)):
         fail(f"point_ints are not all in the {cfg['words']}-word universal set")
@@ -592,34 +598,31 @@ def load_params(path: str | Path) -> CalibParams:
     return validate_params(meta, data, str(path))
 
 
+def build_parser() -> Parser:
+    ap = Parser(prog="python -m dfsq.calibrate", description=__doc__.split("\n")[0])
+    ap.choice("--model", ARCHS, default="edsr", help="network (default edsr)")
+    weights_option(ap, help="checkpoint path, or 'default' for the embedded one")
+    ap.choice("--scale", (2, 4), default=2)
+    ap.integer("--act-bits", *ACT_BITS_RANGE, default=4)
+    ap.integer("--weight-bits", *WEIGHT_BITS_RANGE, default=4)
+    ap.integer("--words", *WORDS_RANGE, default=4, help="universal-set words (2..5); 4 -> 377 values, 3 -> 107")
+    ap.input_dir("--calib", "images", help=f"calibration image folder (default {DEFAULT_CALIB})")
+    ap.integer("--images", 1, 100_000, default=32, help="calibration images (default 32)")
+    ap.seed(help="seed of the k-means restarts")
+    ap.flag("--no-norm", help="ablation: static per-channel scale, no per-sample norm")
+    ap.flag("--layerwise", help="ablation: one point set per layer")
+    ap.integer("--restarts", 3, 1000, default=DEFAULT_RESTARTS, help=f"k-means restarts (default {DEFAULT_RESTARTS})")
+    ap.integer("--bins", 64, 1 << 16, default=DEFAULT_BINS, help="histogram bins over [-1, 1]")
+    ap.flag("--no-refine", help="plain k-means + snap (no local search after it)")
+    ap.flag("--fill", help="give points that snapped onto the same universal value to unused values (6 and 8 bits)")
+    ap.threads(help="torch threads (default: torch's choice; 1 is faster on a busy machine)")
+    ap.output_file("--out", required=True, help="params file to write (.npz; a .json sidecar is written too)")
+    return ap
+
+
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m dfsq.calibrate", description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="edsr", choices=ARCHS, help="network (default edsr)")
-    ap.add_argument("--weights", default="default", help="checkpoint path, or 'default' for the embedded one")
-    ap.add_argument("--scale", type=int, default=2, choices=(2, 4))
-    ap.add_argument("--act-bits", type=int, default=4)
-    ap.add_argument("--weight-bits", type=int, default=4)
-    ap.add_argument("--words", type=int, default=4, help="universal-set words (2..5); 4 -> 377 values, 3 -> 107")
-    ap.add_argument("--calib", help=f"calibration image folder (default {DEFAULT_CALIB})")
-    ap.add_argument("--images", type=int, default=32)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-norm", action="store_true", help="ablation: static per-channel scale, no per-sample norm")
-    ap.add_argument("--layerwise", action="store_true", help="ablation: one point set per layer")
-    ap.add_argument("--restarts", type=int, default=DEFAULT_RESTARTS)
-    ap.add_argument("--bins", type=int, default=DEFAULT_BINS, help="histogram bins over [-1, 1]")
-    ap.add_argument("--no-refine", action="store_true", help="plain k-means + snap (no local search after it)")
-    ap.add_argument("--fill", action="store_true",
-                    help="give points that snapped onto the same universal value to unused values (6 and 8 bits)")
-    ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice; 1 is faster on a busy machine)")
-    ap.add_argument("--out", required=True, help="params file to write (.npz; a .json sidecar is written too)")
-    args = ap.parse_args(argv)
-    check_bits(args.act_bits, args.weight_bits, args.words)
-    if args.seed < 0:
-        raise UserError(f"--seed must be >= 0, got {args.seed}")
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"--threads must be a positive integer, got {args.threads}")
-    check_output_file(args.out, "--out")
+    args = build_parser().parse_args(argv)
     check_output_file(sidecar_path(args.out), "params sidecar")
     if args.threads:
         torch.set_num_threads(args.threads)

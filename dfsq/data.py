@@ -63,6 +63,26 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
 
 
+def validate_image_folder(folder) -> list[Path]:
+    """The format validator of an image folder (:mod:`golden.formats` ``images``): its image files, at least one
+    (each image is checked by :func:`load_rgb` when it is read)."""
+    paths = list_images(folder)
+    if not paths:
+        raise UserError(f"no images in {folder} (looked for {', '.join(IMAGE_EXTS)})")
+    return paths
+
+
+def validate_benchmark_root(root) -> list[str]:
+    """The format validator of a benchmark root (``benchmarks``): the sets under it, each ``SET/HR/`` with images."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"not a folder: {root}")
+    sets = sorted(p.parent.name for p in root.glob("*/HR") if p.is_dir() and list_images(p))
+    if not sets:
+        raise UserError(f"{root} holds no benchmark set (expected SET/HR/ with images, e.g. Set5/HR/)")
+    return sets
+
+
 def benchmark_paths(name: str, root: str | Path = BENCHMARK_ROOT) -> list[Path]:
     """The HR images of a benchmark set, in sorted order (an image's index in a set is its place here)."""
     folder = Path(root) / name / "HR"
@@ -77,6 +97,8 @@ def benchmark_pairs(name: str, scale: int, root: str | Path = BENCHMARK_ROOT, in
     paths = benchmark_paths(name, root)
     if indices is not None:
         paths = [paths[i] for i in indices]
+    if not paths:
+        raise UserError(f"benchmark set {name} has no images in {Path(root) / name / 'HR'}")
     for path in paths:
         hr = modcrop(load_rgb(path), scale)
         yield path.stem, hr, make_lr(hr, scale)

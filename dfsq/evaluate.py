@@ -16,6 +16,7 @@ file with reconstructed weight rounding (dfsq-adaround; ``--method dfsq`` and ``
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -27,10 +28,11 @@ from .data import BENCHMARK_ROOT, DATASETS, benchmark_pairs
 from .device import DEVICES, module_device, resolve_device
 from golden.args import Parser, When
 from golden.errors import UserError, cli_main
-from golden.files import atomic_output
+from golden.files import atomic_output, remove_dir_on_failure
 from .imresize import imresize
 from .model import ARCHS
 from .metrics import psnr_y, ssim_y
+from .weights import weights_option
 
 METHODS = ("fp", "bicubic", "minmax", "dfsq", "dfsq-hw", "dfsq-int", "uniform", "dfsq-uniform", "dfsq-uniform-hw",
            "brecq", "qdrop", "dfsq-adaround")
@@ -204,9 +206,7 @@ def check_quant_args(args) -> None:
 def build_parser() -> Parser:
     ap = Parser(prog="python -m dfsq.evaluate", description=__doc__.split("\n")[0])
     ap.choice("--model", ARCHS, default="edsr", help="network (default edsr)")
-    ap.input_file("--weights", "checkpoint", special=("default",), default="default",
-                  when=When("method", *NETWORK_METHODS),
-                  help="checkpoint path, or 'default' for the embedded one")
+    weights_option(ap, when=When("method", *NETWORK_METHODS))
     ap.choice("--scale", (2, 4), default=2)
     ap.name_list("--datasets", default=list(DATASETS), help=f"sets under --data-root (default {','.join(DATASETS)})")
     ap.choice("--method", METHODS, default="fp")
@@ -236,8 +236,11 @@ def main(argv=None):
     if model is not None:
         model = model.to(device)
     results = {}
-    for n in names:
-        results[n] = evaluate_dataset(model, n, args.scale, args.data_root, save_dir=args.save_images)
+    saving = remove_dir_on_failure(args.save_images, "--save-images") if args.save_images else \
+        contextlib.nullcontext()
+    with saving:   # a run that fails removes the images it wrote (of every set)
+        for n in names:
+            results[n] = evaluate_dataset(model, n, args.scale, args.data_root, save_dir=args.save_images)
     label = args.method if args.method in ("fp", "bicubic") else f"{args.method} W{args.weight_bits}A{args.act_bits}"
     print(f"{'dataset':<10} {'PSNR-Y':>8} {'SSIM-Y':>8}   {args.model} x{args.scale} {label}")
     for n, r in results.items():

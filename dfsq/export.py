@@ -20,7 +20,6 @@ interrupted export leaves no half-written output.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -28,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from golden.args import Parser, When
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output_dir, check_output_dir
 from golden.int_spec import DEFAULT_FMAP_BITS, FMAP_BITS_RANGE
-from golden.spec import ACT_BITS_RANGE, DEFAULT_CHANNELS, DEFAULT_SCALE_BITS, DatapathSpec, SpecError
+from golden.spec import ACT_BITS_RANGE, DEFAULT_CHANNELS, DEFAULT_SCALE_BITS, SCALE_BITS_RANGE, DatapathSpec, SpecError
 
 #: What can be exported: DFSQ (a calibration's points), the normalized uniform baseline (fixed uniform points), and
 #: the methods with static activations (Min-Max from a calibration, BRECQ and QDROP from a reconstruction file).
@@ -43,6 +43,7 @@ from .calibrate import load_params, versions, weights_fingerprint
 from .model import ARCHS
 from .data import load_rgb, sample_image
 from .quantize import QuantConv, quant_convs, quantize_model
+from .weights import weights_option
 
 FORMAT = "dfsq-export"
 VERSION = 1
@@ -70,17 +71,14 @@ def apply_crop(img: np.ndarray, crop) -> np.ndarray:
     return np.ascontiguousarray(img[y:y + h, x:x + w])
 
 
-def parse_layers(text: str | None, count: int) -> list[int] | None:
-    """``all`` (None) or comma-separated layer indices in 0..count-1."""
-    if text is None or text == "all":
+def check_layers(wanted: list[int] | None, count: int) -> list[int] | None:
+    """``wanted`` (None: all) sorted, each an index in 0..count-1."""
+    if wanted is None:
         return None
-    try:
-        idx = sorted({int(v) for v in text.split(",") if v.strip()})
-    except ValueError:
-        raise UserError(f"--layers must be 'all' or comma-separated indices, got {text!r}") from None
-    if not idx or idx[0] < 0 or idx[-1] >= count:
-        raise UserError(f"--layers must be indices in 0..{count - 1}, got {text!r}")
-    return idx
+    bad = [i for i in wanted if not 0 <= i < count]
+    if bad:
+        raise UserError(f"--layers: the network has layers 0..{count - 1}, not {bad[0]}")
+    return sorted(wanted)
 
 
 @torch.no_grad()
@@ -280,33 +278,44 @@ def integer_fields(qmodel, img: np.ndarray, fmap_bits: int) -> tuple[dict, dict]
     return net.manifest_entry(INTEGER_ENTRY_FILE, sat), {INTEGER_ENTRY_FILE: {"x": net.last_entry}}
 
 
+def crop_option(text: str):
+    crop = parse_crop(text)
+    y, x, h, w = crop
+    if y < 0 or x < 0 or h < 1 or w < 1:
+        raise UserError(f"--crop needs Y, X >= 0 and H, W >= 1, got {text!r}")
+    return crop
+
+
+def build_parser() -> Parser:
+    ap = Parser(prog="python -m dfsq.export", description=__doc__.split("\n")[0])
+    uniform = When("method", "dfsq-uniform")
+    ap.choice("--model", ARCHS, default="edsr", help="network (default edsr)")
+    weights_option(ap, help="checkpoint path, or 'default' for the embedded one")
+    ap.input_file("--params", "params", when=When("method", *(m for m in EXPORT_METHODS if m != "dfsq-uniform")),
+                  help="params file from python -m dfsq.calibrate (--method dfsq, minmax), or a reconstruction file "
+                       "from python -m dfsq.reconstruct (brecq, qdrop)")
+    ap.choice("--method", EXPORT_METHODS, default="dfsq",
+              help="dfsq (default); dfsq-uniform: the normalized uniform baseline (no --params; --bits); minmax, "
+                   "brecq, qdrop: static activations, for the static uniform engine")
+    ap.integer("--bits", *ACT_BITS_RANGE, default=None, when=uniform, help="dfsq-uniform: weight and activation bits")
+    ap.choice("--scale", (2, 3, 4), default=None, when=uniform,
+              help="dfsq-uniform: the network's scale (dfsq takes it from --params)")
+    ap.input_file("--image", "image", special=("sample",), required=True, help="network input image (LR), or 'sample'")
+    ap.text("--crop", crop_option, help="Y,X,H,W crop of the image before running the network")
+    ap.indices("--layers", help="'all' (default) or comma-separated layer indices to export")
+    ap.flag("--compress", help="deflate the layer files (smaller, slower to write)")
+    ap.integer("--scale-bits", *SCALE_BITS_RANGE, default=DEFAULT_SCALE_BITS, help="for the manifest's spec widths")
+    ap.integer("--fmap-bits", *FMAP_BITS_RANGE, default=DEFAULT_FMAP_BITS, when=When("method", "dfsq"),
+               help=f"width of the integer network's feature maps (default {DEFAULT_FMAP_BITS}; dfsq, all layers)")
+    ap.threads()
+    ap.output_dir("--out", replaces=True, required=True, help="export directory to write (a previous export is "
+                                                              "replaced)")
+    return ap
+
+
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m dfsq.export", description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="edsr", choices=ARCHS, help="network (default edsr)")
-    ap.add_argument("--weights", default="default", help="checkpoint path, or 'default' for the embedded one")
-    ap.add_argument("--params", help="params file from python -m dfsq.calibrate (--method dfsq, minmax), or a "
-                                     "reconstruction file from python -m dfsq.reconstruct (brecq, qdrop)")
-    ap.add_argument("--method", default="dfsq", choices=EXPORT_METHODS,
-                    help="dfsq (default); dfsq-uniform: the normalized uniform baseline (no --params; --bits); "
-                         "minmax, brecq, qdrop: static activations, for the static uniform engine")
-    ap.add_argument("--bits", type=int, default=None, help="dfsq-uniform: weight and activation bits")
-    ap.add_argument("--scale", type=int, default=None, choices=(2, 3, 4),
-                    help="dfsq-uniform: the network's scale (dfsq takes it from --params)")
-    ap.add_argument("--image", required=True, help="network input image (LR), or 'sample'")
-    ap.add_argument("--crop", help="Y,X,H,W crop of the image before running the network")
-    ap.add_argument("--layers", default="all", help="'all' (default) or comma-separated layer indices to export")
-    ap.add_argument("--compress", action="store_true", help="deflate the layer files (smaller, slower to write)")
-    ap.add_argument("--scale-bits", type=int, default=DEFAULT_SCALE_BITS, help="for the manifest's spec widths")
-    ap.add_argument("--fmap-bits", type=int, default=DEFAULT_FMAP_BITS,
-                    help=f"width of the integer network's feature maps (default {DEFAULT_FMAP_BITS}; dfsq, all layers)")
-    ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    ap.add_argument("--out", required=True, help="export directory to write")
-    args = ap.parse_args(argv)
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"--threads must be a positive integer, got {args.threads}")
-    if not FMAP_BITS_RANGE[0] <= args.fmap_bits <= FMAP_BITS_RANGE[1]:
-        raise UserError(f"--fmap-bits must be in {FMAP_BITS_RANGE[0]}..{FMAP_BITS_RANGE[1]}, got {args.fmap_bits}")
+    args = build_parser().parse_args(argv)
     check_export_out(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -314,10 +323,8 @@ def main(argv=None):
     from .model import load_model
 
     t0, c0 = time.perf_counter(), time.process_time()
-    crop = parse_crop(args.crop)
+    crop = args.crop
     if args.method == "dfsq-uniform":
-        if args.params is not None:
-            raise UserError("--method dfsq-uniform takes no --params (its points are fixed); pass --bits")
         if args.bits is None or args.scale is None:
             raise UserError("--method dfsq-uniform needs --bits and --scale")
         params, scale, count = None, args.scale, None
@@ -325,9 +332,6 @@ def main(argv=None):
         if args.params is None:
             raise UserError(f"--method {args.method} needs --params (python -m "
                             f"{'dfsq.reconstruct' if args.method in ('brecq', 'qdrop') else 'dfsq.calibrate'})")
-        if args.bits is not None or args.scale is not None:
-            raise UserError(f"--bits and --scale apply to --method dfsq-uniform only ({args.method} reads them from "
-                            f"--params)")
         if args.method in ("brecq", "qdrop"):
             from .recon_file import load_recon
 
@@ -338,14 +342,14 @@ def main(argv=None):
             raise UserError(f"{args.params} was made for {describe_model(params.config)}, not {args.model}: "
                             f"pass --model {params.config.get('model', 'edsr')}")
         scale, count = params.config["scale"], len(params.layers)
-    layers = parse_layers(args.layers, count) if count is not None else None  # bad --layers fails before any work
+    layers = check_layers(args.layers, count) if count is not None else None  # bad --layers fails before any work
     img = sample_image() if args.image == "sample" else load_rgb(args.image)
     img = apply_crop(img, crop)
     model = load_model(args.model, args.weights, scale)
     if count is None:
         from .adapters import quantized_layers
 
-        layers = parse_layers(args.layers, len(quantized_layers(model)))
+        layers = check_layers(args.layers, len(quantized_layers(model)))
     manifest = export(model, params, img, args.out, scale_bits=args.scale_bits, weights=args.weights,
                       params_path=args.params or "", image=args.image, crop=crop, layers=layers,
                       compress=args.compress, method=args.method, bits=args.bits, fmap_bits=args.fmap_bits)

@@ -91,11 +91,27 @@ def _build() -> ctypes.CDLL | None:
     return None
 
 
+_OFF, _ON = ("0", "off", "false", "no"), ("", "1", "on", "true", "yes")
+
+
+def fastquant_enabled() -> bool:
+    """``DFSQ_FASTQUANT``: unset, 1, on, true or yes uses the kernel; 0, off, false or no the torch path (any case);
+    anything else is a one-line UserError, never silently read as "on"."""
+    value = os.environ.get("DFSQ_FASTQUANT", "1").strip().lower()
+    if value in _OFF:
+        return False
+    if value in _ON:
+        return True
+    from golden.errors import UserError
+
+    raise UserError(f"DFSQ_FASTQUANT must be 1/on/true/yes or 0/off/false/no, got {os.environ['DFSQ_FASTQUANT']!r}")
+
+
 def library():
     """The loaded kernel, or None (see :func:`why_unavailable`)."""
     global _lib, _why
-    if os.environ.get("DFSQ_FASTQUANT", "1") == "0":
-        _why = "disabled by DFSQ_FASTQUANT=0"
+    if not fastquant_enabled():
+        _why = f"disabled by DFSQ_FASTQUANT={os.environ['DFSQ_FASTQUANT']}"
         return None
     if _lib is None:
         _lib = _build() or False

@@ -167,7 +167,26 @@ def load_model(arch: str, weights: str | Path, scale: int) -> nn.Module:
 
     if arch not in ARCHS:
         raise UserError(f"model must be one of {', '.join(ARCHS)}, got {arch!r}")
-    return model_from_state(arch, load_state(resolve_weights(weights, scale, arch)), scale)
+    path = resolve_weights(weights, scale, arch)
+    try:
+        return model_from_state(arch, load_state(path), scale)
+    except UserError as exc:
+        text = str(exc)
+        raise UserError(text if str(path) in text else f"{path}: {text}") from None
+
+
+def validate_checkpoint(path) -> dict:
+    """The format validator of a checkpoint (:mod:`golden.formats`): a state_dict of finite tensors with string
+    keys, read with ``weights_only=True``. Whether it fits a network is checked when it is loaded into one."""
+    state = load_state(path)
+    if not isinstance(state, dict) or not state or not all(isinstance(k, str) for k in state):
+        raise UserError(f"{path}: not a state_dict (a mapping of parameter names to tensors)")
+    for k, t in state.items():
+        if not torch.is_tensor(t):
+            raise UserError(f"{path}: entry {k!r} is not a tensor")
+        if t.is_floating_point() and not torch.isfinite(t.float()).all():
+            raise UserError(f"{path}: entry {k!r} holds NaN or infinite values")
+    return state
 
 
 def load_edsr(weights: str | Path, scale: int) -> EDSR:

@@ -12,17 +12,18 @@ samples are the LR versions of the first
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from golden.args import Parser
 from golden.errors import UserError, cli_main
-from golden.files import atomic_output, check_output_file
+from golden.files import atomic_output
 
 from .calibrate import calibration_images
 from .model import ARCHS, load_model, quantized_convs
+from .weights import weights_option
 
 
 def default_layer(model) -> str:
@@ -97,26 +98,27 @@ def plot(name: str, acts: list[np.ndarray], sample: int, channel: int, channels:
     return out
 
 
+def build_parser() -> Parser:
+    ap = Parser(prog="python -m dfsq.plot_distributions", description=__doc__.split("\n")[0])
+    ap.choice("--model", ARCHS, default="edsr", help="network (default edsr)")
+    weights_option(ap, help="checkpoint path, or 'default' for the embedded one")
+    ap.choice("--scale", (2, 4), default=2)
+    ap.text("--layer", str, help="quantized layer name or index (default body.4.body.0 for EDSR, "
+                                 "RDBs.4.convs.0.conv.0 for RDN)")
+    ap.integer("--sample", 0, 100_000, default=0, help="sample for the across-channels panel")
+    ap.integer("--channel", 0, 100_000, default=0, help="channel for the across-samples panel")
+    ap.integer("--channels", 1, 100_000, default=16, help="how many channels to show")
+    ap.integer("--images", 1, 100_000, default=8)
+    ap.input_dir("--calib", "images", help="image folder (default: the calibration set)")
+    ap.output_file("--out", suffixes=(".png",), required=True, help="PNG to write")
+    return ap
+
+
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m dfsq.plot_distributions", description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="edsr", choices=ARCHS, help="network (default edsr)")
-    ap.add_argument("--weights", default="default")
-    ap.add_argument("--scale", type=int, default=2, choices=(2, 4))
-    ap.add_argument("--layer", help="quantized layer name or index (default body.4.body.0 for EDSR, "
-                                    "RDBs.4.convs.0.conv.0 for RDN)")
-    ap.add_argument("--sample", type=int, default=0, help="sample for the across-channels panel")
-    ap.add_argument("--channel", type=int, default=0, help="channel for the across-samples panel")
-    ap.add_argument("--channels", type=int, default=16, help="how many channels to show")
-    ap.add_argument("--images", type=int, default=8)
-    ap.add_argument("--calib", help="image folder (default: the calibration set)")
-    ap.add_argument("--out", required=True, help="PNG to write")
-    args = ap.parse_args(argv)
-    if not args.out.lower().endswith(".png"):
-        raise UserError("--out must be a .png file")
-    check_output_file(args.out, "--out")
-    if args.channels < 1:
-        raise UserError(f"--channels must be >= 1, got {args.channels}")
+    args = build_parser().parse_args(argv)
+    if args.sample >= args.images:
+        raise UserError(f"--sample must be below --images ({args.images}), got {args.sample}")
     model = load_model(args.model, args.weights, args.scale)
     layer = args.layer if args.layer is not None else default_layer(model)
     images = calibration_images(args.calib, args.images, args.scale)

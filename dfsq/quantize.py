@@ -351,6 +351,25 @@ def quantize_model(model: nn.Module, params, method: str = "dfsq") -> nn.Module:
     return qmodel
 
 
+def check_params_fit(params, model: nn.Module, where: str, **want) -> None:
+    """UserError (one line) unless ``params`` were calibrated for ``model`` (its network, structure, scale and
+    weights) and with the settings in ``want`` (``act_bits=4``, ``words=4``, ...)."""
+    from .calibrate import weights_fingerprint
+
+    check_model_matches(params.config, model, where)
+    if params.config["scale"] != int(model.scale):
+        raise UserError(f"{where} was calibrated for the x{params.config['scale']} network, not x{int(model.scale)}: "
+                        f"use params calibrated at x{int(model.scale)}")
+    for k, v in want.items():
+        if params.config[k] != v:
+            raise UserError(f"{where} was calibrated with {k}={params.config[k]}, not {v}: "
+                            f"pass --{k.replace('_', '-')} {params.config[k]} or recalibrate")
+    fp = weights_fingerprint(model)
+    if params.config["weights_fingerprint"] != fp:
+        raise UserError(f"{where} was calibrated for other weights ({params.config['weights']}, "
+                        f"fingerprint {params.config['weights_fingerprint'][:12]} != {fp[:12]})")
+
+
 def build_quantized(model: nn.Module, args) -> nn.Module:
     """The quantized network for ``dfsq.evaluate`` (``args.method`` minmax | dfsq | dfsq-hw | dfsq-int), with the
     params of :func:`quant_params`."""
@@ -362,21 +381,12 @@ def quant_params(model: nn.Module, args):
     """``args.params`` loaded and checked against the flags and weights, or a calibration made now when no params
     are given (``args``: act_bits, weight_bits, words and optionally params, calib, images, seed, weights, no_norm,
     layerwise)."""
-    from .calibrate import calibrate, calibration_images, load_params, weights_fingerprint
+    from .calibrate import calibrate, calibration_images, load_params
 
-    want = {"scale": int(model.scale), "act_bits": int(args.act_bits), "weight_bits": int(args.weight_bits),
-            "words": int(args.words)}
     if getattr(args, "params", None):
         params = load_params(args.params)
-        check_model_matches(params.config, model, str(args.params))
-        for k, v in want.items():
-            if params.config[k] != v:
-                raise UserError(f"{args.params} was calibrated with {k}={params.config[k]}, not {v}: "
-                                f"pass --{k.replace('_', '-')} {params.config[k]} or recalibrate")
-        fp = weights_fingerprint(model)
-        if params.config["weights_fingerprint"] != fp:
-            raise UserError(f"{args.params} was calibrated for other weights ({params.config['weights']}, "
-                            f"fingerprint {params.config['weights_fingerprint'][:12]} != {fp[:12]})")
+        check_params_fit(params, model, str(args.params), act_bits=int(args.act_bits),
+                         weight_bits=int(args.weight_bits), words=int(args.words))
     else:
         images = calibration_images(getattr(args, "calib", None), getattr(args, "images", 32), int(model.scale))
         params = calibrate(model, images, act_bits=args.act_bits, weight_bits=args.weight_bits, words=args.words,

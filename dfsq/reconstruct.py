@@ -571,13 +571,13 @@ def build_parser():
 
     from .device import DEVICES
     from .model import ARCHS
+    from .weights import weights_option
 
     adaround = When("method", "dfsq-adaround")
     ap = Parser(prog="python -m dfsq.reconstruct", description=__doc__.split("\n")[0])
     ap.choice("--method", RECON_METHODS, required=True)
     ap.choice("--model", ARCHS, default="edsr", help="network (default edsr)")
-    ap.input_file("--weights", "checkpoint", special=("default",), default="default",
-                  help="checkpoint path, or 'default' for the embedded one")
+    weights_option(ap)
     ap.choice("--scale", (2, 4), default=2)
     ap.integer("--act-bits", *ACT_BITS_RANGE, default=4)
     ap.integer("--weight-bits", *WEIGHT_BITS_RANGE, default=4)

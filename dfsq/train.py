@@ -13,7 +13,6 @@ shared data is present.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import warnings
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import BENCHMARK_ROOT, list_images, load_rgb, make_lr, modcrop
+from golden.args import Parser, When
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, check_output_file
 from .device import DEVICES, resolve_device
@@ -99,8 +99,15 @@ def save_state(path: Path, meta: dict, model, opt, rng: np.random.Generator, ela
                   "elapsed": float(elapsed), "step": int(step), "history": json.dumps(history)}, path)
 
 
-def load_resume_state(path: Path, meta: dict, model, opt, rng: np.random.Generator):
-    """Restore a snapshot written by :func:`save_state` for the same run; (elapsed, step, history)."""
+def validate_state(path) -> dict:
+    """The format validator of a resume file (:mod:`golden.formats` ``train-state``): the snapshot's fields and
+    metadata, read with ``weights_only=True``; the parts that must fit a run are checked by
+    :func:`load_resume_state`."""
+    st, _, _, _, _, _ = _read_state(Path(path))
+    return st
+
+
+def _read_state(path: Path):
     try:
         with warnings.catch_warnings():  # a refused file is one line, not a warning and a line
             warnings.simplefilter("ignore")
@@ -118,6 +125,16 @@ def load_resume_state(path: Path, meta: dict, model, opt, rng: np.random.Generat
         elapsed, step = float(st["elapsed"]), int(st["step"])
     except (TypeError, ValueError):
         raise UserError(f"resume file {path} has malformed metadata (delete it to start afresh)") from None
+    if not (isinstance(saved, dict) and isinstance(rng_state, dict) and isinstance(history, list)):
+        raise UserError(f"resume file {path} has malformed metadata (delete it to start afresh)")
+    if not (math.isfinite(elapsed) and elapsed >= 0 and step >= 0):
+        raise UserError(f"resume file {path} has out-of-range progress fields")
+    return st, saved, rng_state, history, elapsed, step
+
+
+def load_resume_state(path: Path, meta: dict, model, opt, rng: np.random.Generator):
+    """Restore a snapshot written by :func:`save_state` for the same run; (elapsed, step, history)."""
+    st, saved, rng_state, history, elapsed, step = _read_state(path)
     if saved != meta:
         diff = ", ".join(f"{k} {saved.get(k)!r} (this run: {meta[k]!r})" for k in meta if saved.get(k) != meta[k])
         raise UserError(f"resume file {path} was written by another run: {diff}; use another --out or delete it")
@@ -128,8 +145,6 @@ def load_resume_state(path: Path, meta: dict, model, opt, rng: np.random.Generat
         torch.set_rng_state(st["torch_rng"])
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
         raise UserError(f"resume file {path} does not fit this run: {str(exc)[:160]}") from None
-    if not (math.isfinite(elapsed) and elapsed >= 0 and step >= 0 and isinstance(history, list)):
-        raise UserError(f"resume file {path} has out-of-range progress fields")
     return elapsed, step, history
 
 
@@ -155,45 +170,41 @@ def _init_from(arch: str, model, path: str) -> None:
     print(f"initialised {len(reuse)}/{len(own)} tensors from {path}")
 
 
-def _positive(name: str, value: float, minimum: float = 0.0, strict: bool = True) -> None:
-    ok = math.isfinite(value) and (value > minimum if strict else value >= minimum)
-    if not ok:
-        raise UserError(f"{name} must be a finite number {'>' if strict else '>='} {minimum:g}, got {value}")
+def _rdn_config(text: str) -> str:
+    from .rdn import parse_config
+
+    parse_config(text)
+    return text
+
+
+def build_parser() -> Parser:
+    ap = Parser(prog="python -m dfsq.train", description=__doc__.split("\n")[0])
+    ap.choice("--model", ARCHS, default="edsr")
+    ap.text("--rdn-config", _rdn_config, default="S", when=(When("model", "rdn"), When("init", None)),
+            help="RDN structure: S (D=8, C=4, G=32: the embedded default), A, B, or D,C,G[,G0]; "
+                 "with --init the structure comes from that checkpoint")
+    ap.choice("--scale", (2, 3, 4), default=2)
+    ap.input_dirs("--data", "images", required=True, help="comma-separated image folders")
+    ap.real("--minutes", 0.0, 1e6, lo_open=True, required=True, help="wall-clock training budget")
+    ap.output_file("--out", required=True, help="final weights (.pt)")
+    ap.input_file("--init", "checkpoint",
+                  help="initial weights; tensors whose name and shape match are reused (x2 -> x4)")
+    ap.seed()
+    ap.integer("--patch", 4, 4096, default=48, help="LR patch size")
+    ap.integer("--batch", 1, 65536, default=16)
+    ap.real("--lr", 0.0, 1.0, lo_open=True, default=4e-4)
+    ap.real("--save-every", 0.0, 1e6, lo_open=True, default=5.0, help="minutes between resumable snapshots")
+    ap.real("--val-every", 0.0, 1e6, default=10.0, help="minutes between Set5 validations (0: none)")
+    ap.threads(help="torch threads (default: torch's choice)")
+    ap.flag("--fp16", help="store the final weights in fp16")
+    ap.choice("--device", DEVICES, default="cpu",
+              help="where to train (default cpu; cuda when an accelerator is at hand: TF32 allowed)")
+    return ap
 
 
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m dfsq.train", description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="edsr", choices=ARCHS)
-    ap.add_argument("--rdn-config", default="S",
-                    help="RDN structure: S (D=8, C=4, G=32: the embedded default), A, B, or D,C,G[,G0]; "
-                         "with --init the structure comes from that checkpoint")
-    ap.add_argument("--scale", type=int, default=2, choices=(2, 3, 4))
-    ap.add_argument("--data", required=True, help="comma-separated image folders")
-    ap.add_argument("--minutes", type=float, required=True, help="wall-clock training budget")
-    ap.add_argument("--out", required=True, help="final weights (.pt)")
-    ap.add_argument("--init", help="initial weights; tensors whose name and shape match are reused (x2 -> x4)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--patch", type=int, default=48, help="LR patch size")
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=4e-4)
-    ap.add_argument("--save-every", type=float, default=5.0, help="minutes between resumable snapshots")
-    ap.add_argument("--val-every", type=float, default=10.0, help="minutes between Set5 validations (0: none)")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
-    ap.add_argument("--fp16", action="store_true", help="store the final weights in fp16")
-    ap.add_argument("--device", default="cpu", choices=DEVICES,
-                    help="where to train (default cpu; cuda when an accelerator is at hand: TF32 allowed)")
-    args = ap.parse_args(argv)
-    _positive("--minutes", args.minutes)
-    _positive("--lr", args.lr)
-    _positive("--save-every", args.save_every)
-    _positive("--val-every", args.val_every, strict=False)
-    if args.patch < 4:
-        raise UserError(f"--patch must be at least 4 LR pixels, got {args.patch}")
-    if args.batch < 1:
-        raise UserError(f"--batch must be at least 1, got {args.batch}")
-    if args.threads < 0:
-        raise UserError(f"--threads must be 0 (all cores) or positive, got {args.threads}")
+    args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device, exact=False)
@@ -221,7 +232,7 @@ def main(argv=None):
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{model.label}: {n_params:,} parameters")
 
-    pairs, skipped = load_training_set(args.data.split(","), args.scale, args.patch)
+    pairs, skipped = load_training_set(args.data, args.scale, args.patch)
     print(f"training on {len(pairs)} images ({skipped} skipped: smaller than the patch)")
     budget = args.minutes * 60
     model.train()

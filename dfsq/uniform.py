@@ -18,6 +18,8 @@ per-output-channel asymmetric min/max).
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 
@@ -244,6 +246,39 @@ def minmax_params(model, bits: int, stats: list[dict] | None = None, weights: st
     return CalibParams(config, [n for n, _ in convs], arrays, {})
 
 
+def load_stats(path) -> dict:
+    """The format validator of a statistics cache (:mod:`golden.formats` ``uniform-stats``): ``{"tag", "names",
+    "layers": [(min, max, sample), ...]}``, every array finite with min <= max; a one-line UserError naming the file
+    and the field otherwise."""
+    from pathlib import Path
+
+    from golden.formats import read_npz
+
+    path = Path(path)
+    d = read_npz(path, "statistics cache")
+    for key in ("tag", "names"):
+        if key not in d or d[key].dtype.kind != "U":
+            raise UserError(f"{path}: field {key!r} is missing or not text")
+    names = [str(n) for n in np.atleast_1d(d["names"])]
+    if "min" in d:
+        lo, hi, sample = (d.get(k) for k in ("min", "max", "sample"))
+        if hi is None or sample is None or not (len(lo) == len(hi) == len(sample) == len(names)):
+            raise UserError(f"{path}: fields 'min', 'max', 'sample' and 'names' disagree in length")
+        layers = [(lo[i], hi[i], sample[i]) for i in range(len(names))]
+    else:
+        try:
+            layers = [(d[f"min_{i}"], d[f"max_{i}"], d[f"sample_{i}"]) for i in range(len(names))]
+        except KeyError as exc:
+            raise UserError(f"{path}: field {exc.args[0]!r} is missing") from None
+    for name, (a, b, c) in zip(names, layers):
+        for key, arr in (("min", a), ("max", b), ("sample", c)):
+            if arr.dtype.kind != "f" or not np.isfinite(arr).all():
+                raise UserError(f"{path}: layer {name}: field {key!r} is not finite floating point")
+        if a.shape != b.shape or np.any(a > b):
+            raise UserError(f"{path}: layer {name}: 'min' exceeds 'max' (or their shapes differ)")
+    return {"tag": str(d["tag"]), "names": names, "layers": layers}
+
+
 def cached_stats(model, images, path, samples_per_image: int = 1024, seed: int = 0) -> list[dict]:
     """:func:`collect_stats`, saved to / loaded from ``path`` (.npz), tied to the weights' fingerprint and the
     sampling settings (a stale file is recomputed). ``images`` is a list or a zero-argument callable."""
@@ -257,17 +292,15 @@ def cached_stats(model, images, path, samples_per_image: int = 1024, seed: int =
     path = Path(path)
     tag = f"{weights_fingerprint(model)}/{samples_per_image}/{seed}"
     if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            if "tag" in z.files and str(z["tag"]) == tag:
-                names = z["names"]
-                relu = {q.name: q.relu_input for q in quantized_layers(model)}
-                if "min" in z.files:   # every layer as wide as the others: stacked arrays, each read once
-                    lo, hi, sample = z["min"], z["max"], z["sample"]
-                    per = [(lo[i], hi[i], sample[i]) for i in range(len(names))]
-                else:                  # layers of different widths (RDN): one array per layer
-                    per = [(z[f"min_{i}"], z[f"max_{i}"], z[f"sample_{i}"]) for i in range(len(names))]
-                return [{"name": str(n), "relu_input": relu[str(n)], "min": a, "max": b, "sample": c}
-                        for n, (a, b, c) in zip(names, per)]
+        try:
+            cached = load_stats(path)
+        except UserError as exc:   # a damaged cache is recomputed, never half-used
+            print(f"warning: {exc}; recomputing it", file=sys.stderr)
+            cached = None
+        relu = {q.name: q.relu_input for q in quantized_layers(model)}
+        if cached is not None and cached["tag"] == tag and sorted(cached["names"]) == sorted(relu):
+            return [{"name": n, "relu_input": relu[n], "min": a, "max": b, "sample": c}
+                    for n, (a, b, c) in zip(cached["names"], cached["layers"])]
     st = collect_stats(model, images() if callable(images) else images, samples_per_image, seed)
     arrays = {"tag": np.array(tag), "names": np.array([s["name"] for s in st])}
     if len({s["min"].shape for s in st}) == 1 and len({s["sample"].shape for s in st}) == 1:

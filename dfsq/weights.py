@@ -24,3 +24,18 @@ def resolve_weights(weights: str | Path, scale: int, arch: str = "edsr") -> Path
             raise UserError(f"no embedded default {arch} checkpoint for x{scale} at {path}")
         return path
     return Path(weights)
+
+
+def _default_for(args, word: str):
+    """The embedded checkpoint ``--weights default`` stands for (the run's scale and network)."""
+    scale, arch = getattr(args, "scale", 2), getattr(args, "model", "edsr")
+    if word != "default" or not isinstance(scale, int) or arch not in DEFAULT_FILES:
+        return None
+    return default_weights(scale, arch)
+
+
+def weights_option(ap, *, when=None, help="checkpoint path, or 'default' for the embedded one"):
+    """The ``--weights`` option of a command (:class:`golden.args.Parser`): a checkpoint file, or ``default``
+    (the embedded one for the run's ``--scale`` and ``--model``, which no output may overwrite either)."""
+    return ap.input_file("--weights", "checkpoint", special=("default",), resolve=_default_for, default="default",
+                         when=when, help=help)

@@ -24,23 +24,27 @@ it) from :class:`Parser` and its typed option builders, and runs ``build_parser(
 Builders (each a :class:`Parser` method; ``help``, ``default``, ``dest``, ``metavar`` and ``required`` pass
 through to argparse; every builder takes ``when``):
 
-- ``integer(name, lo, hi, special=())`` (``special``: words such as ``all`` that pass as they are), ``real(name, lo, hi, lo_open=False, hi_open=False)``, ``fraction(name)`` (a real in
-  0..1): numbers in a closed (or half-open) range; NaN, infinities, ``4.5`` for an integer and text are refused.
+- ``integer(name, lo, hi, special=())`` (``special``: words such as ``all`` that pass as they are),
+  ``real(name, lo, hi, lo_open=False, hi_open=False)``, ``fraction(name)`` (a real in 0..1): numbers in a closed
+  (or half-open) range; NaN, infinities, ``4.5`` for an integer and text are refused.
 - ``int_list``, ``real_list``, ``choice_list``: comma-separated lists of those (no empty items, no duplicates);
-  the parsed value is a Python list.
+  the parsed value is a Python list (``int_list(..., special=("none",))``: words that pass as they are).
 - ``name_list(name)``: comma-separated names (dataset folders), no paths.
 - ``indices(name)``: ``all`` (None) or a list of indices (layers, samples).
 - ``choice(name, choices)``: an enumeration. ``flag(name)``: store_true (``store_false`` with ``negate=True``).
 - ``text(name, parse)``: anything else (a crop, a ``K/N`` part, a structure string): ``parse(str)`` returns the
   value or raises ``ValueError``/``UserError`` with the reason; the empty string is always refused.
 - ``threads()``, ``seed()``, ``jobs()``: the common counts.
-- ``input_file(name, fmt, special=())``, ``input_dir(name, fmt)``: the path must exist and be a file (folder);
-  ``special`` values (``default``, ``sample``) pass unchecked. ``fmt`` names the file format in
-  :mod:`golden.formats`, whose validator the command's loader runs before using the contents.
-- ``output_file(name)``, ``output_dir(name, replaces=False)``, ``output_stem(name, suffixes)`` (``STEM.json``,
-  ``STEM.md``, ...), ``work_dir(name)`` (scratch), ``cache_file(name, fmt)`` (read when valid, rewritten): the
-  path must be non-empty, must not equal or lie inside any input path (nor another output), and must be writable
-  (:mod:`golden.files`); a replaced output folder must not hold an input either. Nothing is created at parse time.
+- ``input_file(name, fmt, special=())``, ``input_dir(name, fmt)``, ``input_dirs(name, fmt)`` (comma-separated),
+  ``input_path(name, fmt)`` (a file or a folder): the path must exist and be of that kind; ``special`` values
+  (``default``, ``sample``) pass unchecked. ``fmt`` names the file format in :mod:`golden.formats`, whose
+  validator the command's loader runs before using the contents.
+- ``output_file(name, suffixes=())``, ``output_dir(name, replaces=False)``, ``output_stem(name, suffixes)``
+  (``STEM.json``, ``STEM.md``, ...), ``work_dir(name)`` (scratch), ``cache_file(name, fmt)`` and
+  ``cache_dir(name, fmt)`` (read when valid, rewritten): the path must be non-empty, must not equal or lie inside
+  any input path (nor another output), and must be writable (:mod:`golden.files`); a replaced output folder must
+  not hold an input either. Nothing is created at parse time. An input or output whose option does not apply in
+  the chosen mode is not checked.
 
 Rules: ``when=When("method", "dfsq-hw", "dfsq-uniform-hw")`` declares that an option has an effect only when the
 option ``method`` has one of those values (several :class:`When` in a tuple: all must hold); an option given on
@@ -66,7 +70,7 @@ from pathlib import Path
 from .errors import UserError
 from .files import check_output_dir, check_output_file
 
-__all__ = ["Parser", "When", "Decl", "SEED_MAX", "THREADS_MAX", "JOBS_MAX"]
+__all__ = ["Parser", "When", "Decl", "plain_name", "SEED_MAX", "THREADS_MAX", "JOBS_MAX"]
 
 SEED_MAX = 2 ** 32 - 1
 THREADS_MAX = 1024
@@ -74,34 +78,42 @@ JOBS_MAX = 256
 
 #: kinds of option and the role each plays (tests/test_cli_fuzz.py derives its bad values from these)
 KINDS = {"int": "param", "real": "param", "int_list": "param", "real_list": "param", "choice": "mode",
-         "choice_list": "param", "name_list": "param", "indices": "param", "flag": "switch", "text": "param", "input_file": "input", "input_dir": "input",
+         "choice_list": "param", "name_list": "param", "indices": "param", "flag": "switch", "text": "param",
+         "input_file": "input", "input_dir": "input", "input_dirs": "input", "input_path": "input",
          "output_file": "output", "output_dir": "output", "output_stem": "output", "work_dir": "work",
-         "cache_file": "cache"}
+         "cache_file": "cache", "cache_dir": "cache"}
 PATH_ROLES = ("input", "output", "work", "cache")
 
 
 class When:
     """The option has an effect only when option ``dest`` has one of ``values`` (its parsed value, default
-    included)."""
+    included); ``When.given(dest)``: only when option ``dest`` is set (not None)."""
 
-    def __init__(self, dest: str, *values):
+    def __init__(self, dest: str, *values, negate: bool = False):
         if not values:
             raise ValueError("When needs at least one value")
         self.dest = dest.lstrip("-").replace("-", "_")
         self.values = tuple(values)
+        self.negate = negate
+
+    @classmethod
+    def given(cls, dest: str) -> "When":
+        return cls(dest, None, negate=True)
 
     def holds(self, args) -> bool:
-        return getattr(args, self.dest) in self.values
+        return (getattr(args, self.dest) in self.values) != self.negate
 
     def describe(self) -> str:
         opt = "--" + self.dest.replace("_", "-")
+        if self.negate and self.values == (None,):
+            return opt
         if self.values in ((True,), (False,), (None,)):
             return opt if self.values[0] else f"no {opt}"
-        shown = [str(v) for v in self.values]
-        return f"{opt} {' or '.join(shown)}"
+        shown = " or ".join(str(v) for v in self.values)
+        return f"{opt} other than {shown}" if self.negate else f"{opt} {shown}"
 
     def __repr__(self) -> str:
-        return f"When({self.dest!r}, {', '.join(map(repr, self.values))})"
+        return f"When({self.dest!r}, {', '.join(map(repr, self.values))}{', negate=True' if self.negate else ''})"
 
 
 @dataclass
@@ -119,6 +131,7 @@ class Decl:
     fmt: str | None = None
     special: tuple = ()
     suffixes: tuple = ()
+    resolve: object = None
     replaces: bool = False
     when: tuple = ()
     extra: dict = field(default_factory=dict)
@@ -172,8 +185,10 @@ def _real_type(lo: float, hi: float, lo_open: bool, hi_open: bool):
     return parse
 
 
-def _list_type(item, what: str):
+def _list_type(item, what: str, special: tuple = ()):
     def parse(text: str) -> list:
+        if text in special:
+            return text
         items = text.split(",")
         if not text.strip() or any(not s.strip() for s in items):
             raise argparse.ArgumentTypeError(f"must be a comma-separated list of {what}, got {text!r}")
@@ -214,10 +229,15 @@ def _text_type(fn):
     return parse
 
 
-def _path_type(kind: str, special: tuple):
+def _special(special, text) -> bool:
+    """``text`` is one of the option's special words (a tuple), or passes its special test (a callable)."""
+    return special(text) if callable(special) else text in special
+
+
+def _path_type(kind: str, special):
     """Syntax only (existence and writability are checked after parsing, when the mode is known)."""
     def parse(text: str) -> str:
-        if text in special:
+        if _special(special, text):
             return text
         if not text:
             raise argparse.ArgumentTypeError("the path is empty")
@@ -246,6 +266,11 @@ def _input_problem(kind: str, text: str) -> str | None:
             return f"{text} is {'a folder' if p.is_dir() else 'not a regular file'}, expected a file"
         if not os.access(p, os.R_OK):
             return f"{text} is not readable"
+    elif kind == "input_path":
+        if not p.exists():
+            return f"not found: {text}"
+        if not (p.is_file() or p.is_dir()):
+            return f"{text} is neither a file nor a folder"
     elif kind == "input_dir":
         if not p.exists():
             return f"folder not found: {text}"
@@ -254,6 +279,14 @@ def _input_problem(kind: str, text: str) -> str | None:
         if not os.access(p, os.R_OK | os.X_OK):
             return f"{text} is not readable"
     return None
+
+
+def plain_name(text: str) -> str:
+    """A ``text`` parser for a file name without a folder (an output stem such as ``--name``)."""
+    if ("/" in text or os.sep in text or text in (".", "..") or text != text.strip()
+            or any(ord(c) < 32 for c in text)):
+        raise ValueError(f"{text!r} is not a plain file name")
+    return text
 
 
 # --- the parser -----------------------------------------------------------------------------------------------
@@ -346,13 +379,19 @@ class Parser(argparse.ArgumentParser):
         for a in self.declared():
             d = getattr(a, "decl", None)
             v = getattr(ns, a.dest, None)
-            if d is None or d.role not in PATH_ROLES or v is None or v in d.special or not self._in_effect(a, ns):
+            if d is None or d.role not in PATH_ROLES or v is None or not self._in_effect(a, ns):
+                continue
+            if not isinstance(v, list) and _special(d.special, v):
+                stands_for = d.resolve(ns, v) if d.resolve is not None else None
+                if stands_for is not None:
+                    inputs.append((a, Path(stands_for).resolve()))
                 continue
             if d.role == "input":
-                problem = _input_problem(d.kind, v)
-                if problem:
-                    self.error(f"argument {self._name(a)}: {problem}")
-                inputs.append((a, Path(v).resolve()))
+                for one in (v if isinstance(v, list) else [v]):
+                    problem = _input_problem("input_dir" if d.kind == "input_dirs" else d.kind, one)
+                    if problem:
+                        self.error(f"argument {self._name(a)}: {problem}")
+                    inputs.append((a, Path(one).resolve()))
             else:
                 paths = [Path(f"{v}{s}") for s in d.suffixes] if d.kind == "output_stem" else [Path(v)]
                 outputs.append((a, d, paths))
@@ -375,7 +414,7 @@ class Parser(argparse.ArgumentParser):
                         if rq == r or (od.replaces and rq in r.parents):
                             self.error(f"{name} {p} collides with {self._name(oa)} {getattr(ns, oa.dest)}")
                 try:
-                    if d.kind in ("output_dir", "work_dir"):
+                    if d.kind in ("output_dir", "work_dir", "cache_dir"):
                         check_output_dir(p, name)
                     else:
                         check_output_file(p, name)
@@ -402,9 +441,10 @@ class Parser(argparse.ArgumentParser):
     def fraction(self, name, *, when=None, **kw):
         return self.real(name, 0.0, 1.0, when=when, **kw)
 
-    def int_list(self, name, lo: int, hi: int, *, when=None, **kw):
-        return self._declare(name, Decl("int_list", "param", lo=lo, hi=hi), when,
-                             type=_list_type(_int_type(lo, hi), f"integers {_range_text(lo, hi)}"), **kw)
+    def int_list(self, name, lo: int, hi: int, *, special=(), when=None, **kw):
+        special = tuple(special)
+        return self._declare(name, Decl("int_list", "param", lo=lo, hi=hi, special=special), when,
+                             type=_list_type(_int_type(lo, hi), f"integers {_range_text(lo, hi)}", special), **kw)
 
     def real_list(self, name, lo: float, hi: float, *, lo_open=False, hi_open=False, when=None, **kw):
         return self._declare(name, Decl("real_list", "param", lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open),
@@ -460,9 +500,11 @@ class Parser(argparse.ArgumentParser):
     def jobs(self, name="--jobs", *, default=1, when=None, help="parallel processes", **kw):
         return self.integer(name, 1, JOBS_MAX, default=default, when=when, help=help, **kw)
 
-    def input_file(self, name, fmt: str, *, special=(), when=None, **kw):
-        special = tuple(special)
-        return self._declare(name, Decl("input_file", "input", fmt=fmt, special=special), when,
+    def input_file(self, name, fmt: str, *, special=(), resolve=None, when=None, **kw):
+        """``special``: words that pass unchecked (``("default",)``), or a test of such values (a callable);
+        ``resolve(args, word)``: the file a special word stands for (so no output may overwrite it either)."""
+        special = special if callable(special) else tuple(special)
+        return self._declare(name, Decl("input_file", "input", fmt=fmt, special=special, resolve=resolve), when,
                              type=_path_type("input_file", special), **kw)
 
     def input_dir(self, name, fmt: str, *, special=(), when=None, **kw):
@@ -470,8 +512,28 @@ class Parser(argparse.ArgumentParser):
         return self._declare(name, Decl("input_dir", "input", fmt=fmt, special=special), when,
                              type=_path_type("input_dir", special), **kw)
 
-    def output_file(self, name, *, when=None, **kw):
-        return self._declare(name, Decl("output_file", "output"), when, type=_path_type("output_file", ()), **kw)
+    def input_dirs(self, name, fmt: str, *, when=None, **kw):
+        """Comma-separated folders, each of which must exist."""
+        def item(text: str) -> str:
+            return _path_type("input_dir", ())(text)
+        return self._declare(name, Decl("input_dirs", "input", fmt=fmt), when, type=_list_type(item, "folders"),
+                             **kw)
+
+    def input_path(self, name, fmt: str, *, when=None, **kw):
+        """A file or a folder of files of format ``fmt``."""
+        return self._declare(name, Decl("input_path", "input", fmt=fmt), when, type=_path_type("input_path", ()),
+                             **kw)
+
+    def output_file(self, name, *, suffixes=(), when=None, **kw):
+        """``suffixes``: the file types allowed (``(".png",)``); any when empty."""
+        syntax = _path_type("output_file", ())
+
+        def parse(text: str) -> str:
+            text = syntax(text)
+            if suffixes and not text.lower().endswith(tuple(suffixes)):
+                raise argparse.ArgumentTypeError(f"must be a {' or '.join(suffixes)} file, got {text!r}")
+            return text
+        return self._declare(name, Decl("output_file", "output", suffixes=tuple(suffixes)), when, type=parse, **kw)
 
     def output_dir(self, name, *, replaces: bool = False, when=None, **kw):
         return self._declare(name, Decl("output_dir", "output", replaces=replaces), when,
@@ -483,6 +545,11 @@ class Parser(argparse.ArgumentParser):
 
     def work_dir(self, name, *, when=None, **kw):
         return self._declare(name, Decl("work_dir", "work"), when, type=_path_type("work_dir", ()), **kw)
+
+    def cache_dir(self, name, fmt: str, *, when=None, **kw):
+        """A folder of cache entries of format ``fmt`` (an entry that fails its validator is rebuilt)."""
+        return self._declare(name, Decl("cache_dir", "cache", fmt=fmt), when, type=_path_type("cache_dir", ()),
+                             **kw)
 
     def cache_file(self, name, fmt: str, *, when=None, **kw):
         return self._declare(name, Decl("cache_file", "cache", fmt=fmt), when, type=_path_type("cache_file", ()),

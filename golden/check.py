@@ -26,9 +26,10 @@ from tqdm import tqdm
 from .args import Parser
 from .errors import UserError, cli_main
 from .files import atomic_output
-from .export_io import LayerData, is_static, load_export, load_manifest, spec_from_manifest, static_spec_from_manifest
+from .export_io import (LayerData, denorm_overrides, is_static, load_export, load_manifest, spec_from_manifest,
+                        static_spec_from_manifest)
 from .layer import derive_codes, error_bound, layer_spec, run_layer
-from .spec import EPS, SCALE_BITS_RANGE, DatapathSpec, add_denorm_args, denorm_format
+from .spec import EPS, SCALE_BITS_RANGE, DatapathSpec, add_denorm_args
 
 
 def code_diff(derived: np.ndarray, exported: np.ndarray) -> tuple[int, dict | None]:
@@ -146,7 +147,7 @@ def build_parser() -> Parser:
 @cli_main
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    fmt = denorm_format(args.denorm, args.sigma_bits, args.shift_bits)
+    fmt = denorm_overrides(args.denorm, args.sigma_bits, args.shift_bits)
     wanted = args.layers
     manifest = load_manifest(args.export)
     if is_static(manifest):

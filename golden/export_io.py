@@ -7,7 +7,6 @@ The format is contract 2 of the project (docs/export-format.md): every array is 
 from __future__ import annotations
 
 import json
-import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 
 from .errors import UserError
 from .files import atomic_output
-from .spec import ACT_BITS_RANGE, KERNELS, DatapathSpec, SpecError
+from .spec import ACT_BITS_RANGE, KERNELS, DatapathSpec, SpecError, denorm_format
 
 EXPORT_FORMAT = "dfsq-export"
 EXPORT_VERSION = 1
@@ -253,17 +252,10 @@ def check_layer_spec(layer: LayerData, spec: DatapathSpec, where: str = "layer")
 
 def load_layer(path, spec: DatapathSpec | None = None) -> LayerData:
     """Load and validate one layer file (``allow_pickle=False``)."""
+    from .formats import read_npz
+
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise UserError(f"layer file not found: {path}") from None
-    except MemoryError:
-        raise UserError(f"{path}: an array claims more memory than there is (a corrupt header?)") from None
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"{path}: not a readable .npz file ({first[:120]})") from None
+    d = read_npz(path, "layer file")
     static = is_static_spec(spec) if spec is not None else "act_step" in d
     unknown = sorted(set(d) - set(STATIC_FIELDS if static else FIELDS))
     if unknown:
@@ -347,12 +339,14 @@ def spec_from_manifest(manifest: dict, **overrides) -> DatapathSpec:
         for key in ("words", "gap", "act_bits", "weight_bits", "scale_bits", "channels", "kernel", "sigma_bits",
                     "shift_bits"):
             if key in sp:
-                kw[key] = int(sp[key])
+                kw[key] = _int_field(sp[key], f"spec {key}")
             elif key in cfg and cfg[key] is not None:
-                kw[key] = int(cfg[key])
+                kw[key] = _int_field(cfg[key], f"config {key}")
         for key in ("denorm", "point_set"):
             if key in sp:
-                kw[key] = str(sp[key])
+                if not isinstance(sp[key], str):
+                    raise UserError(f"manifest: spec {key} must be a string, got {sp[key]!r}")
+                kw[key] = sp[key]
         for key in ("words", "gap", "act_bits", "weight_bits"):
             if key in sp and key in cfg and cfg[key] is not None and int(cfg[key]) != int(sp[key]):
                 raise UserError(f"manifest: config {key} = {cfg[key]} but spec {key} = {sp[key]}")
@@ -366,6 +360,26 @@ def spec_from_manifest(manifest: dict, **overrides) -> DatapathSpec:
         raise UserError(f"manifest: {exc}") from None
     except (TypeError, ValueError, AttributeError) as exc:
         raise UserError(f"manifest: bad spec/config entry ({exc})") from None
+
+
+def _int_field(value, what: str) -> int:
+    """An integer field of a manifest (not a bool, not a float such as 4.5 that ``int`` would truncate)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise UserError(f"manifest: {what} must be an integer, got {value!r}")
+    return value
+
+
+def denorm_overrides(denorm=None, sigma_bits=None, shift_bits=None) -> dict:
+    """The spec overrides of a command's ``--denorm/--sigma-bits/--shift-bits``: none when none is given (the
+    export's own format is used, never silently replaced by the default), else the format they give."""
+    if denorm is None and sigma_bits is None and shift_bits is None:
+        return {}
+    return denorm_format(denorm, sigma_bits, shift_bits)
+
+
+def validate_export(directory):
+    """The format validator of an export folder (:mod:`golden.formats`): its manifest and every layer file."""
+    return load_export(directory)
 
 
 def load_manifest(directory) -> dict:
@@ -468,7 +482,10 @@ def load_export(directory, spec=None, layers=None):
     directory = Path(directory)
     manifest = load_manifest(directory)
     if spec is None:
-        spec = static_spec_from_manifest(manifest) if is_static(manifest) else spec_from_manifest(manifest)
+        try:
+            spec = static_spec_from_manifest(manifest) if is_static(manifest) else spec_from_manifest(manifest)
+        except UserError as exc:
+            raise UserError(f"{directory / 'manifest.json'}: {str(exc).removeprefix('manifest: ')}") from None
     elif is_static_spec(spec) != is_static(manifest):
         raise UserError(f"{directory}: the export's datapath is {'static' if is_static(manifest) else 'normalized'}, "
                         f"the spec given is not")

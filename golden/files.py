@@ -3,7 +3,8 @@
 ``check_output_file(path)`` fails with a one-line :class:`UserError` when ``path`` cannot be written (it is a
 folder, an ancestor is a file, the nearest existing folder is not writable); it creates nothing.
 ``atomic_output(path)`` yields a uniquely named temporary path beside ``path`` (creating missing parent folders),
-renames it over ``path`` on success and removes it, and every folder it created, on any failure.
+renames it over ``path`` on success and removes it, and every folder it created, on any failure;
+``write_outputs({path: contents})`` writes several files that way, all or none.
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ def check_output_file(path: str | Path, what: str = "output") -> Path:
         raise UserError(f"{what} path {str(path)!r} is not a file name")
     if path.is_dir():
         raise UserError(f"{what} path {path} is a folder, expected a file")
+    if path.exists() and not path.is_file():   # a device, a FIFO, a socket: never replaced by a regular file
+        raise UserError(f"{what} path {path} exists and is not a regular file")
     base = _nearest_existing(path)
     if not base.is_dir():
         raise UserError(f"cannot write {what} {path}: {base} is not a folder")
@@ -112,6 +115,25 @@ def atomic_output(path: str | Path, suffix: str = ""):
         raise
 
 
+def write_outputs(files: dict) -> list[Path]:
+    """Write several output files together: ``{path: text | bytes | writer}`` (``writer(tmp_path)`` writes the file,
+    e.g. a plot). Every file is first written under a temporary name beside its target; only when all are written
+    are they renamed into place, so a failure (or Ctrl-C) leaves none of them, new or half-written."""
+    with contextlib.ExitStack() as stack:
+        out = []
+        for path, data in files.items():
+            path = Path(path)
+            tmp = stack.enter_context(atomic_output(path, path.suffix))
+            if callable(data):
+                data(tmp)
+            elif isinstance(data, bytes):
+                tmp.write_bytes(data)
+            else:
+                tmp.write_text(data)
+            out.append(path)
+    return out
+
+
 @contextlib.contextmanager
 def atomic_output_dir(path: str | Path, replace=None):
     """Yield a new, uniquely named temporary folder beside ``path``; on success it becomes ``path``.
@@ -159,13 +181,15 @@ def atomic_output_dir(path: str | Path, replace=None):
 
 @contextlib.contextmanager
 def remove_dir_on_failure(path: str | Path, what: str = "output folder"):
-    """For a command that fills the folder ``path`` step by step: if ``path`` did not exist before and the block
-    fails (an exception, Ctrl-C, SIGTERM under cli_main; not ``SystemExit``, a finished run's verdict), remove
-    ``path`` and every parent folder created for it, so a failed run leaves nothing behind."""
+    """For a command that fills the folder ``path`` step by step: if the block fails (an exception, Ctrl-C, SIGTERM
+    under cli_main; not ``SystemExit``, a finished run's verdict), remove what the run created there: the whole
+    folder and every parent created for it when it did not exist before, else every file and folder in it that
+    was not there when the block began. A failed run leaves nothing behind."""
     import shutil
 
     path = check_output_dir(path, what)
     existed = path.exists()
+    before = {p for p in path.rglob("*")} if existed else set()
     missing = []
     p = path.parent
     while not existed and not p.exists():
@@ -179,4 +203,12 @@ def remove_dir_on_failure(path: str | Path, what: str = "output folder"):
         if not existed:
             shutil.rmtree(path, ignore_errors=True)
             _remove_dirs(missing)
+        else:
+            new = sorted((q for q in path.rglob("*") if q not in before), key=lambda q: len(q.parts), reverse=True)
+            for q in new:
+                with contextlib.suppress(OSError):
+                    if q.is_dir() and not q.is_symlink():
+                        shutil.rmtree(q, ignore_errors=True)
+                    else:
+                        q.unlink()
         raise

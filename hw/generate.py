@@ -107,6 +107,28 @@ def sidecar(top: str, component, spec, lanes: int, fault, variant, name: str) ->
     }
 
 
+def load_sidecar(path) -> dict:
+    """The format validator of a sidecar (:mod:`golden.formats` ``sidecar``): format, version, module, latency and
+    every port's name, direction and width; a one-line UserError naming the file and the field otherwise."""
+    from golden.formats import INT, LIST, OBJECT, TEXT, need, read_json
+
+    data = read_json(path, "Verilog sidecar")
+    where = str(path)
+    need(data, "format", TEXT, where, check=lambda v: v == "dfsq-hw", expect="'dfsq-hw'")
+    need(data, "version", INT, where, check=lambda v: v == FORMAT_VERSION, expect=str(FORMAT_VERSION))
+    need(data, "module", TEXT, where, check=bool, expect="a module name")
+    need(data, "latency", INT, where, check=lambda v: v >= 0, expect="a cycle count >= 0")
+    need(data, "config", OBJECT, where)
+    need(data, "spec", OBJECT, where)
+    ports = need(data, "ports", LIST, where, check=bool, expect="a non-empty list")
+    for i, p in enumerate(ports):
+        at = f"{where}: ports[{i}]"
+        need(p, "name", TEXT, at, check=bool, expect="a port name")
+        need(p, "direction", TEXT, at, check=lambda v: v in ("in", "out"), expect="'in' or 'out'")
+        need(p, "width", INT, at, check=lambda v: v >= 1, expect="a width >= 1")
+    return data
+
+
 #: Yosys passes from Amaranth's RTLIL to the Verilog written (Amaranth's builtin Yosys). Unlike
 #: ``amaranth.back.verilog`` (``proc -nomux``), the processes are lowered completely: every register becomes an
 #: ``always @(posedge clk)`` with its next state as plain ``assign``s, never an ``always @*`` block per register,

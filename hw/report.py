@@ -15,16 +15,17 @@ and placed and routed by nextpnr-ecp5 for fmax. Raw numbers go to the JSON file 
 """
 from __future__ import annotations
 
-import argparse
 import json
+import math
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 from tqdm import tqdm
 
+from golden.args import Parser
 from golden.errors import UserError, cli_main
-from golden.files import atomic_output, check_output_dir, check_output_file
+from golden.files import atomic_output
 from golden.spec import DEFAULT_SHIFT_BITS, DEFAULT_SIGMA_BITS, DatapathSpec
 from golden.uniform_spec import UniformSpec
 
@@ -313,6 +314,10 @@ def mac_area(spec: DatapathSpec | None = None, cache=None, tools: Tools | None =
 _KEY = re.compile(r"^x(?P<scale>\d+)/dfsq/W(?P<wb>\d+)A(?P<ab>\d+)/words(?P<words>\d+)/(?P<dataset>\w+)$")
 
 
+def _is_psnr(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 < v < 200
+
+
 def load_psnr(folder: Path) -> tuple[dict, list[str]]:
     """{(scale, words, weight_bits, act_bits, dataset): psnr} from the JSON files in ``folder`` (measured only)."""
     found, sources = {}, []
@@ -327,20 +332,27 @@ def load_psnr(folder: Path) -> tuple[dict, list[str]]:
         if isinstance(data, dict) and isinstance(data.get("results"), dict):
             for key, rec in data["results"].items():
                 m = _KEY.match(str(key))
-                if m and isinstance(rec, dict) and isinstance(rec.get("psnr"), (int, float)):
-                    records.append(((int(m["scale"]), int(m["words"]), int(m["wb"]), int(m["ab"]), m["dataset"]),
-                                    float(rec["psnr"])))
+                if not m:
+                    continue
+                if not (isinstance(rec, dict) and _is_psnr(rec.get("psnr"))):
+                    raise UserError(f"--results: {path}: results[{key!r}] has no PSNR in dB (field 'psnr')")
+                records.append(((int(m["scale"]), int(m["words"]), int(m["wb"]), int(m["ab"]), m["dataset"]),
+                                float(rec["psnr"])))
         elif isinstance(data, list):
-            for rec in data:
+            for i, rec in enumerate(data):
+                if not (isinstance(rec, dict) and "psnr" in rec):
+                    continue   # not a PSNR record (other benchmarks' rows)
                 try:
                     if rec.get("method", "dfsq") != "dfsq":
                         continue
                     wb = int(rec.get("weight_bits", rec.get("bits")))
                     ab = int(rec.get("act_bits", rec.get("bits")))
-                    records.append(((int(rec.get("scale", 2)), int(rec["words"]), wb, ab, str(rec["dataset"])),
-                                    float(rec["psnr"])))
+                    cell = (int(rec.get("scale", 2)), int(rec["words"]), wb, ab, str(rec["dataset"]))
                 except (AttributeError, KeyError, TypeError, ValueError):
-                    continue
+                    raise UserError(f"--results: {path}: record {i} lacks scale/words/bits/dataset") from None
+                if not _is_psnr(rec["psnr"]):
+                    raise UserError(f"--results: {path}: record {i}: field 'psnr' must be a PSNR in dB")
+                records.append((cell, float(rec["psnr"])))
         if records:
             sources.append(str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path))
             found.update(records)
@@ -972,25 +984,26 @@ def _write(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def _parser():
-    p = argparse.ArgumentParser(prog="python -m hw.report", description=__doc__.split("\n\n")[0])
-    p.add_argument("--sweep", choices=("none", "words4", "all"), default="all",
-                   help="MAC trade-off sweep over words x bits (default all)")
-    p.add_argument("--engine-sweep", choices=("none", "words4", "all"), default="words4",
-                   help="engine sweep (iCE40 only; default words4)")
-    p.add_argument("--ecp5", choices=("none", "engines"), default="engines",
-                   help="ECP5 (LFE5U-85F) synthesis and P&R of the engines at a real size (default engines)")
-    p.add_argument("--cache", default=str(ROOT / "build" / "hw_report"), help="synthesis cache folder")
-    p.add_argument("--results", default=str(ROOT / "bench" / "results"), help="folder of PSNR result JSON files")
-    p.add_argument("--out", default=str(ROOT / "docs" / "hardware.md"), help="Markdown output")
-    p.add_argument("--json", default=str(ROOT / "docs" / "hardware.json"), help="raw numbers (JSON)")
-    p.add_argument("--reuse", default=None, metavar="JSON",
-                   help="take each design's results from this earlier report's JSON (same group and name) instead of "
-                        "synthesizing it again: a rerender that adds new designs without the synthesis cache (only "
-                        "valid while the designs in that file are unchanged)")
-    p.add_argument("--accelerator", action="store_true",
-                   help="also synthesize the whole accelerator (hw.units.accelerator) and its engine on ECP5 for the "
-                        "system-cost section")
+def build_parser() -> Parser:
+    p = Parser(prog="python -m hw.report", description=__doc__.split("\n\n")[0])
+    p.choice("--sweep", ("none", "words4", "all"), default="all",
+             help="MAC trade-off sweep over words x bits (default all)")
+    p.choice("--engine-sweep", ("none", "words4", "all"), default="words4",
+             help="engine sweep (iCE40 only; default words4)")
+    p.choice("--ecp5", ("none", "engines"), default="engines",
+             help="ECP5 (LFE5U-85F) synthesis and P&R of the engines at a real size (default engines)")
+    p.cache_dir("--cache", "synth-entry", default=str(ROOT / "build" / "hw_report"),
+                help="synthesis cache folder (an entry that fails its check is synthesized again)")
+    p.input_path("--results", "psnr-results", default=str(ROOT / "bench" / "results"),
+                 help="PSNR result JSON file, or a folder of them")
+    p.output_file("--out", default=str(ROOT / "docs" / "hardware.md"), help="Markdown output")
+    p.output_file("--json", default=str(ROOT / "docs" / "hardware.json"), help="raw numbers (JSON)")
+    p.input_file("--reuse", "hw-report", default=None, metavar="JSON",
+                 help="take each design's results from this earlier report's JSON (same group and name) instead of "
+                      "synthesizing it again: a rerender that adds new designs without the synthesis cache (only "
+                      "valid while the designs in that file are unchanged)")
+    p.flag("--accelerator", help="also synthesize the whole accelerator (hw.units.accelerator) and its engine on ECP5 "
+                                 "for the system-cost section")
     return p
 
 
@@ -1005,11 +1018,8 @@ def reused_results(path) -> dict:
 
 @cli_main
 def main(argv=None):
-    args = _parser().parse_args(argv)
-    # every output and input is checked before minutes of synthesis
-    check_output_file(args.out, "--out")
-    check_output_file(args.json, "--json")
-    check_output_dir(args.cache, "--cache")
+    args = build_parser().parse_args(argv)
+    # every output and input is checked (at parse time and here) before minutes of synthesis
     psnr, sources = load_psnr(Path(args.results))
     tools = Tools()
     versions = tools.versions()

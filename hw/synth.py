@@ -187,6 +187,38 @@ def _key(flow: str, verilog: str, top: str, versions: dict) -> str:
     return h.hexdigest()[:24]
 
 
+#: the numeric fields every cache entry of a flow holds (besides flow, top, tools, mapper, synth_seconds)
+ENTRY_FIELDS = {"generic": ("cells", "gates", "ffs"), "ice40": ("lut4", "carry", "ffs", "bram", "lc"),
+                "xilinx": ("luts", "carry4", "ffs", "lutram", "bram"),
+                "ecp5": ("lut4", "carry", "ffs", "lut_eq", "dpram", "bram", "mult18", "alu54"),
+                "ecp5-dsp": ("lut4", "carry", "ffs", "lut_eq", "dpram", "bram", "mult18", "alu54"),
+                "fmax": ("lc", "lc_available"), "ecp5-fmax": ("comb", "lut_eq_synth")}
+
+
+def validate_entry(path, flow: str | None = None, top: str | None = None) -> dict:
+    """The format validator of one synthesis cache entry (:mod:`golden.formats` ``synth-entry``): its flow and top
+    (equal to ``flow``/``top`` when given), tools, mapper, seconds and the flow's cell counts (integers >= 0);
+    ``fmax_mhz`` a positive number or null. A one-line UserError naming the file and the field otherwise."""
+    from golden.formats import INT, NUMBER, OBJECT, TEXT, need, read_json
+
+    data = read_json(path, "synthesis cache entry")
+    where = str(path)
+    f = need(data, "flow", TEXT, where, check=lambda v: v in ENTRY_FIELDS and (flow is None or v == flow),
+             expect=repr(flow) if flow else f"one of {', '.join(ENTRY_FIELDS)}")
+    need(data, "top", TEXT, where, check=lambda v: top is None or v == top, expect=repr(top) if top else "a string")
+    need(data, "tools", OBJECT, where)
+    need(data, "mapper", TEXT, where)
+    need(data, "synth_seconds", NUMBER, where, check=lambda v: v >= 0, expect="seconds >= 0")
+    for key in ENTRY_FIELDS[f]:
+        need(data, key, INT, where, check=lambda v: v >= 0, expect="a count >= 0")
+    if f in ("fmax", "ecp5-fmax"):
+        need(data, "fmax_mhz", NUMBER, where, null=True, check=lambda v: v > 0, expect="MHz > 0 or null")
+        need(data, "pnr_seconds", NUMBER, where, check=lambda v: v >= 0, expect="seconds >= 0")
+    if "by_type" in data:
+        need(data, "by_type", OBJECT, where)
+    return data
+
+
 def run_flow(flow: str, verilog: str, top: str, cache: Path, tools: Tools | None = None, *,
              timeout: int = 3600) -> dict:
     """Run ``flow`` on ``verilog`` (top module ``top``) or return the cached result."""
@@ -199,7 +231,10 @@ def run_flow(flow: str, verilog: str, top: str, cache: Path, tools: Tools | None
     cache.mkdir(parents=True, exist_ok=True)
     hit = cache / f"{key}.json"
     if hit.is_file():
-        return json.loads(hit.read_text())
+        try:
+            return validate_entry(hit, flow, top)
+        except UserError as exc:   # a damaged entry is synthesized again, never half-used
+            print(f"warning: {exc}; synthesizing again", file=sys.stderr)
     work = cache / f"work-{key}"
     work.mkdir(exist_ok=True)
     try:

@@ -13,21 +13,22 @@ bad input.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
+from golden.args import Parser
 from golden.errors import UserError, cli_main
-from golden.files import check_output_dir
+from golden.files import check_output_dir, remove_dir_on_failure
 from golden.spec import SpecError
 from golden.uniform_layer import accumulate, random_operands
 from golden.uniform_spec import UniformSpec
 from hw.generate import generate
 from hw.tops import UNIFORM_ENGINE
 from hw.stream import uniform_beats
-from hw.units.uniform_engine import UNIFORM_FAULTS
+from hw.units.uniform_engine import UNIFORM_FAULTS, check_uniform_lanes
 
 from . import runner as simrun
 from .stimulus import RESULT_ENV, STIMULUS_ENV, UNIFORM_FORMAT, pack_fields, write_stimulus
@@ -35,6 +36,8 @@ from .stimulus import RESULT_ENV, STIMULUS_ENV, UNIFORM_FORMAT, pack_fields, wri
 __all__ = ["UNIFORM_FORMAT", "layer_stimulus", "verify_uniform", "main"]
 
 TOP = "uniform_engine"
+#: the default work folder (outside the tracked tree, ignored by git)
+DEFAULT_WORK = Path(__file__).resolve().parent.parent / "build" / "sim_uniform"
 
 
 def layer_stimulus(ops, spec: UniformSpec, lanes: int, rng: np.random.Generator, junk: bool = True,
@@ -73,26 +76,28 @@ def _parse_layers(arg: str) -> list[tuple[int, int]]:
         try:
             k, c = part.split(":")
             kk = k.split("x")
-            if len(kk) != 2 or kk[0] != kk[1]:
+            if len(kk) != 2 or kk[0] != kk[1] or not (k + c).replace("x", "").isdigit():
                 raise ValueError
             out.append((int(kk[0]), int(c)))
         except ValueError:
-            raise UserError(f"--layers: {part!r} is not KxK:C (e.g. 3x3:16 or 1x1:16)") from None
+            raise UserError(f"{part!r} is not KxK:C (e.g. 3x3:16 or 1x1:16)") from None
+        if out[-1][0] not in (1, 3) or not 1 <= out[-1][1] <= 4096:
+            raise UserError(f"{part!r}: the kernel must be 1x1 or 3x3 and C in 1..4096")
     return out
 
 
 def _parse_size(arg: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in str(arg).split("x"))
-    except ValueError:
-        raise UserError(f"--size: {arg!r} is not HxW (e.g. 5x6)") from None
-    if h < 1 or w < 1:
-        raise UserError(f"--size: {arg!r} must be positive")
+    parts = str(arg).split("x")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise UserError(f"{arg!r} is not HxW (e.g. 5x6)")
+    h, w = (int(v) for v in parts)
+    if not (1 <= h <= 1024 and 1 <= w <= 1024):
+        raise UserError(f"{arg!r}: H and W must be in 1..1024")
     return h, w
 
 
 def verify_uniform(*, act_bits=6, weight_bits=6, channels=16, lanes=4, layers=((3, 16), (1, 16)), size=(5, 6),
-                   samples=1, out_channels=3, seed=0, simulator="icarus", fault=None, work="build/sim_uniform") -> dict:
+                   samples=1, out_channels=3, seed=0, simulator="icarus", fault=None, work=None) -> dict:
     """Generate the engine, write a stimulus of random layers, simulate, and return a report dict (``passed``,
     ``outputs``, ``mismatches``, ``first_mismatch`` with its location and values, ``cycles``, seconds)."""
     try:
@@ -105,8 +110,16 @@ def verify_uniform(*, act_bits=6, weight_bits=6, channels=16, lanes=4, layers=((
     for name, v in (("samples", samples), ("out_channels", out_channels)):
         if not isinstance(v, int) or v < 1:
             raise UserError(f"{name} must be a positive integer, not {v!r}")
-    work = check_output_dir(work, "--work")
-    work.mkdir(parents=True, exist_ok=True)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise UserError(f"seed must be a non-negative integer, not {seed!r}")
+    try:
+        check_uniform_lanes(spec, lanes)
+    except (TypeError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    simrun.check_simulator(simulator)
+    work = check_output_dir(work or DEFAULT_WORK, "--work").resolve()   # absolute: the testbench runs in another folder
+    print(f"generating the uniform engine ({spec.act_bits}-bit activations, {lanes} lanes) in {work}",
+          file=sys.stderr, flush=True)
     v_path, _ = generate("uniform-engine", spec, lanes, fault, work / "rtl")
     rng = np.random.default_rng(seed)
     arrays, meta_layers = [], []
@@ -117,6 +130,8 @@ def verify_uniform(*, act_bits=6, weight_bits=6, channels=16, lanes=4, layers=((
     stim_path = work / f"{v_path.stem}.stimulus.npz"
     write_stimulus(stim_path, UNIFORM_FORMAT, {"spec": spec.widths(), "lanes": lanes, "latency": 6,
                                                "layer_meta": meta_layers}, arrays)
+    print(f"building under {simulator}, then simulating {sum(len(a['expected']) for a in arrays)} outputs of "
+          f"{len(arrays)} random layers", file=sys.stderr, flush=True)
     bld = simrun.build(v_path, toplevel=TOP, simulator=simulator, build_dir=work / f"build-{simulator}-{v_path.stem}")
     run_dir = work / "run"
     result_path = run_dir / "result.npz"
@@ -144,30 +159,35 @@ def verify_uniform(*, act_bits=6, weight_bits=6, channels=16, lanes=4, layers=((
     return report
 
 
-def _parser():
-    p = argparse.ArgumentParser(prog="python -m sim.uniform", description=__doc__.split("\n\n")[0])
-    p.add_argument("--act-bits", type=int, default=6)
-    p.add_argument("--weight-bits", type=int, default=6)
-    p.add_argument("--channels", type=int, default=16, help="input channels of the engine (default 16)")
-    p.add_argument("--lanes", type=int, default=4, help="lanes, divides channels (default 4)")
-    p.add_argument("--layers", default="3x3:16,1x1:16", help="kernel:inputs of each random layer")
-    p.add_argument("--size", default="5x6", help="HxW of each layer (default 5x6)")
-    p.add_argument("--samples", type=int, default=1)
-    p.add_argument("--out-channels", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--simulator", default="icarus", choices=simrun.SIMULATORS)
-    p.add_argument("--fault", default=None, choices=sorted(UNIFORM_FAULTS), help="mutation test only")
-    p.add_argument("--work", default="build/sim_uniform", help="work folder (default build/sim_uniform)")
+def build_parser() -> Parser:
+    from golden.spec import ACT_BITS_RANGE, MAX_CHANNELS, WEIGHT_BITS_RANGE
+
+    p = Parser(prog="python -m sim.uniform", description=__doc__.split("\n\n")[0])
+    p.integer("--act-bits", *ACT_BITS_RANGE, default=6)
+    p.integer("--weight-bits", *WEIGHT_BITS_RANGE, default=6)
+    p.integer("--channels", 1, MAX_CHANNELS, default=16, help="input channels of the engine (default 16)")
+    p.integer("--lanes", 1, MAX_CHANNELS, default=4, help="lanes, divides channels (default 4)")
+    p.text("--layers", _parse_layers, default=[(3, 16), (1, 16)],
+           help="kernel:inputs of each random layer (default 3x3:16,1x1:16)")
+    p.text("--size", _parse_size, default=(5, 6), help="HxW of each layer (default 5x6)")
+    p.integer("--samples", 1, 1024, default=1)
+    p.integer("--out-channels", 1, MAX_CHANNELS, default=3)
+    p.seed()
+    p.choice("--simulator", simrun.SIMULATORS, default="icarus")
+    p.choice("--fault", sorted(UNIFORM_FAULTS), default=None, help="mutation test only")
+    p.work_dir("--work", default=str(DEFAULT_WORK), help="work folder (default build/sim_uniform; a run that fails "
+                                                         "before its verdict removes it when it created it)")
     return p
 
 
 @cli_main
 def main(argv=None):
-    args = _parser().parse_args(argv)
-    report = verify_uniform(act_bits=args.act_bits, weight_bits=args.weight_bits, channels=args.channels,
-                            lanes=args.lanes, layers=_parse_layers(args.layers), size=_parse_size(args.size),
-                            samples=args.samples, out_channels=args.out_channels, seed=args.seed,
-                            simulator=args.simulator, fault=args.fault, work=args.work)
+    args = build_parser().parse_args(argv)
+    with remove_dir_on_failure(args.work, "--work"):
+        report = verify_uniform(act_bits=args.act_bits, weight_bits=args.weight_bits, channels=args.channels,
+                                lanes=args.lanes, layers=args.layers, size=args.size, samples=args.samples,
+                                out_channels=args.out_channels, seed=args.seed, simulator=args.simulator,
+                                fault=args.fault, work=args.work)
     print(json.dumps(report, indent=1))
     return 0 if report["passed"] else 1
 

@@ -24,9 +24,11 @@ Python API: :func:`verify` returns the report dict (what ``--json`` writes).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -37,8 +39,8 @@ import numpy as np
 
 from golden.args import Parser, When
 from golden.errors import UserError, cli_main
-from golden.files import atomic_output, check_output_dir, check_output_file
-from golden.spec import MAX_CHANNELS, TAPS, DatapathSpec, SpecError, add_denorm_args, denorm_format
+from golden.files import atomic_output, check_output_dir, check_output_file, remove_dir_on_failure
+from golden.spec import MAX_CHANNELS, TAPS, DatapathSpec, add_denorm_args
 from sim import runner as simrun
 from sim import stimulus as st
 
@@ -46,6 +48,9 @@ DEFAULT_TILES = 2
 DEFAULT_TILE_SIZE = 2
 MAC_OUTPUTS_PER_LAYER = 2
 NETLISTS = ("generated", "flat")
+#: where RTL, builds and runs go by default (outside the tracked tree, ignored by git; absolute, so the testbench
+#: finds its files whatever the current folder)
+DEFAULT_WORK = Path(__file__).resolve().parent.parent / "build" / "sim_verify"
 
 
 def _say(msg: str, quiet: bool) -> None:
@@ -173,7 +178,7 @@ def generate_rtl(spec: DatapathSpec, lanes: int, top: str, fault, out_dir: Path,
     """hw.generate for this configuration (reused when hw's sources and the arguments are unchanged: the generator
     is deterministic, and a 64-lane engine takes a while); checks the sidecar's ports against contract 4."""
     try:
-        from hw.generate import generate, stem
+        from hw.generate import generate, load_sidecar, stem
     except ImportError as exc:
         raise UserError(f"cannot import hw.generate ({exc}): the RTL generator is not installed") from None
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -182,13 +187,20 @@ def generate_rtl(spec: DatapathSpec, lanes: int, top: str, fault, out_dir: Path,
     stamp = out_dir / f"{name}.digest"
     digest = _generator_digest(top, spec, lanes, fault, not codes_in)
     with simrun._locked(out_dir / f"{name}.lock"):   # processes sharing a work dir generate each file once
-        if not (v_path.is_file() and json_path.is_file() and stamp.is_file() and stamp.read_text() == digest):
+        sidecar = None
+        if v_path.is_file() and json_path.is_file() and stamp.is_file() and \
+                stamp.read_text(errors="replace") == digest:
+            try:
+                sidecar = load_sidecar(json_path)
+            except UserError:   # a damaged cached sidecar: generate again, never use it
+                sidecar = None
+        if sidecar is None:
             v_path, json_path = generate(top=top, spec=spec, lanes=lanes, fault=fault, out_dir=str(out_dir),
                                          tables=not codes_in)
             v_path, json_path = Path(v_path), Path(json_path)
             with atomic_output(stamp) as tmp:
                 tmp.write_text(digest)
-    sidecar = json.loads(json_path.read_text())
+            sidecar = load_sidecar(json_path)
     widths = _port_widths(sidecar)
     for pname, width in expected_ports(spec, lanes, top, codes_in).items():
         if pname in widths and widths[pname] != width:
@@ -371,6 +383,49 @@ def _run_dir(work: Path, name: str) -> Path:
     return d
 
 
+_LAYER_DONE = re.compile(rb"layer \S+: \d+ outputs")
+
+
+@contextlib.contextmanager
+def layer_progress(logs: list[Path], layers: int, quiet: bool = False, every: float = 2.0):
+    """A progress bar of the simulated layers while the simulators run (each testbench logs a line per finished
+    layer to its ``sim.log``; the logs are read every ``every`` seconds). Stale logs are removed first."""
+    import threading
+
+    from tqdm import tqdm
+
+    for log in logs:
+        log.unlink(missing_ok=True)
+    if quiet:
+        yield
+        return
+    bar = tqdm(total=layers, desc="simulating", unit="layer", file=sys.stderr, mininterval=every)
+    stop = threading.Event()
+
+    def done() -> int:
+        n = 0
+        for log in logs:
+            try:
+                n += len(_LAYER_DONE.findall(log.read_bytes()))
+            except OSError:
+                pass
+        return min(n, layers)
+
+    def poll():
+        while not stop.wait(every):
+            bar.update(done() - bar.n)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        bar.update(done() - bar.n)
+        bar.close()
+
+
 def _simulate(bld, testbench, run_dir, stim_path, waves=False):
     """Run the cocotb module ``testbench`` (the registered top's, :mod:`hw.tops`) on ``stim_path``."""
     result_path = run_dir / "result.npz"
@@ -513,7 +568,8 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     contiguous run of the layers (at most one per layer; ``mac_per_s`` is then the aggregate over the wall time,
     ``mac_per_cpu_s`` the figure per busy core).
     """
-    from golden.export_io import is_static, load_export, load_manifest, spec_from_manifest, static_spec_from_manifest
+    from golden.export_io import (denorm_overrides, is_static, load_export, load_manifest, spec_from_manifest,
+                                  static_spec_from_manifest)
 
     t_start = time.perf_counter()
     if top not in TOPS:
@@ -523,10 +579,6 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     simrun.check_simulator(simulator)                     # fail fast, before any heavy work
     export_dir = Path(export_dir)
     manifest = load_manifest(export_dir)
-    try:
-        fmt = denorm_format(denorm, sigma_bits, shift_bits)
-    except SpecError as exc:
-        raise UserError(str(exc)) from None
     static = is_static(manifest)
     if static:   # one static activation step per tensor: the static uniform engine
         if top != "engine" or codes_in or any(v is not None for v in (denorm, sigma_bits, shift_bits)):
@@ -534,7 +586,7 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
                             "no --codes-in, --denorm, --sigma-bits or --shift-bits)")
         spec = static_spec_from_manifest(manifest).for_layer(static_spec_from_manifest(manifest).channels, 3)
     else:
-        spec = engine_spec(spec_from_manifest(manifest, **fmt))
+        spec = engine_spec(spec_from_manifest(manifest, **denorm_overrides(denorm, sigma_bits, shift_bits)))
     if codes_in and top != "engine":
         raise UserError("--codes-in applies to --top engine only")
     if top == "mean-unit" and not spec.split:
@@ -551,7 +603,7 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
         raise UserError(f"seed must be a non-negative integer, got {seed!r}")
     if json_path:
         check_output_file(json_path, "--json")
-    work = check_output_dir(Path(work_dir or "sim_build"), "--work-dir").resolve()
+    work = check_output_dir(Path(work_dir or DEFAULT_WORK), "--work-dir").resolve()
     _, lay_data = load_export(export_dir, spec, layers=chosen)
     check_selection(lay_data, tiles, tile_size, out_channels, top)
 
@@ -565,6 +617,8 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     testbench = lookup(hw_top, spec).testbench
     latency = sidecar.get("latency")
     sim_v = v_path if netlist == "generated" else simrun.flat_netlist(v_path, toplevel=toplevel, out_dir=work / "rtl")
+    _say(f"building the {simulator} model of {v_path.name} (Verilator compiles C++: minutes the first time, then "
+         f"cached)", quiet)
     bld = simrun.build(sim_v, toplevel=toplevel, simulator=simulator,
                        build_dir=work / "build" / f"{v_path.stem}{'' if netlist == 'generated' else '-flat'}-{simulator}")
     _say(f"RTL {v_path} ({'cached build' if bld.cached else f'built in {bld.seconds:.1f} s'})", quiet)
@@ -582,7 +636,10 @@ def verify(export_dir, layers="all", tiles=DEFAULT_TILES, simulator: str = "icar
     _say(f"simulating {n_out} outputs of {len(meta)} layers under {simulator}"
          f"{f' in {len(shards)} parallel processes' if len(shards) > 1 else ''} (log: {where})", quiet)
 
-    info, res = _simulate_shards(bld, testbench, run_dir, check.format, stim_meta, arrays, shards)
+    logs = ([run_dir / "sim.log"] if len(shards) == 1 else
+            [run_dir / f"shard{j}" / "sim.log" for j in range(len(shards))])
+    with layer_progress(logs, len(meta), quiet):
+        info, res = _simulate_shards(bld, testbench, run_dir, check.format, stim_meta, arrays, shards)
     expected = np.concatenate([d["expected"] for d in arrays])
     actual = res["actual"]
     compared = min(len(actual), len(expected))
@@ -708,9 +765,13 @@ def format_report(r: dict) -> str:
     nw = max([16] + [len(row["name"]) for row in r["layers"]])
     lines.append(f"{'layer':>5}  {'name':<{nw}} {'k':>1} {'C':>4} {'beats':>5} {'outputs':>8} {'mismatches':>10} "
                  f"{'cycles':>8}")
+    def cell(row, key, default=""):
+        v = row.get(key)
+        return default if v is None else v   # a MAC row has no channel count nor beats
+
     for row in r["layers"]:
-        lines.append(f"{row['index']:>5}  {row['name']:<{nw}} {row.get('kernel', 3):>1} {row.get('in_channels', ''):>4} "
-                     f"{row.get('groups', ''):>5} {row['outputs']:>8} {row['mismatches']:>10} {row.get('cycles', ''):>8}")
+        lines.append(f"{row['index']:>5}  {row['name']:<{nw}} {cell(row, 'kernel', 3):>1} "
+                     f"{cell(row, 'in_channels'):>4} {cell(row, 'groups'):>5} {row['outputs']:>8} {row['mismatches']:>10} {cell(row, 'cycles'):>8}")
     lines.append(f"layers: {len(r['layers'])}, outputs compared: {r['compared']} of {r['outputs']}, "
                  f"mismatches: {r['mismatches']}")
     stream = f", {r['stream_mac_per_s']:,.0f} MAC/s while streaming" if r.get("stream_mac_per_s") else ""
@@ -756,7 +817,9 @@ def build_parser() -> Parser:
     add_denorm_args(ap, " of the engine (the golden model runs the same format)",
                     when=When("top", *(t for t in TOPS if tops.by_name(t).denorm)))
     ap.seed(help="seed of the random tile positions")
-    ap.work_dir("--work-dir", default="sim_build", help="RTL, builds and runs (default sim_build/)")
+    ap.work_dir("--work-dir", default=str(DEFAULT_WORK), help="RTL, builds and runs (default build/sim_verify/; "
+                                                              "a run that fails before its verdict removes it "
+                                                              "when it created it)")
     ap.choice("--netlist", NETLISTS, default="generated",
               help="simulate the generated file (default) or an equivalent Yosys-flattened copy (faster)")
     ap.jobs(help="simulator processes in parallel, each on a run of the layers (default 1)")
@@ -771,12 +834,13 @@ def build_parser() -> Parser:
 def main(argv=None):
     args = build_parser().parse_args(argv)
     out_channels = None if args.out_channels == "all" else args.out_channels
-    report = verify(args.export, layers="all" if args.layers is None else args.layers, tiles=args.tiles,
-                    simulator=args.simulator, lanes=args.lanes, top=args.top, fault=args.fault, tile_size=args.tile_size, out_channels=out_channels,
-                    seed=args.seed,
-                    work_dir=args.work_dir, json_path=args.json, waves_on_mismatch=not args.no_waves,
-                    netlist=args.netlist, jobs=args.jobs, denorm=args.denorm, sigma_bits=args.sigma_bits,
-                    shift_bits=args.shift_bits, codes_in=args.codes_in)
+    with remove_dir_on_failure(args.work_dir, "--work-dir"):
+        report = verify(args.export, layers="all" if args.layers is None else args.layers, tiles=args.tiles,
+                        simulator=args.simulator, lanes=args.lanes, top=args.top, fault=args.fault,
+                        tile_size=args.tile_size, out_channels=out_channels, seed=args.seed,
+                        work_dir=args.work_dir, json_path=args.json, waves_on_mismatch=not args.no_waves,
+                        netlist=args.netlist, jobs=args.jobs, denorm=args.denorm, sigma_bits=args.sigma_bits,
+                        shift_bits=args.shift_bits, codes_in=args.codes_in)
     print(format_report(report))
     return 0 if report["bit_exact"] else 1
 

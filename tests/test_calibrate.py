@@ -128,7 +128,7 @@ def test_cli(tmp_path, test_weights, capsys, one_thread):
     assert load_params(tmp_path / "f.npz").config["fill"] is True
     assert sidecar_path(out).is_file()
     for argv, msg in ((["--act-bits", "9"], "act-bits"), (["--weight-bits", "1"], "weight-bits"),
-                      (["--words", "6"], "words"), (["--calib", str(tmp_path / "none")], "not a folder"),
+                      (["--words", "6"], "words"), (["--calib", str(tmp_path / "none")], "folder not found"),
                       (["--weights", str(tmp_path / "w.pt")], "not found"), (["--seed", "-1"], "seed")):
         with pytest.raises(SystemExit) as exc:
             main(["--weights", test_weights, "--calib", str(calib), "--images", "1", "--out",

@@ -43,8 +43,8 @@ def test_icarus_uniform_fault_is_caught(fault, tmp_path, capsys):
     (["--layers", "3x3:17"], "does not run on an engine of 16"),
     (["--layers", "3x3"], "is not KxK:C"),
     (["--lanes", "5"], "lanes (5) must divide channels (16)"),
-    (["--act-bits", "1"], "act_bits must be an integer"),
-    (["--size", "0x3"], "must be positive"),
+    (["--act-bits", "1"], "--act-bits: must be an integer in 2..8"),
+    (["--size", "0x3"], "H and W must be in 1..1024"),
 ])
 def test_bad_arguments_are_one_line(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:

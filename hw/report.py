@@ -1008,12 +1008,24 @@ def build_parser() -> Parser:
 
 
 def reused_results(path) -> dict:
-    """(group, name) -> raw results of an earlier report's JSON (``--reuse``)."""
+    """(group, name) -> raw results of an earlier report's JSON (``--reuse``; format ``hw-report``), each row
+    checked: a list ``rows`` of objects with text ``group`` and ``name`` and ``raw``: {flow: {measure: value}}."""
     try:
         data = json.loads(Path(path).read_text())
-        return {(r["group"], r["name"]): r["raw"] for r in data["rows"]}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"--reuse {path}: not a hw.report JSON ({type(exc).__name__}: {exc})") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--reuse {path}: not a hw.report JSON ({type(exc).__name__}: {str(exc)[:80]})") from None
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        raise UserError(f"--reuse {path}: not a hw.report JSON (no list 'rows')")
+    out = {}
+    for i, r in enumerate(rows):
+        ok = (isinstance(r, dict) and isinstance(r.get("group"), str) and isinstance(r.get("name"), str)
+              and isinstance(r.get("raw"), dict) and all(isinstance(v, dict) for v in r["raw"].values()))
+        if not ok:
+            raise UserError(f"--reuse {path}: rows[{i}] needs text 'group' and 'name' and an object 'raw' of "
+                            f"per-flow objects")
+        out[(r["group"], r["name"])] = r["raw"]
+    return out
 
 
 @cli_main

@@ -152,6 +152,11 @@ def _sample_synth_entry(folder: Path) -> Path:
                                          "bram": 0, "lc": 90, "by_type": {"SB_LUT4": 84}})
 
 
+def _sample_hw_report(folder: Path) -> Path:
+    return _json(folder / "hardware.json", {"tools": {"yosys": "0.4"}, "rows": [
+        {"group": "ecp5", "name": "engine", "raw": {"ecp5": {"lut4": 84, "ffs": 20}}}]})
+
+
 def _sample_uniform_stats(folder: Path) -> Path:
     path = folder / "stats.npz"
     rng = np.random.default_rng(0)
@@ -196,6 +201,7 @@ SAMPLES = {
     "psnr-cache": _sample_psnr_cache, "minmax-cache": _sample_minmax_cache, "psnr-results": _sample_psnr_results,
     "synth-entry": _sample_synth_entry, "calib-rows": _sample_calib_rows, "sidecar": _sample_sidecar,
     "uniform-stats": _sample_uniform_stats, "selection-speed": _sample_selection_speed, "recon": _sample_recon,
+    "hw-report": _sample_hw_report,
 }
 #: formats whose sample needs the embedded params file
 NEEDS_PARAMS = {"params"}
@@ -405,6 +411,16 @@ def _garble_synth_entry(valid: Path, folder: Path) -> dict:
     }
 
 
+def _garble_hw_report(valid: Path, folder: Path) -> dict:
+    return {
+        "a-list": _mutate_json(valid, folder, "list.json", lambda d: [d]),
+        "no-rows": _mutate_json(valid, folder, "norows.json", lambda d: d.pop("rows") and None),
+        "row-text": _mutate_json(valid, folder, "rowtext.json", lambda d: d.update(rows=["engine"])),
+        "raw-list": _mutate_json(valid, folder, "rawlist.json", lambda d: d["rows"][0].update(raw=[1])),
+        "no-name": _mutate_json(valid, folder, "noname.json", lambda d: d["rows"][0].pop("name") and None),
+    }
+
+
 def _garble_uniform_stats(valid: Path, folder: Path) -> dict:
     return {
         "min-above-max": _npz(valid, folder / "mm.npz", min=lambda a: a + 5),
@@ -458,6 +474,7 @@ GARBLES = {
     "psnr-cache": _garble_psnr_cache, "minmax-cache": _garble_minmax_cache, "psnr-results": _garble_psnr_results,
     "synth-entry": _garble_synth_entry, "calib-rows": _garble_calib_rows, "sidecar": _garble_sidecar,
     "uniform-stats": _garble_uniform_stats, "selection-speed": _garble_selection_speed, "recon": _garble_recon,
+    "hw-report": _garble_hw_report,
 }
 
 

@@ -291,7 +291,10 @@ def adaround_section(res, words, scales, datasets) -> list[str]:
              "(AdaRound, block by block, cpu budget); the weights' format is unchanged, so the result is a DFSQ "
              "params file that the DFSQ engine runs as is. PSNR-Y (dB); *recovered* is the share of DFSQ's drop "
              "from FP that the reconstructed rounding wins back. Measured by `python -m bench.psnr_table --methods "
-             "dfsq-adaround --bits 4,3 --scales 2`.", "",
+             "dfsq-adaround --bits 4,3 --scales 2`. The DFSQ column is the table's DFSQ cell; the reconstruction "
+             "started from a calibration of the same images and weights made on the day it ran, which can differ "
+             "from that cell's in the last digits (the machine noise of the Summary): DFSQ evaluated from that very "
+             "calibration is in docs/quantization.md, \"Block reconstruction\".", "",
              "| model | dataset | bits | FP | DFSQ | DFSQ + AdaRound | gain | recovered |",
              "|---|---|---|---|---|---|---|---|"]
     for m, s, d, b in rows:

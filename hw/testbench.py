@@ -259,6 +259,10 @@ def run_stream(dut, beats, read_out, *, writes=(), valid_prob=1.0, ready_prob=1.
         run.cycles = cycle
         run.missing = len(beats) - i
 
+    sim.add_testbench(bench)
+    sim.run()
+    return run
+
 
 def run_accelerator(accel, records, max_cycles: int = 1_000_000) -> Run:
     """Load ``records`` ([(memory number, first address, uint8 rows)]) through the host port of a

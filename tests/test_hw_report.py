@@ -74,7 +74,7 @@ def test_render_sweep_rows(sweep):
 def test_a_design_too_large_for_the_device_has_no_fmax(monkeypatch):
     from golden.errors import UserError
 
-    def fake_run_flow(flow, text, top, cache, tools):
+    def fake_run_flow(flow, text, top, cache, tools, timeout=None):
         if flow == "fmax":
             raise UserError("nextpnr-ice40 (harness) failed: ERROR: Unable to place cell 'x', no BELs remaining")
         return {"lut4": 1}
@@ -188,7 +188,7 @@ def test_ecp5_render_tables_ratio_and_fit():
 def test_ecp5_design_that_does_not_fit_has_no_fmax(monkeypatch):
     from golden.errors import UserError
 
-    def fake_run_flow(flow, text, top, cache, tools):
+    def fake_run_flow(flow, text, top, cache, tools, timeout=None):
         if flow == "ecp5-fmax":
             raise UserError("nextpnr-ecp5 (harness) failed: ERROR: Unable to place cell 'x', no BELs remaining")
         return {"lut4": 1}

@@ -30,6 +30,9 @@ through to argparse; every builder takes ``when``):
 - ``int_list``, ``real_list``, ``choice_list``: comma-separated lists of those (no empty items, no duplicates);
   the parsed value is a Python list (``int_list(..., special=("none",))``: words that pass as they are).
 - ``name_list(name)``: comma-separated names (dataset folders), no paths.
+- ``item_list(name, parse, what, example=...)``: comma-separated items of any other syntax (``640x360`` frames,
+  ``rows16`` tiles), each ``parse(str)`` -> value or ``ValueError``/``UserError``; no empty items, no duplicates
+  (``example``: one valid item, for the fuzzer's repeated and empty-item cases).
 - ``indices(name)``: ``all`` (None) or a list of indices (layers, samples).
 - ``choice(name, choices)``: an enumeration. ``flag(name)``: store_true (``store_false`` with ``negate=True``).
 - ``text(name, parse)``: anything else (a crop, a ``K/N`` part, a structure string): ``parse(str)`` returns the
@@ -78,7 +81,8 @@ JOBS_MAX = 256
 
 #: kinds of option and the role each plays (tests/test_cli_fuzz.py derives its bad values from these)
 KINDS = {"int": "param", "real": "param", "int_list": "param", "real_list": "param", "choice": "mode",
-         "choice_list": "param", "name_list": "param", "indices": "param", "flag": "switch", "text": "param",
+         "choice_list": "param", "name_list": "param", "item_list": "param", "indices": "param",
+         "flag": "switch", "text": "param",
          "input_file": "input", "input_dir": "input", "input_dirs": "input", "input_path": "input",
          "output_file": "output", "output_dir": "output", "output_stem": "output", "work_dir": "work",
          "cache_file": "cache", "cache_dir": "cache"}
@@ -457,6 +461,19 @@ class Parser(argparse.ArgumentParser):
                 raise argparse.ArgumentTypeError(f"{text!r} is not a name")
             return text
         return self._declare(name, Decl("name_list", "param"), when, type=_list_type(item, "names"), **kw)
+
+    def item_list(self, name, parse, what: str, *, example: str, when=None, **kw):
+        """Comma-separated items, each ``parse(str)`` -> value (``ValueError``/``UserError``: refused with its
+        reason); no empty item, no duplicate (of the parsed value). ``what``: the items, for messages."""
+        def item(text: str):
+            try:
+                return parse(text)
+            except (ValueError, UserError) as exc:
+                first = str(exc).strip().splitlines()
+                raise argparse.ArgumentTypeError(first[0] if first else f"invalid item {text!r}") from None
+        item(example)   # the declared example must be valid
+        return self._declare(name, Decl("item_list", "param", extra={"example": example}), when,
+                             type=_list_type(item, what), **kw)
 
     def indices(self, name, *, hi: int = 100_000, when=None, **kw):
         """``all`` (parsed as None) or comma-separated indices 0..hi (layers, samples)."""

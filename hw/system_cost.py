@@ -1,7 +1,7 @@
 """System cost of per-sample statistics: on-chip buffers, DRAM traffic and frame rate of a whole quantized body.
 
     python -m hw.system_cost [--models edsr,rdn-S,rdn-B] [--frames 640x360,1920x1080] [--lanes 16]
-        [--fmax-mhz 75.6] [--json PATH] [--md PATH]
+        [--fmax-mhz 75.6] [--json PATH]
 
 DFSQ normalizes a conv's input with statistics over the whole feature map, so no layer can quantize its input
 before the previous one has written all of it; a static uniform design (Min-Max, Uniform-MSE) knows its scales in
@@ -181,12 +181,22 @@ def frames_per_second(layers, height: int, width: int, lanes: int, fmax_mhz: flo
     return summary(body_cycles(layers, height, width, lanes, bits), lanes, fmax_mhz)["fps"]
 
 
+def _frame(text: str) -> tuple[int, int]:
+    """``"640x360"`` -> (640, 360): an LR frame W x H, each side 1..16384 pixels."""
+    parts = text.strip().lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and 1 <= int(p) <= 16384 for p in parts):
+        raise ValueError(f"a frame is WxH with sides in 1..16384 (e.g. 640x360), got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def build_parser() -> Parser:
     ap = Parser(prog="python -m hw.system_cost", description=__doc__.split("\n\n")[0])
-    ap.text("--models", lambda t: [m.strip() for m in t.split(",")], default=["edsr", "rdn-S", "rdn-B"],
-            help="edsr, rdn-S, rdn-B (default all three)")
-    ap.text("--frames", lambda t: [tuple(int(v) for v in f.lower().split("x")) for f in t.split(",")],
-            default=[(640, 360), (1920, 1080)], help="LR frames WxH (default 640x360,1920x1080)")
+    from dfsq.rdn import CONFIGS
+
+    ap.choice_list("--models", ("edsr",) + tuple(f"rdn-{c}" for c in CONFIGS), default=["edsr", "rdn-S", "rdn-B"],
+                   help="edsr, rdn-S, rdn-B (default all three; rdn-A too)")
+    ap.item_list("--frames", _frame, "LR frames WxH", example="640x360", default=[(640, 360), (1920, 1080)],
+                 help="LR frames WxH (default 640x360,1920x1080)")
     ap.integer("--bits", 2, 8, default=4, help="DFSQ activation bits (default 4)")
     ap.integer("--static-bits", 2, 8, default=6, help="static uniform activation bits of equal PSNR (default 6)")
     ap.integer("--band", 1, 4096, default=16, help="rows per statistics band of dfsq-band (default 16)")

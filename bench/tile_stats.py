@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from golden.args import Parser
+from golden.args import Parser, When
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output
 
@@ -35,15 +35,50 @@ def cell_key(scale: int, tile: str, bits: int, dataset: str) -> str:
     return f"x{scale}/{tile}/W{bits}A{bits}/{dataset}"
 
 
-def load_json(path: Path) -> dict:
-    if not path.is_file():
-        return {"results": {}}
+CACHE_FORMAT = "dfsq-tile-stats-cache"
+CACHE_VERSION = 1
+
+
+def load_cache(path) -> dict:
+    """The cache at ``path`` (a new one if absent); the validator of format ``tile-stats-cache``
+    (:mod:`golden.formats`). Every entry is a result (bench.psnr_table's fields) of the tile, bit width and set its
+    key names; a garbled cache is refused in one line naming the entry and the field, never merged into."""
+    from bench.psnr_table import check_result
+    from dfsq.tile_stats import tile_name
+    from golden.formats import INT, OBJECT, TEXT, need, read_json
+
+    path = Path(path)
+    if not path.exists():
+        return {"format": CACHE_FORMAT, "version": CACHE_VERSION, "results": {}}
+    data = read_json(path, "tile_stats cache")
+    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
+        raise UserError(f"{path} is not a tile_stats cache (no 'format': {CACHE_FORMAT!r}); move it away to start "
+                        f"a new one")
+    if data.get("version") != CACHE_VERSION:
+        raise UserError(f"{path} is a tile_stats cache of version {data.get('version')!r}; this bench.tile_stats "
+                        f"reads version {CACHE_VERSION}")
+
+    def is_tile(v):
+        try:
+            return tile_name(v) == v
+        except (ValueError, UserError):
+            return False
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: not a readable JSON cache ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
-        raise UserError(f"{path}: not a tile_stats cache (no 'results' object)")
+        for k, r in need(data, "results", OBJECT, str(path)).items():
+            at = f"{path}: results[{k!r}]"
+            if not isinstance(r, dict):
+                raise UserError(f"{at}: expected an object, got {type(r).__name__}")
+            check_result(r, at)
+            tile = need(r, "tile", TEXT, at, check=is_tile, expect="a tile (HxW or rowsN)")
+            bits = need(r, "bits", INT, at, check=lambda v: 2 <= v <= 8, expect="a bit width in 2..8")
+            need(r, "images_calibration", INT, at, check=lambda v: v >= 1, expect="an image count >= 1")
+            need(r, "weights_fingerprint", TEXT, at)
+            parts = k.split("/")
+            if len(parts) != 4 or parts[1:3] != [tile, f"W{bits}A{bits}"]:
+                raise UserError(f"{at}: the key does not name the entry's tile {tile} and bits {bits} "
+                                f"(expected x<scale>/{tile}/W{bits}A{bits}/<set>)")
+    except UserError as exc:
+        raise UserError(f"{exc}: the cache is garbled (move it away to start a new one)") from None
     return data
 
 
@@ -148,17 +183,19 @@ def build_parser() -> Parser:
     from dfsq.data import DATASETS
 
     ap = Parser(prog="python -m bench.tile_stats", description=__doc__.split("\n\n")[0])
-    ap.text("--tiles", lambda t: [_tile(x) for x in t.split(",")], default=list(DEFAULT_TILES),
-            help="HxW tiles or rowsN bands, comma-separated (default 64x64,rows16,rows64)")
+    measuring = When("render_only", False)   # --render-only only redraws --out from --cache
+    ap.item_list("--tiles", _tile, "tiles (HxW or rowsN)", example="64x64", default=list(DEFAULT_TILES),
+                 help="HxW tiles or rowsN bands, comma-separated (default 64x64,rows16,rows64)")
     ap.int_list("--bits", 2, 8, default=[4, 3])
     ap.choice_list("--datasets", DATASETS, default=list(DATASETS))
     ap.choice("--scale", (2, 4), default=2)
-    ap.input_file("--weights", fmt="checkpoint", special=("default",), default="default")
-    ap.integer("--images", 1, 10_000, default=32, help="calibration images")
-    ap.seed()
-    ap.threads()
+    ap.input_file("--weights", fmt="checkpoint", special=("default",), default="default", when=measuring)
+    ap.integer("--images", 1, 10_000, default=32, when=measuring, help="calibration images")
+    ap.seed(when=measuring)
+    ap.threads(when=measuring)
     ap.cache_file("--cache", "tile-stats-cache", default=str(DEFAULT_CACHE))
-    ap.work_dir("--params-dir", default=str(ROOT / "out" / "params"), help="where calibrations are cached")
+    ap.work_dir("--params-dir", default=str(ROOT / "out" / "params"), when=measuring,
+                help="where calibrations are cached")
     ap.output_stem("--out", (".md", ".png"), default=str(DEFAULT_OUT), help="writes OUT.md and OUT.png")
     ap.flag("--render-only", help="only rewrite OUT.md and OUT.png from the cache")
     return ap
@@ -171,7 +208,7 @@ def main(argv=None):
 
     tiles, bits_list, datasets = args.tiles, args.bits, args.datasets
     cache_path, out = Path(args.cache), Path(args.out)
-    cache = load_json(cache_path)
+    cache = load_cache(cache_path)
 
     def publish():
         _write(out.with_suffix(".md"), render(cache, tiles, bits_list, datasets, args.scale))

@@ -45,6 +45,7 @@ FORMATS: dict[str, Format] = {
     "benchmarks": Format("folder", "dfsq.data:validate_benchmark_root", "benchmark root (SET/HR/*.png)"),
     "psnr-cache": Format("file", "bench.psnr_table:load_cache", "bench.psnr_table's result cache (JSON)"),
     "minmax-cache": Format("file", "bench.minmax_study:load_study_cache", "bench.minmax_study's cache (JSON)"),
+    "tile-stats-cache": Format("file", "bench.tile_stats:load_cache", "bench.tile_stats's cache (JSON)"),
     "psnr-results": Format("file", "hw.report:load_psnr", "PSNR result JSON (a file or a folder of them)"),
     "hw-report": Format("file", "hw.report:reused_results", "an earlier hw.report --json (docs/hardware.json)"),
     "synth-entry": Format("file", "hw.synth:validate_entry", "one hw.report synthesis cache entry (JSON)"),

@@ -127,6 +127,13 @@ def _sample_minmax_cache(folder: Path) -> Path:
         "x2/W4A4/images/Set5": cell, "outliers/x2": {"rows": [{"layer": 0}]}}})
 
 
+def _sample_tile_stats_cache(folder: Path) -> Path:
+    cell = {"psnr": 36.8, "ssim": 0.95, "images": 5, "seconds": 1.0, "weights_fingerprint": "ab" * 32,
+            "tile": "rows16", "bits": 4, "images_calibration": 32, "seed": 0}
+    return _json(folder / "tile_stats.json", {"format": "dfsq-tile-stats-cache", "version": 1, "results": {
+        "x2/rows16/W4A4/Set5": cell, "x2/64x64/W3A3/Set5": dict(cell, tile="64x64", bits=3, psnr=35.2)}})
+
+
 def _sample_psnr_results(folder: Path) -> Path:
     return _json(folder / "results.json", {"format": "dfsq-psnr-cache", "version": 1, "results": {
         "x2/dfsq/W4A4/words4/Set5": {"psnr": 37.0, "ssim": 0.95}}})
@@ -201,12 +208,12 @@ SAMPLES = {
     "psnr-cache": _sample_psnr_cache, "minmax-cache": _sample_minmax_cache, "psnr-results": _sample_psnr_results,
     "synth-entry": _sample_synth_entry, "calib-rows": _sample_calib_rows, "sidecar": _sample_sidecar,
     "uniform-stats": _sample_uniform_stats, "selection-speed": _sample_selection_speed, "recon": _sample_recon,
-    "hw-report": _sample_hw_report,
+    "hw-report": _sample_hw_report, "tile-stats-cache": _sample_tile_stats_cache,
 }
 #: formats whose sample needs the embedded params file
 NEEDS_PARAMS = {"params"}
 #: caches: a missing file is a new, empty cache (valid); every other garble is refused
-CACHES = {"psnr-cache", "minmax-cache"}
+CACHES = {"psnr-cache", "minmax-cache", "tile-stats-cache"}
 
 
 def sample(fmt: str, folder: Path) -> Path:
@@ -365,6 +372,24 @@ def _garble_minmax_cache(valid: Path, folder: Path) -> dict:
     return out
 
 
+def _garble_tile_stats_cache(valid: Path, folder: Path) -> dict:
+    key = "x2/rows16/W4A4/Set5"
+
+    def entry(fn):
+        def change(d):
+            fn(d["results"][key])
+        return change
+    out = _cache_garbles(valid, folder, key)
+    out.update({
+        "tile-bad": _mutate_json(valid, folder, "tile.json", entry(lambda r: r.update(tile="rows0"))),
+        "bits-9": _mutate_json(valid, folder, "bits9.json", entry(lambda r: r.update(bits=9))),
+        "key-mismatch": _mutate_json(valid, folder, "key.json", entry(lambda r: r.update(bits=3))),
+        "no-fingerprint": _mutate_json(valid, folder, "nofp.json", entry(lambda r: r.pop("weights_fingerprint"))),
+        "version-99": _mutate_json(valid, folder, "v99.json", lambda d: d.update(version=99)),
+    })
+    return out
+
+
 def _garble_psnr_results(valid: Path, folder: Path) -> dict:
     key = "x2/dfsq/W4A4/words4/Set5"
     return {
@@ -474,7 +499,7 @@ GARBLES = {
     "psnr-cache": _garble_psnr_cache, "minmax-cache": _garble_minmax_cache, "psnr-results": _garble_psnr_results,
     "synth-entry": _garble_synth_entry, "calib-rows": _garble_calib_rows, "sidecar": _garble_sidecar,
     "uniform-stats": _garble_uniform_stats, "selection-speed": _garble_selection_speed, "recon": _garble_recon,
-    "hw-report": _garble_hw_report,
+    "hw-report": _garble_hw_report, "tile-stats-cache": _garble_tile_stats_cache,
 }
 
 

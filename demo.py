@@ -82,11 +82,11 @@ def rtl_panel(args, params_path: Path, lr, out: Path):
     except SimulatorNotFound as exc:
         print(f"      RTL panel skipped: {exc}")
         return None, None
-    from sim.network import run_network
+    from sim.network import DEFAULT_WORK, run_network
 
     y, x, h, w = RTL_CROP
     rep = run_network(model=args.model, weights=args.weights, params=str(params_path), image=lr, crop=RTL_CROP,
-                      out=out / "rtl_crop", lanes=RTL_LANES, max_pixels=h * w, work_dir=ROOT / "sim_build", quiet=True)
+                      out=out / "rtl_crop", lanes=RTL_LANES, max_pixels=h * w, work_dir=DEFAULT_WORK, quiet=True)
     sr = np.asarray(Image.open(out / "rtl_crop" / "sr_rtl.png").convert("RGB"))
     return rep, ("DFSQ RTL (accelerator)\ncentre crop", sr, RTL_CROP)
 
@@ -205,7 +205,8 @@ def _run(args, out: Path):
     _done(t)
 
     t = _step(8, f"the quantized body of a {RTL_CROP[2]}x{RTL_CROP[3]} crop through the whole accelerator "
-                 f"({RTL_LANES} lanes, Verilator; its model is built once, into sim_build/) + comparison picture")
+                 f"({RTL_LANES} lanes, Verilator; its model is built once, into build/sim_network/) + comparison "
+                 f"picture")
     rtl, panel = (None, None) if args.no_rtl else rtl_panel(args, params_path, lr, out)
     if rtl is not None:
         print(f"      {len(rtl['steps'])} layers, {rtl['cycles']:,} cycles, {rtl['macs']:,} MACs in "

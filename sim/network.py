@@ -1,7 +1,7 @@
 """A whole DFSQ network through the RTL: the quantized body on the accelerator under Verilator, bit for bit.
 
     python -m sim.network --model edsr|rdn --weights W --params P --image I [--crop Y,X,H,W] --out DIR
-        [--hr HR.png] [--lanes 64] [--max-pixels 16384] [--work-dir sim_build] [--json FILE]
+        [--hr HR.png] [--lanes 64] [--max-pixels 16384] [--work-dir build/sim_network] [--json FILE]
 
 Steps: the model and its DFSQ params give the integer network (dfsq.int_mode.IntNetwork: the adapter's integer
 graph, every conv's integer parameters, the feature-map format); the FP prologue runs in PyTorch on the image (the
@@ -35,10 +35,12 @@ from golden.args import Parser
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, atomic_output_dir
 
-__all__ = ["run_network", "build_parser", "main", "DEFAULT_LANES", "DEFAULT_MAX_PIXELS"]
+__all__ = ["run_network", "build_parser", "main", "DEFAULT_LANES", "DEFAULT_MAX_PIXELS", "DEFAULT_WORK"]
 
 DEFAULT_LANES = 64
 DEFAULT_MAX_PIXELS = 128 * 128
+#: generated RTL, Verilator builds (cached) and runs: under the repository's build/, whatever the working folder
+DEFAULT_WORK = Path(__file__).resolve().parent.parent / "build" / "sim_network"
 TOOL = "sim.network"
 
 
@@ -170,19 +172,17 @@ def compare(prog, res, trace: np.ndarray, height: int, width: int, fb: int):
     return rows, first, tensors
 
 
-def _psnr(sr, hr_path, crop, scale: int):
-    from dfsq.data import load_rgb
-    from dfsq.metrics import psnr_y
-
-    hr = load_rgb(hr_path)
+def _hr_crop(hr: np.ndarray, crop, scale: int, height: int, width: int) -> np.ndarray:
+    """The part of the HR image that the SR crop (``height`` x ``width`` LR pixels) is compared with; checked
+    before any long work."""
     if crop is not None:
         y, x, h, w = crop
         hr = hr[y * scale:(y + h) * scale, x * scale:(x + w) * scale]
-    hr = hr[:sr.shape[0], :sr.shape[1]]
-    if hr.shape != sr.shape:
+    out = hr[:height * scale, :width * scale]
+    if out.shape[:2] != (height * scale, width * scale):
         raise UserError(f"--hr: the HR image ({hr.shape[1]}x{hr.shape[0]} after the crop) does not cover the SR "
-                        f"image ({sr.shape[1]}x{sr.shape[0]})")
-    return psnr_y(sr, hr, scale)
+                        f"image ({width * scale}x{height * scale})")
+    return out
 
 
 def _save_png(img: np.ndarray, path: Path) -> None:
@@ -200,13 +200,14 @@ def _is_previous(path: Path) -> bool:
 
 
 def run_network(*, model: str, weights: str, params: str, image: str, crop=None, out, hr=None,
-                lanes: int = DEFAULT_LANES, max_pixels: int = DEFAULT_MAX_PIXELS, work_dir="sim_build",
+                lanes: int = DEFAULT_LANES, max_pixels: int = DEFAULT_MAX_PIXELS, work_dir=DEFAULT_WORK,
                 fault=None, mutation=None, quiet: bool = False, json_path=None, max_cycles=None,
                 threads=None, netlist: str = "flat") -> dict:
     """Run the network's body through the RTL; returns the report (also DIR/report.json). ``image``: a path,
     'sample' or a uint8 (H, W, 3) LR array."""
     from dfsq.data import load_rgb, sample_image
     from dfsq.export import apply_crop
+    from dfsq.metrics import psnr_y
     from hw.program import check_program, compile_program, load_records, mutate
     from sim import native
     from sim.accel_harness import harness_cpp, read_report, read_trace, write_load
@@ -219,6 +220,7 @@ def run_network(*, model: str, weights: str, params: str, image: str, crop=None,
     else:
         img = sample_image() if image == "sample" else load_rgb(image)
     lr = apply_crop(img, crop)
+    hr_img = None if hr is None else load_rgb(hr)          # a bad --hr fails here, not after the simulation
     height, width = lr.shape[:2]
     if height * width > max_pixels:
         raise UserError(f"the crop has {height}x{width} = {height * width} pixels; the simulated feature-map memory "
@@ -228,6 +230,8 @@ def run_network(*, model: str, weights: str, params: str, image: str, crop=None,
     if model == "rdn":
         rdn_config = ",".join(str(v) for v in p.config["rdn_config"])
     scale = int(p.config["scale"])
+    if hr_img is not None:
+        hr_img = _hr_crop(hr_img, crop, scale, height, width)
     with atomic_output_dir(out, replace=_is_previous) as tmp_out:
         _say(f"golden integer network on the {width}x{height} crop ...", quiet)
         t0 = time.perf_counter()
@@ -285,7 +289,7 @@ def run_network(*, model: str, weights: str, params: str, image: str, crop=None,
             _save_png(sr_rtl, tmp_out / "sr_rtl.png")
         png_equal = sr_rtl is not None and (tmp_out / "sr_rtl.png").read_bytes() == (tmp_out / "sr_golden.png"
                                                                                     ).read_bytes()
-        psnr = _psnr(sr_rtl if sr_rtl is not None else sr_golden, hr, crop, scale) if hr else None
+        psnr = None if hr_img is None else psnr_y(sr_rtl if sr_rtl is not None else sr_golden, hr_img, scale)
         sim_s = float(run["seconds"])
         report = {
             "tool": TOOL, "model": model, "params": str(params), "image": str(image),
@@ -355,7 +359,8 @@ def build_parser() -> Parser:
     ap.integer("--lanes", 1, 1024, default=DEFAULT_LANES, help=f"engine lanes (default {DEFAULT_LANES})")
     ap.integer("--max-pixels", 1, 1 << 22, default=DEFAULT_MAX_PIXELS,
                help=f"pixels per channel of the simulated feature-map memory (default {DEFAULT_MAX_PIXELS})")
-    ap.work_dir("--work-dir", default="sim_build", help="generated RTL, Verilator builds, runs (default sim_build/)")
+    ap.work_dir("--work-dir", default=str(DEFAULT_WORK),
+                help="generated RTL, Verilator builds, runs (default build/sim_network/)")
     ap.output_file("--json", default=None, help="also write the report here")
     ap.choice("--netlist", ("flat", "generated"), default="flat",
               help="simulate the accelerator generated as one flattened module (default; Verilator runs it faster)"

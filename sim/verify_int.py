@@ -2,7 +2,7 @@
 
     python -m sim.verify_int --export DIR --top stats-unit|threshold-unit|quantizer|post-unit [--layers all|0,5]
         [--tiles N|all] [--tile-size 8] [--lanes 16] [--simulator icarus|verilator] [--fault NAME] [--jobs J]
-        [--json FILE] [--work-dir sim_build]
+        [--json FILE] [--work-dir build/sim_verify_int]
 
 The export's integer body (its manifest's ``integer`` section and entry tensor: golden.int_export) is rerun in
 golden, keeping every layer's integer input, statistics, thresholds, codes, accumulator and output. For each
@@ -42,6 +42,8 @@ from sim.tb_stream import STREAM_FORMAT, pack_word, word_bytes
 from sim.verify import (_generator_digest, _hexdec, _run_dir, _say, _simulate, _simulate_shards, _write_json,
                         parse_layers, shard_layers)
 
+#: RTL, builds and runs: under the repository's build/, whatever the working folder
+DEFAULT_WORK = Path(__file__).resolve().parent.parent / "build" / "sim_verify_int"
 TOPS = ("stats-unit", "threshold-unit", "quantizer", "post-unit")
 DEFAULT_TILES = 2
 DEFAULT_TILE_SIZE = 8
@@ -327,7 +329,7 @@ def verify_int(export_dir, top: str, layers="all", tiles=DEFAULT_TILES, tile_siz
     if spec.datapath.channels % lanes and top != "threshold-unit":
         raise UserError(f"--lanes must divide the export's channel count {spec.datapath.channels}, got {lanes}")
     chosen = parse_layers(layers, list(range(len(body.graph.steps))))
-    work = Path(work_dir or "sim_build").resolve()
+    work = Path(work_dir or DEFAULT_WORK).resolve()
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     res = body.run()
@@ -498,7 +500,7 @@ def build_parser() -> Parser:
               help="generate a deliberately broken unit (mutation testing)")
     add_denorm_args(ap, " of the golden datapath (the post unit's accumulator)", when=When("top", "post-unit"))
     ap.seed(help="seed of the random tile positions")
-    ap.work_dir("--work-dir", default="sim_build", help="RTL, builds and runs (default sim_build/)")
+    ap.work_dir("--work-dir", default=str(DEFAULT_WORK), help="RTL, builds and runs (default build/sim_verify_int/)")
     ap.jobs(help="simulator processes in parallel, each on a run of the layers (default 1)")
     ap.flag("--no-waves", help="do not re-run a mismatching layer with waves on")
     ap.output_file("--json", help="write the report as JSON to this file")

@@ -85,6 +85,25 @@ def test_bad_input_api(tmp_path, kw, msg):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("hr,msg", [("small", "does not cover"), ("truncated", "hr.png")])
+@needs_verilator
+def test_bad_hr_fails_before_the_build(tmp_path, hr, msg):
+    """--hr is read and checked before the golden run and the Verilator build (it was read after them)."""
+    from PIL import Image
+
+    from golden.errors import UserError
+    from sim.network import run_network
+
+    path = tmp_path / "hr.png"
+    Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(path)
+    if hr == "truncated":
+        path.write_bytes(path.read_bytes()[:30])
+    with pytest.raises(UserError, match=msg):
+        run_network(model="edsr", weights="default", params=str(PARAMS), image="sample", crop=(0, 0, 4, 4),
+                    hr=str(path), out=tmp_path / "out", work_dir=tmp_path / "w", quiet=True)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()
+
+
 def test_missing_verilator_is_one_line(tmp_path, monkeypatch):
     import sim.runner as runner
 

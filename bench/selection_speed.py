@@ -236,7 +236,7 @@ def main(argv=None):
     model = load_edsr(args.weights, 2)
     names = [n for n, _ in quantized_convs(model)]
     if args.layer not in names:
-        raise UserError(f"unknown layer {args.layer!r} (e.g. body.4.body.0)")
+        raise UserError(f"--layer: unknown layer {args.layer!r} (e.g. body.4.body.0)")
     hist = collect_histograms(model, calibration_images(None, args.images, 2), BINS)[names.index(args.layer)]
     hist = hist[: args.channels]
     res = {"command": "python -m bench.selection_speed " + " ".join(argv if argv is not None else

@@ -48,7 +48,7 @@ def layer_inputs(model, images, layer: str | int) -> tuple[str, list[np.ndarray]
     elif layer in names:
         name, conv = convs[names.index(layer)]
     else:
-        raise UserError(f"unknown layer {layer!r}: use an index 0..{len(convs) - 1} or a name like {names[0]}")
+        raise UserError(f"--layer: unknown layer {layer!r}: use an index 0..{len(convs) - 1} or a name like {names[0]}")
     acts = []
     h = conv.register_forward_pre_hook(lambda m, inp: acts.append(inp[0][0].detach().numpy().copy()))
     try:

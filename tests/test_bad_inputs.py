@@ -443,6 +443,19 @@ CASES = [
      lambda L, O: ["--methods", "fp", "--repeat", "0", "--out", str(O / "s")], 2, ()),
     ("fakequant-speed-method-bogus", "bench.fakequant_speed",
      lambda L, O: ["--methods", "fp,bogus", "--out", str(O / "s")], 2, ()),
+    # hw.system_cost: --models and --frames were free text (a repeated model or a 0x0 frame ran and printed rows)
+    ("system-cost-frame-0x0", "hw.system_cost", lambda L, O: ["--models", "edsr", "--frames", "0x0"], 2, ()),
+    ("system-cost-frame-negative", "hw.system_cost", lambda L, O: ["--models", "edsr", "--frames=-64x36"], 2, ()),
+    ("system-cost-frame-three-sides", "hw.system_cost", lambda L, O: ["--frames", "64x36x2"], 2, ()),
+    ("system-cost-frames-repeated", "hw.system_cost", lambda L, O: ["--frames", "64x36,64x36"], 2, ()),
+    ("system-cost-models-repeated", "hw.system_cost", lambda L, O: ["--models", "edsr,edsr"], 2, ()),
+    ("system-cost-model-unknown-rdn-config", "hw.system_cost", lambda L, O: ["--models", "rdn-Z"], 2, ()),
+    # bench.tile_stats: a repeated tile; an option of the measurement given with --render-only (was ignored)
+    ("tile-stats-tiles-repeated", "bench.tile_stats",
+     lambda L, O: ["--render-only", "--tiles", "rows16,rows16", "--cache", str(O / "c.json"), "--out", str(O / "t")],
+     2, ()),
+    ("tile-stats-images-with-render-only", "bench.tile_stats",
+     lambda L, O: ["--render-only", "--images", "4", "--cache", str(O / "c.json"), "--out", str(O / "t")], 2, ()),
 ]
 
 

@@ -339,11 +339,16 @@ def _garble_benchmarks(valid: Path, folder: Path) -> dict:
     return {"no-HR": no_hr, "truncated-png": bad, "empty-set": empty}
 
 
+def _entry(key: str, fn):
+    """A change of a cache's JSON: ``fn`` applied to its entry ``results[key]``."""
+    def change(d):
+        fn(d["results"][key])
+    return change
+
+
 def _cache_garbles(valid: Path, folder: Path, key: str) -> dict:
     def entry(fn):
-        def change(d):
-            fn(d["results"][key])
-        return change
+        return _entry(key, fn)
     return {
         "a-list": _mutate_json(valid, folder, "list.json", lambda d: [d]),
         "no-results": _mutate_json(valid, folder, "nores.json", lambda d: d.pop("results") and None),
@@ -376,9 +381,7 @@ def _garble_tile_stats_cache(valid: Path, folder: Path) -> dict:
     key = "x2/rows16/W4A4/Set5"
 
     def entry(fn):
-        def change(d):
-            fn(d["results"][key])
-        return change
+        return _entry(key, fn)
     out = _cache_garbles(valid, folder, key)
     out.update({
         "tile-bad": _mutate_json(valid, folder, "tile.json", entry(lambda r: r.update(tile="rows0"))),

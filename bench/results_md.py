@@ -448,6 +448,34 @@ INT_CMD = "python -m bench.psnr_table --models {m} --scales {s} --bits {b} --met
 INT_GOAL_DB = 0.01
 
 
+def _other_calibration(fq: dict, it: dict) -> bool:
+    """Whether a fake-quant cell was calibrated in another run than the integer cell beside it: another device, or
+    params files of different digests (cells without a digest are taken as the same run of the same recipe)."""
+    if fq.get("device", "cpu") != it.get("device", "cpu"):
+        return True
+    return bool(fq.get("params_sha256") and it.get("params_sha256") and fq["params_sha256"] != it["params_sha256"])
+
+
+def _int_rate(res: dict) -> str:
+    """The measured cost of a ``dfsq-int`` image (seconds per image of the largest set measured, from the cells'
+    own ``seconds``), which is why the cells above are missing."""
+    rates = {}
+    for k, r in res.items():
+        parts = k.split("/")
+        if "dfsq-int" in parts and r.get("seconds") and r.get("images"):
+            scale, dataset = parts[parts.index("dfsq-int") - 1], parts[-1]
+            rates.setdefault((r["images"], dataset, scale), []).append(r["seconds"] / r["images"])
+    if not rates:
+        return ""
+    top = max(n for n, _, _ in rates)
+    span = lambda v: f"{min(v):.1f}" + ("" if f"{min(v):.1f}" == f"{max(v):.1f}" else f" to {max(v):.1f}")  # noqa: E731
+    per = "; ".join(f"{s} {span(v)} s" for (n, d, s), v in sorted(rates.items()) if n == top)
+    dataset = next(d for n, d, _ in rates if n == top)
+    return (f"`dfsq-int` runs NumPy integer convs on one thread: per {dataset} image {per} (the cells' own times, "
+            f"on a shared, loaded 2-core machine); Urban100's images have about five times B100's pixels on average "
+            f"(HR 774k against 154k), so each Urban100 cell is several hours of one core: not run yet.")
+
+
 def integer_section(res, datasets) -> list[str]:
     """The integer-only network (contract 2, ``dfsq-int``) beside fake-quant (``dfsq``) and the contract-1 hardware
     datapath (``dfsq-hw``), with the feature-map format and its saturations (docs/datapath.md "Contract 2")."""
@@ -465,11 +493,12 @@ def integer_section(res, datasets) -> list[str]:
              "feature-map format (entry, requantized outputs and residual sums) over every value written.", "",
              "| network | bits | set | fake-quant | dfsq-hw | dfsq-int | hw - fq | int - fq | feature maps | "
              "saturated |", "|---|---|---|---:|---:|---:|---:|---:|---|---:|"]
-    worst = []
+    worst, missing, other_calib = [], [], False
     for m, s, b in cells:
         for d in datasets:
             fq, hw, it = (res.get(_key(s, meth, b, 4, d, m)) for meth in ("dfsq", "dfsq-hw", "dfsq-int"))
             if it is None:
+                missing.append((m, s, b, d))
                 continue
             integer = it.get("integer") or {}
             dif = None if fq is None else it["psnr"] - fq["psnr"]
@@ -478,8 +507,17 @@ def integer_section(res, datasets) -> list[str]:
             sat = (f"{integer['saturated']:,} of {integer['values']:,}" if integer.get("values") else "")
             p4 = lambda r: "" if r is None else f"{r['psnr']:.4f}"  # noqa: E731
             hwd = "" if fq is None or hw is None else _d(hw["psnr"] - fq["psnr"], 4)
-            lines.append(f"| {MODEL_LABEL[m]} x{s} | W{b}A{b} | {d} | {p4(fq)} | {p4(hw)} | {p4(it)} | {hwd} | "
+            mark = "†" if fq is not None and _other_calibration(fq, it) else ""
+            other_calib = other_calib or bool(mark)
+            lines.append(f"| {MODEL_LABEL[m]} x{s} | W{b}A{b} | {d} | {p4(fq)}{mark} | {p4(hw)} | {p4(it)} | {hwd} | "
                          f"{_d(dif, 4)} | {integer.get('fmap', '')} | {sat} |")
+    if other_calib:
+        lines += ["", "† this fake-quant cell comes from another calibration run of the same recipe (another device or "
+                      "params file: float32 k-means and statistics differ in the last bits), so its difference mixes "
+                      "in calibration noise; `dfsq-hw` and `dfsq-int` beside it share one params file."]
+    if missing:
+        lines += ["", "Not measured (no `dfsq-int` cell): " + "; ".join(
+            f"{MODEL_LABEL[m]} x{s} W{b}A{b} {d}" for m, s, b, d in missing) + ". " + _int_rate(res)]
     if worst:
         w, where = max(worst)
         within = sum(1 for v, _ in worst if v <= INT_GOAL_DB)

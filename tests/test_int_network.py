@@ -192,6 +192,26 @@ def test_results_section_shows_the_three_datapaths():
     assert "0 of 1,000" in text and "Within 0.01 dB of fake-quant: 1 of 1 cells" in text
     assert "--scales 2 --bits 4,3 --methods dfsq,dfsq-hw,dfsq-int" in text
     assert integer_section({}, ["Set5"]) == []
+    assert "†" not in text and "Not measured (no `dfsq-int` cell): EDSR-baseline x2 W4A4 Set14" in text
+
+
+def test_results_section_flags_other_calibrations_and_gaps():
+    """A fake-quant neighbour from another calibration run is marked; a missing cell is named with the measured
+    cost of an image (from the cells' own seconds), never left as a silent gap."""
+    from bench.results_md import integer_section
+
+    rep = {"fmap": "Q12.3", "saturated": 0, "values": 10}
+    res = {"rdn/x2/dfsq/W4A4/words4/Set5": {"psnr": 37.0358, "ssim": 0.9, "device": "cuda"},
+           "rdn/x2/dfsq-int/W4A4/words4/Set5": {"psnr": 37.0456, "ssim": 0.9, "integer": rep},
+           "x2/dfsq/W4A4/words4/B100": {"psnr": 31.5, "ssim": 0.9, "params_sha256": "aa"},
+           "x2/dfsq-int/W4A4/words4/B100": {"psnr": 31.5, "ssim": 0.9, "images": 100, "seconds": 850.0,
+                                             "params_sha256": "bb", "integer": rep}}
+    text = "\n".join(integer_section(res, ["Set5", "B100", "Urban100"]))
+    assert "| 37.0358† |" in text and "| 31.5000† |" in text and "another calibration run" in text
+    assert "RDN x2 W4A4 Urban100" in text and "EDSR-baseline x2 W4A4 Urban100" in text
+    assert "per B100 image x2 8.5 s" in text
+    res["x2/dfsq/W4A4/words4/B100"]["params_sha256"] = "bb"
+    assert "| 31.5000 |" in "\n".join(integer_section(res, ["B100"]))
 
 
 def test_int_speed_bad_input(tmp_path, capsys):

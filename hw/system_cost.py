@@ -250,6 +250,11 @@ def _res(row, flow, key):
     return (row or {}).get("raw", {}).get(flow, {}).get(key) if row else None
 
 
+def _reached(method: str, bits, note: str) -> str:
+    """'reached by M at WbAb', or why not (hw.iso_psnr.fewest_bits's reason)."""
+    return f"reached by {method} at W{bits}A{bits}" if bits else f"not reached by {method} ({note})"
+
+
 def section(hw_rows: list[dict], psnr_paths, tile_path, fmax_mhz: float | None) -> list[str]:
     """The "System cost" section of docs/hardware.md from the measured rows, PSNR files and tile statistics."""
     from .iso_psnr import DATASETS, _psnr_row, fewest_bits, load_cells
@@ -272,9 +277,9 @@ def section(hw_rows: list[dict], psnr_paths, tile_path, fmax_mhz: float | None) 
              "static uniform designs of equal PSNR, at equal MACs per cycle (16 lanes, 144 multipliers).", ""]
     ps = " / ".join("…" if target.get(d) is None else f"{target[d]:.2f}" for d in DATASETS)
     lines += [f"**Equal PSNR** (x2 EDSR, `bench/results/psnr_table.json`, within 0.01 dB on every set measured): "
-              f"DFSQ W{DFSQ_BITS}A{DFSQ_BITS} {ps} dB (Set5 / Set14 / B100 / Urban100) is reached by Min-Max at "
-              f"{f'W{mm_bits}A{mm_bits}' if mm_bits else mm_note} and by Uniform-MSE (per-channel MSE-clipped "
-              f"ranges) at {f'W{un_bits}A{un_bits}' if un_bits else un_note}.", ""]
+              f"DFSQ W{DFSQ_BITS}A{DFSQ_BITS} {ps} dB (Set5 / Set14 / B100 / Urban100): "
+              f"{_reached('Min-Max', mm_bits, mm_note)}; "
+              f"{_reached('Uniform-MSE (per-channel MSE-clipped ranges)', un_bits, un_note)}.", ""]
     # --- area ---
     lines += ["### Area (ECP5 LFE5U-85F, `synth_ecp5`)", ""]
     if acc:

@@ -232,3 +232,11 @@ def test_iso_psnr_fewest_bits():
     assert fewest_bits(cells, "minmax", target)[0] is None
     only_two = {("minmax", 4, 8, "Set5"): 40.0, ("minmax", 4, 8, "Set14"): 40.0}
     assert "not measured" in fewest_bits(only_two, "minmax", target)[1]
+
+
+def test_system_cost_equal_psnr_sentence():
+    from hw.system_cost import _reached
+
+    assert _reached("Min-Max", 6, "") == "reached by Min-Max at W6A6"
+    assert _reached("Uniform-MSE", None, "none of [3, 4] bits reaches it") == \
+        "not reached by Uniform-MSE (none of [3, 4] bits reaches it)"

@@ -456,6 +456,10 @@ def _other_calibration(fq: dict, it: dict) -> bool:
     return bool(fq.get("params_sha256") and it.get("params_sha256") and fq["params_sha256"] != it["params_sha256"])
 
 
+#: Urban100's mean HR pixel count over B100's (774,314 / 153,600; ../shared/data/benchmark).
+URBAN100_PIXEL_RATIO = 5.0
+
+
 def _int_rate(res: dict) -> str:
     """The measured cost of a ``dfsq-int`` image (seconds per image of the largest set measured, from the cells'
     own ``seconds``), which is why the cells above are missing."""
@@ -471,9 +475,12 @@ def _int_rate(res: dict) -> str:
     span = lambda v: f"{min(v):.1f}" + ("" if f"{min(v):.1f}" == f"{max(v):.1f}" else f" to {max(v):.1f}")  # noqa: E731
     per = "; ".join(f"{s} {span(v)} s" for (n, d, s), v in sorted(rates.items()) if n == top)
     dataset = next(d for n, d, _ in rates if n == top)
+    every = [x for (n, _, _), v in rates.items() if n == top for x in v]
+    hours = [URBAN100_PIXEL_RATIO * 100 * x / 3600 for x in (min(every), max(every))]
     return (f"`dfsq-int` runs NumPy integer convs on one thread: per {dataset} image {per} (the cells' own times, "
-            f"on a shared, loaded 2-core machine); Urban100's images have about five times B100's pixels on average "
-            f"(HR 774k against 154k), so each Urban100 cell is several hours of one core: not run yet.")
+            f"on a shared, loaded 2-core machine); Urban100's 100 images have about {URBAN100_PIXEL_RATIO:g} times "
+            f"B100's pixels on average (HR 774k against 154k), so an Urban100 cell would take about "
+            f"{hours[0]:.1f} to {hours[1]:.1f} hours of one core at these rates: not run yet.")
 
 
 def integer_section(res, datasets) -> list[str]:

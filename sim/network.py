@@ -35,12 +35,18 @@ from golden.args import Parser
 from golden.errors import UserError, cli_main
 from golden.files import atomic_output, atomic_output_dir
 
+from .native import OPT_FAST
+
 __all__ = ["run_network", "build_parser", "main", "DEFAULT_LANES", "DEFAULT_MAX_PIXELS", "DEFAULT_WORK"]
 
 DEFAULT_LANES = 64
 DEFAULT_MAX_PIXELS = 128 * 128
 #: generated RTL, Verilator builds (cached) and runs: under the repository's build/, whatever the working folder
 DEFAULT_WORK = Path(__file__).resolve().parent.parent / "build" / "sim_network"
+#: gcc's level for the Verilated model's per-cycle code (sim.native.OPT_FAST without its dash); the others for
+#: comparisons (docs/accelerator.md, "Measured").
+CXX_OPTS = ("Os", "O1", "O2", "O3")
+DEFAULT_CXX_OPT = OPT_FAST.lstrip("-")
 TOOL = "sim.network"
 
 
@@ -86,7 +92,7 @@ class _BodyModel:
 def _upscale(net, lr: np.ndarray, body) -> np.ndarray:
     import torch
 
-    x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float()
+    x = torch.from_numpy(np.array(lr, order="C")).permute(2, 0, 1)[None].float()   # a copy: lr may be read-only
     with torch.no_grad():
         y = _BodyModel(net, body)(x)[0].clamp(0, 255).round().byte().permute(1, 2, 0)
     return y.numpy()
@@ -202,7 +208,7 @@ def _is_previous(path: Path) -> bool:
 def run_network(*, model: str, weights: str, params: str, image: str, crop=None, out, hr=None,
                 lanes: int = DEFAULT_LANES, max_pixels: int = DEFAULT_MAX_PIXELS, work_dir=DEFAULT_WORK,
                 fault=None, mutation=None, quiet: bool = False, json_path=None, max_cycles=None,
-                threads=None, netlist: str = "flat") -> dict:
+                threads=None, netlist: str = "flat", cxx_opt: str = DEFAULT_CXX_OPT) -> dict:
     """Run the network's body through the RTL; returns the report (also DIR/report.json). ``image``: a path,
     'sample' or a uint8 (H, W, 3) LR array."""
     from dfsq.data import load_rgb, sample_image
@@ -214,6 +220,8 @@ def run_network(*, model: str, weights: str, params: str, image: str, crop=None,
     from sim.runner import check_simulator
 
     t_start = time.perf_counter()
+    if cxx_opt not in CXX_OPTS:
+        raise UserError(f"cxx_opt must be one of {', '.join(CXX_OPTS)}, not {cxx_opt!r}")
     check_simulator("verilator")                            # fail fast: one line when it is missing
     if isinstance(image, np.ndarray):
         img, image = image, "(an image array)"
@@ -244,8 +252,9 @@ def run_network(*, model: str, weights: str, params: str, image: str, crop=None,
         check_program(prog)
         work = Path(work_dir).resolve()
         v_path, sidecar = generate_accel(spec, fault, work / "rtl", quiet, flat=netlist == "flat")
-        bld = native.build(v_path, top=sidecar["module"], cpp=harness_cpp(sidecar),
-                           build_dir=work / "build" / f"{v_path.stem}-native", log=None if quiet else
+        suffix = "" if cxx_opt == DEFAULT_CXX_OPT else f"-{cxx_opt}"
+        bld = native.build(v_path, top=sidecar["module"], cpp=harness_cpp(sidecar), opt_fast=f"-{cxx_opt}",
+                           build_dir=work / "build" / f"{v_path.stem}-native{suffix}", log=None if quiet else
                            (lambda msg: _say(msg + " (once per configuration; minutes for 64 lanes)", quiet)))
         _say(f"Verilator model {bld.exe} ({'cached' if bld.cached else f'built in {bld.seconds:.0f} s'})", quiet)
         run_dir = work / "runs" / f"network-{os.getpid()}"
@@ -290,17 +299,20 @@ def run_network(*, model: str, weights: str, params: str, image: str, crop=None,
         png_equal = sr_rtl is not None and (tmp_out / "sr_rtl.png").read_bytes() == (tmp_out / "sr_golden.png"
                                                                                     ).read_bytes()
         psnr = None if hr_img is None else psnr_y(sr_rtl if sr_rtl is not None else sr_golden, hr_img, scale)
-        sim_s = float(run["seconds"])
+        sim_s, cpu_s = float(run["seconds"]), float(run["cpu_seconds"])
         report = {
             "tool": TOOL, "model": model, "params": str(params), "image": str(image),
             "crop": list(crop) if crop else None, "height": height, "width": width, "scale": scale,
-            "lanes": spec.lanes, "rtl": str(v_path), "netlist": netlist, "accelerator": spec.describe(), "fault": fault,
+            "lanes": spec.lanes, "rtl": str(v_path), "netlist": netlist, "cxx_opt": cxx_opt,
+            "accelerator": spec.describe(), "fault": fault,
             "mutation": list(getattr(prog, "mutation", ())) or None, "steps": rows, "bit_exact": bool(bit_exact),
             "first_mismatch": first, "status": run["status"], "done": run["done"], "cycles": run["cycles"],
             "sim_seconds": round(sim_s, 3), "sim_cpu_seconds": round(float(run["cpu_seconds"]), 3),
             "load_cycles": run["load_cycles"], "load_seconds": round(float(run["load_seconds"]), 3),
             "macs": macs, "mac_per_s": round(macs / sim_s, 1) if sim_s else None,
             "cycles_per_s": round(run["cycles"] / sim_s, 1) if sim_s else None,
+            "mac_per_cpu_s": round(macs / cpu_s, 1) if cpu_s else None,
+            "cycles_per_cpu_s": round(run["cycles"] / cpu_s, 1) if cpu_s else None,
             "build_seconds": round(bld.seconds, 1), "build_cached": bld.cached, "golden_seconds": round(golden_s, 3),
             "sr_png_identical": bool(png_equal), "psnr_y": psnr, "saturations": res.saturations,
             "wall_seconds": round(time.perf_counter() - t_start, 3)}
@@ -322,6 +334,10 @@ def format_report(r: dict) -> str:
     lines.append(f"simulated {r['cycles']:,} cycles, {r['macs']:,} MACs in {r['sim_seconds']:.1f} s: "
                  f"{r['cycles_per_s']:,.0f} cycles/s, {r['mac_per_s'] / 1e6:.1f}M MAC/s ({r['lanes']} lanes; "
                  f"Verilator, one thread; load {r['load_cycles']:,} cycles in {r['load_seconds']:.1f} s)")
+    if r.get("mac_per_cpu_s"):
+        lines.append(f"the simulator's CPU time: {r['sim_cpu_seconds']:.1f} s, {r['cycles_per_cpu_s']:,.0f} cycles and "
+                     f"{r['mac_per_cpu_s'] / 1e6:.1f}M MAC per CPU second (wall time above also counts other "
+                     f"processes on a loaded machine)")
     if r["status"]:
         lines.append(f"the accelerator stopped with status {r['status']} (a requantization shift below 1)")
     if r["psnr_y"] is not None:
@@ -365,6 +381,8 @@ def build_parser() -> Parser:
     ap.choice("--netlist", ("flat", "generated"), default="flat",
               help="simulate the accelerator generated as one flattened module (default; Verilator runs it faster)"
                    " or the generated hierarchy")
+    ap.choice("--cxx-opt", CXX_OPTS, default=DEFAULT_CXX_OPT,
+              help="gcc's optimization level for the model's per-cycle C++ (default Os, the fastest measured)")
     ap.choice("--fault", sorted(ACCEL_FAULTS), default=None, help="a deliberately broken accelerator (mutation tests)")
     ap.choice("--mutate", sorted(MUTATIONS), default=None, help="a deliberately wrong layer program (mutation tests)")
     ap.threads()
@@ -381,7 +399,7 @@ def main(argv=None):
     report = run_network(model=args.model, weights=args.weights, params=args.params, image=args.image,
                          crop=args.crop, out=args.out, hr=args.hr, lanes=args.lanes, max_pixels=args.max_pixels,
                          work_dir=args.work_dir, fault=args.fault, mutation=args.mutate, json_path=args.json,
-                         threads=args.threads, netlist=args.netlist)
+                         threads=args.threads, netlist=args.netlist, cxx_opt=args.cxx_opt)
     print(format_report(report))
     return 0 if report["bit_exact"] else 1
 

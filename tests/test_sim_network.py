@@ -49,6 +49,18 @@ def test_load_file_round_trip(tmp_path):
     assert read_trace(tmp_path / "t.bin").tolist() == [-3, 7]
 
 
+def test_native_levels_are_not_overridden():
+    """verilated.mk appends the user's -CFLAGS after OPT_FAST/OPT_SLOW: an -O level there would override both (it
+    did: every file at -O3, 1.5x slower per cycle than -Os on the 64-lane accelerator)."""
+    import re
+
+    from sim import native
+    from sim.network import CXX_OPTS, DEFAULT_CXX_OPT
+
+    assert not re.search(r"(^|\s)-O", native.CXX_FLAGS)
+    assert native.OPT_FAST == f"-{DEFAULT_CXX_OPT}" and DEFAULT_CXX_OPT in CXX_OPTS
+
+
 def test_harness_touches_only_ports():
     ports = [{"name": n, "width": w} for n, w in (("host_we", 1), ("host_mem", 3), ("host_addr", 20),
                                                   ("host_data", 2880), ("start", 1), ("busy", 1), ("done", 1),

@@ -152,7 +152,7 @@ def test_readme_commands_in_order(tmp_path):
             continue
         print(f"README line {c['line']}: {c['command']}", flush=True)
         code, seconds, out, cpu = _run(c["command"], copy)
-        print(f"  exit {code}, {seconds:.1f} s wall, {cpu:.1f} s CPU (stated {c['seconds']:g} s)", flush=True)
+        print(f"  exit {code}, {seconds:.1f} s wall, {cpu:.1f} s CPU (stated {c['seconds']} s)", flush=True)
         times.append({"line": c["line"], "command": c["command"], "exit": code, "seconds": round(seconds, 1),
                       "cpu_seconds": round(cpu, 1), "stated": c["seconds"]})
         if code != 0:

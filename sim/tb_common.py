@@ -189,6 +189,19 @@ def write_result(path, **arrays) -> None:
             np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
 
 
+def write_stream_result(path, *, actual, received: int, expected_count: int, mismatches: int, first_mismatch,
+                        per_layer, wall: "Stopwatch") -> None:
+    """:func:`write_result` of a streaming unit's testbench (no table phase): ``per_layer`` holds (cycles,
+    seconds) per layer; ``first_mismatch`` None when there was none."""
+    write_result(path, actual=actual, received=received, expected_count=expected_count, mismatches=mismatches,
+                 first_mismatch=-1 if first_mismatch is None else first_mismatch,
+                 layer_cycles=np.array([p[0] for p in per_layer], np.int64),
+                 layer_table_cycles=np.zeros(len(per_layer), np.int64),
+                 layer_seconds=np.array([p[1] for p in per_layer]),
+                 layer_stream_seconds=np.array([p[1] for p in per_layer]),
+                 cycles=cycles_now(), wall_seconds=wall(), cpu_seconds=wall.cpu())
+
+
 class Stopwatch:
     """Wall time (and, with :meth:`cpu`, CPU time of the simulator process: the simulator and cocotb share it, so
     this is the load-independent cost on a busy machine) since creation."""

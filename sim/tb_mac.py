@@ -19,7 +19,7 @@ from cocotb.triggers import FallingEdge
 
 from sim.stimulus import MAC_FORMAT, RESULT_ENV, STIMULUS_ENV, load_stimulus
 from sim.tb_common import (InOrderChecker, cycles_now, StreamMonitor, Stopwatch, drive_beats, reset, start_clock,
-                           write_result)
+                           write_stream_result)
 
 log = logging.getLogger("cocotb.dfsq_mac")
 
@@ -72,13 +72,8 @@ async def mac_matches_golden(dut):
     out_mon.stop()
     actual = np.array(checker.actual, dtype=np.int64)
     missing = max(0, len(expected) - len(actual))
-    write_result(os.environ[RESULT_ENV], actual=actual, received=len(actual), expected_count=len(expected),
-                 mismatches=checker.mismatches + missing,
-                 first_mismatch=-1 if checker.first_mismatch is None else checker.first_mismatch,
-                 layer_cycles=np.array([p[0] for p in per_layer], np.int64),
-                 layer_table_cycles=np.zeros(len(per_layer), np.int64),
-                 layer_seconds=np.array([p[1] for p in per_layer]),
-                 layer_stream_seconds=np.array([p[1] for p in per_layer]),
-                 cycles=cycles_now(), wall_seconds=wall(), cpu_seconds=wall.cpu())
+    write_stream_result(os.environ[RESULT_ENV], actual=actual, received=len(actual), expected_count=len(expected),
+                        mismatches=checker.mismatches + missing, first_mismatch=checker.first_mismatch,
+                        per_layer=per_layer, wall=wall)
     assert checker.mismatches == 0 and missing == 0, (
         f"{checker.mismatches} mismatches, {missing} missing outputs of {len(expected)}")

@@ -22,7 +22,7 @@ from cocotb.triggers import FallingEdge
 from golden.mean_unit import CLASSES
 from sim.stimulus import MEAN_UNIT_FORMAT, RESULT_ENV, STIMULUS_ENV, load_stimulus, unpack_ints
 from sim.tb_common import (InOrderChecker, StreamMonitor, Stopwatch, cycles_now, drive_handshake, reset, start_clock,
-                           write_result)
+                           write_stream_result)
 
 log = logging.getLogger("cocotb.dfsq_mean_unit")
 STALL_LIMIT = 1_000
@@ -97,12 +97,7 @@ async def mean_unit_matches_golden(dut):
     missing = max(0, len(expected) - len(actual))
     mismatches = checker.mismatches + class_checker.mismatches + missing
     first = checker.first_mismatch if checker.first_mismatch is not None else class_checker.first_mismatch
-    write_result(os.environ[RESULT_ENV], actual=actual, received=len(actual), expected_count=len(expected),
-                 mismatches=mismatches, first_mismatch=-1 if first is None else first,
-                 layer_cycles=np.array([p[0] for p in per_layer], np.int64),
-                 layer_table_cycles=np.zeros(len(per_layer), np.int64),
-                 layer_seconds=np.array([p[1] for p in per_layer]),
-                 layer_stream_seconds=np.array([p[1] for p in per_layer]),
-                 cycles=cycles_now(), wall_seconds=wall(), cpu_seconds=wall.cpu())
+    write_stream_result(os.environ[RESULT_ENV], actual=actual, received=len(actual), expected_count=len(expected),
+                        mismatches=mismatches, first_mismatch=first, per_layer=per_layer, wall=wall)
     assert mismatches == 0, f"{checker.mismatches} start and {class_checker.mismatches} class mismatches, " \
                             f"{missing} missing outputs of {len(expected)}"

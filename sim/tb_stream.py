@@ -25,7 +25,7 @@ import numpy as np
 from cocotb.triggers import FallingEdge, ReadOnly
 
 from sim.stimulus import RESULT_ENV, STIMULUS_ENV, load_stimulus, unpack_ints
-from sim.tb_common import Stopwatch, cycles_now, drive_beats, drive_handshake, reset, start_clock, write_result
+from sim.tb_common import Stopwatch, cycles_now, drive_beats, drive_handshake, reset, start_clock, write_stream_result
 
 STREAM_FORMAT = "dfsq-sim-stream-stimulus-1"
 log = logging.getLogger("cocotb.dfsq_stream")
@@ -156,13 +156,8 @@ async def unit_matches_golden(dut):
     missing = max(0, len(expected) - len(checker.actual))
     actual = np.stack([pack_word(w, bits) for w in checker.actual]) if checker.actual else \
         np.zeros((0, word_bytes(bits)), np.uint8)
-    write_result(os.environ[RESULT_ENV], actual=actual, received=len(checker.actual), expected_count=len(expected),
-                 mismatches=checker.mismatches + missing,
-                 first_mismatch=-1 if checker.first_mismatch is None else checker.first_mismatch,
-                 layer_cycles=np.array([p[0] for p in per_layer], np.int64),
-                 layer_table_cycles=np.zeros(len(per_layer), np.int64),
-                 layer_seconds=np.array([p[1] for p in per_layer]),
-                 layer_stream_seconds=np.array([p[1] for p in per_layer]),
-                 cycles=cycles_now(), wall_seconds=wall(), cpu_seconds=wall.cpu())
+    write_stream_result(os.environ[RESULT_ENV], actual=actual, received=len(checker.actual),
+                        expected_count=len(expected), mismatches=checker.mismatches + missing,
+                        first_mismatch=checker.first_mismatch, per_layer=per_layer, wall=wall)
     assert checker.mismatches == 0 and missing == 0, (
         f"{checker.mismatches} mismatches, {missing} missing outputs of {len(expected)}")

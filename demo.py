@@ -1,7 +1,8 @@
 """`make demo`: the whole flow on the embedded defaults, from a fresh clone, in a few minutes.
 
     python -m demo [--model edsr|rdn] [--weights default] [--params PATH] [--crop Y,X,H,W]
-        [--compare-crop Y,X,H,W] [--tiles N] [--no-rtl] [--out out/demo (out/demo-rdn with --model rdn)]
+        [--compare-crop Y,X,H,W] [--check-layers N|all] [--tiles N] [--no-rtl]
+        [--out out/demo (out/demo-rdn with --model rdn)]
 
 1. the embedded x2 checkpoint: EDSR-baseline (weights/edsr_baseline_x2.pt, the default) or, with
    ``--model rdn``, the embedded RDN (config S, weights/rdn_s_x2.pt);
@@ -12,16 +13,18 @@
 4. an export of all quantized layers (EDSR 32, RDN-S 42) for an LR crop of that image, checked by the golden
    model;
 5. Verilog of the conv engine and the MAC for that configuration (in <out>/rtl);
-6. Icarus simulation of tiles of every layer, every output compared bit for bit with the golden model;
+6. Icarus simulation of tiles of 4 layers spread over the body (first and last included; ``--check-layers all``:
+   every layer), every output compared bit for bit with the golden model;
 7. the MAC's area from Yosys;
 8. the whole quantized body of a 16x16 LR crop through the accelerator (hw.units.accelerator, 16 lanes) under
-   Verilator (sim.network: every layer bit for bit against the golden integer network; the model is built once,
-   minutes), and <out>/comparison.png: one crop (the astronaut's eye and smile) as HR, bicubic, FP, DFSQ
+   Verilator (sim.network: every layer bit for bit against the golden integer network; its model is built once, in a
+   background process that starts after step 2 and runs beside steps 3 to 7), and <out>/comparison.png: one crop (the astronaut's eye and smile) as HR, bicubic, FP, DFSQ
    fake-quant, DFSQ hardware-exact and, in its centre, the accelerator's, each labelled with its PSNR-Y;
 9. a summary: bit-exact yes/no with counts, the PSNR figures, the RTL crop, the MAC's area.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -44,6 +47,16 @@ COMPARE_CROP = (170, 68, 32, 32)   # LR pixels of the comparison picture: the em
                                    # hardware-exact model runs the golden datapath, about 15 ms of CPU per LR pixel
 RTL_CROP = (178, 76, 16, 16)       # its centre, through the whole accelerator under Verilator (sim.network)
 RTL_LANES = 16
+CHECK_LAYERS = 4                   # step 6 (Icarus, about 2 s of CPU per layer at 64 lanes): layers spread over the
+                                   # body; step 8 runs every layer through the whole accelerator
+
+
+def spread_layers(n: int, k) -> list[int]:
+    """``k`` layer indices of ``0..n-1`` spread evenly, first and last included (every layer when ``k`` is 'all'
+    or at least ``n``)."""
+    if k == "all" or k >= n:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
 
 
 def _step(n: int, text: str) -> float:
@@ -69,9 +82,54 @@ def write_comparison(model, qmodel, hr, lr, crop, path: Path, extra=None) -> Pat
     return path
 
 
-def rtl_panel(args, params_path: Path, lr, out: Path):
+def _build_in_background(kwargs: dict) -> None:
+    """The body of :func:`start_rtl_build`'s process: sim.network.prebuild; SIGTERM stops its compilers (sim.native
+    kills the make process group when the exception passes) and a failed build is left to step 8 to redo and report."""
+    import signal
+    import sys
+
+    from sim.network import prebuild
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with contextlib.suppress(Exception):
+        prebuild(**kwargs)
+
+
+def start_rtl_build(args, params_path: Path):
+    """A process that generates and builds the RTL panel's Verilator model (sim.network.prebuild, one compiler job)
+    while steps 3 to 7 run on the other core; None with --no-rtl or without Verilator (step 8 says why). Stop it with
+    :func:`stop_rtl_build`."""
+    if args.no_rtl:
+        return None
+    from sim.runner import SimulatorNotFound, check_simulator
+
+    try:
+        check_simulator("verilator")
+    except SimulatorNotFound:
+        return None
+    import multiprocessing
+
+    from sim.network import DEFAULT_WORK
+
+    kwargs = dict(model=args.model, weights=str(args.weights), params=str(params_path), lanes=RTL_LANES,
+                  max_pixels=RTL_CROP[2] * RTL_CROP[3], work_dir=DEFAULT_WORK, jobs=1)
+    proc = multiprocessing.get_context("spawn").Process(target=_build_in_background, args=(kwargs,), daemon=True)
+    proc.start()
+    return proc
+
+
+def stop_rtl_build(proc) -> None:
+    """Stop the build of :func:`start_rtl_build` if it still runs (a demo that failed before step 8)."""
+    if proc is not None and proc.is_alive():
+        proc.terminate()
+        proc.join()
+
+
+def rtl_panel(args, params_path: Path, lr, out: Path, build=None):
     """(report, panel) of the quantized body on ``RTL_CROP`` through the whole accelerator under Verilator
-    (sim.network: every layer compared with the golden integer network); (None, None) without Verilator."""
+    (sim.network: every layer compared with the golden integer network); (None, None) without Verilator.
+    ``build``: the process of :func:`start_rtl_build` (waited for; a failed build is redone, and reported, by
+    sim.network)."""
     import numpy as np
     from PIL import Image
 
@@ -84,6 +142,8 @@ def rtl_panel(args, params_path: Path, lr, out: Path):
         return None, None
     from sim.network import DEFAULT_WORK, run_network
 
+    if build is not None:
+        build.join()
     y, x, h, w = RTL_CROP
     rep = run_network(model=args.model, weights=args.weights, params=str(params_path), image=lr, crop=RTL_CROP,
                       out=out / "rtl_crop", lanes=RTL_LANES, max_pixels=h * w, work_dir=DEFAULT_WORK, quiet=True)
@@ -104,6 +164,9 @@ def build_parser() -> Parser:
                                                        f"{','.join(map(str, DEFAULT_CROP))})")
     ap.text("--compare-crop", crop_option, default=COMPARE_CROP,
             help=f"LR crop Y,X,H,W of the comparison picture (default {','.join(map(str, COMPARE_CROP))})")
+    ap.integer("--check-layers", 1, 1_000_000, special=("all",), default=CHECK_LAYERS,
+               help=f"layers whose tiles step 6 simulates: N spread over the body, first and last included "
+                    f"(default {CHECK_LAYERS}; step 8 runs every layer), or 'all'")
     ap.integer("--tiles", 1, 1_000_000, special=("all",), default=1, help="tiles per layer to simulate (or 'all')")
     ap.integer("--out-channels", 1, 4096, default=16, help="output channels simulated per tile")
     ap.choice("--simulator", SIMULATORS, default="icarus")
@@ -127,13 +190,8 @@ def _run(args, out: Path):
     out.mkdir(parents=True, exist_ok=True)
 
     from dfsq.calibrate import calibrate, load_params, save_params
-    from dfsq.data import make_lr, modcrop, sample_image, sample_images
-    from dfsq.evaluate import upscale
-    from dfsq.export import apply_crop, export
-    from dfsq.imresize import imresize
-    from dfsq.metrics import psnr_y, ssim_y
+    from dfsq.data import make_lr, modcrop, sample_images
     from dfsq.model import load_model
-    from dfsq.quantize import quantize_model
     from sim.runner import check_simulator
 
     check_simulator(args.simulator)  # fail before the heavy work when the simulator is missing
@@ -156,6 +214,21 @@ def _run(args, out: Path):
         save_params(params, params_path)
         how = f"calibrated on {len(imgs)} scikit-image crops -> {params_path}"
     _done(t, how)
+    rtl_build = start_rtl_build(args, params_path)  # step 8's Verilator model, built beside steps 3 to 7
+    try:
+        return _steps_3_to_9(args, out, t_all, model, params, params_path, rtl_build)
+    finally:
+        stop_rtl_build(rtl_build)
+
+
+def _steps_3_to_9(args, out: Path, t_all: float, model, params, params_path: Path, rtl_build):
+    from dfsq.data import make_lr, modcrop, sample_image
+    from dfsq.evaluate import upscale
+    from dfsq.export import apply_crop, export
+    from dfsq.imresize import imresize
+    from dfsq.metrics import psnr_y, ssim_y
+    from dfsq.model import load_model
+    from dfsq.quantize import quantize_model
 
     t = _step(3, "PSNR/SSIM on scikit-image's 'astronaut' (x2, Y channel, shave 2)")
     hr = modcrop(sample_image(), 2)
@@ -188,11 +261,13 @@ def _run(args, out: Path):
     paths = [generate(top=top, spec=spec, lanes=16, out_dir=out / "rtl")[0] for top in ("engine", "mac")]
     _done(t, ", ".join(str(p) for p in paths))
 
-    t = _step(6, f"{args.simulator} simulation of tiles of all {len(manifest['layers'])} layers "
-                 f"against the golden model")
+    checked = spread_layers(len(manifest["layers"]), args.check_layers)
+    t = _step(6, f"{args.simulator} simulation of tiles of "
+                 f"{'all' if len(checked) == len(manifest['layers']) else f'{len(checked)} of the'} "
+                 f"{len(manifest['layers'])} layers against the golden model")
     from sim.verify import verify
 
-    rep = verify(export_dir, layers="all", tiles=args.tiles,
+    rep = verify(export_dir, layers=checked, tiles=args.tiles,
                  simulator=args.simulator, out_channels=args.out_channels,
                  lanes=None if args.model == "edsr" else 64,  # RDN: the spec is 512+ channels wide
                  work_dir=out / "sim", quiet=True, jobs=args.jobs)
@@ -207,7 +282,7 @@ def _run(args, out: Path):
     t = _step(8, f"the quantized body of a {RTL_CROP[2]}x{RTL_CROP[3]} crop through the whole accelerator "
                  f"({RTL_LANES} lanes, Verilator; its model is built once, into build/sim_network/) + comparison "
                  f"picture")
-    rtl, panel = (None, None) if args.no_rtl else rtl_panel(args, params_path, lr, out)
+    rtl, panel = (None, None) if args.no_rtl else rtl_panel(args, params_path, lr, out, rtl_build)
     if rtl is not None:
         print(f"      {len(rtl['steps'])} layers, {rtl['cycles']:,} cycles, {rtl['macs']:,} MACs in "
               f"{rtl['sim_seconds']:.1f} s of simulation ({rtl['mac_per_s'] / 1e6:.1f}M MAC/s); bit-exact with the "

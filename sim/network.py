@@ -37,7 +37,8 @@ from golden.files import atomic_output, atomic_output_dir
 
 from .native import OPT_FAST
 
-__all__ = ["run_network", "build_parser", "main", "DEFAULT_LANES", "DEFAULT_MAX_PIXELS", "DEFAULT_WORK"]
+__all__ = ["run_network", "prebuild", "build_accel", "build_parser", "main", "DEFAULT_LANES", "DEFAULT_MAX_PIXELS",
+           "DEFAULT_WORK"]
 
 DEFAULT_LANES = 64
 DEFAULT_MAX_PIXELS = 128 * 128
@@ -147,6 +148,33 @@ def generate_accel(spec, fault, out_dir: Path, quiet: bool, flat: bool = True):
     return Path(v_path), json.loads(Path(j_path).read_text())
 
 
+def build_accel(spec, work: Path, *, fault=None, netlist: str = "flat", cxx_opt: str = DEFAULT_CXX_OPT,
+                quiet: bool = True, jobs: int = 2):
+    """(Verilog path, sidecar, sim.native.NativeBuild) of the accelerator ``spec`` with its C++ driver, generated
+    under ``work``/rtl and built under ``work``/build (both cached: a second call with the same sizes reuses them)."""
+    from sim import native
+    from sim.accel_harness import harness_cpp
+
+    v_path, sidecar = generate_accel(spec, fault, work / "rtl", quiet, flat=netlist == "flat")
+    suffix = "" if cxx_opt == DEFAULT_CXX_OPT else f"-{cxx_opt}"
+    bld = native.build(v_path, top=sidecar["module"], cpp=harness_cpp(sidecar), opt_fast=f"-{cxx_opt}", jobs=jobs,
+                       build_dir=work / "build" / f"{v_path.stem}-native{suffix}", log=None if quiet else
+                       (lambda msg: _say(msg + " (once per configuration; minutes for 64 lanes)", quiet)))
+    _say(f"Verilator model {bld.exe} ({'cached' if bld.cached else f'built in {bld.seconds:.0f} s'})", quiet)
+    return v_path, sidecar, bld
+
+
+def prebuild(*, model: str, weights: str, params: str, lanes: int = DEFAULT_LANES,
+             max_pixels: int = DEFAULT_MAX_PIXELS, work_dir=DEFAULT_WORK, jobs: int = 1) -> float:
+    """Generate and build the accelerator that :func:`run_network` with the same arguments will use, so that a
+    later run finds it cached (make demo builds it beside its other steps); returns the build's seconds (0 when
+    cached)."""
+    _, _, net, p = integer_network(model, weights, params, threads=1)
+    rdn_config = ",".join(str(v) for v in p.config["rdn_config"]) if model == "rdn" else None
+    spec = accel_sizes(net, model, rdn_config, lanes, max_pixels)
+    return build_accel(spec, Path(work_dir).resolve(), jobs=jobs)[2].seconds
+
+
 def compare(prog, res, trace: np.ndarray, height: int, width: int, fb: int):
     """Per step: (rows of the report, first mismatch or None, RTL tensors by name)."""
     hw = height * width
@@ -216,7 +244,7 @@ def run_network(*, model: str, weights: str, params: str, image: str, crop=None,
     from dfsq.metrics import psnr_y
     from hw.program import check_program, compile_program, load_records, mutate
     from sim import native
-    from sim.accel_harness import harness_cpp, read_report, read_trace, write_load
+    from sim.accel_harness import read_report, read_trace, write_load
     from sim.runner import check_simulator
 
     t_start = time.perf_counter()
@@ -251,12 +279,7 @@ def run_network(*, model: str, weights: str, params: str, image: str, crop=None,
             prog = mutate(prog, mutation)
         check_program(prog)
         work = Path(work_dir).resolve()
-        v_path, sidecar = generate_accel(spec, fault, work / "rtl", quiet, flat=netlist == "flat")
-        suffix = "" if cxx_opt == DEFAULT_CXX_OPT else f"-{cxx_opt}"
-        bld = native.build(v_path, top=sidecar["module"], cpp=harness_cpp(sidecar), opt_fast=f"-{cxx_opt}",
-                           build_dir=work / "build" / f"{v_path.stem}-native{suffix}", log=None if quiet else
-                           (lambda msg: _say(msg + " (once per configuration; minutes for 64 lanes)", quiet)))
-        _say(f"Verilator model {bld.exe} ({'cached' if bld.cached else f'built in {bld.seconds:.0f} s'})", quiet)
+        v_path, sidecar, bld = build_accel(spec, work, fault=fault, netlist=netlist, cxx_opt=cxx_opt, quiet=quiet)
         run_dir = work / "runs" / f"network-{os.getpid()}"
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)

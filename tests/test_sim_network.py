@@ -5,6 +5,7 @@ folder): ``slow``. The bad-input checks stop before any build.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -173,3 +174,59 @@ def test_cli_prints_the_verdict(work, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert "bit-exact: YES" in p.stdout and "MAC/s" in p.stdout
     shutil.rmtree(tmp_path / "o")
+
+
+@pytest.mark.slow
+@needs_verilator
+def test_prebuild_is_what_run_network_uses(work, tmp_path):
+    """sim.network.prebuild (make demo builds step 8's model in the background with it) builds exactly the model a
+    run with the same sizes uses: the run finds it cached."""
+    from sim.network import prebuild, run_network
+
+    common = dict(model="edsr", weights="default", params=str(PARAMS), lanes=16, max_pixels=36, work_dir=work)
+    prebuild(**common)
+    rep = run_network(image="sample", crop=(100, 100, 6, 6), out=tmp_path / "o", quiet=True, **common)
+    assert rep["build_cached"] and rep["bit_exact"]
+
+
+def _descendants(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids + [k for c in kids for k in _descendants(c)]
+
+
+@pytest.mark.slow
+@needs_verilator
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc")
+def test_demo_background_build_stops_with_its_compilers(tmp_path, monkeypatch):
+    """A demo that fails before step 8 stops its background build: no make or compiler is left running."""
+    import time
+    from types import SimpleNamespace
+
+    import demo
+    import sim.network
+
+    monkeypatch.setattr(sim.network, "DEFAULT_WORK", tmp_path / "work")
+    args = SimpleNamespace(no_rtl=False, model="edsr", weights="default")
+    proc = demo.start_rtl_build(args, PARAMS)
+    deadline = time.monotonic() + 120
+    seen = set()
+    while time.monotonic() < deadline and not seen:   # until the compilers run (after the Verilog is generated)
+        time.sleep(0.5)
+        for pid in _descendants(proc.pid):
+            with contextlib.suppress(OSError):
+                name = Path(f"/proc/{pid}/comm").read_text().strip()
+                if name in ("make", "verilator_bin", "cc1plus", "g++"):
+                    seen.add(pid)
+    assert seen, "the background build never started a compiler"
+    demo.stop_rtl_build(proc)
+    time.sleep(1)
+    alive = [p for p in seen if Path(f"/proc/{p}").exists()
+             and "Z" not in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]]
+    assert not proc.is_alive() and not alive

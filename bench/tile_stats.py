@@ -121,7 +121,7 @@ def render(cache: dict, tiles, bits_list, datasets, scale: int) -> str:
              "`python -m bench.tile_stats`.", "",
              "| statistics | bits | " + " | ".join(datasets) + " |", "|---|---|" + "---|" * len(datasets)]
     for b in bits_list:
-        row = ["per feature map (paper)", f"W{b}A{b}"]
+        row = ["per feature map (the paper's method, ours)", f"W{b}A{b}"]
         for d in datasets:
             v = baseline(scale, b, d)
             row.append(f"{v:.2f}" if v is not None else "…")

@@ -47,6 +47,8 @@ __all__ = ["DesignCost", "design_costs", "model_graph", "ECP5_EBR_BITS", "DESIGN
 
 ECP5_EBR_BITS = 208 * 18 * 1024     # LFE5U-85F: 208 EBR blocks of 18 kbit
 DESIGNS = ("dfsq", "dfsq-band", "static", "static-fused")
+#: rows per statistics band of the dfsq-band design (and the tile of bench.tile_stats its PSNR comes from)
+BAND_ROWS = 16
 
 
 @dataclass
@@ -108,7 +110,7 @@ def _writer(graph):
 
 
 def design_costs(name: str, graph, layers, height: int, width: int, *, bits: int, fmap_bits: int = 16,
-                 weight_bits: int | None = None, code_bits: int = 9, band: int = 16) -> dict[str, DesignCost]:
+                 weight_bits: int | None = None, code_bits: int = 9, band: int = BAND_ROWS) -> dict[str, DesignCost]:
     """The four designs' costs for one model and frame (see the module docstring)."""
     chans = graph.channels
     HW = height * width
@@ -199,7 +201,8 @@ def build_parser() -> Parser:
                  help="LR frames WxH (default 640x360,1920x1080)")
     ap.integer("--bits", 2, 8, default=4, help="DFSQ activation bits (default 4)")
     ap.integer("--static-bits", 2, 8, default=6, help="static uniform activation bits of equal PSNR (default 6)")
-    ap.integer("--band", 1, 4096, default=16, help="rows per statistics band of dfsq-band (default 16)")
+    ap.integer("--band", 1, 4096, default=BAND_ROWS,
+               help=f"rows per statistics band of dfsq-band (default {BAND_ROWS})")
     ap.integer("--lanes", 1, 1024, default=16)
     ap.real("--fmax-mhz", 0, 10_000, lo_open=True, default=75.6, help="engine clock (default 75.6: hw.report)")
     ap.output_file("--json", default=None)
@@ -318,8 +321,9 @@ def section(hw_rows: list[dict], psnr_paths, tile_path, fmax_mhz: float | None) 
     lines += ["", "### Memory and DRAM traffic per frame (`python -m hw.system_cost`)", "",
               "Activation buffers on chip and activation bytes to and from DRAM per LR frame, from each model's "
               f"integer graph; DFSQ W{DFSQ_BITS}A{DFSQ_BITS} with 16-bit raw feature maps (golden.int_spec); static "
-              f"uniform at Min-Max's bits of equal PSNR (W{mm_bits or 6}A{mm_bits or 6}); `dfsq-band16`: DFSQ with "
-              "statistics per band of 16 rows, fused. Weights (and DFSQ's point tables) are read once per frame in "
+              f"uniform at Min-Max's bits of equal PSNR (W{mm_bits or 6}A{mm_bits or 6}); `dfsq-band{BAND_ROWS}`: DFSQ "
+              f"with statistics per band of {BAND_ROWS} rows, fused. Weights (and DFSQ's point tables) are read once "
+              "per frame in "
               "every design and listed apart. fps: the 16-lane engine's cycles (hw.throughput) at "
               f"{fmax_mhz:g} MHz (nextpnr-ecp5 above). EBR: the LFE5U-85F's 3.74 Mbit of block RAM.", "",
               "| model | LR frame | design | on chip (Mbit) | fits EBR | DRAM (MB/frame) | GB/s at 30 fps | "
@@ -358,12 +362,22 @@ def section(hw_rows: list[dict], psnr_paths, tile_path, fmax_mhz: float | None) 
               f"({e['dfsq'].dram_bytes / st['static'].dram_bytes:.2f}x). Every tensor a DFSQ conv reads is stored raw "
               "(16 bits): its statistics are complete only once it is written, so it cannot be quantized at the "
               "producer, where a static design stores the post-ReLU tensors as b-bit codes.",
-              f"- Fused (statistics per band of 16 rows): the band design moves only the body's entry and exit, as "
+              f"- Fused (statistics per band of {BAND_ROWS} rows): the band design moves only the body's entry and "
+              "exit, as "
               f"the static fused design does, but holds {e['dfsq-band'].onchip_bits / 1e6:,.0f} Mbit on chip "
               f"against {st['static-fused'].onchip_bits / 1e6:,.0f} Mbit "
               f"({e['dfsq-band'].onchip_bits / st['static-fused'].onchip_bits:.1f}x): each layer keeps its whole band "
               "raw before it can quantize it; neither fits the device's 3.74 Mbit.",
               ]
+    band = _band_psnr(tile_path, cells, BAND_ROWS)
+    if band:
+        lines.append(f"- PSNR of the band design (statistics per band of {BAND_ROWS} rows, calibrated the same way): "
+                     + "; ".join(band) + ". Where every set is at least per-image DFSQ's minus 0.01 dB, the fused "
+                     "band design is at equal PSNR and its DRAM bytes equal the static fused design's: what stands "
+                     "in the way of the goal is then its on-chip memory (above) and its LUTs (below), not DRAM.")
+    else:
+        lines.append(f"- PSNR of the band design (statistics per band of {BAND_ROWS} rows): not measured yet "
+                     f"(`python -m bench.tile_stats --tiles rows{BAND_ROWS}`).")
     if fused and split:
         lines.append(f"- LUTs: the accelerator's engine uses the fused de-normalization; the 16-lane DFSQ engine is "
                      f"{_lut(fused):,} LUT4-eq fused against {_lut(split):,} with the split format 6:0 "
@@ -378,6 +392,34 @@ def _f(v, digits=0):
     return f"{v:,.{digits}f}" if isinstance(v, float) else f"{v:,}"
 
 
+def _band_psnr(path, cells, rows: int) -> list[str]:
+    """Per bit width: the band design's PSNR change against per-image DFSQ on each measured set (bench.tile_stats'
+    cache beside bench.psnr_table's cells); empty when nothing is measured."""
+    from pathlib import Path
+
+    from golden.formats import read_json
+
+    from .iso_psnr import DATASETS, _psnr_row
+
+    p = Path(path)
+    if not p.is_file():
+        return []
+    res = read_json(p, "tile_stats cache").get("results", {})
+    out = []
+    for bits in (4, 3):
+        ref = _psnr_row(cells, "dfsq", 4, bits)
+        parts = []
+        for d in DATASETS:
+            r = res.get(f"x2/rows{rows}/W{bits}A{bits}/{d}")
+            if r is not None and ref.get(d) is not None:
+                parts.append(f"{d} {r['psnr'] - ref[d]:+.3f}")
+        if parts:
+            missing = [d for d in DATASETS if f"x2/rows{rows}/W{bits}A{bits}/{d}" not in res]
+            out.append(f"W{bits}A{bits} " + ", ".join(parts) + " dB against per-image statistics"
+                       + (f" ({', '.join(missing)} not measured)" if missing else ""))
+    return out
+
+
 def _tile_table(path) -> list[str]:
     from pathlib import Path
 
@@ -386,6 +428,8 @@ def _tile_table(path) -> list[str]:
         return []
     md = p.with_suffix(".md")
     if md.is_file():
-        text = md.read_text().splitlines()
-        return [ln for ln in text[2:] if ln.strip()]
+        text = md.read_text().strip().splitlines()[1:]   # below its title; blank lines kept (a table needs one)
+        while text and not text[0].strip():
+            text.pop(0)
+        return text
     return []

@@ -1,6 +1,8 @@
 """hw.report: the plan and the Markdown rendering, on made-up measurements (no synthesis here)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from golden.spec import DatapathSpec
@@ -240,3 +242,21 @@ def test_system_cost_equal_psnr_sentence():
     assert _reached("Min-Max", 6, "") == "reached by Min-Max at W6A6"
     assert _reached("Uniform-MSE", None, "none of [3, 4] bits reaches it") == \
         "not reached by Uniform-MSE (none of [3, 4] bits reaches it)"
+
+
+def test_band_psnr_and_tile_table(tmp_path):
+    """The verdict's band-design line: each measured set's PSNR change against per-image DFSQ, the sets not
+    measured named; the per-tile table keeps the blank line a Markdown table needs after its paragraph."""
+    from hw.iso_psnr import DATASETS
+    from hw.system_cost import _band_psnr, _tile_table
+
+    cells = {("dfsq", 4, 4, d): p for d, p in zip(DATASETS, (37.14, 32.75, 31.59, 30.00))}
+    cache = tmp_path / "tile_stats.json"
+    assert _band_psnr(cache, cells, 16) == [] and _tile_table(cache) == []
+    cache.write_text(json.dumps({"format": "dfsq-tile-stats-cache", "version": 1, "results": {
+        "x2/rows16/W4A4/Set5": {"psnr": 37.15}, "x2/rows16/W4A4/B100": {"psnr": 31.58},
+        "x2/rows64/W4A4/Set14": {"psnr": 1.0}}}))
+    line, = _band_psnr(cache, cells, 16)
+    assert line.startswith("W4A4 Set5 +0.010, B100 -0.010 dB") and "(Set14, Urban100 not measured)" in line
+    cache.with_suffix(".md").write_text("# title\n\nA paragraph.\n\n| a |\n|---|\n| 1 |\n")
+    assert _tile_table(cache) == ["A paragraph.", "", "| a |", "|---|", "| 1 |"]

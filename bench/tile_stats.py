@@ -115,7 +115,7 @@ def baseline(scale: int, bits: int, dataset: str):
 def render(cache: dict, tiles, bits_list, datasets, scale: int) -> str:
     res = cache["results"]
     lines = [f"# DFSQ with per-tile statistics (EDSR x{scale}, {WORDS} words)", "",
-             "PSNR-Y (dB); in brackets the change against DFSQ with statistics over the whole feature map "
+             "PSNR-Y (dB, 3 decimals as in docs/results.md); in brackets the change against DFSQ with statistics over the whole feature map "
              "(bench/results/psnr_table.json). Tile `HxW`: statistics per H x W block; `rowsN`: per band of N full "
              "rows. Points calibrated with the same per-tile normalization (32 images, seed 0). Reproduce: "
              "`python -m bench.tile_stats`.", "",
@@ -124,7 +124,7 @@ def render(cache: dict, tiles, bits_list, datasets, scale: int) -> str:
         row = ["per feature map (the paper's method, ours)", f"W{b}A{b}"]
         for d in datasets:
             v = baseline(scale, b, d)
-            row.append(f"{v:.2f}" if v is not None else "…")
+            row.append(f"{v:.3f}" if v is not None else "…")
         lines.append("| " + " | ".join(row) + " |")
         for t in tiles:
             row = [f"per tile {t}", f"W{b}A{b}"]
@@ -134,8 +134,8 @@ def render(cache: dict, tiles, bits_list, datasets, scale: int) -> str:
                 if rec is None:
                     row.append("…")
                 else:
-                    delta = f" ({rec['psnr'] - base:+.2f})" if base is not None else ""
-                    row.append(f"{rec['psnr']:.2f}{delta}")
+                    delta = f" ({rec['psnr'] - base:+.3f})" if base is not None else ""
+                    row.append(f"{rec['psnr']:.3f}{delta}")
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 

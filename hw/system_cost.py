@@ -253,9 +253,11 @@ def _res(row, flow, key):
     return (row or {}).get("raw", {}).get(flow, {}).get(key) if row else None
 
 
-def _reached(method: str, bits, note: str) -> str:
-    """'reached by M at WbAb', or why not (hw.iso_psnr.fewest_bits's reason)."""
-    return f"reached by {method} at W{bits}A{bits}" if bits else f"not reached by {method} ({note})"
+def _reached(method: str, bits, note) -> str:
+    """'reached by M at WbAb' (naming the sets not compared), or why not (hw.iso_psnr.fewest_bits's reason)."""
+    from .iso_psnr import _bits_text
+
+    return f"reached by {method} at {_bits_text(bits, note)}" if bits else f"not reached by {method} ({note})"
 
 
 def section(hw_rows: list[dict], psnr_paths, tile_path, fmax_mhz: float | None) -> list[str]:

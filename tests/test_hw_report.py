@@ -239,7 +239,8 @@ def test_iso_psnr_fewest_bits():
 def test_system_cost_equal_psnr_sentence():
     from hw.system_cost import _reached
 
-    assert _reached("Min-Max", 6, "") == "reached by Min-Max at W6A6"
+    assert _reached("Min-Max", 6, []) == "reached by Min-Max at W6A6"
+    assert _reached("Uniform-MSE", 6, ["Urban100"]) == "reached by Uniform-MSE at W6A6 (Urban100 not measured)"
     assert _reached("Uniform-MSE", None, "none of [3, 4] bits reaches it") == \
         "not reached by Uniform-MSE (none of [3, 4] bits reaches it)"
 

@@ -17,8 +17,9 @@
    every layer), every output compared bit for bit with the golden model;
 7. the MAC's area from Yosys;
 8. the whole quantized body of a 16x16 LR crop through the accelerator (hw.units.accelerator, 16 lanes) under
-   Verilator (sim.network: every layer bit for bit against the golden integer network; its model is built once, in a
-   background process that starts after step 2 and runs beside steps 3 to 7), and <out>/comparison.png: one crop (the astronaut's eye and smile) as HR, bicubic, FP, DFSQ
+   Verilator (sim.network: every layer bit for bit against the golden integer network; its model is built once, in
+   a background process that starts after step 2 and runs beside steps 3 to 7), and <out>/comparison.png: one crop
+   (the astronaut's eye and smile) as HR, bicubic, FP, DFSQ
    fake-quant, DFSQ hardware-exact and, in its centre, the accelerator's, each labelled with its PSNR-Y;
 9. a summary: bit-exact yes/no with counts, the PSNR figures, the RTL crop, the MAC's area.
 """
@@ -47,6 +48,15 @@ COMPARE_CROP = (170, 68, 32, 32)   # LR pixels of the comparison picture: the em
                                    # hardware-exact model runs the golden datapath, about 15 ms of CPU per LR pixel
 RTL_CROP = (178, 76, 16, 16)       # its centre, through the whole accelerator under Verilator (sim.network)
 RTL_LANES = 16
+
+
+def rtl_model(args, params_path: Path) -> dict:
+    """The accelerator the RTL panel runs on (sim.network's model, params, lanes, memory and work folder): what the
+    background build (:func:`start_rtl_build`) builds and step 8 (:func:`rtl_panel`) reuses."""
+    from sim.network import DEFAULT_WORK
+
+    return dict(model=args.model, weights=str(args.weights), params=str(params_path), lanes=RTL_LANES,
+                max_pixels=RTL_CROP[2] * RTL_CROP[3], work_dir=DEFAULT_WORK)
 CHECK_LAYERS = 4                   # step 6 (Icarus, about 2 s of CPU per layer at 64 lanes): layers spread over the
                                    # body; step 8 runs every layer through the whole accelerator
 
@@ -84,7 +94,7 @@ def write_comparison(model, qmodel, hr, lr, crop, path: Path, extra=None) -> Pat
 
 def _build_in_background(kwargs: dict) -> None:
     """The body of :func:`start_rtl_build`'s process: sim.network.prebuild; SIGTERM stops its compilers (sim.native
-    kills the make process group when the exception passes) and a failed build is left to step 8 to redo and report."""
+    kills the make process group when the exception passes); a failed build is left to step 8 to redo and report."""
     import signal
     import sys
 
@@ -109,10 +119,7 @@ def start_rtl_build(args, params_path: Path):
         return None
     import multiprocessing
 
-    from sim.network import DEFAULT_WORK
-
-    kwargs = dict(model=args.model, weights=str(args.weights), params=str(params_path), lanes=RTL_LANES,
-                  max_pixels=RTL_CROP[2] * RTL_CROP[3], work_dir=DEFAULT_WORK, jobs=1)
+    kwargs = dict(rtl_model(args, params_path), jobs=1)
     proc = multiprocessing.get_context("spawn").Process(target=_build_in_background, args=(kwargs,), daemon=True)
     proc.start()
     return proc
@@ -140,13 +147,11 @@ def rtl_panel(args, params_path: Path, lr, out: Path, build=None):
     except SimulatorNotFound as exc:
         print(f"      RTL panel skipped: {exc}")
         return None, None
-    from sim.network import DEFAULT_WORK, run_network
+    from sim.network import run_network
 
     if build is not None:
         build.join()
-    y, x, h, w = RTL_CROP
-    rep = run_network(model=args.model, weights=args.weights, params=str(params_path), image=lr, crop=RTL_CROP,
-                      out=out / "rtl_crop", lanes=RTL_LANES, max_pixels=h * w, work_dir=DEFAULT_WORK, quiet=True)
+    rep = run_network(image=lr, crop=RTL_CROP, out=out / "rtl_crop", quiet=True, **rtl_model(args, params_path))
     sr = np.asarray(Image.open(out / "rtl_crop" / "sr_rtl.png").convert("RGB"))
     return rep, ("DFSQ RTL (accelerator)\ncentre crop", sr, RTL_CROP)
 

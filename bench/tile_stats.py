@@ -115,9 +115,9 @@ def baseline(scale: int, bits: int, dataset: str):
 def render(cache: dict, tiles, bits_list, datasets, scale: int) -> str:
     res = cache["results"]
     lines = [f"# DFSQ with per-tile statistics (EDSR x{scale}, {WORDS} words)", "",
-             "PSNR-Y (dB, 3 decimals as in docs/results.md); in brackets the change against DFSQ with statistics over the whole feature map "
-             "(bench/results/psnr_table.json). Tile `HxW`: statistics per H x W block; `rowsN`: per band of N full "
-             "rows. Points calibrated with the same per-tile normalization (32 images, seed 0). Reproduce: "
+             "PSNR-Y (dB, 3 decimals as in docs/results.md); in brackets the change against DFSQ with statistics "
+             "over the whole feature map (bench/results/psnr_table.json). Tile `HxW`: statistics per H x W block; "
+             "`rowsN`: per band of N full rows. Points calibrated with the same per-tile normalization (32 images, seed 0). Reproduce: "
              "`python -m bench.tile_stats`.", "",
              "| statistics | bits | " + " | ".join(datasets) + " |", "|---|---|" + "---|" * len(datasets)]
     for b in bits_list:

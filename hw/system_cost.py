@@ -409,6 +409,7 @@ def _band_psnr(path, cells, rows: int) -> list[str]:
     cache beside bench.psnr_table's cells); empty when nothing is measured."""
     from pathlib import Path
 
+    from bench.tile_stats import cell_key
     from golden.formats import read_json
 
     from .iso_psnr import DATASETS, _psnr_row
@@ -422,11 +423,11 @@ def _band_psnr(path, cells, rows: int) -> list[str]:
         ref = _psnr_row(cells, "dfsq", 4, bits)
         parts = []
         for d in DATASETS:
-            r = res.get(f"x2/rows{rows}/W{bits}A{bits}/{d}")
+            r = res.get(cell_key(2, f"rows{rows}", bits, d))
             if r is not None and ref.get(d) is not None:
                 parts.append(f"{d} {r['psnr'] - ref[d]:+.3f}")
         if parts:
-            missing = [d for d in DATASETS if f"x2/rows{rows}/W{bits}A{bits}/{d}" not in res]
+            missing = [d for d in DATASETS if cell_key(2, f"rows{rows}", bits, d) not in res]
             out.append(f"W{bits}A{bits} " + ", ".join(parts) + " dB against per-image statistics"
                        + (f" ({', '.join(missing)} not measured)" if missing else ""))
     return out
